@@ -1,0 +1,272 @@
+"""``portrait``: the command line for operators and data teams."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from portrait.config import Settings, load_settings
+
+IDENTIFIER_FLAGS = {
+    "customer_id": "--customer-id",
+    "phone": "--phone",
+    "account_no": "--account-no",
+    "im_id": "--im-id",
+    "email": "--email",
+}
+
+
+def _print_json(value: Any, pretty: bool = True) -> None:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    sys.stdout.write(orjson.dumps(value, option=option).decode("utf-8") + "\n")
+    sys.stdout.flush()
+
+
+# --- stack ------------------------------------------------------------------------------
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.stack import LocalStack, StackError
+
+    stack = LocalStack(settings)
+    if args.action == "up":
+        try:
+            started = stack.up()
+        except StackError as exc:
+            print(f"stack: {exc}", file=sys.stderr)
+            return 1
+        for row in stack.status():
+            mine = "started by portrait" if row["started_by_portrait"] else "already running"
+            print(f"{row['service']:6} 127.0.0.1:{row['port']}  up ({mine})")
+        print(f"recorded {len(started)} process(es) in {stack.state_file}")
+        return 0
+    if args.action == "down":
+        stopped = stack.down()
+        for item in stopped:
+            print(f"stopped {item.service} (pid {item.pid}, port {item.port})")
+        if not stopped:
+            print("nothing to stop: this stack started no process that is still running")
+        return 0
+    rows = stack.status()
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            state = "up" if row["answers"] else "down"
+            owner = f"pid {row['pid']}" if row["pid"] else "not started by portrait"
+            print(f"{row['service']:6} 127.0.0.1:{row['port']}  {state}  ({owner})")
+    return 0 if all(row["answers"] for row in rows) else 1
+
+
+# --- worker -----------------------------------------------------------------------------
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+# --- produce ----------------------------------------------------------------------------
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.kafka import ensure_topics, make_producer, produce_confirmed
+    from streams.produce import Unroutable, jsonl_lines, route
+
+    ensure_topics(settings)
+    records, skipped = [], 0
+    with Path(args.file).open("rb") as handle:
+        for number, line in enumerate(jsonl_lines(handle), start=1):
+            try:
+                records.append(route(settings, line, args.topic))
+            except Unroutable as exc:
+                skipped += 1
+                print(f"line {number}: skipped ({exc}; use --topic to send it raw)",
+                      file=sys.stderr)
+    producer = make_producer(settings)
+    produce_confirmed(producer, records)
+    print(f"produced {len(records)} event(s), skipped {skipped}")
+    return 0 if skipped == 0 else 1
+
+
+# --- profile ----------------------------------------------------------------------------
+
+
+def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.lookup import get_profile
+    from portrait.state.store import RedisProfileStore
+
+    chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
+    if len(chosen) != 1:
+        print("profile get: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()),
+              file=sys.stderr)
+        return 2
+    kind, value = chosen[0]
+
+    async def lookup() -> dict[str, Any] | None:
+        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        try:
+            return await get_profile(store, kind, value)
+        finally:
+            await store.close()
+
+    profile = asyncio.run(lookup())
+    if profile is None:
+        print(f"no customer with {IDENTIFIER_FLAGS[kind]} {value}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(profile)
+    else:
+        from portrait.render import render_profile
+
+        print(render_profile(profile))
+    return 0
+
+
+# --- tail -------------------------------------------------------------------------------
+
+
+def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    from streams.kafka import client_config
+
+    topic = args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic(
+        args.topic
+    )
+    consumer = Consumer(
+        client_config(settings)
+        | {"group.id": f"portrait-tail-{time.time_ns()}", "enable.auto.commit": False}
+    )
+    # Assign partitions directly: no group join to wait for, and no offsets committed.
+    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        print(f"tail: no topic {topic}", file=sys.stderr)
+        consumer.close()
+        return 1
+    start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in metadata.partitions])
+    seen, idle_since = 0, time.monotonic()
+    try:
+        while args.max is None or seen < args.max:
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                if args.idle_timeout and time.monotonic() - idle_since > args.idle_timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            seen += 1
+            value = message.value() or b""
+            if args.json:
+                sys.stdout.write(value.decode("utf-8", errors="replace") + "\n")
+                sys.stdout.flush()
+            else:
+                from portrait.render import render_output
+
+                print(render_output(value))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+# --- schemas ----------------------------------------------------------------------------
+
+
+def cmd_schemas(_settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.schemas import stale_schemas, write_schemas
+
+    if args.check:
+        stale = stale_schemas()
+        for name in stale:
+            print(f"schemas/{name} differs from the event models", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_schemas():
+        print(path)
+    return 0
+
+
+# --- demo and bench -------------------------------------------------------------------------
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.demo import run_demo
+
+    return run_demo(settings, keep_stack=args.keep_stack)
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.bench import run_bench
+
+    return run_bench(settings, events=args.events, customers=args.customers, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``portrait`` command."""
+    parser = argparse.ArgumentParser(prog="portrait", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="start, stop or show the embedded local Kafka + Redis")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--json", action="store_true")
+    stack.set_defaults(func=cmd_stack)
+
+    worker = sub.add_parser("worker", help="run the Faust worker")
+    worker.set_defaults(func=cmd_worker)
+
+    produce = sub.add_parser("produce", help="produce events from a JSONL file to their topics")
+    produce.add_argument("file")
+    produce.add_argument("--topic", help="send every line raw to this topic (short name)")
+    produce.set_defaults(func=cmd_produce)
+
+    profile = sub.add_parser("profile", help="look a profile up")
+    profile_sub = profile.add_subparsers(dest="profile_action", required=True)
+    get = profile_sub.add_parser("get", help="print the profile found by one identifier")
+    for kind, flag in IDENTIFIER_FLAGS.items():
+        get.add_argument(flag, dest=kind)
+    get.add_argument("--json", action="store_true", help="print the profile document as JSON")
+    get.set_defaults(func=cmd_profile)
+
+    tail = sub.add_parser("tail", help="print the events of a topic as they arrive")
+    tail.add_argument("topic", help="full name or short name (profile-changes, dlq …)")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--json", action="store_true", help="one raw JSON event per line")
+    tail.add_argument("--max", type=int, help="stop after this many events")
+    tail.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    tail.set_defaults(func=cmd_tail)
+
+    schemas = sub.add_parser("schemas", help="write (or --check) the JSON Schemas")
+    schemas.add_argument("--check", action="store_true")
+    schemas.set_defaults(func=cmd_schemas)
+
+    demo = sub.add_parser("demo", help="run the demo story end to end")
+    demo.add_argument("--keep-stack", action="store_true", help="leave the stack running")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="naive Faust vs Portrait vs plain loop, events/s")
+    bench.add_argument("--events", type=int, default=100_000)
+    bench.add_argument("--customers", type=int, default=10_000)
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``portrait`` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(load_settings(), args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

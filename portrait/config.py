@@ -1,0 +1,73 @@
+"""Portrait's configuration: one pydantic-settings class, every field a ``PORTRAIT_`` variable.
+
+Each field here has a row in the README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All runtime settings, read from ``PORTRAIT_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="PORTRAIT_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "portrait:"
+    topic_prefix: str = "portrait."
+    http_port: int = 6066
+    profile: Literal["local", "production"] = "local"
+
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    topic_retention_ms: int = 7 * 24 * 3600 * 1000
+
+    consumer_group: str = "portrait-worker"
+    batch_max_events: int = Field(default=1000, ge=1)
+    batch_max_wait_seconds: float = Field(default=0.05, gt=0)
+    max_event_bytes: int = Field(default=256 * 1024, ge=256)
+
+    # None means "the profile's default": 6 s on the local broker, whose group joins
+    # take half the session timeout, and Kafka's own 45 s in production.
+    session_timeout_seconds: float | None = None
+
+    dedup_retention_seconds: int = 7 * 24 * 3600
+    timezone: str = "Asia/Shanghai"
+    preference_half_life_days: float = Field(default=30.0, gt=0)
+    attribute_confidence: float = Field(default=0.9, ge=0, le=1)
+    worker_processes: int = Field(default=1, ge=1)
+    log_level: str = "INFO"
+
+    @cached_property
+    def redis_port(self) -> int:
+        """Port of ``redis_url`` (6379 when it names none)."""
+        return urlsplit(self.redis_url).port or 6379
+
+    @cached_property
+    def kafka_port(self) -> int:
+        """Port of the first bootstrap server."""
+        first = self.kafka_bootstrap.split(",")[0]
+        return int(first.rsplit(":", 1)[1]) if ":" in first else 9092
+
+    @property
+    def effective_session_timeout(self) -> float:
+        """The consumer session timeout in seconds for this profile."""
+        if self.session_timeout_seconds is not None:
+            return self.session_timeout_seconds
+        return 6.0 if self.profile == "local" else 45.0
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a short name such as ``chat`` or ``dlq``."""
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment."""
+    return Settings()

@@ -1,0 +1,424 @@
+"""Event contracts: every input and output event of DESIGN.md as a typed model.
+
+These models are the source of the JSON Schemas in ``schemas/`` (``portrait schemas``
+writes them; a test fails when the committed files differ). Input events are validated
+against them in one pass with :data:`INPUT_EVENT_ADAPTER`; a failure sends the raw bytes
+to the DLQ with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+IDENTIFIER_TYPES: tuple[str, ...] = ("customer_id", "account_no", "phone", "im_id", "email")
+"""Identifier kinds, in the order that picks the one a new customer's id derives from."""
+
+EventId = Annotated[str, Field(min_length=1, max_length=128)]
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+IdentifierValues = Identifier | Annotated[list[Identifier], Field(max_length=32)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class CustomerRef(_Model):
+    """Identifiers known for the customer; at least one must be present."""
+
+    customer_id: IdentifierValues | None = None
+    phone: IdentifierValues | None = None
+    account_no: IdentifierValues | None = None
+    im_id: IdentifierValues | None = None
+    email: IdentifierValues | None = None
+
+    @model_validator(mode="after")
+    def _has_identifier(self) -> CustomerRef:
+        if not any(getattr(self, kind) for kind in IDENTIFIER_TYPES):
+            raise ValueError("no customer identifier")
+        return self
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """Every (kind, raw value) pair, in :data:`IDENTIFIER_TYPES` order."""
+        out: list[tuple[str, str]] = []
+        for kind in IDENTIFIER_TYPES:
+            values = getattr(self, kind)
+            if values is None:
+                continue
+            for value in [values] if isinstance(values, str) else values:
+                out.append((kind, value))
+        return out
+
+
+class Prosody(_Model):
+    pitch_hz: float | None = None
+    pitch_var: float | None = None
+    energy_db: float | None = None
+    speech_rate: float | None = None
+
+
+# --- payloads -------------------------------------------------------------------------
+
+
+class ChatMessagePayload(_Model):
+    conversation_id: Annotated[str, Field(min_length=1)]
+    direction: Literal["inbound", "outbound"]
+    employee_id: Annotated[str, Field(min_length=1)]
+    text: str | None = None
+    images: list[str] = Field(default_factory=list)
+    group_id: str | None = None
+
+
+class RelationChangedPayload(_Model):
+    employee_id: Annotated[str, Field(min_length=1)]
+    relation: Literal["friend", "group"]
+    action: Literal["added", "removed"]
+    group_id: str | None = None
+
+
+class CallStartedPayload(_Model):
+    call_id: Annotated[str, Field(min_length=1)]
+    agent_id: Annotated[str, Field(min_length=1)]
+
+
+class CallSegmentPayload(_Model):
+    call_id: Annotated[str, Field(min_length=1)]
+    seq: Annotated[int, Field(ge=0)]
+    speaker: Literal["customer", "agent"]
+    text: str
+    offset_ms: Annotated[int, Field(ge=0)] | None = None
+    prosody: Prosody | None = None
+
+
+class CallEndedPayload(_Model):
+    call_id: Annotated[str, Field(min_length=1)]
+    outcome: str | None = None
+
+
+class ChannelEventPayload(_Model):
+    action: Annotated[str, Field(min_length=1, max_length=64)]
+    amount: float | None = None
+    items: list[Any] = Field(default_factory=list)
+    text: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProfileEditedPayload(_Model):
+    editor_id: Annotated[str, Field(min_length=1)]
+    set: dict[str, Any] = Field(default_factory=dict)
+    unset: list[str] = Field(default_factory=list)
+    tags_add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list
+    )
+    tags_remove: list[str] = Field(default_factory=list)
+
+
+class FeedbackRecordedPayload(_Model):
+    call_id: str | None = None
+    conversation_id: str | None = None
+    product: str | None = None
+    phase: str | None = None
+    outcome: Literal["accepted", "declined"] | None = None
+    satisfaction: Annotated[int, Field(ge=1, le=5)] | None = None
+    prompt_id: str | None = None
+
+
+class CustomerErasurePayload(_Model):
+    requested_by: str | None = None
+    reason: str | None = None
+
+
+class SourceImportedPayload(_Model):
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    interactions: list[dict[str, Any]] = Field(default_factory=list)
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+# --- input envelopes ------------------------------------------------------------------
+
+
+class _Envelope(_Model):
+    event_id: EventId
+    occurred_at: AwareDatetime
+    source: Annotated[str, Field(min_length=1, max_length=64)]
+    customer: CustomerRef
+
+
+class ChatMessage(_Envelope):
+    type: Literal["chat.message"]
+    payload: ChatMessagePayload
+
+
+class RelationChanged(_Envelope):
+    type: Literal["relation.changed"]
+    payload: RelationChangedPayload
+
+
+class CallStarted(_Envelope):
+    type: Literal["call.started"]
+    payload: CallStartedPayload
+
+
+class CallSegment(_Envelope):
+    type: Literal["call.segment"]
+    payload: CallSegmentPayload
+
+
+class CallEnded(_Envelope):
+    type: Literal["call.ended"]
+    payload: CallEndedPayload
+
+
+class ChannelEvent(_Envelope):
+    type: Literal["channel.event"]
+    payload: ChannelEventPayload
+
+
+class ProfileEdited(_Envelope):
+    type: Literal["profile.edited"]
+    payload: ProfileEditedPayload
+
+
+class FeedbackRecorded(_Envelope):
+    type: Literal["feedback.recorded"]
+    payload: FeedbackRecordedPayload
+
+
+class CustomerErasure(_Envelope):
+    type: Literal["customer.erasure"]
+    payload: CustomerErasurePayload = Field(default_factory=CustomerErasurePayload)
+
+
+class SourceImported(_Envelope):
+    type: Literal["source.imported"]
+    payload: SourceImportedPayload
+
+
+InputEvent = Annotated[
+    ChatMessage
+    | RelationChanged
+    | CallStarted
+    | CallSegment
+    | CallEnded
+    | ChannelEvent
+    | ProfileEdited
+    | FeedbackRecorded
+    | CustomerErasure
+    | SourceImported,
+    Field(discriminator="type"),
+]
+INPUT_EVENT_ADAPTER: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
+
+INPUT_TOPIC_BY_TYPE: dict[str, str] = {
+    "chat.message": "chat",
+    "relation.changed": "chat",
+    "call.started": "calls",
+    "call.segment": "calls",
+    "call.ended": "calls",
+    "channel.event": "channel-events",
+    "profile.edited": "commands",
+    "feedback.recorded": "commands",
+    "customer.erasure": "commands",
+    "source.imported": "commands",
+}
+"""Short topic name (without prefix) for each input event type."""
+
+INPUT_MODELS: dict[str, type[_Envelope]] = {
+    "chat.message": ChatMessage,
+    "relation.changed": RelationChanged,
+    "call.started": CallStarted,
+    "call.segment": CallSegment,
+    "call.ended": CallEnded,
+    "channel.event": ChannelEvent,
+    "profile.edited": ProfileEdited,
+    "feedback.recorded": FeedbackRecorded,
+    "customer.erasure": CustomerErasure,
+    "source.imported": SourceImported,
+}
+
+
+# --- profile document -----------------------------------------------------------------
+
+
+class AttributeValue(_Model):
+    value: Any
+    source: str
+    confidence: float
+    updated_at: str
+
+
+class Stats(_Model):
+    events_total: int
+    by_channel: dict[str, int]
+    first_seen: str | None
+    last_seen: str | None
+
+
+class Preferences(_Model):
+    channel: str | None
+    time_of_day: Literal["morning", "noon", "afternoon", "evening", "night"] | None
+
+
+class Emotion(_Model):
+    last: Literal["positive", "neutral", "negative"] | None
+    average: float | None
+    negative_streak: int
+
+
+class Keyword(_Model):
+    term: str
+    weight: float
+
+
+class Indicators(_Model):
+    activity: float | None
+    credit: float | None
+    wealth: float | None
+    campaign_participation: float | None
+    influence: float | None
+
+
+class Scores(_Model):
+    value: float | None
+    loyalty: float | None
+    churn_risk: float | None
+    priority: Literal["low", "normal", "high", "urgent"] | None
+    model_version: str | None
+
+
+class Relationship(_Model):
+    employee_id: str
+    closeness: float
+
+
+class Need(_Model):
+    need: str
+    reason: str
+
+
+class Identifiers(_Model):
+    phone: list[str]
+    account_no: list[str]
+    im_id: list[str]
+    email: list[str]
+    customer_id: list[str] = Field(default_factory=list)
+
+
+class ProfileDocument(_Model):
+    """The profile as ``portrait profile get --json`` prints it and ``profile.changed`` carries it."""
+
+    customer_id: str
+    version: int
+    identifiers: Identifiers
+    attributes: dict[str, AttributeValue]
+    tags: list[str]
+    stats: Stats
+    preferences: Preferences
+    emotion: Emotion
+    keywords: list[Keyword]
+    indicators: Indicators
+    scores: Scores
+    relationships: list[Relationship]
+    needs: list[Need]
+
+
+# --- output events --------------------------------------------------------------------
+
+
+class _Output(_Model):
+    event_id: str
+    source_event_id: str
+    customer_id: str
+    emitted_at: str
+
+
+class FieldChange(_Model):
+    field: str
+    old: Any
+    new: Any
+
+
+class ProfileChanged(_Output):
+    type: Literal["profile.changed"]
+    version: int
+    notify: list[str]
+    changed: list[FieldChange]
+    profile: ProfileDocument
+
+
+class ProfileMerged(_Output):
+    """``customer_id`` is the survivor; ``merged_id`` the customer that now redirects to it."""
+
+    type: Literal["profile.merged"]
+    merged_id: str
+    version: int
+    notify: list[str]
+
+
+class ProfileErased(_Output):
+    type: Literal["profile.erased"]
+    version: int
+    notify: list[str]
+
+
+class ProfileSnapshot(_Output):
+    type: Literal["profile.snapshot"]
+    version: int
+    notify: list[str]
+    employee_id: str
+    profile: ProfileDocument
+
+
+class AgentPrompt(_Output):
+    type: Literal["agent.prompt"]
+    prompt_id: str
+    agent_id: str
+    call_id: str | None = None
+    conversation_id: str | None = None
+    kind: Literal["recommend_product", "introduce_or_answer", "soothe_and_close", "escalate"]
+    emotion: Literal["positive", "neutral", "negative"]
+    phase: str | None
+    product: str | None = None
+    text: str
+    reasons: list[str]
+    latency_ms: float
+
+
+class TrendTerm(_Model):
+    term: str
+    count: int
+
+
+class TrendsWindow(_Model):
+    type: Literal["trends.window"]
+    event_id: str
+    emitted_at: str
+    window_start: str
+    window_end: str
+    terms: list[TrendTerm]
+
+
+class DlqRecord(_Model):
+    """A rejected input: the original bytes (base64) and where they came from."""
+
+    type: Literal["dlq.record"]
+    event_id: str
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str
+    rejected_at: str
+
+
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    "profile.changed": ProfileChanged,
+    "profile.merged": ProfileMerged,
+    "profile.erased": ProfileErased,
+    "profile.snapshot": ProfileSnapshot,
+    "agent.prompt": AgentPrompt,
+    "trends.window": TrendsWindow,
+    "dlq.record": DlqRecord,
+}

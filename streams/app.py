@@ -1,0 +1,109 @@
+"""The Faust app: input topics, the batching agent, and the HTTP endpoints.
+
+One agent reads all four input topics as raw bytes, takes batches without acking, runs
+them through :class:`streams.pipeline.BatchPipeline` (state, outputs delivered and
+confirmed), and only then acks the batch's events so that Faust may commit them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from portrait import metrics
+from portrait.config import Settings
+from portrait.state.store import RedisProfileStore
+from streams.kafka import INPUT_TOPICS, ConfirmedProducer
+from streams.pipeline import BatchPipeline, InputRecord
+
+log = logging.getLogger("portrait.worker")
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app for these settings (nothing connects until it starts)."""
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.effective_session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.effective_session_timeout / 3),
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_port=settings.http_port,
+        web_bind="127.0.0.1" if settings.profile == "local" else "0.0.0.0",  # noqa: S104
+        web_in_thread=False,
+        stream_buffer_maxsize=max(4 * settings.batch_max_events, 4096),
+        broker_max_poll_records=settings.batch_max_events,
+        producer_acks=-1,
+    )
+    inputs = app.topic(
+        *(settings.topic(name) for name in INPUT_TOPICS),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    state: dict[str, Any] = {}
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def open_clients() -> None:
+        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        state["store"] = store
+        state["producer"] = ConfirmedProducer(settings)
+        state["pipeline"] = BatchPipeline(settings, store)
+
+    @app.agent(inputs)  # type: ignore[untyped-decorator]
+    async def process(stream: Any) -> None:
+        async for events in stream.noack_take(
+            settings.batch_max_events, within=settings.batch_max_wait_seconds
+        ):
+            while "pipeline" not in state:  # the clients open in a task at start-up
+                await app.sleep(0.05)
+            records = [
+                InputRecord(
+                    e.message.topic, e.message.partition, e.message.offset,
+                    e.message.key, e.message.value,
+                )
+                for e in events
+            ]
+            await state["pipeline"].run(records, state["producer"].deliver)
+            for event in events:
+                await stream.ack(event)
+            metrics.READY.set(1)
+
+    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    async def metrics_view(_web: Any, _request: Any) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/livez")  # type: ignore[untyped-decorator]
+    async def livez(_web: Any, _request: Any) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    @app.page("/readyz")  # type: ignore[untyped-decorator]
+    async def readyz(_web: Any, _request: Any) -> web.Response:
+        store = state.get("store")
+        checks = {"redis": False, "kafka": False, "partitions": False}
+        if store is not None:
+            try:
+                checks["redis"] = await store.ping()
+            except Exception:  # a probe reports, it does not raise
+                checks["redis"] = False
+        consumer = app.consumer if app._consumer is not None else None
+        if consumer is not None:
+            checks["kafka"] = True
+            checks["partitions"] = bool(consumer.assignment())
+        ready = all(checks.values())
+        metrics.READY.set(1 if ready else 0)
+        return web.json_response(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status=200 if ready else 503,
+        )
+
+    return app

@@ -1,0 +1,125 @@
+"""confluent-kafka plumbing: topic names and creation, client configs, confirmed delivery.
+
+The worker, the CLI and the batch engine all build their clients here so that security
+and profile settings apply everywhere the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from portrait.config import Settings
+from streams.pipeline import OutputRecord
+
+log = logging.getLogger("portrait.kafka")
+
+INPUT_TOPICS: tuple[str, ...] = ("chat", "calls", "channel-events", "commands")
+OUTPUT_TOPICS: tuple[str, ...] = ("profile-changes", "agent-prompts", "trends", "dlq")
+
+
+def all_topics(settings: Settings) -> list[str]:
+    """Full names of every topic Portrait reads or writes."""
+    return [settings.topic(name) for name in INPUT_TOPICS + OUTPUT_TOPICS]
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Settings every confluent-kafka client shares."""
+    return {"bootstrap.servers": settings.kafka_bootstrap}
+
+
+def topic_config(settings: Settings) -> dict[str, str]:
+    """Explicit per-topic configs; some brokers (Tansu) describe only what was set."""
+    return {"cleanup.policy": "delete", "retention.ms": str(settings.topic_retention_ms)}
+
+
+def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
+    """Create every missing Portrait topic with explicit configs; returns those created."""
+    admin = AdminClient(client_config(settings))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [t for t in all_topics(settings) if t not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                topic,
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication,
+                config=topic_config(settings),
+            )
+            for topic in wanted
+        ],
+        operation_timeout=timeout,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout)
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    log.info("topics created", extra={"events": len(created)})
+    return created
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    """A producer that waits for all in-sync replicas and batches briefly."""
+    config = client_config(settings) | {
+        "acks": "all",
+        "linger.ms": 2,
+        "queue.buffering.max.messages": 500_000,
+        "compression.type": "none",
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+class DeliveryError(RuntimeError):
+    """Some outputs of a batch were not confirmed by the broker."""
+
+
+def produce_confirmed(producer: Producer, records: Sequence[OutputRecord]) -> None:
+    """Produce records and block until the broker confirmed every one (or raise)."""
+    failures: list[str] = []
+
+    def on_delivery(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failures.append(error.str())
+
+    for record in records:
+        while True:
+            try:
+                producer.produce(record.topic, record.value, record.key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    remaining = producer.flush(30)
+    if remaining or failures:
+        raise DeliveryError(
+            f"{remaining} outputs unconfirmed, {len(failures)} failed: {failures[:3]}"
+        )
+
+
+class ConfirmedProducer:
+    """Async wrapper: delivers a batch of outputs off the event loop and waits for acks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.producer = make_producer(settings)
+
+    async def deliver(self, records: Sequence[OutputRecord]) -> None:
+        """Send the records; returns once the broker confirmed all of them."""
+        if records:
+            await asyncio.get_running_loop().run_in_executor(
+                None, produce_confirmed, self.producer, records
+            )
+
+    def close(self) -> None:
+        """Flush what is left."""
+        self.producer.flush(10)

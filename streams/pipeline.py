@@ -1,0 +1,252 @@
+"""The batch pipeline shared by the Faust worker and the confluent-kafka batch engine.
+
+A batch of raw records goes: decode → deltas → one Redis round trip → output events.
+Both engines call :meth:`BatchPipeline.run`, which also delivers the outputs and confirms
+them to the store; the engine acknowledges offsets only after it returns. Nothing here
+knows which engine is calling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from portrait import metrics
+from portrait.config import Settings
+from portrait.events import InputEvent
+from portrait.state.store import ApplyResult, ProfileStore
+from processors.envelope import Rejection, decode_event
+from processors.profile import (
+    DeltaSettings,
+    build_delta,
+    changed_fields,
+    document_from_state,
+    iso_from_ms,
+    state_before,
+)
+
+log = logging.getLogger("portrait.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """One consumed Kafka record, as both engines hand it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """Outputs of a batch, the (customer, event) pairs to confirm, and counts by outcome."""
+
+    outputs: list[OutputRecord] = field(default_factory=list)
+    applied: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+Deliver = Callable[[Sequence[OutputRecord]], Awaitable[None]]
+
+
+def output_event_id(kind: str, source_event_id: str, customer_id: str) -> str:
+    """Deterministic id of an output, so a re-emitted output carries the same id."""
+    digest = hashlib.sha256(f"{kind}|{source_event_id}|{customer_id}".encode()).hexdigest()
+    return digest[:32]
+
+
+def _now_iso() -> str:
+    return iso_from_ms(time.time() * 1000)
+
+
+class BatchPipeline:
+    """Turns batches of input records into state changes and output records."""
+
+    def __init__(self, settings: Settings, store: ProfileStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.delta_settings = DeltaSettings(
+            timezone=ZoneInfo(settings.timezone),
+            half_life_days=settings.preference_half_life_days,
+            attribute_confidence=settings.attribute_confidence,
+        )
+        self.retention_ms = settings.dedup_retention_seconds * 1000
+        self.profile_topic = settings.topic("profile-changes")
+        self.dlq_topic = settings.topic("dlq")
+
+    def dlq_record(self, record: InputRecord, rejection: Rejection) -> OutputRecord:
+        """The DLQ record for a rejected input: original bytes, where they came from, why."""
+        where = f"{record.topic}|{record.partition}|{record.offset}"
+        body = {
+            "type": "dlq.record",
+            "event_id": hashlib.sha256(where.encode()).hexdigest()[:32],
+            "reason": rejection.reason,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key_b64": base64.b64encode(record.key).decode() if record.key is not None else None,
+            "value_b64": base64.b64encode(record.value or b"").decode(),
+            "rejected_at": _now_iso(),
+        }
+        return OutputRecord(self.dlq_topic, record.key, orjson.dumps(body))
+
+    def _profile_outputs(self, event_id: str, result: ApplyResult) -> list[OutputRecord]:
+        assert result.customer_id is not None and result.state is not None
+        cid = result.customer_id
+        after = document_from_state(cid, result.state)
+        before = document_from_state(
+            cid, state_before(result.state, result.old, result.ids_added)
+        )
+        emitted_at = _now_iso()
+        key = cid.encode()
+        outputs = []
+        for loser in result.merged:
+            merged = {
+                "type": "profile.merged",
+                "event_id": output_event_id("profile.merged", event_id, loser),
+                "source_event_id": event_id,
+                "customer_id": cid,
+                "merged_id": loser,
+                "version": after["version"],
+                "notify": [],
+                "emitted_at": emitted_at,
+            }
+            outputs.append(OutputRecord(self.profile_topic, key, orjson.dumps(merged)))
+        changed = {
+            "type": "profile.changed",
+            "event_id": output_event_id("profile.changed", event_id, cid),
+            "source_event_id": event_id,
+            "customer_id": cid,
+            "version": after["version"],
+            "notify": [],
+            "changed": changed_fields(before, after),
+            "profile": after,
+            "emitted_at": emitted_at,
+        }
+        outputs.append(OutputRecord(self.profile_topic, key, orjson.dumps(changed)))
+        return outputs
+
+    def _erased_outputs(self, event_id: str, result: ApplyResult) -> list[OutputRecord]:
+        outputs = []
+        for cid in result.erased:
+            body = {
+                "type": "profile.erased",
+                "event_id": output_event_id("profile.erased", event_id, cid),
+                "source_event_id": event_id,
+                "customer_id": cid,
+                "version": 0,
+                "notify": [],
+                "emitted_at": _now_iso(),
+            }
+            outputs.append(OutputRecord(self.profile_topic, cid.encode(), orjson.dumps(body)))
+        return outputs
+
+    async def prepare(self, records: Sequence[InputRecord]) -> BatchOutcome:
+        """Decode, apply to the store (one round trip) and build every output of a batch."""
+        outcome = BatchOutcome()
+        accepted: list[tuple[InputRecord, InputEvent]] = []
+        deltas: list[bytes] = []
+        now_ms = int(time.time() * 1000)
+        for record in records:
+            decoded = decode_event(record.value, self.settings.max_event_bytes)
+            if not isinstance(decoded, Rejection):
+                try:
+                    delta = build_delta(decoded, self.delta_settings)
+                except Exception as exc:  # bad input must never stop the worker
+                    decoded = Rejection(f"unprocessable: {type(exc).__name__}")
+                else:
+                    accepted.append((record, decoded))
+                    deltas.append(delta.to_json(now_ms, self.retention_ms))
+                    continue
+            outcome.outputs.append(self.dlq_record(record, decoded))
+            outcome.outcomes[(record.topic, "dlq")] += 1
+            metrics.DLQ.labels(decoded.code).inc()
+            log.warning(
+                "rejected input",
+                extra={"topic": record.topic, "partition": record.partition,
+                       "reason": decoded.code},
+            )
+
+        started = time.perf_counter()
+        results = await self.store.apply(deltas)
+        metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
+
+        for (record, event), result in zip(accepted, results, strict=True):
+            kind = "ok"
+            if result.status == "ok":
+                outcome.outputs.extend(self._profile_outputs(event.event_id, result))
+                assert result.customer_id is not None
+                outcome.applied.append((result.customer_id, event.event_id))
+                metrics.MERGES.inc(len(result.merged))
+            elif result.status == "dup":
+                kind = "duplicate"
+                # A redelivery whose outputs were never confirmed re-emits them (same ids);
+                # a duplicate of an event earlier in this batch has its outputs already.
+                replayable = (result.customer_id, event.event_id) not in outcome.applied
+                if replayable and result.replay is not None and result.customer_id is not None:
+                    outcome.outputs.extend(self._profile_outputs(event.event_id, result.replay))
+                    outcome.applied.append((result.customer_id, event.event_id))
+            elif result.status == "erased":
+                outcome.outputs.extend(self._erased_outputs(event.event_id, result))
+            outcome.outcomes[(record.topic, kind)] += 1
+        return outcome
+
+    async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:
+        """Process a batch until its outputs are delivered and confirmed; retries on failure.
+
+        Safe to retry because every state update is idempotent; returns only when the
+        caller may acknowledge the batch's offsets.
+        """
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                outcome = await self.prepare(records)
+                await deliver(outcome.outputs)
+                await self.store.confirm_delivered(outcome.applied)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.BATCH_RETRIES.inc()
+                log.exception(
+                    "batch failed; retrying", extra={"events": len(records), "attempt": attempt}
+                )
+                await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+        for (topic, kind), count in outcome.outcomes.items():
+            metrics.EVENTS.labels(topic, kind).inc(count)
+        for topic, count in Counter(output.topic for output in outcome.outputs).items():
+            metrics.OUTPUTS.labels(topic).inc(count)
+        metrics.BATCH_SIZE.observe(len(records))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+
+def summarise(outcome: BatchOutcome) -> dict[str, Any]:
+    """Counts of a batch by outcome, for logs and CLI summaries."""
+    totals: Counter[str] = Counter()
+    for (_, kind), count in outcome.outcomes.items():
+        totals[kind] += count
+    return dict(totals)
