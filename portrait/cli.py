@@ -90,8 +90,9 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
                 records.append(route(settings, line, args.topic))
             except Unroutable as exc:
                 skipped += 1
-                print(f"line {number}: skipped ({exc}; use --topic to send it raw)",
-                      file=sys.stderr)
+                print(
+                    f"line {number}: skipped ({exc}; use --topic to send it raw)", file=sys.stderr
+                )
     producer = make_producer(settings)
     produce_confirmed(producer, records)
     print(f"produced {len(records)} event(s), skipped {skipped}")
@@ -107,8 +108,10 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
     chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
     if len(chosen) != 1:
-        print("profile get: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()),
-              file=sys.stderr)
+        print(
+            "profile get: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()),
+            file=sys.stderr,
+        )
         return 2
     kind, value = chosen[0]
 
@@ -140,8 +143,8 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
     from streams.kafka import client_config
 
-    topic = args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic(
-        args.topic
+    topic = (
+        args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic(args.topic)
     )
     consumer = Consumer(
         client_config(settings)

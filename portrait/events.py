@@ -108,9 +108,7 @@ class ProfileEditedPayload(_Model):
     editor_id: Annotated[str, Field(min_length=1)]
     set: dict[str, Any] = Field(default_factory=dict)
     unset: list[str] = Field(default_factory=list)
-    tags_add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list
-    )
+    tags_add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
     tags_remove: list[str] = Field(default_factory=list)
 
 
@@ -306,7 +304,7 @@ class Identifiers(_Model):
 
 
 class ProfileDocument(_Model):
-    """The profile as ``portrait profile get --json`` prints it and ``profile.changed`` carries it."""
+    """The profile: what ``portrait profile get --json`` prints and ``profile.changed`` carries."""
 
     customer_id: str
     version: int

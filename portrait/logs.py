@@ -13,8 +13,17 @@ from typing import Any
 
 import orjson
 
-_CONTEXT_FIELDS = ("event_id", "customer_id", "topic", "partition", "reason", "duration_seconds",
-                   "events", "outputs", "attempt")
+_CONTEXT_FIELDS = (
+    "event_id",
+    "customer_id",
+    "topic",
+    "partition",
+    "reason",
+    "duration_seconds",
+    "events",
+    "outputs",
+    "attempt",
+)
 
 
 class JsonFormatter(logging.Formatter):

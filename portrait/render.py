@@ -41,12 +41,18 @@ def render_output(raw: bytes) -> str:
     kind = event.get("type", "?")
     if kind == "profile.changed":
         fields = ", ".join(change["field"] for change in event["changed"])
-        return (f"profile.changed  {event['customer_id']} v{event['version']}  "
-                f"changed: {fields}  (from {event['source_event_id']})")
+        return (
+            f"profile.changed  {event['customer_id']} v{event['version']}  "
+            f"changed: {fields}  (from {event['source_event_id']})"
+        )
     if kind == "profile.merged":
-        return (f"profile.merged   {event['merged_id']} → {event['customer_id']}  "
-                f"(from {event['source_event_id']})")
+        return (
+            f"profile.merged   {event['merged_id']} → {event['customer_id']}  "
+            f"(from {event['source_event_id']})"
+        )
     if kind == "dlq.record":
-        return (f"dlq.record       {event['topic']}[{event['partition']}]@{event['offset']}  "
-                f"reason: {event['reason']}")
+        return (
+            f"dlq.record       {event['topic']}[{event['partition']}]@{event['offset']}  "
+            f"reason: {event['reason']}"
+        )
     return f"{kind}  " + orjson.dumps(event).decode()[:160]

@@ -77,18 +77,31 @@ def tansu_command(port: int) -> list[str]:
     """Command line of a memory-only Tansu broker on 127.0.0.1:port."""
     url = f"tcp://127.0.0.1:{port}"
     return [
-        tansu_binary(), "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
     ]
 
 
 def redis_command(port: int) -> list[str]:
     """Command line of a Redis that keeps nothing on disk, on 127.0.0.1:port."""
     return [
-        redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
-        "--save", "", "--appendonly", "no", "--daemonize", "no",
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
     ]
 
 
@@ -100,9 +113,7 @@ class LocalStack:
         self.state_dir = state_dir or Path(
             os.environ.get("PORTRAIT_STACK_DIR", Path.home() / ".cache" / "portrait")
         )
-        self.state_file = (
-            self.state_dir / f"stack-{settings.kafka_port}-{settings.redis_port}.json"
-        )
+        self.state_file = self.state_dir / f"stack-{settings.kafka_port}-{settings.redis_port}.json"
 
     def _services(self) -> list[tuple[str, int, list[str]]]:
         return [
@@ -130,8 +141,11 @@ class LocalStack:
             log_path = self.state_dir / f"{service}-{port}.log"
             with log_path.open("ab") as log_file:
                 process = subprocess.Popen(
-                    command, stdout=log_file, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    command,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
             started.append(Started(service, process.pid, port, command[0]))
             self._record(started)

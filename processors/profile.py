@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from portrait.events import (
+    CallStarted,
     ChannelEvent,
     ChatMessage,
-    CallStarted,
     CustomerErasure,
     InputEvent,
     ProfileEdited,

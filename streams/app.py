@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import faust
-from aiohttp import web
+from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from portrait import metrics
@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_allow_declare=False,
         topic_disable_leader=True,
         web_port=settings.http_port,
-        web_bind="127.0.0.1" if settings.profile == "local" else "0.0.0.0",  # noqa: S104
+        web_bind="127.0.0.1" if settings.profile == "local" else "0.0.0.0",
         web_in_thread=False,
         stream_buffer_maxsize=max(4 * settings.batch_max_events, 4096),
         broker_max_poll_records=settings.batch_max_events,
@@ -68,8 +68,11 @@ def create_app(settings: Settings) -> faust.App:
                 await app.sleep(0.05)
             records = [
                 InputRecord(
-                    e.message.topic, e.message.partition, e.message.offset,
-                    e.message.key, e.message.value,
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
                 )
                 for e in events
             ]
@@ -79,15 +82,15 @@ def create_app(settings: Settings) -> faust.App:
             metrics.READY.set(1)
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]
-    async def metrics_view(_web: Any, _request: Any) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics_view(view: View, _request: Request) -> Response:
+        return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
     @app.page("/livez")  # type: ignore[untyped-decorator]
-    async def livez(_web: Any, _request: Any) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def livez(view: View, _request: Request) -> Response:
+        return view.json({"status": "ok"})
 
     @app.page("/readyz")  # type: ignore[untyped-decorator]
-    async def readyz(_web: Any, _request: Any) -> web.Response:
+    async def readyz(view: View, _request: Request) -> Response:
         store = state.get("store")
         checks = {"redis": False, "kafka": False, "partitions": False}
         if store is not None:
@@ -101,7 +104,7 @@ def create_app(settings: Settings) -> faust.App:
             checks["partitions"] = bool(consumer.assignment())
         ready = all(checks.values())
         metrics.READY.set(1 if ready else 0)
-        return web.json_response(
+        return view.json(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status=200 if ready else 503,
         )

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from portrait.config import Settings
 from streams.pipeline import OutputRecord
@@ -123,3 +124,39 @@ class ConfirmedProducer:
     def close(self) -> None:
         """Flush what is left."""
         self.producer.flush(10)
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 30.0,
+    idle_timeout: float | None = None,
+) -> list[tuple[bytes | None, bytes]]:
+    """Every (key, value) of a topic from the beginning, without a consumer group.
+
+    Stops at ``expect`` records, after ``idle_timeout`` seconds without one, or at
+    ``timeout``.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        client_config(settings) | {"group.id": "portrait-reader", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        out: list[tuple[bytes | None, bytes]] = []
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline and (expect is None or len(out) < expect):
+            if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                break
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is None:
+                    out.append((message.key(), message.value() or b""))
+                    last = time.monotonic()
+        return out
+    finally:
+        consumer.close()

@@ -115,9 +115,7 @@ class BatchPipeline:
         assert result.customer_id is not None and result.state is not None
         cid = result.customer_id
         after = document_from_state(cid, result.state)
-        before = document_from_state(
-            cid, state_before(result.state, result.old, result.ids_added)
-        )
+        before = document_from_state(cid, state_before(result.state, result.old, result.ids_added))
         emitted_at = _now_iso()
         key = cid.encode()
         outputs = []
@@ -184,14 +182,18 @@ class BatchPipeline:
             metrics.DLQ.labels(decoded.code).inc()
             log.warning(
                 "rejected input",
-                extra={"topic": record.topic, "partition": record.partition,
-                       "reason": decoded.code},
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "reason": decoded.code,
+                },
             )
 
         started = time.perf_counter()
         results = await self.store.apply(deltas)
         metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
 
+        emitted: set[str] = set()
         for (record, event), result in zip(accepted, results, strict=True):
             kind = "ok"
             if result.status == "ok":
@@ -203,13 +205,14 @@ class BatchPipeline:
                 kind = "duplicate"
                 # A redelivery whose outputs were never confirmed re-emits them (same ids);
                 # a duplicate of an event earlier in this batch has its outputs already.
-                replayable = (result.customer_id, event.event_id) not in outcome.applied
+                replayable = event.event_id not in emitted
                 if replayable and result.replay is not None and result.customer_id is not None:
                     outcome.outputs.extend(self._profile_outputs(event.event_id, result.replay))
                     outcome.applied.append((result.customer_id, event.event_id))
             elif result.status == "erased":
                 outcome.outputs.extend(self._erased_outputs(event.event_id, result))
             outcome.outcomes[(record.topic, kind)] += 1
+            emitted.add(event.event_id)
         return outcome
 
     async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:

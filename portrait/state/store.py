@@ -164,13 +164,13 @@ class RedisProfileStore:
             await self._run([(False, (cid, *eids)) for cid, eids in by_customer.items()])
 
     async def resolve(self, identifier_key: str) -> str | None:
-        found = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
+        found: bytes | None = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
         return found.decode("utf-8") if found else None
 
     async def follow(self, customer_id: str) -> str | None:
         current = customer_id
         for _ in range(16):
-            nxt = await self.redis.get(self.key(current, "redirect"))
+            nxt: bytes | None = await self.redis.get(self.key(current, "redirect"))
             if not nxt:
                 break
             current = nxt.decode("utf-8")

@@ -1,0 +1,140 @@
+"""``portrait demo``: the whole system on one story, start to finish.
+
+Starts the embedded stack (on free ports unless ``PORTRAIT_KAFKA_BOOTSTRAP`` /
+``PORTRAIT_REDIS_URL`` are set), runs a worker, produces three customers' events from
+every channel (Chinese and English, a merge, a late event, a duplicate, bad records),
+prints the profiles and output events, and stops everything it started — on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib.resources import files
+
+from portrait.config import Settings
+from portrait.stack import LocalStack, free_port
+
+STORY_CUSTOMERS = (
+    ("phone", "13800138000", "张伟 — app, WeCom, web, hotline; merged through his account"),
+    ("email", "emily.clark@example.com", "Emily Clark — online service, marketing, import"),
+    ("im_id", "wx_wangfang", "王芳 — WeChat and marketing; one event sent twice"),
+)
+
+
+def _demo_settings(base: Settings) -> Settings:
+    run = time.strftime("%Y%m%d%H%M%S")
+    update: dict[str, object] = {
+        "topic_prefix": f"demo-{run}.",
+        "redis_key_prefix": f"demo-{run}:",
+        "consumer_group": f"portrait-demo-{run}",
+    }
+    if "PORTRAIT_KAFKA_BOOTSTRAP" not in os.environ:
+        update["kafka_bootstrap"] = f"127.0.0.1:{free_port()}"
+    if "PORTRAIT_REDIS_URL" not in os.environ:
+        update["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"
+    if "PORTRAIT_HTTP_PORT" not in os.environ:
+        update["http_port"] = free_port()
+    return base.model_copy(update=update)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"PORTRAIT_{name.upper()}"] = str(value)
+    return env
+
+
+def _wait_ready(port: int, worker: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError("the worker exited during start-up")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("the worker did not become ready")
+
+
+def _section(title: str) -> None:
+    print(f"\n=== {title} " + "=" * max(0, 70 - len(title)))
+
+
+def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    from portrait.cli import main as cli
+
+    from streams.kafka import ensure_topics, read_topic
+
+    ensure_topics(settings)
+    _section("worker")
+    _wait_ready(settings.http_port, worker)
+    print(f"ready; metrics at http://127.0.0.1:{settings.http_port}/metrics")
+
+    _section("producing the story")
+    data = files("portrait").joinpath("demo_data")
+    story = str(data.joinpath("demo_events.jsonl"))
+    bad = str(data.joinpath("demo_bad.jsonl"))
+    cli(["produce", story])
+    cli(["produce", bad, "--topic", "chat"])
+
+    _section("output events (portrait.profile-changes)")
+    from portrait.render import render_output
+
+    records = read_topic(settings, settings.topic("profile-changes"), timeout=60, idle_timeout=4)
+    for _, value in records:
+        print(render_output(value))
+
+    _section("rejected input (portrait.dlq)")
+    for _, value in read_topic(settings, settings.topic("dlq"), timeout=20, idle_timeout=2):
+        print(render_output(value))
+
+    for kind, value, caption in STORY_CUSTOMERS:
+        _section(caption)
+        cli(["profile", "get", f"--{kind.replace('_', '-')}", value])
+
+    _section("one profile as JSON (portrait profile get --account-no SH-00981 --json)")
+    cli(["profile", "get", "--account-no", "SH-00981", "--json"])
+
+
+def run_demo(base: Settings, keep_stack: bool = False) -> int:
+    """Run the demo; returns the exit code."""
+    settings = _demo_settings(base)
+    os.environ.update({k: v for k, v in _env(settings).items() if k.startswith("PORTRAIT_")})
+    stack = LocalStack(settings)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        _section("embedded stack")
+        stack.up()
+        for row in stack.status():
+            print(f"{row['service']:6} 127.0.0.1:{row['port']}  pid {row['pid'] or '(not ours)'}")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "portrait.cli", "worker"],
+            env=_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _play(settings, worker)
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping what the demo started", file=sys.stderr)
+        return 130
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if not keep_stack:
+            for item in stack.down():
+                print(f"stopped {item.service} (pid {item.pid})")

@@ -1,0 +1,115 @@
+"""Shared fixtures: a private Redis and a private Tansu broker per test session, on free ports.
+
+Nothing here touches a server the tests did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portrait.config import Settings
+from portrait.stack import free_port, port_answers, redis_command, tansu_command
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start(command: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    deadline = time.monotonic() + 20
+    while not port_answers(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{command[0]} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a Redis started for this session only."""
+    port = free_port()
+    process = _start(redis_command(port), port, tmp_path_factory.mktemp("redis") / "redis.log")
+    yield f"redis://127.0.0.1:{port}/0"
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a Tansu broker started for this session only."""
+    port = free_port()
+    process = _start(tansu_command(port), port, tmp_path_factory.mktemp("tansu") / "tansu.log")
+    yield f"127.0.0.1:{port}"
+    _stop(process)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for topic and key prefixes."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def redis_settings(redis_url: str, unique: str) -> Settings:
+    """Settings with a fresh Redis key namespace on the session Redis."""
+    return Settings(redis_url=redis_url, redis_key_prefix=f"t{unique}:")
+
+
+@pytest.fixture
+def stack_settings(redis_url: str, kafka_bootstrap: str, unique: str) -> Settings:
+    """Settings with fresh topics and a fresh Redis namespace on the session servers."""
+    return Settings(
+        redis_url=redis_url,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{unique}.",
+        redis_key_prefix=f"t{unique}:",
+        consumer_group=f"portrait-{unique}",
+        http_port=free_port(),
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess these settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"PORTRAIT_{name.upper()}"] = str(value)
+    return env
+
+
+def event(
+    event_id: str,
+    type_: str,
+    occurred_at: str,
+    source: str,
+    customer: dict[str, Any],
+    payload: dict[str, Any],
+) -> dict[str, Any]:
+    """An input envelope."""
+    return {
+        "event_id": event_id,
+        "type": type_,
+        "occurred_at": occurred_at,
+        "source": source,
+        "customer": customer,
+        "payload": payload,
+    }

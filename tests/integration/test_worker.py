@@ -1,0 +1,248 @@
+"""The real ``portrait worker`` against the session's Tansu broker and Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from portrait.config import Settings
+from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
+from streams.produce import route
+from tests.conftest import event, settings_env
+
+pytestmark = pytest.mark.integration
+PORTRAIT = [sys.executable, "-m", "portrait.cli"]
+
+
+@contextmanager
+def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A running worker process; stopped (SIGTERM, then SIGKILL) on exit."""
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [*PORTRAIT, "worker"],
+            env=settings_env(settings),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def produce(settings: Settings, events: list[dict[str, Any]], topic: str | None = None) -> None:
+    ensure_topics(settings)
+    lines = [e if isinstance(e, bytes) else orjson.dumps(e) for e in events]
+    produce_confirmed(make_producer(settings), [route(settings, line, topic) for line in lines])
+
+
+def profile_get(settings: Settings, *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    done = subprocess.run(
+        [*PORTRAIT, "profile", "get", *args, "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    body = json.loads(done.stdout) if done.returncode == 0 else None
+    return done.returncode, body, done.stderr.decode()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def outputs(settings: Settings, short: str) -> list[dict[str, Any]]:
+    records = read_topic(settings, settings.topic(short), timeout=30, idle_timeout=3)
+    return [orjson.loads(value) for _, value in records]
+
+
+def chan(eid: str, at: str, source: str, customer: dict[str, Any], **attrs: Any) -> dict[str, Any]:
+    return event(
+        eid, "channel.event", at, source, customer, {"action": "page_view", "attributes": attrs}
+    )
+
+
+def chat(eid: str, at: str, customer: dict[str, Any], text: str) -> dict[str, Any]:
+    return event(
+        eid,
+        "chat.message",
+        at,
+        "wecom",
+        customer,
+        {"conversation_id": "conv-9", "direction": "inbound", "employee_id": "emp-1", "text": text},
+    )
+
+
+def test_worker_builds_profiles_merges_and_rejects_bad_input(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings = stack_settings
+    first = [
+        chan(
+            "w1",
+            "2026-11-01T09:00:00+08:00",
+            "app",
+            {"phone": "+86 139-0000-1111"},
+            name="李娜",
+            birthday="1990/5/6",
+            city="上海",
+        ),
+        chat("w2", "2026-11-02T21:00:00+08:00", {"im_id": "wx-li"}, "你好，我想问一下账单"),
+        chat("w3", "2026-11-02T21:05:00+08:00", {"im_id": "wx-li"}, "Is my bill ready?"),
+        event(
+            "w4",
+            "profile.edited",
+            "2026-11-01T12:00:00+08:00",
+            "crm",
+            {"phone": "8613900001111"},
+            {"editor_id": "emp-1", "set": {"city": "杭州"}, "tags_add": ["vip"]},
+        ),
+    ]
+    bad = [
+        b"{broken",
+        orjson.dumps({"type": "chat.message", "event_id": "no-fields"}),
+        b"\xff\xfe",
+        orjson.dumps({**first[0], "type": "profile.exploded"}),
+    ]
+    produce(settings, first)
+    produce(settings, bad, topic="chat")
+    with worker(settings, tmp_path / "worker.log"):
+        wait_for(lambda: profile_get(settings, "--im-id", "wx-li")[0] == 0, what="first profile")
+        # the account number links the phone customer and the IM customer; w1 is replayed
+        # (a duplicate) and w0 arrives late but happened first
+        link = chan(
+            "w5",
+            "2026-11-03T10:00:00+08:00",
+            "hotline",
+            {"account_no": "ACC-7", "im_id": "wx-li"},
+            city="北京",
+        )
+        link2 = chan(
+            "w6",
+            "2026-11-03T11:00:00+08:00",
+            "web",
+            {"account_no": "ACC-7", "phone": "8613900001111"},
+        )
+        late = chan(
+            "w0", "2026-10-01T08:00:00+08:00", "app", {"phone": "8613900001111"}, company="Acme"
+        )
+        produce(settings, [link, first[0], link2, late])
+
+        def merged() -> bool:
+            code, body, _ = profile_get(settings, "--account-no", "ACC-7")
+            return code == 0 and body is not None and body["stats"]["events_total"] == 7
+
+        wait_for(merged, what="merged profile with 7 events")
+        dlq = outputs(settings, "dlq")
+
+    code, doc, _ = profile_get(settings, "--phone", "+86 13900001111")
+    assert code == 0 and doc is not None
+    assert doc == profile_get(settings, "--im-id", "wx-li")[1]
+    assert doc["identifiers"] == {
+        "phone": ["8613900001111"],
+        "account_no": ["ACC-7"],
+        "im_id": ["wx-li"],
+        "email": [],
+        "customer_id": [],
+    }
+    assert doc["stats"]["by_channel"] == {"app": 2, "crm": 1, "hotline": 1, "web": 1, "wecom": 2}
+    assert doc["stats"]["first_seen"] == "2026-10-01T00:00:00.000Z"
+    assert doc["stats"]["last_seen"] == "2026-11-03T03:00:00.000Z"
+    assert doc["attributes"]["city"]["value"] == "杭州"  # manual beats the later 北京
+    assert doc["attributes"]["city"]["source"] == "manual"
+    assert doc["attributes"]["birthday"]["value"] == "1990-05-06"
+    assert doc["attributes"]["company"]["value"] == "Acme"
+    assert doc["tags"] == ["vip"]
+    assert doc["preferences"]["time_of_day"] in {"morning", "evening"}
+
+    changes = outputs(settings, "profile-changes")
+    kinds = [c["type"] for c in changes]
+    assert len(changes) == 8
+    assert kinds.count("profile.changed") == 7  # the duplicate w1 emitted nothing new
+    [merge] = [c for c in changes if c["type"] == "profile.merged"]
+    assert {merge["customer_id"], merge["merged_id"]} >= {doc["customer_id"]}
+    assert merge["customer_id"] == doc["customer_id"]
+    versions = [
+        c["version"]
+        for c in changes
+        if c["type"] == "profile.changed" and c["customer_id"] == doc["customer_id"]
+    ]
+    assert versions == sorted(versions) and versions[-1] == doc["version"]
+
+    assert sorted(d["reason"].split(":")[0] for d in dlq) == [
+        "invalid_event",
+        "invalid_json",
+        "invalid_utf8",
+        "unknown_type",
+    ]
+    assert sorted(base64.b64decode(d["value_b64"]) for d in dlq) == sorted(bad)
+    assert {d["topic"] for d in dlq} == {settings.topic("chat")}
+
+    code, _, err = profile_get(settings, "--email", "nobody@example.com")
+    assert code == 1 and "no customer" in err
+
+
+def applied_total(settings: Settings) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(f"{settings.redis_key_prefix}c:*:cnt", count=1000))
+    return sum(int(client.hget(key, "events_total") or 0) for key in keys)
+
+
+def test_worker_killed_mid_stream_loses_and_doubles_nothing(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    settings = stack_settings.model_copy(update={"batch_max_events": 100})
+    customers, total = 40, 6000
+    events = [
+        chan(
+            f"k{i}",
+            f"2026-11-0{1 + i % 9}T1{i % 10}:00:00+08:00",
+            ["app", "web"][i % 2],
+            {"account_no": f"A{i % customers}"},
+            seq=i,
+        )
+        for i in range(total)
+    ]
+    produce(settings, events)
+    with worker(settings, tmp_path / "w1.log") as first:
+        wait_for(lambda: applied_total(settings) > 0, what="first batch")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    at_kill = applied_total(settings)
+    assert 0 < at_kill < total, "the kill should land mid-stream"
+    with worker(settings, tmp_path / "w2.log"):
+        wait_for(lambda: applied_total(settings) >= total, timeout=120, what="all events")
+        time.sleep(1)  # anything applied twice would show up now
+    assert applied_total(settings) == total
+    for c in range(0, customers, 7):
+        _, body, _ = profile_get(settings, "--account-no", f"A{c}")
+        assert body is not None and body["stats"]["events_total"] == total // customers
+        assert body["version"] == total // customers
+    changed = outputs(settings, "profile-changes")
+    assert {c["source_event_id"] for c in changed} == {e["event_id"] for e in events}

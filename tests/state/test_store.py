@@ -1,0 +1,218 @@
+"""The state script against a real Redis: identity, merge, idempotency, order independence."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import redis
+
+from portrait.config import Settings
+from portrait.events import INPUT_EVENT_ADAPTER
+from portrait.lookup import find_customer, get_profile
+from portrait.state.store import ApplyResult, RedisProfileStore
+from processors.identity import customer_id_for
+from processors.profile import DeltaSettings, build_delta
+from tests.conftest import event
+
+T = TypeVar("T")
+DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def delta(raw: dict[str, Any]) -> bytes:
+    parsed = INPUT_EVENT_ADAPTER.validate_python(raw)
+    return build_delta(parsed, DELTAS).to_json(now_ms=1_800_000_000_000, retention_ms=86_400_000)
+
+
+async def apply(settings: Settings, events: list[dict[str, Any]]) -> list[ApplyResult]:
+    store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+    try:
+        return await store.apply([delta(e) for e in events])
+    finally:
+        await store.close()
+
+
+async def profile(settings: Settings, kind: str, value: str) -> dict[str, Any] | None:
+    store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+    try:
+        return await get_profile(store, kind, value)
+    finally:
+        await store.close()
+
+
+def chan(eid: str, at: str, source: str, customer: dict[str, Any], **attrs: Any) -> dict[str, Any]:
+    return event(
+        eid, "channel.event", at, source, customer, {"action": "page_view", "attributes": attrs}
+    )
+
+
+def edit(eid: str, at: str, customer: dict[str, Any], **payload: Any) -> dict[str, Any]:
+    return event(eid, "profile.edited", at, "crm", customer, {"editor_id": "emp", **payload})
+
+
+STORY = [
+    chan("s1", "2026-11-01T09:00:00+08:00", "app", {"phone": "138"}, city="上海"),
+    chan("s2", "2026-11-02T09:00:00+08:00", "web", {"im_id": "wx"}, city="北京"),
+    chan("s3", "2026-11-03T21:00:00+08:00", "web", {"im_id": "wx", "account_no": "A1"}),
+    chan(
+        "s4",
+        "2026-11-04T21:00:00+08:00",
+        "hotline",
+        {"phone": "138", "account_no": "A1"},
+        company="Acme",
+    ),
+    edit(
+        "s5",
+        "2026-10-30T09:00:00+08:00",
+        {"account_no": "A1"},
+        set={"city": "杭州"},
+        tags_add=["vip", "tmp"],
+    ),
+    edit("s6", "2026-11-05T09:00:00+08:00", {"phone": "138"}, tags_remove=["tmp"]),
+    chan("s7", "2026-11-06T08:00:00+08:00", "app", {"email": "Z@X.com", "phone": "138"}),
+]
+
+
+def test_new_customer_gets_the_deterministic_id(redis_settings: Settings) -> None:
+    [result] = run(apply(redis_settings, [STORY[0]]))
+    assert result.status == "ok"
+    assert result.customer_id == customer_id_for("phone:138")
+    doc = run(profile(redis_settings, "phone", "1-3-8"))
+    assert doc is not None and doc["stats"]["events_total"] == 1
+    assert doc["attributes"]["city"]["value"] == "上海"
+
+
+def test_duplicate_changes_nothing_and_replays_until_confirmed(redis_settings: Settings) -> None:
+    first, again = run(apply(redis_settings, [STORY[0], STORY[0]]))
+    assert first.status == "ok" and again.status == "dup"
+    assert again.replay is not None and again.replay.state == first.state
+    doc = run(profile(redis_settings, "phone", "138"))
+    assert doc is not None and doc["version"] == 1 and doc["stats"]["events_total"] == 1
+
+    async def confirm() -> None:
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        await store.confirm_delivered([(first.customer_id or "", "s1")])
+        await store.close()
+
+    run(confirm())
+    [third] = run(apply(redis_settings, [STORY[0]]))
+    assert third.status == "dup" and third.replay is None
+
+
+def test_shared_account_merges_into_the_earliest_customer(redis_settings: Settings) -> None:
+    results = run(apply(redis_settings, STORY[:4]))
+    phone_cid = customer_id_for("phone:138")
+    im_cid = customer_id_for("im_id:wx")
+    assert results[2].customer_id == im_cid and results[2].merged == []
+    assert results[3].status == "ok"
+    assert results[3].customer_id == phone_cid  # first seen on 11-01, before wx on 11-02
+    assert results[3].merged == [im_cid]
+    doc = run(profile(redis_settings, "customer_id", im_cid))  # the loser redirects
+    assert doc is not None and doc["customer_id"] == phone_cid
+    assert doc["stats"]["events_total"] == 4
+    assert doc["stats"]["by_channel"] == {"app": 1, "hotline": 1, "web": 2}
+    assert doc["identifiers"]["im_id"] == ["wx"] and doc["identifiers"]["account_no"] == ["A1"]
+    assert doc["attributes"]["city"]["value"] == "北京"  # the later of the two inferred values
+    assert doc["stats"]["first_seen"] == "2026-11-01T01:00:00.000Z"
+    assert run(profile(redis_settings, "account_no", "A1")) == doc
+    client = redis.Redis.from_url(redis_settings.redis_url)
+    assert not client.keys(f"{redis_settings.redis_key_prefix}c:{{{im_cid}}}:meta")
+
+
+def test_manual_values_win_until_a_later_manual_edit(redis_settings: Settings) -> None:
+    run(apply(redis_settings, STORY[:5]))
+    doc = run(profile(redis_settings, "phone", "138"))
+    assert doc is not None
+    assert doc["attributes"]["city"] == {
+        "value": "杭州",
+        "source": "manual",
+        "confidence": 1.0,
+        "updated_at": "2026-10-30T01:00:00.000Z",
+    }
+    later = edit("m2", "2026-11-09T09:00:00+08:00", {"phone": "138"}, set={"city": "苏州"})
+    newer_inferred = chan("m3", "2026-12-01T09:00:00+08:00", "app", {"phone": "138"}, city="x")
+    run(apply(redis_settings, [later, newer_inferred]))
+    doc = run(profile(redis_settings, "phone", "138"))
+    assert doc is not None and doc["attributes"]["city"]["value"] == "苏州"
+
+
+def content(doc: dict[str, Any] | None) -> dict[str, Any]:
+    assert doc is not None
+    return {k: v for k, v in doc.items() if k not in ("customer_id", "version")}
+
+
+def test_any_order_gives_the_same_profile(redis_url: str, unique: str) -> None:
+    reference = None
+    rng = random.Random(7)
+    for attempt in range(8):
+        order = STORY[:]
+        rng.shuffle(order)
+        settings = Settings(redis_url=redis_url, redis_key_prefix=f"o{unique}{attempt}:")
+        run(apply(settings, order))
+        found = content(run(profile(settings, "email", "z@x.com")))
+        assert found["tags"] == ["vip"]
+        assert found["stats"]["events_total"] == len(STORY)
+        if reference is None:
+            reference = found
+        assert found == reference, f"order {[e['event_id'] for e in order]}"
+        for kind, value in (("phone", "138"), ("im_id", "wx"), ("account_no", "A1")):
+            assert content(run(profile(settings, kind, value))) == reference
+
+
+def test_same_order_gives_the_same_ids(redis_url: str, unique: str) -> None:
+    ids = []
+    for attempt in range(2):
+        settings = Settings(redis_url=redis_url, redis_key_prefix=f"i{unique}{attempt}:")
+        ids.append([r.customer_id for r in run(apply(settings, STORY))])
+    assert ids[0] == ids[1]
+
+
+def test_erasure_removes_every_trace(redis_settings: Settings) -> None:
+    run(apply(redis_settings, STORY))
+    cid = customer_id_for("phone:138")
+    erase = event("x1", "customer.erasure", "2026-11-10T00:00:00Z", "crm", {"im_id": "wx"}, {})
+    [result] = run(apply(redis_settings, [erase]))
+    assert result.status == "erased" and result.erased == [cid]
+    client = redis.Redis.from_url(redis_settings.redis_url)
+    leftovers = []
+    for key in client.scan_iter(f"{redis_settings.redis_key_prefix}*"):
+        blob = key + repr(client.dump(key)).encode()
+        if any(s in blob for s in (cid.encode(), b"138", b"wx", b"z@x.com", b"A1")):
+            leftovers.append(key)
+    assert leftovers == []
+    [again] = run(apply(redis_settings, [erase]))
+    assert again.status == "dup"
+    [fresh] = run(apply(redis_settings, [STORY[0]]))
+    assert fresh.status == "ok"
+    doc = run(profile(redis_settings, "phone", "138"))
+    assert doc is not None and doc["stats"]["events_total"] == 1
+
+
+def test_scripts_are_reloaded_when_redis_forgets_them(redis_settings: Settings) -> None:
+    async def scenario() -> list[str]:
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        first = await store.apply([delta(STORY[0])])
+        await store.redis.script_flush()
+        second = await store.apply([delta(STORY[1])])
+        await store.close()
+        return [first[0].status, second[0].status]
+
+    assert run(scenario()) == ["ok", "ok"]
+
+
+def test_unknown_identifier_finds_nothing(redis_settings: Settings) -> None:
+    async def lookup() -> str | None:
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        try:
+            return await find_customer(store, "phone", "000")
+        finally:
+            await store.close()
+
+    assert run(lookup()) is None

@@ -1,0 +1,131 @@
+"""The batch pipeline with a real Redis and an in-memory sink instead of Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from portrait.config import Settings
+from portrait.events import OUTPUT_MODELS
+from portrait.state.store import RedisProfileStore
+from streams.pipeline import BatchOutcome, BatchPipeline, InputRecord, OutputRecord
+from tests.conftest import event
+
+
+class Sink:
+    """Collects delivered outputs; can be told to fail the next deliveries."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.records: list[OutputRecord] = []
+        self.failures = failures
+
+    async def deliver(self, records: Sequence[OutputRecord]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("broker unavailable")
+        self.records.extend(records)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r.value) for r in self.records]
+
+
+def records(topic: str, values: list[bytes]) -> list[InputRecord]:
+    return [InputRecord(topic, 0, i, b"k", v) for i, v in enumerate(values)]
+
+
+def run_batch(settings: Settings, batch: list[InputRecord], sink: Sink) -> BatchOutcome:
+    async def go() -> BatchOutcome:
+        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        try:
+            return await BatchPipeline(settings, store).run(batch, sink.deliver)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+CHAT = event(
+    "p1",
+    "chat.message",
+    "2026-11-01T10:00:00+08:00",
+    "wecom",
+    {"im_id": "wx"},
+    {"conversation_id": "c1", "direction": "inbound", "employee_id": "emp1"},
+)
+
+
+def test_good_and_bad_records_in_one_batch(redis_settings: Settings) -> None:
+    sink = Sink()
+    bad = b"\x00\xffnot json"
+    outcome = run_batch(
+        redis_settings, records("t.chat", [orjson.dumps(CHAT), bad, orjson.dumps(CHAT)]), sink
+    )
+    kinds = [e["type"] for e in sink.events()]
+    assert kinds == ["dlq.record", "profile.changed"]  # the duplicate emits nothing new
+    dlq = sink.events()[0]
+    assert base64.b64decode(dlq["value_b64"]) == bad
+    assert (dlq["topic"], dlq["partition"], dlq["offset"]) == ("t.chat", 0, 1)
+    assert dlq["reason"].startswith("invalid_utf8")
+    assert sink.records[0].topic == redis_settings.topic("dlq")
+    assert sink.records[0].key == b"k"
+    assert outcome.outcomes == {
+        ("t.chat", "ok"): 1,
+        ("t.chat", "dlq"): 1,
+        ("t.chat", "duplicate"): 1,
+    }
+
+
+def test_outputs_follow_the_contract(redis_settings: Settings) -> None:
+    sink = Sink()
+    run_batch(redis_settings, records("t.chat", [orjson.dumps(CHAT)]), sink)
+    [changed] = sink.events()
+    OUTPUT_MODELS["profile.changed"].model_validate(changed)
+    assert changed["source_event_id"] == "p1" and changed["version"] == 1
+    assert sink.records[0].key == changed["customer_id"].encode()
+    stats = next(c for c in changed["changed"] if c["field"] == "stats")
+    assert stats["old"]["events_total"] == 0 and stats["new"]["events_total"] == 1
+
+
+def test_failed_delivery_is_retried_with_the_same_outputs(redis_settings: Settings) -> None:
+    sink = Sink(failures=2)
+    run_batch(redis_settings, records("t.chat", [orjson.dumps(CHAT)]), sink)
+    [changed] = sink.events()
+    assert changed["version"] == 1  # applied once, re-emitted from the pending record
+    retry_sink = Sink()
+    run_batch(redis_settings, records("t.chat", [orjson.dumps(CHAT)]), retry_sink)
+    assert retry_sink.records == []  # confirmed: a later duplicate emits nothing
+
+
+def test_merge_emits_profile_merged_naming_both(redis_settings: Settings) -> None:
+    second = event(
+        "p2",
+        "channel.event",
+        "2026-11-02T10:00:00+08:00",
+        "app",
+        {"phone": "138"},
+        {"action": "login"},
+    )
+    link = event(
+        "p3",
+        "channel.event",
+        "2026-11-03T10:00:00+08:00",
+        "web",
+        {"phone": "138", "im_id": "wx"},
+        {"action": "bill_paid", "amount": 12.5},
+    )
+    sink = Sink()
+    run_batch(
+        redis_settings, records("t.ch", [orjson.dumps(e) for e in (CHAT, second, link)]), sink
+    )
+    merged = [e for e in sink.events() if e["type"] == "profile.merged"]
+    assert len(merged) == 1
+    OUTPUT_MODELS["profile.merged"].model_validate(merged[0])
+    last = sink.events()[-1]
+    assert last["type"] == "profile.changed"
+    assert merged[0]["customer_id"] == last["customer_id"]
+    assert merged[0]["merged_id"] != last["customer_id"]
+    assert last["profile"]["stats"]["events_total"] == 3
