@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     consumer_group: str = "portrait-worker"
     batch_max_events: int = Field(default=1000, ge=1)
     batch_max_wait_seconds: float = Field(default=0.05, gt=0)
+    redis_chunk_events: int = Field(default=250, ge=1)
     max_event_bytes: int = Field(default=256 * 1024, ge=256)
 
     # None means "the profile's default": 6 s on the local broker, whose group joins
@@ -42,7 +43,6 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     preference_half_life_days: float = Field(default=30.0, gt=0)
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)
-    worker_processes: int = Field(default=1, ge=1)
     log_level: str = "INFO"
 
     @cached_property

@@ -71,7 +71,6 @@ def _section(title: str) -> None:
 
 def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
     from portrait.cli import main as cli
-
     from streams.kafka import ensure_topics, read_topic
 
     ensure_topics(settings)

@@ -15,8 +15,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, m
 IDENTIFIER_TYPES: tuple[str, ...] = ("customer_id", "account_no", "phone", "im_id", "email")
 """Identifier kinds, in the order that picks the one a new customer's id derives from."""
 
-EventId = Annotated[str, Field(min_length=1, max_length=128)]
-Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+# Control characters separate fields in stored state; no id, name or source may carry one.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_CONTROL)]
+Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROL)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROL)]
 IdentifierValues = Identifier | Annotated[list[Identifier], Field(max_length=32)]
 
 
@@ -62,28 +65,28 @@ class Prosody(_Model):
 
 
 class ChatMessagePayload(_Model):
-    conversation_id: Annotated[str, Field(min_length=1)]
+    conversation_id: Identifier
     direction: Literal["inbound", "outbound"]
-    employee_id: Annotated[str, Field(min_length=1)]
+    employee_id: Identifier
     text: str | None = None
     images: list[str] = Field(default_factory=list)
     group_id: str | None = None
 
 
 class RelationChangedPayload(_Model):
-    employee_id: Annotated[str, Field(min_length=1)]
+    employee_id: Identifier
     relation: Literal["friend", "group"]
     action: Literal["added", "removed"]
     group_id: str | None = None
 
 
 class CallStartedPayload(_Model):
-    call_id: Annotated[str, Field(min_length=1)]
-    agent_id: Annotated[str, Field(min_length=1)]
+    call_id: Identifier
+    agent_id: Identifier
 
 
 class CallSegmentPayload(_Model):
-    call_id: Annotated[str, Field(min_length=1)]
+    call_id: Identifier
     seq: Annotated[int, Field(ge=0)]
     speaker: Literal["customer", "agent"]
     text: str
@@ -92,7 +95,7 @@ class CallSegmentPayload(_Model):
 
 
 class CallEndedPayload(_Model):
-    call_id: Annotated[str, Field(min_length=1)]
+    call_id: Identifier
     outcome: str | None = None
 
 
@@ -105,7 +108,7 @@ class ChannelEventPayload(_Model):
 
 
 class ProfileEditedPayload(_Model):
-    editor_id: Annotated[str, Field(min_length=1)]
+    editor_id: Identifier
     set: dict[str, Any] = Field(default_factory=dict)
     unset: list[str] = Field(default_factory=list)
     tags_add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
@@ -139,7 +142,7 @@ class SourceImportedPayload(_Model):
 class _Envelope(_Model):
     event_id: EventId
     occurred_at: AwareDatetime
-    source: Annotated[str, Field(min_length=1, max_length=64)]
+    source: Name
     customer: CustomerRef
 
 
@@ -338,11 +341,12 @@ class FieldChange(_Model):
 
 
 class ProfileChanged(_Output):
+    """The top-level profile fields an input changed, each with its old and new value."""
+
     type: Literal["profile.changed"]
     version: int
     notify: list[str]
     changed: list[FieldChange]
-    profile: ProfileDocument
 
 
 class ProfileMerged(_Output):

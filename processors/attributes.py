@@ -24,9 +24,12 @@ _PHONE_KEYS = {"phone", "mobile", "tel", "telephone", "phone_number", "手机", 
 _DATE_KEY_HINTS = ("date", "birthday", "birth", "生日", "日期")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def normalise_attribute_name(name: str) -> str:
-    """Attribute names are trimmed, lower-case, spaces as underscores."""
-    return "_".join(name.strip().lower().split())
+    """Attribute names are trimmed, lower-case, spaces as underscores, no control characters."""
+    return "_".join(_CONTROL.sub(" ", name).strip().lower().split())[:64]
 
 
 def _as_iso_date(text: str) -> str | None:

@@ -12,8 +12,11 @@ profile document of DESIGN.md; :func:`changed_fields` lists what differs between
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
@@ -51,7 +54,12 @@ class DeltaSettings:
 
 @dataclass(slots=True)
 class ProfileDelta:
-    """The state change one input event asks for; applied atomically by the state script."""
+    """The state change one input event asks for; applied atomically by the state script.
+
+    ``fields`` maps profile hash fields to operands; the field prefix says how the script
+    combines them (``c:`` add integer, ``d:`` add weight, ``a:``/``t:`` keep the larger
+    register). ``first_seen``/``last_seen`` come from ``occurred_ms``.
+    """
 
     event_id: str
     event_type: str
@@ -59,27 +67,20 @@ class ProfileDelta:
     identifiers: list[str]
     new_customer_id: str
     erase: bool = False
-    counters: dict[str, int] = field(default_factory=dict)
-    weights: dict[str, float] = field(default_factory=dict)
-    attributes: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, int | float | str] = field(default_factory=dict)
 
     def to_json(self, now_ms: int, retention_ms: int) -> bytes:
         """The delta as the state script reads it (its ARGV)."""
         return orjson.dumps(
             {
                 "eid": self.event_id,
-                "type": self.event_type,
                 "ts": self.occurred_ms,
                 "now": now_ms,
                 "ret": retention_ms,
                 "ids": self.identifiers,
                 "newcid": self.new_customer_id,
                 "erase": self.erase,
-                "cnt": self.counters,
-                "dec": self.weights,
-                "attr": self.attributes,
-                "tag": self.tags,
+                "fields": self.fields,
             }
         )
 
@@ -92,7 +93,7 @@ def _counts_as_activity(event: InputEvent) -> bool:
     """Events the customer initiated at that moment shape the channel and time preferences."""
     if isinstance(event, ChatMessage):
         return event.payload.direction == "inbound"
-    return isinstance(event, CallStarted | ChannelEvent)
+    return isinstance(event, (CallStarted, ChannelEvent))
 
 
 def _attribute_registers(
@@ -112,7 +113,7 @@ def _attribute_registers(
             "confidence": confidence,
             "updated_at": updated_at,
         }
-        registers[name] = encode_register(order, payload)
+        registers[ATTRIBUTE + name] = encode_register(order, payload)
     return registers
 
 
@@ -131,107 +132,164 @@ def build_delta(event: InputEvent, settings: DeltaSettings) -> ProfileDelta:
         delta.erase = True
         return delta
 
-    delta.counters = {"events_total": 1, f"ch:{event.source}": 1}
+    fields: dict[str, int | float | str] = {
+        COUNT + "events_total": 1,
+        COUNT + "ch:" + event.source: 1,
+    }
     if _counts_as_activity(event):
         weight = decay_weight(occurred_ms, settings.half_life_days)
         bucket = time_of_day(event.occurred_at, settings.timezone)
-        delta.weights = {f"ch:{event.source}": weight, f"tod:{bucket}": weight}
+        fields[WEIGHT + "ch:" + event.source] = weight
+        fields[WEIGHT + "tod:" + bucket] = weight
 
     if isinstance(event, ChannelEvent):
-        delta.attributes = _attribute_registers(
-            event.payload.attributes, event.source, settings.attribute_confidence, False, event
+        fields.update(
+            _attribute_registers(
+                event.payload.attributes, event.source, settings.attribute_confidence, False, event
+            )
         )
     elif isinstance(event, SourceImported):
         confidence = event.payload.confidence
-        delta.attributes = _attribute_registers(
-            event.payload.attributes,
-            event.source,
-            settings.attribute_confidence if confidence is None else confidence,
-            False,
-            event,
+        fields.update(
+            _attribute_registers(
+                event.payload.attributes,
+                event.source,
+                settings.attribute_confidence if confidence is None else confidence,
+                False,
+                event,
+            )
         )
     elif isinstance(event, ProfileEdited):
         edits: dict[str, Any] = dict(event.payload.set)
         edits.update({name: None for name in event.payload.unset})
-        delta.attributes = _attribute_registers(edits, MANUAL_SOURCE, 1.0, True, event)
+        fields.update(_attribute_registers(edits, MANUAL_SOURCE, 1.0, True, event))
         order = order_key(True, occurred_ms, event.event_id)
-        delta.tags = {tag: f"{order}\t0" for tag in event.payload.tags_remove}
-        delta.tags.update({tag: f"{order}\t1" for tag in event.payload.tags_add})
+        for tag in event.payload.tags_remove:
+            fields[TAG + tag] = f"{order}\t0"
+        for tag in event.payload.tags_add:
+            fields[TAG + tag] = f"{order}\t1"
+    delta.fields = fields
     return delta
 
 
 # --- stored state → document ----------------------------------------------------------
 
+COUNT, WEIGHT, ATTRIBUTE, TAG, META = "c:", "d:", "a:", "t:", "m:"
+
 
 class StoredState(TypedDict):
-    """One customer's state as the state script returns it (hash sections and id set)."""
+    """One customer's state as the state script returns it: the profile hash and id set."""
 
-    meta: dict[str, str]
-    cnt: dict[str, str]
-    dec: dict[str, str]
-    attr: dict[str, str]
-    tag: dict[str, str]
+    fields: dict[str, str]
     ids: list[str]
 
 
 def empty_state() -> StoredState:
     """The state of a customer that does not exist yet."""
-    return {"meta": {}, "cnt": {}, "dec": {}, "attr": {}, "tag": {}, "ids": []}
+    return {"fields": {}, "ids": []}
 
 
-def iso_from_ms(ms: int | float) -> str:
+@lru_cache(maxsize=65_536)
+def iso_from_ms(ms: int) -> str:
     """RFC 3339 UTC timestamp with milliseconds."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    whole, frac = divmod(int(ms), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{frac:03d}Z"
 
 
-def _prefixed(section: dict[str, str], prefix: str) -> dict[str, str]:
-    return {k[len(prefix) :]: v for k, v in section.items() if k.startswith(prefix)}
+Sections = dict[str, dict[str, str]]
+"""Profile hash fields grouped by their one-letter kind (``m c d a t``), prefix removed."""
 
 
-def document_from_state(customer_id: str, state: StoredState) -> dict[str, Any]:
-    """The profile document (DESIGN.md "Profile document") for stored state."""
-    meta = state["meta"]
-    identifiers: dict[str, list[str]] = {
+def sections_of(fields: dict[str, str]) -> Sections:
+    """Group stored fields by kind in one pass."""
+    out: Sections = {"m": {}, "c": {}, "d": {}, "a": {}, "t": {}}
+    for name, value in fields.items():
+        section = out.get(name[0])
+        if section is not None:
+            section[name[2:]] = value
+    return out
+
+
+@lru_cache(maxsize=65_536)
+def _register_payload(stored: str) -> Any:
+    # Registers are immutable strings, so their parsed payloads can be shared.
+    return orjson.loads(stored.split("\t", 1)[1])
+
+
+def _identifiers(_: Sections, ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {
         "phone": [],
         "account_no": [],
         "im_id": [],
         "email": [],
         "customer_id": [],
     }
-    for key in sorted(state["ids"]):
+    for key in sorted(ids):
         kind, value = split_identifier_key(key)
-        identifiers.setdefault(kind, []).append(value)
+        out.setdefault(kind, []).append(value)
+    return out
 
-    attributes = {}
-    for name in sorted(state["attr"]):
-        payload = orjson.loads(state["attr"][name].split("\t", 1)[1])
+
+def _attributes(sections: Sections, _: list[str]) -> dict[str, Any]:
+    out = {}
+    for name, stored in sorted(sections["a"].items()):
+        payload = _register_payload(stored)
         if payload.get("value") is not None:
-            attributes[name] = payload
+            out[name] = payload
+    return out
 
-    tags = sorted(tag for tag, stored in state["tag"].items() if stored.endswith("\t1"))
-    by_channel = {k: int(v) for k, v in sorted(_prefixed(state["cnt"], "ch:").items())}
-    channel_weights = {k: float(v) for k, v in _prefixed(state["dec"], "ch:").items()}
-    tod_weights = {k: float(v) for k, v in _prefixed(state["dec"], "tod:").items()}
 
+def _tags(sections: Sections, _: list[str]) -> list[str]:
+    return sorted(name for name, stored in sections["t"].items() if stored.endswith("\t1"))
+
+
+def _stats(sections: Sections, _: list[str]) -> dict[str, Any]:
+    meta, counts = sections["m"], sections["c"]
     first_seen = meta.get("first_seen")
     last_seen = meta.get("last_seen")
     return {
+        "events_total": int(counts.get("events_total", 0)),
+        "by_channel": {
+            name[3:]: int(value) for name, value in sorted(counts.items()) if name[:3] == "ch:"
+        },
+        "first_seen": iso_from_ms(int(first_seen)) if first_seen else None,
+        "last_seen": iso_from_ms(int(last_seen)) if last_seen else None,
+    }
+
+
+def _preferences(sections: Sections, _: list[str]) -> dict[str, Any]:
+    channels: dict[str, float] = {}
+    buckets: dict[str, float] = {}
+    for name, value in sections["d"].items():
+        if name[:3] == "ch:":
+            channels[name[3:]] = float(value)
+        elif name[:4] == "tod:":
+            buckets[name[4:]] = float(value)
+    return {"channel": heaviest(channels), "time_of_day": heaviest(buckets)}
+
+
+def _version(sections: Sections, _: list[str]) -> int:
+    return int(sections["m"].get("version", 0))
+
+
+FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str]], Any]]] = {
+    "version": ("m", _version),
+    "identifiers": ("", _identifiers),
+    "attributes": ("a", _attributes),
+    "tags": ("t", _tags),
+    "stats": ("cm", _stats),
+    "preferences": ("d", _preferences),
+}
+"""Document fields built from stored state, with the kinds of stored fields they read."""
+
+
+def document_from_state(customer_id: str, state: StoredState) -> dict[str, Any]:
+    """The profile document (DESIGN.md "Profile document") for stored state."""
+    sections = sections_of(state["fields"])
+    built = {name: build(sections, state["ids"]) for name, (_, build) in FIELD_BUILDERS.items()}
+    return {
         "customer_id": customer_id,
-        "version": int(meta.get("version", 0)),
-        "identifiers": identifiers,
-        "attributes": attributes,
-        "tags": tags,
-        "stats": {
-            "events_total": int(state["cnt"].get("events_total", 0)),
-            "by_channel": by_channel,
-            "first_seen": iso_from_ms(int(first_seen)) if first_seen else None,
-            "last_seen": iso_from_ms(int(last_seen)) if last_seen else None,
-        },
-        "preferences": {
-            "channel": heaviest(channel_weights),
-            "time_of_day": heaviest(tod_weights),
-        },
+        **built,
         "emotion": {"last": None, "average": None, "negative_streak": 0},
         "keywords": [],
         "indicators": {
@@ -253,30 +311,50 @@ def document_from_state(customer_id: str, state: StoredState) -> dict[str, Any]:
     }
 
 
-def state_before(after: StoredState, old: dict[str, Any], ids_added: list[str]) -> StoredState:
+def state_before(
+    after: StoredState, old: dict[str, str | None], ids_added: list[str]
+) -> StoredState:
     """Reconstruct the state before an update from the state after it and the old values.
 
-    ``old`` maps section → field → the value before (``False`` where the field was absent),
-    for every field the update touched; untouched fields are the same before and after.
+    ``old`` maps every hash field the update wrote to its value before (None: absent);
+    untouched fields are the same before and after.
     """
-    before = empty_state()
-    for section in ("meta", "cnt", "dec", "attr", "tag"):
-        merged = dict(after[section])  # type: ignore[literal-required]
-        for name, value in (old.get(section) or {}).items():
-            if value is False:
-                merged.pop(name, None)
-            else:
-                merged[name] = value
-        before[section] = merged  # type: ignore[literal-required]
+    fields = dict(after["fields"])
+    for name, value in old.items():
+        if value is None:
+            fields.pop(name, None)
+        else:
+            fields[name] = value
     added = set(ids_added)
-    before["ids"] = [key for key in after["ids"] if key not in added]
-    return before
+    return {"fields": fields, "ids": [key for key in after["ids"] if key not in added]}
 
 
-def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """Top-level fields whose values differ, each with its old and new value."""
-    return [
-        {"field": name, "old": old.get(name), "new": value}
-        for name, value in new.items()
-        if old.get(name) != value
-    ]
+def changed_fields(
+    after: StoredState, old: dict[str, str | None], ids_added: list[str]
+) -> list[dict[str, Any]]:
+    """Top-level document fields that differ before and after an update, old and new.
+
+    Only the fields that read a written kind of stored field are built, before and after.
+    """
+    written = {name[0] for name in old}
+    after_sections = sections_of(after["fields"])
+    sections = {k: dict(v) if k in written else v for k, v in after_sections.items()}
+    for name, value in old.items():
+        section = sections.get(name[0])
+        if section is None:
+            continue
+        if value is None:
+            section.pop(name[2:], None)
+        else:
+            section[name[2:]] = value
+    added = set(ids_added)
+    ids_before = [key for key in after["ids"] if key not in added]
+    changes = []
+    for name, (kinds, build) in FIELD_BUILDERS.items():
+        touched = bool(ids_added) if not kinds else not written.isdisjoint(kinds)
+        if touched:
+            previous = build(sections, ids_before)
+            current = build(after_sections, after["ids"])
+            if previous != current:
+                changes.append({"field": name, "old": previous, "new": current})
+    return changes

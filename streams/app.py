@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics_view(view: View, _request: Request) -> Response:
-        return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/livez")  # type: ignore[untyped-decorator]
     async def livez(view: View, _request: Request) -> Response:

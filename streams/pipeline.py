@@ -30,9 +30,7 @@ from processors.profile import (
     DeltaSettings,
     build_delta,
     changed_fields,
-    document_from_state,
     iso_from_ms,
-    state_before,
 )
 
 log = logging.getLogger("portrait.pipeline")
@@ -111,12 +109,13 @@ class BatchPipeline:
         }
         return OutputRecord(self.dlq_topic, record.key, orjson.dumps(body))
 
-    def _profile_outputs(self, event_id: str, result: ApplyResult) -> list[OutputRecord]:
+    def _profile_outputs(
+        self, event_id: str, result: ApplyResult, emitted_at: str
+    ) -> list[OutputRecord]:
         assert result.customer_id is not None and result.state is not None
         cid = result.customer_id
-        after = document_from_state(cid, result.state)
-        before = document_from_state(cid, state_before(result.state, result.old, result.ids_added))
-        emitted_at = _now_iso()
+        changes = changed_fields(result.state, result.old, result.ids_added)
+        version = int(result.state["fields"].get("m:version", 0))
         key = cid.encode()
         outputs = []
         for loser in result.merged:
@@ -126,7 +125,7 @@ class BatchPipeline:
                 "source_event_id": event_id,
                 "customer_id": cid,
                 "merged_id": loser,
-                "version": after["version"],
+                "version": version,
                 "notify": [],
                 "emitted_at": emitted_at,
             }
@@ -136,16 +135,17 @@ class BatchPipeline:
             "event_id": output_event_id("profile.changed", event_id, cid),
             "source_event_id": event_id,
             "customer_id": cid,
-            "version": after["version"],
+            "version": version,
             "notify": [],
-            "changed": changed_fields(before, after),
-            "profile": after,
+            "changed": changes,
             "emitted_at": emitted_at,
         }
         outputs.append(OutputRecord(self.profile_topic, key, orjson.dumps(changed)))
         return outputs
 
-    def _erased_outputs(self, event_id: str, result: ApplyResult) -> list[OutputRecord]:
+    def _erased_outputs(
+        self, event_id: str, result: ApplyResult, emitted_at: str
+    ) -> list[OutputRecord]:
         outputs = []
         for cid in result.erased:
             body = {
@@ -155,17 +155,18 @@ class BatchPipeline:
                 "customer_id": cid,
                 "version": 0,
                 "notify": [],
-                "emitted_at": _now_iso(),
+                "emitted_at": emitted_at,
             }
             outputs.append(OutputRecord(self.profile_topic, cid.encode(), orjson.dumps(body)))
         return outputs
 
-    async def prepare(self, records: Sequence[InputRecord]) -> BatchOutcome:
-        """Decode, apply to the store (one round trip) and build every output of a batch."""
-        outcome = BatchOutcome()
-        accepted: list[tuple[InputRecord, InputEvent]] = []
+    def _decode(
+        self, records: Sequence[InputRecord], outcome: BatchOutcome, now_ms: int
+    ) -> tuple[list[InputEvent], list[str], list[bytes]]:
+        """Validated events, their topics and deltas; rejected records go out as DLQ."""
+        accepted: list[InputEvent] = []
+        topics: list[str] = []
         deltas: list[bytes] = []
-        now_ms = int(time.time() * 1000)
         for record in records:
             decoded = decode_event(record.value, self.settings.max_event_bytes)
             if not isinstance(decoded, Rejection):
@@ -174,7 +175,8 @@ class BatchPipeline:
                 except Exception as exc:  # bad input must never stop the worker
                     decoded = Rejection(f"unprocessable: {type(exc).__name__}")
                 else:
-                    accepted.append((record, decoded))
+                    accepted.append(decoded)
+                    topics.append(record.topic)
                     deltas.append(delta.to_json(now_ms, self.retention_ms))
                     continue
             outcome.outputs.append(self.dlq_record(record, decoded))
@@ -188,16 +190,22 @@ class BatchPipeline:
                     "reason": decoded.code,
                 },
             )
+        return accepted, topics, deltas
 
-        started = time.perf_counter()
-        results = await self.store.apply(deltas)
-        metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
-
-        emitted: set[str] = set()
-        for (record, event), result in zip(accepted, results, strict=True):
+    def _emit(
+        self,
+        events: Sequence[InputEvent],
+        topics: Sequence[str],
+        results: Sequence[ApplyResult],
+        outcome: BatchOutcome,
+        emitted: set[str],
+        emitted_at: str,
+    ) -> None:
+        """Outputs for applied events, in order."""
+        for event, topic, result in zip(events, topics, results, strict=True):
             kind = "ok"
             if result.status == "ok":
-                outcome.outputs.extend(self._profile_outputs(event.event_id, result))
+                outcome.outputs.extend(self._profile_outputs(event.event_id, result, emitted_at))
                 assert result.customer_id is not None
                 outcome.applied.append((result.customer_id, event.event_id))
                 metrics.MERGES.inc(len(result.merged))
@@ -207,12 +215,40 @@ class BatchPipeline:
                 # a duplicate of an event earlier in this batch has its outputs already.
                 replayable = event.event_id not in emitted
                 if replayable and result.replay is not None and result.customer_id is not None:
-                    outcome.outputs.extend(self._profile_outputs(event.event_id, result.replay))
+                    outcome.outputs.extend(
+                        self._profile_outputs(event.event_id, result.replay, emitted_at)
+                    )
                     outcome.applied.append((result.customer_id, event.event_id))
             elif result.status == "erased":
-                outcome.outputs.extend(self._erased_outputs(event.event_id, result))
-            outcome.outcomes[(record.topic, kind)] += 1
+                outcome.outputs.extend(self._erased_outputs(event.event_id, result, emitted_at))
+            outcome.outcomes[(topic, kind)] += 1
             emitted.add(event.event_id)
+
+    async def prepare(self, records: Sequence[InputRecord]) -> BatchOutcome:
+        """Decode, apply to the store and build every output of a batch.
+
+        The batch goes to the store in chunks: while Redis applies one chunk, this thread
+        decodes the next and builds the outputs of the previous one. The store runs
+        chunks in submission order, so the result is the same as one pipeline.
+        """
+        outcome = BatchOutcome()
+        emitted: set[str] = set()
+        emitted_at = _now_iso()
+        now_ms = int(time.time() * 1000)
+        size = self.settings.redis_chunk_events
+        previous: tuple[list[InputEvent], list[str], asyncio.Future[list[ApplyResult]]] | None
+        previous = None
+        for start in range(0, len(records), size):
+            events, topics, deltas = self._decode(records[start : start + size], outcome, now_ms)
+            in_flight = asyncio.ensure_future(self.store.apply(deltas))
+            await asyncio.sleep(0)  # let it reach the store's I/O thread now
+            if previous is not None:
+                done_events, done_topics, done = previous
+                self._emit(done_events, done_topics, await done, outcome, emitted, emitted_at)
+            previous = (events, topics, in_flight)
+        if previous is not None:
+            done_events, done_topics, done = previous
+            self._emit(done_events, done_topics, await done, outcome, emitted, emitted_at)
         return outcome
 
     async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:

@@ -55,7 +55,9 @@ def bench_events(count: int, customers: int, seed: int = 42) -> list[OutputRecor
     out = []
     for i in range(count):
         account = f"ACC-{rng.randrange(customers):06d}"
-        moment = time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(base + rng.randrange(86400 * 20)))
+        moment = time.strftime(
+            "%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(base + rng.randrange(86400 * 20))
+        )
         body = {
             "event_id": f"b-{i:08d}",
             "type": "channel.event",
@@ -65,8 +67,10 @@ def bench_events(count: int, customers: int, seed: int = 42) -> list[OutputRecor
             "payload": {
                 "action": rng.choice(ACTIONS),
                 "amount": round(rng.uniform(1, 500), 2),
-                "attributes": {"city": rng.choice(["上海", "北京", "杭州", "London"]),
-                               "segment": rng.choice(["retail", "sme"])},
+                "attributes": {
+                    "city": rng.choice(["上海", "北京", "杭州", "London"]),
+                    "segment": rng.choice(["retail", "sme"]),
+                },
             },
         }
         out.append(OutputRecord("", account.encode(), orjson.dumps(body)))
@@ -83,8 +87,9 @@ def _fill(settings: Settings, topic: str, events: list[OutputRecord]) -> None:
 
 def _watch(settings: Settings, topic: str, expect: int, timeout: float) -> tuple[float, int, int]:
     """Seconds between first and last output, outputs seen, distinct source events."""
-    consumer = Consumer(client_config(settings) | {"group.id": "bench-watch",
-                                                   "enable.auto.commit": False})
+    consumer = Consumer(
+        client_config(settings) | {"group.id": "bench-watch", "enable.auto.commit": False}
+    )
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
     first = last = 0.0
@@ -117,15 +122,24 @@ def _watch(settings: Settings, topic: str, expect: int, timeout: float) -> tuple
 
 
 def _subprocess_contender(
-    name: str, settings: Settings, command: list[str], out_topic: str, count: int,
+    name: str,
+    settings: Settings,
+    command: list[str],
+    out_topic: str,
+    count: int,
     extra_env: dict[str, str],
 ) -> Measured:
     env = dict(os.environ) | extra_env
     for key, value in settings.model_dump().items():
         if value is not None:
             env[f"PORTRAIT_{key.upper()}"] = str(value)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         seconds, outputs, unique = _watch(settings, out_topic, count, timeout=600)
     finally:
@@ -138,8 +152,10 @@ def _subprocess_contender(
 
 
 def _plain_loop(settings: Settings, in_topic: str, out_topic: str, count: int) -> Measured:
-    consumer = Consumer(client_config(settings) | {"group.id": f"plain-{time.time_ns()}",
-                                                   "enable.auto.commit": False})
+    consumer = Consumer(
+        client_config(settings)
+        | {"group.id": f"plain-{time.time_ns()}", "enable.auto.commit": False}
+    )
     metadata = consumer.list_topics(in_topic, timeout=10).topics[in_topic]
     consumer.assign([TopicPartition(in_topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
     producer = make_producer(settings)
@@ -155,8 +171,11 @@ def _plain_loop(settings: Settings, in_topic: str, out_topic: str, count: int) -
         for message in batch:
             event = orjson.loads(message.value() or b"{}")
             seen.add(event["event_id"])
-            records.append(OutputRecord(out_topic, message.key(),
-                                        orjson.dumps({"source_event_id": event["event_id"]})))
+            records.append(
+                OutputRecord(
+                    out_topic, message.key(), orjson.dumps({"source_event_id": event["event_id"]})
+                )
+            )
         produce_confirmed(producer, records)
         consumer.commit(asynchronous=False)
         done += len(batch)
@@ -167,10 +186,14 @@ def _plain_loop(settings: Settings, in_topic: str, out_topic: str, count: int) -
 
 def _settings_for(base: Settings, name: str) -> Settings:
     run = f"{name}-{time.time_ns() % 10**9}"
-    return base.model_copy(update={"topic_prefix": f"bench-{run}.",
-                                   "redis_key_prefix": f"bench-{run}:",
-                                   "consumer_group": f"bench-{run}",
-                                   "http_port": free_port()})
+    return base.model_copy(
+        update={
+            "topic_prefix": f"bench-{run}.",
+            "redis_key_prefix": f"bench-{run}:",
+            "consumer_group": f"bench-{run}",
+            "http_port": free_port(),
+        }
+    )
 
 
 def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int:
@@ -189,30 +212,53 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
         python = sys.executable
         naive = _settings_for(base, "naive")
         _fill(naive, naive.topic("channel-events"), payload)
-        results.append(_subprocess_contender(
-            "naive", naive, [python, "-m", "portrait.bench.naive_app"],
-            naive.topic("profile-changes"), events,
-            {"BENCH_IN": naive.topic("channel-events"),
-             "BENCH_OUT": naive.topic("profile-changes")},
-        ))
+        results.append(
+            _subprocess_contender(
+                "naive",
+                naive,
+                [python, "-m", "portrait.bench.naive_app"],
+                naive.topic("profile-changes"),
+                events,
+                {
+                    "BENCH_IN": naive.topic("channel-events"),
+                    "BENCH_OUT": naive.topic("profile-changes"),
+                },
+            )
+        )
         worker = _settings_for(base, "portrait")
         _fill(worker, worker.topic("channel-events"), payload)
-        results.append(_subprocess_contender(
-            "portrait", worker, [python, "-m", "portrait.cli", "worker"],
-            worker.topic("profile-changes"), events, {"PORTRAIT_LOG_LEVEL": "WARNING"},
-        ))
+        results.append(
+            _subprocess_contender(
+                "portrait",
+                worker,
+                [python, "-m", "portrait.cli", "worker"],
+                worker.topic("profile-changes"),
+                events,
+                {"PORTRAIT_LOG_LEVEL": "WARNING"},
+            )
+        )
         plain = _settings_for(base, "plain")
         _fill(plain, plain.topic("channel-events"), payload)
-        results.append(_plain_loop(plain, plain.topic("channel-events"),
-                                   plain.topic("profile-changes"), events))
+        results.append(
+            _plain_loop(
+                plain, plain.topic("channel-events"), plain.topic("profile-changes"), events
+            )
+        )
     finally:
         stack.down()
     by_name = {r.name: r for r in results}
     summary = {
         "events": events,
         "customers": customers,
-        "results": {r.name: {"events_per_second": round(r.rate, 1), "seconds": round(r.seconds, 3),
-                             "outputs": r.outputs, "unique_outputs": r.unique} for r in results},
+        "results": {
+            r.name: {
+                "events_per_second": round(r.rate, 1),
+                "seconds": round(r.seconds, 3),
+                "outputs": r.outputs,
+                "unique_outputs": r.unique,
+            }
+            for r in results
+        },
         "portrait_vs_naive": round(by_name["portrait"].rate / by_name["naive"].rate, 2),
         "portrait_vs_plain": round(by_name["portrait"].rate / by_name["plain"].rate, 3),
         "lossless": all(r.unique == events for r in results),
@@ -223,10 +269,16 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
     else:
         print(f"{events} channel events, {customers} customers, 4 partitions, one process each")
         for r in results:
-            print(f"  {r.name:9} {r.rate:10.0f} events/s  ({r.seconds:.2f} s, "
-                  f"{r.outputs} outputs, {r.unique} distinct)")
-        print(f"  portrait / naive = {summary['portrait_vs_naive']}x   "
-              f"portrait / plain = {summary['portrait_vs_plain']}x")
-        print(f"  nothing lost: {summary['lossless']}   "
-              f"no duplicate outputs: {summary['no_duplicates']}")
+            print(
+                f"  {r.name:9} {r.rate:10.0f} events/s  ({r.seconds:.2f} s, "
+                f"{r.outputs} outputs, {r.unique} distinct)"
+            )
+        print(
+            f"  portrait / naive = {summary['portrait_vs_naive']}x   "
+            f"portrait / plain = {summary['portrait_vs_plain']}x"
+        )
+        print(
+            f"  nothing lost: {summary['lossless']}   "
+            f"no duplicate outputs: {summary['no_duplicates']}"
+        )
     return 0 if summary["lossless"] else 1

@@ -45,7 +45,9 @@ def main() -> None:
                 key=account.encode(), value=orjson.dumps({"source_event_id": event["event_id"]})
             )
 
-    faust.Worker(app, loglevel="WARNING", quiet=True, override_logging=False).execute_from_commandline()
+    faust.Worker(
+        app, loglevel="WARNING", quiet=True, override_logging=False
+    ).execute_from_commandline()
 
 
 if __name__ == "__main__":

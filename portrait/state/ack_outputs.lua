@@ -1,18 +1,24 @@
 -- Forget the pending outputs of events whose outputs are now confirmed delivered.
 --
--- ARGV[1]: key prefix; ARGV[2]: customer id the events were applied to;
--- ARGV[3..]: event ids. Follows merge redirects, since the customer may have been
--- merged into another one since. Returns the number of entries removed.
+-- ARGV[1]: key prefix; then pairs ARGV[2k], ARGV[2k+1]: customer id the event was applied
+-- to, event id. Follows merge redirects, since the customer may have been merged into
+-- another one since. One call per batch. Returns the number of entries removed.
 
 local P = ARGV[1]
-local cid = ARGV[2]
-for _ = 1, 16 do
-  local nxt = redis.call('GET', P .. 'c:{' .. cid .. '}:redirect')
-  if not nxt then break end
-  cid = nxt
-end
+local live = {}
 local removed = 0
-for i = 3, #ARGV do
-  removed = removed + redis.call('HDEL', P .. 'c:{' .. cid .. '}:pending', ARGV[i])
+for i = 2, #ARGV - 1, 2 do
+  local cid = ARGV[i]
+  local target = live[cid]
+  if not target then
+    target = cid
+    for _ = 1, 16 do
+      local nxt = redis.call('GET', P .. 'c:{' .. target .. '}:redirect')
+      if not nxt then break end
+      target = nxt
+    end
+    live[cid] = target
+  end
+  removed = removed + redis.call('HDEL', P .. 'c:{' .. target .. '}:pending', ARGV[i + 1])
 end
 return removed

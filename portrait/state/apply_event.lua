@@ -3,30 +3,33 @@
 -- ARGV[1]: key prefix; ARGV[2]: the delta as JSON (processors/profile.py ProfileDelta).
 -- In one script, so that no crash or concurrent worker can see half of it:
 --   1. resolve the event's identifiers through the identity index;
---   2. if any resolved customer has seen this event id, answer "dup" with the
---      outputs still pending delivery (so a redelivery after a crash re-emits them);
+--   2. if a resolved customer has seen this event id, answer "dup" with the outputs
+--      still pending delivery (so a redelivery after a crash re-emits them);
 --   3. merge every other resolved customer into the survivor (earliest first_seen,
---      ties: the smaller id): counters add, weights add, registers keep the larger
---      order key, sets union, the loser redirects to the survivor;
---   4. apply the delta with the same operations, bump the version, record the event id;
---   5. return (and keep as pending until delivery is confirmed) the customer's state
---      and the old values of every field that changed.
--- Per-customer keys share the hash tag {cid}. The script reaches keys it derives at run
--- time (identity index, merge partner), so it needs a standalone Redis or one shard.
+--      ties: the smaller id) with the same typed operations the delta uses;
+--   4. apply the delta, bump the version, record the event id;
+--   5. answer (and keep as pending until delivery is confirmed) the customer's fields
+--      and the old value of every field that changed.
+--
+-- A customer's profile is one hash whose field prefix gives its merge operation:
+--   c:  integer counter (add)         d:  decayed weight (add)
+--   a:  attribute register, t: tag register (keep the larger string: order key first)
+--   m:first_seen (min), m:last_seen (max), m:version (the survivor's, +1 per change)
+-- so applying events in any order, or merging in any order, gives the same content.
+--
+-- Answer: fields separated by \30; lists inside a field by \31; an absent old value is
+-- \29. Input validation keeps control characters out of every id, name and source.
+-- Per-customer keys share the hash tag {cid}; the identity index and merge partners are
+-- derived at run time, so the script needs a standalone Redis or a single shard.
 
 local P = ARGV[1]
 local d = cjson.decode(ARGV[2])
+local RS, US, ABSENT = '\30', '\31', '\29'
 
-local FAMILY = {'meta', 'cnt', 'dec', 'attr', 'tag', 'ids', 'seen', 'pending', 'merged', 'redirect'}
+local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect'}
 
 local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
 local function idxk(id) return P .. 'idx:' .. id end
-
-local function to_map(flat)
-  local m = {}
-  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
-  return m
-end
 
 -- erasure ---------------------------------------------------------------------------
 
@@ -53,63 +56,61 @@ end
 
 if d.erase then
   local tomb = P .. 'erasure:' .. d.eid
-  if redis.call('EXISTS', tomb) == 1 then return cjson.encode({status = 'dup'}) end
+  if redis.call('EXISTS', tomb) == 1 then return 'dup' end
   for _, c in ipairs(found) do erase(c) end
   redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))
-  if #found == 0 then return cjson.encode({status = 'noop'}) end
-  return cjson.encode({status = 'erased', cids = found})
+  if #found == 0 then return 'noop' end
+  return 'erased' .. RS .. table.concat(found, US)
 end
 
 for _, c in ipairs(found) do
   if redis.call('ZSCORE', ck(c, 'seen'), d.eid) then
     local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
-    if pending then
-      return '{"status":"dup","cid":' .. cjson.encode(c) .. ',"replay":' .. pending .. '}'
-    end
-    return cjson.encode({status = 'dup', cid = c})
+    if pending then return 'dup' .. RS .. c .. RS .. pending end
+    return 'dup' .. RS .. c
   end
 end
 
--- operations that record the survivor's old values ----------------------------------
+-- the survivor's fields, changed in memory and written once -------------------------
 
-local old = {meta = {}, cnt = {}, dec = {}, attr = {}, tag = {}}
-local ids_added = {}
+local cur, old, dirty = {}, {}, {}
 
-local function remember(section, field, current)
-  if old[section][field] == nil then old[section][field] = current end
+local function load(cid)
+  local flat = redis.call('HGETALL', ck(cid, 'p'))
+  for i = 1, #flat, 2 do cur[flat[i]] = flat[i + 1] end
 end
 
-local function add_int(cid, f, n)
-  local key = ck(cid, 'cnt')
-  remember('cnt', f, redis.call('HGET', key, f))
-  redis.call('HINCRBY', key, f, n)
+local function put(f, v)
+  if old[f] == nil then old[f] = cur[f] or ABSENT end
+  cur[f] = v
+  dirty[f] = true
 end
 
-local function add_float(cid, f, x)
-  local key = ck(cid, 'dec')
-  remember('dec', f, redis.call('HGET', key, f))
-  redis.call('HINCRBYFLOAT', key, f, x)
+local function add_int(f, n) put(f, string.format('%d', (tonumber(cur[f]) or 0) + n)) end
+local function add_float(f, x) put(f, string.format('%.17g', (tonumber(cur[f]) or 0) + x)) end
+local function keep_larger(f, v)
+  local c = cur[f]
+  if (not c) or v > c then put(f, v) end
 end
-
-local function keep_larger(cid, section, f, v)
-  local key = ck(cid, section)
-  local cur = redis.call('HGET', key, f)
-  if (not cur) or v > cur then
-    remember(section, f, cur)
-    redis.call('HSET', key, f, v)
-  end
-end
-
-local function meta_extreme(cid, f, v, want_smaller)
-  local key = ck(cid, 'meta')
-  local cur = redis.call('HGET', key, f)
-  local n = tonumber(cur)
+local function keep_extreme(f, v, want_smaller)
+  local n = tonumber(cur[f])
   if (not n) or (want_smaller and v < n) or ((not want_smaller) and v > n) then
-    remember('meta', f, cur)
-    redis.call('HSET', key, f, string.format('%d', v))
+    put(f, string.format('%d', v))
   end
 end
 
+-- one typed operation per field prefix: the same for a delta and for a merge
+local function combine(f, v)
+  local kind = string.sub(f, 1, 2)
+  if kind == 'c:' then add_int(f, tonumber(v))
+  elseif kind == 'd:' then add_float(f, tonumber(v))
+  elseif kind == 'a:' or kind == 't:' then keep_larger(f, v)
+  elseif f == 'm:first_seen' then keep_extreme(f, tonumber(v), true)
+  elseif f == 'm:last_seen' then keep_extreme(f, tonumber(v), false)
+  end
+end
+
+local ids_added = {}
 local function add_identifier(cid, id)
   if redis.call('SADD', ck(cid, 'ids'), id) == 1 then
     table.insert(ids_added, id)
@@ -120,21 +121,12 @@ end
 -- merge -----------------------------------------------------------------------------
 
 local function first_seen(cid)
-  return tonumber(redis.call('HGET', ck(cid, 'meta'), 'first_seen')) or math.huge
+  return tonumber(redis.call('HGET', ck(cid, 'p'), 'm:first_seen')) or math.huge
 end
 
 local function merge(loser, surv)
-  local cnt = redis.call('HGETALL', ck(loser, 'cnt'))
-  for i = 1, #cnt, 2 do add_int(surv, cnt[i], tonumber(cnt[i + 1])) end
-  local dec = redis.call('HGETALL', ck(loser, 'dec'))
-  for i = 1, #dec, 2 do add_float(surv, dec[i], dec[i + 1]) end
-  for _, section in ipairs({'attr', 'tag'}) do
-    local h = redis.call('HGETALL', ck(loser, section))
-    for i = 1, #h, 2 do keep_larger(surv, section, h[i], h[i + 1]) end
-  end
-  local meta = to_map(redis.call('HGETALL', ck(loser, 'meta')))
-  if meta.first_seen then meta_extreme(surv, 'first_seen', tonumber(meta.first_seen), true) end
-  if meta.last_seen then meta_extreme(surv, 'last_seen', tonumber(meta.last_seen), false) end
+  local flat = redis.call('HGETALL', ck(loser, 'p'))
+  for i = 1, #flat, 2 do combine(flat[i], flat[i + 1]) end
   for _, id in ipairs(redis.call('SMEMBERS', ck(loser, 'ids'))) do add_identifier(surv, id) end
   redis.call('ZUNIONSTORE', ck(surv, 'seen'), 2, ck(surv, 'seen'), ck(loser, 'seen'),
     'AGGREGATE', 'MAX')
@@ -163,40 +155,49 @@ else
     local fc, fs = first_seen(c), first_seen(cid)
     if fc < fs or (fc == fs and c < cid) then cid = c end
   end
-  for _, c in ipairs(found) do
-    if c ~= cid then
-      merge(c, cid)
-      table.insert(losers, c)
-    end
+end
+load(cid)
+for _, c in ipairs(found) do
+  if c ~= cid then
+    merge(c, cid)
+    table.insert(losers, c)
   end
 end
 
 -- apply the delta -------------------------------------------------------------------
 
 for _, id in ipairs(d.ids) do add_identifier(cid, id) end
-meta_extreme(cid, 'first_seen', d.ts, true)
-meta_extreme(cid, 'last_seen', d.ts, false)
-for f, n in pairs(d.cnt) do add_int(cid, f, n) end
-for f, x in pairs(d.dec) do add_float(cid, f, x) end
-for f, v in pairs(d.attr) do keep_larger(cid, 'attr', f, v) end
-for f, v in pairs(d.tag) do keep_larger(cid, 'tag', f, v) end
-remember('meta', 'version', redis.call('HGET', ck(cid, 'meta'), 'version'))
-redis.call('HINCRBY', ck(cid, 'meta'), 'version', 1)
+keep_extreme('m:first_seen', d.ts, true)
+keep_extreme('m:last_seen', d.ts, false)
+for f, v in pairs(d.fields) do combine(f, v) end
+add_int('m:version', 1)
+
+local writes = {}
+for f, _ in pairs(dirty) do
+  table.insert(writes, f)
+  table.insert(writes, cur[f])
+end
+redis.call('HSET', ck(cid, 'p'), unpack(writes))
 
 local seen = ck(cid, 'seen')
 redis.call('ZADD', seen, d.now, d.eid)
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', d.now - d.ret))
 
-local state = {
-  meta = to_map(redis.call('HGETALL', ck(cid, 'meta'))),
-  cnt = to_map(redis.call('HGETALL', ck(cid, 'cnt'))),
-  dec = to_map(redis.call('HGETALL', ck(cid, 'dec'))),
-  attr = to_map(redis.call('HGETALL', ck(cid, 'attr'))),
-  tag = to_map(redis.call('HGETALL', ck(cid, 'tag'))),
-  ids = redis.call('SMEMBERS', ck(cid, 'ids')),
-}
-local out = cjson.encode({
-  status = 'ok', cid = cid, merged = losers, state = state, old = old, ids_added = ids_added,
-})
-redis.call('HSET', ck(cid, 'pending'), d.eid, out)
-return out
+local after, before = {}, {}
+for f, v in pairs(cur) do
+  table.insert(after, f)
+  table.insert(after, v)
+end
+for f, v in pairs(old) do
+  table.insert(before, f)
+  table.insert(before, v)
+end
+local body = table.concat({
+  table.concat(losers, US),
+  table.concat(ids_added, US),
+  table.concat(redis.call('SMEMBERS', ck(cid, 'ids')), US),
+  table.concat(after, US),
+  table.concat(before, US),
+}, RS)
+redis.call('HSET', ck(cid, 'pending'), d.eid, body)
+return 'ok' .. RS .. cid .. RS .. body

@@ -1,43 +1,43 @@
 """The profile store: one small interface, one Redis implementation.
 
-Every per-customer update is one call of ``apply_event.lua``; a batch of events is one
-pipelined round trip. Outputs stay "pending" in Redis until the worker confirms their
-delivery (``ack_outputs.lua``), so an event redelivered after a crash re-emits them
-instead of losing them.
+Every per-customer update is one call of ``apply_event.lua``; a batch of events goes to
+Redis as pipelined calls on one connection. Outputs stay "pending" in Redis until the
+worker confirms their delivery (``ack_outputs.lua``, one call per batch), so an event
+redelivered after a crash re-emits them instead of losing them.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, Protocol
 
-import orjson
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from processors.profile import StoredState, empty_state
+from portrait import metrics
+from processors.profile import StoredState
 
-FAMILY_SECTIONS = ("meta", "cnt", "dec", "attr", "tag")
+# Separators of the state script's answer (see apply_event.lua).
+RS, US, ABSENT = "\x1e", "\x1f", "\x1d"
 
 
 def _lua(name: str) -> str:
     return files("portrait.state").joinpath(name).read_text(encoding="utf-8")
 
 
-def _as_list(value: Any) -> list[Any]:
-    # cjson encodes an empty Lua table as {}, whatever it was meant to be.
-    return list(value) if isinstance(value, list) else []
+def _split(text: str) -> list[str]:
+    return text.split(US) if text else []
 
 
-def _as_state(raw: dict[str, Any]) -> StoredState:
-    state = empty_state()
-    for section in FAMILY_SECTIONS:
-        state[section] = dict(raw.get(section) or {})  # type: ignore[literal-required]
-    state["ids"] = _as_list(raw.get("ids"))
-    return state
+def _pairs(text: str) -> dict[str, str]:
+    items = _split(text)
+    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 @dataclass(slots=True)
@@ -53,29 +53,36 @@ class ApplyResult:
     customer_id: str | None = None
     merged: list[str] = field(default_factory=list)
     state: StoredState | None = None
-    old: dict[str, Any] = field(default_factory=dict)
+    old: dict[str, str | None] = field(default_factory=dict)
     ids_added: list[str] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)
     replay: ApplyResult | None = None
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> ApplyResult:
-        """Parse the state script's JSON answer."""
-        data = orjson.loads(raw)
-        return cls._from_dict(data)
+    def parse(cls, answer: bytes) -> ApplyResult:
+        """Parse the state script's answer."""
+        parts = answer.decode("utf-8").split(RS)
+        status = parts[0]
+        if status == "erased":
+            return cls(status, erased=_split(parts[1]))
+        if status == "dup":
+            customer_id = parts[1] if len(parts) > 1 else None
+            replay = cls._applied(customer_id or "", parts[2:]) if len(parts) > 2 else None
+            return cls(status, customer_id=customer_id, replay=replay)
+        if status == "ok":
+            return cls._applied(parts[1], parts[2:])
+        return cls(status)
 
     @classmethod
-    def _from_dict(cls, data: dict[str, Any]) -> ApplyResult:
-        replay = data.get("replay")
+    def _applied(cls, customer_id: str, body: list[str]) -> ApplyResult:
+        merged, ids_added, ids, after, before = body
         return cls(
-            status=data["status"],
-            customer_id=data.get("cid"),
-            merged=_as_list(data.get("merged")),
-            state=_as_state(data["state"]) if "state" in data else None,
-            old=dict(data.get("old") or {}),
-            ids_added=_as_list(data.get("ids_added")),
-            erased=_as_list(data.get("cids")),
-            replay=cls._from_dict(replay) if isinstance(replay, dict) else None,
+            "ok",
+            customer_id=customer_id,
+            merged=_split(merged),
+            state={"fields": _pairs(after), "ids": _split(ids)},
+            old={k: (None if v == ABSENT else v) for k, v in _pairs(before).items()},
+            ids_added=_split(ids_added),
         )
 
 
@@ -83,7 +90,7 @@ class ProfileStore(Protocol):
     """Where profiles live. Implementations must apply each delta atomically and idempotently."""
 
     async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
-        """Apply deltas in order (one round trip); one result per delta."""
+        """Apply deltas in order; one result per delta."""
         ...
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
@@ -108,60 +115,70 @@ class ProfileStore(Protocol):
 
 
 class RedisProfileStore:
-    """:class:`ProfileStore` on Redis (standalone or one shard; keys hash-tagged per customer)."""
+    """:class:`ProfileStore` on Redis (standalone or one shard; keys hash-tagged per customer).
+
+    State updates run on one dedicated I/O thread with a blocking client: the event loop
+    keeps building outputs while Redis works, and the single thread keeps every update and
+    confirmation in submission order.
+    """
 
     def __init__(self, url: str, prefix: str = "portrait:") -> None:
         self.prefix = prefix
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False)
+        self._sync = redis.Redis.from_url(url, decode_responses=False)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-redis")
         self._apply_src = _lua("apply_event.lua")
         self._ack_src = _lua("ack_outputs.lua")
-        self._apply_sha: str | None = None
-        self._ack_sha: str | None = None
-
-    async def _load_scripts(self) -> tuple[str, str]:
-        self._apply_sha = str(await self.redis.script_load(self._apply_src))
-        self._ack_sha = str(await self.redis.script_load(self._ack_src))
-        return self._apply_sha, self._ack_sha
-
-    async def _shas(self) -> tuple[str, str]:
-        if self._apply_sha is None or self._ack_sha is None:
-            return await self._load_scripts()
-        return self._apply_sha, self._ack_sha
+        self._shas: tuple[str, str] | None = None
 
     def key(self, customer_id: str, section: str) -> str:
-        """Key of one section of a customer's family."""
+        """Key of one part of a customer's key family."""
         return f"{self.prefix}c:{{{customer_id}}}:{section}"
 
-    async def _run(self, calls: Sequence[tuple[bool, Sequence[bytes | str]]]) -> list[Any]:
+    def _run(self, calls: Sequence[tuple[bool, Sequence[bytes | str]]]) -> list[Any]:
         """EVALSHA each (is_apply, args) in one pipeline; reload scripts once if Redis lost them.
 
-        Re-running a whole batch is safe: both scripts are idempotent.
+        Runs on the I/O thread. Re-running a whole batch is safe: both scripts are idempotent.
         """
         for attempt in (1, 2):
-            apply_sha, ack_sha = await self._shas()
-            pipe = self.redis.pipeline(transaction=False)
+            if self._shas is None:
+                self._shas = (
+                    str(self._sync.script_load(self._apply_src)),
+                    str(self._sync.script_load(self._ack_src)),
+                )
+            apply_sha, ack_sha = self._shas
+            pipe = self._sync.pipeline(transaction=False)
             for is_apply, args in calls:
                 pipe.evalsha(apply_sha if is_apply else ack_sha, 0, self.prefix, *args)
+            started = time.perf_counter()
             try:
-                return list(await pipe.execute())
+                answers = list(pipe.execute())
             except NoScriptError:
+                self._shas = None
                 if attempt == 2:
                     raise
-                await self._load_scripts()
+            else:
+                operation = "apply" if calls[0][0] else "confirm"
+                metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+                return answers
         raise AssertionError("unreachable")
 
     async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
         if not deltas:
             return []
-        answers = await self._run([(True, (delta,)) for delta in deltas])
-        return [ApplyResult.from_json(answer) for answer in answers]
+        calls = [(True, (delta,)) for delta in deltas]
+        answers = await asyncio.get_running_loop().run_in_executor(self._io, self._run, calls)
+        return [ApplyResult.parse(answer) for answer in answers]
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
-        by_customer: dict[str, list[str]] = defaultdict(list)
-        for customer_id, event_id in applied:
-            by_customer[customer_id].append(event_id)
-        if by_customer:
-            await self._run([(False, (cid, *eids)) for cid, eids in by_customer.items()])
+        """Queue the confirmation; it runs before any later :meth:`apply` of this store.
+
+        Not awaited: a crash before it runs leaves pending entries that only a redelivery
+        of the same events would re-emit, which at-least-once allows.
+        """
+        if applied:
+            pairs = [value for pair in applied for value in pair]
+            self._io.submit(self._run, [(False, pairs)])
 
     async def resolve(self, identifier_key: str) -> str | None:
         found: bytes | None = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
@@ -174,27 +191,25 @@ class RedisProfileStore:
             if not nxt:
                 break
             current = nxt.decode("utf-8")
-        return current if await self.redis.exists(self.key(current, "meta")) else None
+        return current if await self.redis.exists(self.key(current, "p")) else None
 
     async def load(self, customer_id: str) -> StoredState | None:
         pipe = self.redis.pipeline(transaction=True)
-        for section in FAMILY_SECTIONS:
-            pipe.hgetall(self.key(customer_id, section))
+        pipe.hgetall(self.key(customer_id, "p"))
         pipe.smembers(self.key(customer_id, "ids"))
-        *sections, ids = await pipe.execute()
-        if not sections[0]:
+        fields, ids = await pipe.execute()
+        if not fields:
             return None
-        state = empty_state()
-        for name, values in zip(FAMILY_SECTIONS, sections, strict=True):
-            state[name] = {  # type: ignore[literal-required]
-                k.decode("utf-8"): v.decode("utf-8") for k, v in values.items()
-            }
-        state["ids"] = sorted(i.decode("utf-8") for i in ids)
-        return state
+        return {
+            "fields": {k.decode("utf-8"): v.decode("utf-8") for k, v in fields.items()},
+            "ids": sorted(i.decode("utf-8") for i in ids),
+        }
 
     async def ping(self) -> bool:
         """True when Redis answers."""
         return bool(await self.redis.ping())
 
     async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._io.shutdown, True)
+        self._sync.close()
         await self.redis.aclose()

@@ -83,3 +83,13 @@ def test_identifier_lists_are_accepted() -> None:
         ("phone", "139"),
         ("email", "A@B.com"),
     ]
+
+
+def test_control_characters_in_ids_and_names_are_rejected() -> None:
+    for bad in (
+        {**GOOD, "event_id": "e\x1f1"},
+        {**GOOD, "source": "we\x1ecom"},
+        {**GOOD, "customer": {"im_id": "wx\x1d"}},
+    ):
+        decoded = decode_event(encode(bad), 10_000)
+        assert isinstance(decoded, Rejection) and decoded.code == "invalid_event"

@@ -9,10 +9,10 @@ from processors.identity import customer_id_for
 from processors.profile import (
     DeltaSettings,
     ProfileDelta,
+    StoredState,
     build_delta,
     changed_fields,
     document_from_state,
-    empty_state,
     state_before,
 )
 from tests.conftest import event
@@ -37,10 +37,16 @@ def test_channel_event_counts_weighs_and_sets_attributes() -> None:
     )
     assert delta.identifiers == ["account_no:A1", "phone:13800138000"]
     assert delta.new_customer_id == customer_id_for("account_no:A1")
-    assert delta.counters == {"events_total": 1, "ch:app": 1}
-    assert set(delta.weights) == {"ch:app", "tod:evening"}
-    assert set(delta.attributes) == {"birthday", "city"}
-    payload = orjson.loads(delta.attributes["birthday"].split("\t", 1)[1])
+    assert set(delta.fields) == {
+        "c:events_total",
+        "c:ch:app",
+        "d:ch:app",
+        "d:tod:evening",
+        "a:birthday",
+        "a:city",
+    }
+    assert delta.fields["c:events_total"] == 1
+    payload = orjson.loads(str(delta.fields["a:birthday"]).split("\t", 1)[1])
     assert payload == {
         "value": "1985-03-07",
         "source": "app",
@@ -60,8 +66,7 @@ def test_outbound_chat_counts_but_does_not_shape_preferences() -> None:
             {"conversation_id": "c", "direction": "outbound", "employee_id": "emp"},
         )
     )
-    assert delta.counters == {"events_total": 1, "ch:wecom": 1}
-    assert delta.weights == {}
+    assert delta.fields == {"c:events_total": 1, "c:ch:wecom": 1}
 
 
 def test_manual_edit_makes_manual_registers_tags_and_tombstones() -> None:
@@ -81,50 +86,43 @@ def test_manual_edit_makes_manual_registers_tags_and_tombstones() -> None:
             },
         )
     )
-    assert delta.attributes["city"].startswith("1|")
-    assert orjson.loads(delta.attributes["company"].split("\t", 1)[1])["value"] is None
-    assert delta.tags["vip"].endswith("\t1") and delta.tags["churn"].endswith("\t0")
+    assert str(delta.fields["a:city"]).startswith("1|")
+    assert orjson.loads(str(delta.fields["a:company"]).split("\t", 1)[1])["value"] is None
+    assert str(delta.fields["t:vip"]).endswith("\t1")
+    assert str(delta.fields["t:churn"]).endswith("\t0")
 
 
 def test_erasure_carries_only_identifiers() -> None:
     delta = delta_for(
         event("e4", "customer.erasure", "2026-11-01T09:00:00Z", "crm", {"phone": "138"}, {})
     )
-    assert delta.erase and delta.counters == {} and delta.identifiers == ["phone:138"]
+    assert delta.erase and delta.fields == {} and delta.identifiers == ["phone:138"]
 
 
-def stored_state() -> dict[str, object]:
-    state = empty_state()
-    state["meta"] = {"version": "3", "first_seen": "1761955200000", "last_seen": "1762041600000"}
-    state["cnt"] = {"events_total": "3", "ch:app": "2", "ch:web": "1"}
-    state["dec"] = {"ch:app": "5.0", "ch:web": "7.5", "tod:evening": "12.5"}
-    state["attr"] = {
-        "city": encode_register(
-            order_key(False, 1, "e"),
-            {
-                "value": "上海",
-                "source": "app",
-                "confidence": 0.9,
-                "updated_at": "2026-11-01T00:00:00.000Z",
-            },
-        ),
-        "company": encode_register(
-            order_key(True, 2, "f"),
-            {
-                "value": None,
-                "source": "manual",
-                "confidence": 1.0,
-                "updated_at": "2026-11-01T00:00:00.000Z",
-            },
-        ),
+def stored_state() -> StoredState:
+    register = {"source": "app", "confidence": 0.9, "updated_at": "2026-11-01T00:00:00.000Z"}
+    return {
+        "fields": {
+            "m:version": "3",
+            "m:first_seen": "1761955200000",
+            "m:last_seen": "1762041600000",
+            "c:events_total": "3",
+            "c:ch:app": "2",
+            "c:ch:web": "1",
+            "d:ch:app": "5.0",
+            "d:ch:web": "7.5",
+            "d:tod:evening": "12.5",
+            "a:city": encode_register(order_key(False, 1, "e"), {"value": "上海", **register}),
+            "a:company": encode_register(order_key(True, 2, "f"), {"value": None, **register}),
+            "t:vip": "1|x\t1",
+            "t:churn": "1|y\t0",
+        },
+        "ids": ["phone:138", "account_no:A1", "im_id:wx:1"],
     }
-    state["tag"] = {"vip": "1|x\t1", "churn": "1|y\t0"}
-    state["ids"] = ["phone:138", "account_no:A1", "im_id:wx:1"]
-    return state  # type: ignore[return-value]
 
 
 def test_document_has_every_fixed_field_and_validates() -> None:
-    doc = document_from_state("c-1", stored_state())  # type: ignore[arg-type]
+    doc = document_from_state("c-1", stored_state())
     ProfileDocument.model_validate(doc)
     assert doc["version"] == 3
     assert doc["identifiers"]["phone"] == ["138"] and doc["identifiers"]["im_id"] == ["wx:1"]
@@ -139,22 +137,29 @@ def test_document_has_every_fixed_field_and_validates() -> None:
     assert doc["preferences"] == {"channel": "web", "time_of_day": "evening"}
 
 
-def test_state_before_undoes_touched_fields_only() -> None:
+def test_state_before_undoes_written_fields_only() -> None:
     after = stored_state()
-    old = {"meta": {"version": "2"}, "cnt": {"events_total": "2", "ch:web": False}}
-    before = state_before(after, old, ids_added=["im_id:wx:1"])  # type: ignore[arg-type]
-    assert before["meta"]["version"] == "2"
-    assert before["cnt"] == {"events_total": "2", "ch:app": "2"}
+    old: dict[str, str | None] = {"m:version": "2", "c:events_total": "2", "c:ch:web": None}
+    before = state_before(after, old, ids_added=["im_id:wx:1"])
+    assert before["fields"]["m:version"] == "2"
+    assert "c:ch:web" not in before["fields"]
+    assert before["fields"]["a:city"] == after["fields"]["a:city"]
     assert before["ids"] == ["phone:138", "account_no:A1"]
-    assert before["attr"] == after["attr"]  # type: ignore[index]
 
 
-def test_changed_fields_lists_old_and_new() -> None:
-    new = document_from_state("c-1", stored_state())  # type: ignore[arg-type]
-    old = document_from_state("c-1", empty_state())
-    names = [c["field"] for c in changed_fields(old, new)]
+def test_changed_fields_lists_old_and_new_of_what_was_written() -> None:
+    after = stored_state()
+    old: dict[str, str | None] = {name: None for name in after["fields"]}
+    changes = changed_fields(after, old, ids_added=list(after["ids"]))
+    names = [c["field"] for c in changes]
     assert names == ["version", "identifiers", "attributes", "tags", "stats", "preferences"]
-    assert changed_fields(new, new) == []
+    stats = changes[names.index("stats")]
+    assert stats["old"]["events_total"] == 0 and stats["new"]["events_total"] == 3
+    only_count = changed_fields(after, {"c:ch:web": "0"}, ids_added=[])
+    assert [c["field"] for c in only_count] == ["stats"]
+    assert changed_fields(after, {"a:city": after["fields"]["a:city"]}, []) == []
+    only_version = changed_fields(after, {"m:version": "2"}, ids_added=[])
+    assert only_version == [{"field": "version", "old": 2, "new": 3}]
 
 
 @pytest.mark.parametrize("direction", ["inbound", "outbound"])
@@ -172,3 +177,4 @@ def test_to_json_is_what_the_script_reads(direction: str) -> None:
     data = orjson.loads(delta.to_json(now_ms=5, retention_ms=7))
     assert data["eid"] == "e5" and data["now"] == 5 and data["ret"] == 7
     assert data["ids"] == ["im_id:wx"] and data["newcid"] == customer_id_for("im_id:wx")
+    assert data["fields"] == delta.fields

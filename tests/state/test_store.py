@@ -123,7 +123,7 @@ def test_shared_account_merges_into_the_earliest_customer(redis_settings: Settin
     assert doc["stats"]["first_seen"] == "2026-11-01T01:00:00.000Z"
     assert run(profile(redis_settings, "account_no", "A1")) == doc
     client = redis.Redis.from_url(redis_settings.redis_url)
-    assert not client.keys(f"{redis_settings.redis_key_prefix}c:{{{im_cid}}}:meta")
+    assert not client.keys(f"{redis_settings.redis_key_prefix}c:{{{im_cid}}}:p")
 
 
 def test_manual_values_win_until_a_later_manual_edit(redis_settings: Settings) -> None:

@@ -128,4 +128,5 @@ def test_merge_emits_profile_merged_naming_both(redis_settings: Settings) -> Non
     assert last["type"] == "profile.changed"
     assert merged[0]["customer_id"] == last["customer_id"]
     assert merged[0]["merged_id"] != last["customer_id"]
-    assert last["profile"]["stats"]["events_total"] == 3
+    stats = next(c for c in last["changed"] if c["field"] == "stats")
+    assert stats["new"]["events_total"] == 3
