@@ -34,10 +34,3 @@ def decay_weight(occurred_ms: int, half_life_days: float) -> float:
     """Weight of one event at ``occurred_ms``; later events weigh more, doubling per half-life."""
     exponent = (occurred_ms - DECAY_EPOCH_MS) / (half_life_days * _DAY_MS)
     return float(2.0 ** min(max(exponent, -1000.0), 1000.0))
-
-
-def heaviest(weights: dict[str, float]) -> str | None:
-    """The key with the largest weight (ties: the smaller key), or None when empty."""
-    if not weights:
-        return None
-    return min(weights.items(), key=lambda item: (-item[1], item[0]))[0]

@@ -38,7 +38,7 @@ from processors.attributes import (
     order_key,
 )
 from processors.identity import customer_id_for, identifier_keys, split_identifier_key
-from processors.preferences import decay_weight, heaviest, time_of_day
+from processors.preferences import decay_weight, time_of_day
 
 MANUAL_SOURCE = "manual"
 
@@ -258,14 +258,19 @@ def _stats(sections: Sections, _: list[str]) -> dict[str, Any]:
 
 
 def _preferences(sections: Sections, _: list[str]) -> dict[str, Any]:
-    channels: dict[str, float] = {}
-    buckets: dict[str, float] = {}
+    # One pass over the weights; the heaviest wins, ties go to the smaller name.
+    best: dict[str, tuple[float, str]] = {}
     for name, value in sections["d"].items():
-        if name[:3] == "ch:":
-            channels[name[3:]] = float(value)
-        elif name[:4] == "tod:":
-            buckets[name[4:]] = float(value)
-    return {"channel": heaviest(channels), "time_of_day": heaviest(buckets)}
+        kind, _sep, key = name.partition(":")
+        weight = float(value)
+        current = best.get(kind)
+        if current is None or weight > current[0] or (weight == current[0] and key < current[1]):
+            best[kind] = (weight, key)
+    channel, bucket = best.get("ch"), best.get("tod")
+    return {
+        "channel": channel[1] if channel else None,
+        "time_of_day": bucket[1] if bucket else None,
+    }
 
 
 def _version(sections: Sections, _: list[str]) -> int:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, Protocol
 
-import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
@@ -117,57 +115,56 @@ class ProfileStore(Protocol):
 class RedisProfileStore:
     """:class:`ProfileStore` on Redis (standalone or one shard; keys hash-tagged per customer).
 
-    State updates run on one dedicated I/O thread with a blocking client: the event loop
-    keeps building outputs while Redis works, and the single thread keeps every update and
-    confirmation in submission order.
+    Updates and confirmations go through one lock, in the order they were asked for, so
+    a caller may start the next chunk's update before it has read the previous answer.
     """
 
     def __init__(self, url: str, prefix: str = "portrait:") -> None:
         self.prefix = prefix
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False)
-        self._sync = redis.Redis.from_url(url, decode_responses=False)
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-redis")
         self._apply_src = _lua("apply_event.lua")
         self._ack_src = _lua("ack_outputs.lua")
         self._shas: tuple[str, str] | None = None
+        self._order = asyncio.Lock()  # FIFO: updates reach Redis in submission order
+        self._confirming: set[asyncio.Task[list[Any]]] = set()
 
     def key(self, customer_id: str, section: str) -> str:
         """Key of one part of a customer's key family."""
         return f"{self.prefix}c:{{{customer_id}}}:{section}"
 
-    def _run(self, calls: Sequence[tuple[bool, Sequence[bytes | str]]]) -> list[Any]:
+    async def _run(self, calls: Sequence[tuple[bool, Sequence[bytes | str]]]) -> list[Any]:
         """EVALSHA each (is_apply, args) in one pipeline; reload scripts once if Redis lost them.
 
-        Runs on the I/O thread. Re-running a whole batch is safe: both scripts are idempotent.
+        Re-running a whole batch is safe: both scripts are idempotent.
         """
-        for attempt in (1, 2):
-            if self._shas is None:
-                self._shas = (
-                    str(self._sync.script_load(self._apply_src)),
-                    str(self._sync.script_load(self._ack_src)),
-                )
-            apply_sha, ack_sha = self._shas
-            pipe = self._sync.pipeline(transaction=False)
-            for is_apply, args in calls:
-                pipe.evalsha(apply_sha if is_apply else ack_sha, 0, self.prefix, *args)
-            started = time.perf_counter()
-            try:
-                answers = list(pipe.execute())
-            except NoScriptError:
-                self._shas = None
-                if attempt == 2:
-                    raise
-            else:
-                operation = "apply" if calls[0][0] else "confirm"
-                metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
-                return answers
+        async with self._order:
+            for attempt in (1, 2):
+                if self._shas is None:
+                    self._shas = (
+                        str(await self.redis.script_load(self._apply_src)),
+                        str(await self.redis.script_load(self._ack_src)),
+                    )
+                apply_sha, ack_sha = self._shas
+                pipe = self.redis.pipeline(transaction=False)
+                for is_apply, args in calls:
+                    pipe.evalsha(apply_sha if is_apply else ack_sha, 0, self.prefix, *args)
+                started = time.perf_counter()
+                try:
+                    answers = list(await pipe.execute())
+                except NoScriptError:
+                    self._shas = None
+                    if attempt == 2:
+                        raise
+                else:
+                    operation = "apply" if calls[0][0] else "confirm"
+                    metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+                    return answers
         raise AssertionError("unreachable")
 
     async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
         if not deltas:
             return []
-        calls = [(True, (delta,)) for delta in deltas]
-        answers = await asyncio.get_running_loop().run_in_executor(self._io, self._run, calls)
+        answers = await self._run([(True, (delta,)) for delta in deltas])
         return [ApplyResult.parse(answer) for answer in answers]
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
@@ -178,7 +175,9 @@ class RedisProfileStore:
         """
         if applied:
             pairs = [value for pair in applied for value in pair]
-            self._io.submit(self._run, [(False, pairs)])
+            task = asyncio.ensure_future(self._run([(False, pairs)]))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
 
     async def resolve(self, identifier_key: str) -> str | None:
         found: bytes | None = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
@@ -210,6 +209,6 @@ class RedisProfileStore:
         return bool(await self.redis.ping())
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._io.shutdown, True)
-        self._sync.close()
+        if self._confirming:
+            await asyncio.gather(*self._confirming, return_exceptions=True)
         await self.redis.aclose()

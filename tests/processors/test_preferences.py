@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from processors.preferences import decay_weight, heaviest, time_of_day
+from processors.preferences import decay_weight, time_of_day
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -36,8 +36,3 @@ def test_later_events_weigh_more_and_half_life_halves() -> None:
 def test_weights_stay_finite_far_in_the_future_and_past() -> None:
     assert decay_weight(10**15, 1.0) < float("inf")
     assert decay_weight(-(10**15), 1.0) >= 0.0
-
-
-def test_heaviest_breaks_ties_by_name_and_handles_empty() -> None:
-    assert heaviest({"web": 2.0, "app": 2.0, "wecom": 1.0}) == "app"
-    assert heaviest({}) is None

@@ -137,6 +137,13 @@ def test_document_has_every_fixed_field_and_validates() -> None:
     assert doc["preferences"] == {"channel": "web", "time_of_day": "evening"}
 
 
+def test_preference_ties_go_to_the_smaller_name() -> None:
+    state = stored_state()
+    state["fields"].update({"d:ch:app": "7.5", "d:ch:zz": "7.5", "d:tod:morning": "12.5"})
+    doc = document_from_state("c-1", state)
+    assert doc["preferences"] == {"channel": "app", "time_of_day": "evening"}
+
+
 def test_state_before_undoes_written_fields_only() -> None:
     after = stored_state()
     old: dict[str, str | None] = {"m:version": "2", "c:events_total": "2", "c:ch:web": None}
