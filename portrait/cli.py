@@ -68,9 +68,11 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 # --- worker -----------------------------------------------------------------------------
 
 
-def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    from streams.worker import run_worker
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.worker import run_worker, run_workers
 
+    if args.processes > 1:
+        return run_workers(settings, args.processes)
     run_worker(settings)
     return 0
 
@@ -225,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(func=cmd_stack)
 
     worker = sub.add_parser("worker", help="run the Faust worker")
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes in one consumer group (one per core); HTTP ports count up",
+    )
     worker.set_defaults(func=cmd_worker)
 
     produce = sub.add_parser("produce", help="produce events from a JSONL file to their topics")

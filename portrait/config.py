@@ -6,6 +6,7 @@ Each field here has a row in the README's configuration table; keep the two in s
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -44,6 +45,7 @@ class Settings(BaseSettings):
     preference_half_life_days: float = Field(default=30.0, gt=0)
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)
     log_level: str = "INFO"
+    stack_dir: Path = Path.home() / ".cache" / "portrait"
 
     @cached_property
     def redis_port(self) -> int:

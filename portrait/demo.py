@@ -93,12 +93,12 @@ def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
         print(render_output(value))
 
     _section("rejected input (portrait.dlq)")
-    for _, value in read_topic(settings, settings.topic("dlq"), timeout=20, idle_timeout=2):
-        print(render_output(value))
+    for _, record in read_topic(settings, settings.topic("dlq"), timeout=20, idle_timeout=2):
+        print(render_output(record))
 
-    for kind, value, caption in STORY_CUSTOMERS:
+    for kind, identifier, caption in STORY_CUSTOMERS:
         _section(caption)
-        cli(["profile", "get", f"--{kind.replace('_', '-')}", value])
+        cli(["profile", "get", f"--{kind.replace('_', '-')}", identifier])
 
     _section("one profile as JSON (portrait profile get --account-no SH-00981 --json)")
     cli(["profile", "get", "--account-no", "SH-00981", "--json"])

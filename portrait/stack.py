@@ -110,9 +110,7 @@ class LocalStack:
 
     def __init__(self, settings: Settings, state_dir: Path | None = None) -> None:
         self.settings = settings
-        self.state_dir = state_dir or Path(
-            os.environ.get("PORTRAIT_STACK_DIR", Path.home() / ".cache" / "portrait")
-        )
+        self.state_dir = state_dir or settings.stack_dir
         self.state_file = self.state_dir / f"stack-{settings.kafka_port}-{settings.redis_port}.json"
 
     def _services(self) -> list[tuple[str, int, list[str]]]:

@@ -1,8 +1,10 @@
-"""``portrait bench``: the same events through three consumers, events/s and ratios.
+"""``portrait bench``: the same events through several consumers, events/s and ratios.
 
 (a) ``naive``: a Faust agent awaiting one Redis call and one send per event;
-(b) ``portrait``: the Portrait worker (batches, one Lua round trip, confirmed outputs);
-(c) ``plain``: a confluent-kafka consume → produce loop, the broker's passthrough limit.
+(b) ``portrait``: the Portrait worker (batches, pipelined Lua, confirmed batch outputs),
+    and ``portrait-x2``, two worker processes in one group;
+(c) ``plain``: a confluent-kafka consume → produce loop, the broker's passthrough limit;
+and ``faust-floor``: a Faust agent doing nothing but batch-in/batch-out, Faust's own cost.
 
 Each runs on its own copy of the input topic. Throughput is measured from the outputs:
 events / (last output − first output), so start-up and group joins are left out. The
@@ -210,33 +212,25 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
     try:
         stack.up()
         python = sys.executable
-        naive = _settings_for(base, "naive")
-        _fill(naive, naive.topic("channel-events"), payload)
-        results.append(
-            _subprocess_contender(
-                "naive",
-                naive,
-                [python, "-m", "portrait.bench.naive_app"],
-                naive.topic("profile-changes"),
-                events,
-                {
-                    "BENCH_IN": naive.topic("channel-events"),
-                    "BENCH_OUT": naive.topic("profile-changes"),
-                },
+        contenders: list[tuple[str, list[str], dict[str, str]]] = [
+            ("naive", [python, "-m", "portrait.bench.apps", "naive"], {}),
+            ("faust-floor", [python, "-m", "portrait.bench.apps", "floor"], {}),
+            ("portrait", [python, "-m", "portrait.cli", "worker"], {}),
+            ("portrait-x2", [python, "-m", "portrait.cli", "worker", "--processes", "2"], {}),
+        ]
+        for name, command, env in contenders:
+            settings = _settings_for(base, name)
+            _fill(settings, settings.topic("channel-events"), payload)
+            env = env | {
+                "BENCH_IN": settings.topic("channel-events"),
+                "BENCH_OUT": settings.topic("profile-changes"),
+                "PORTRAIT_LOG_LEVEL": "WARNING",
+            }
+            results.append(
+                _subprocess_contender(
+                    name, settings, command, settings.topic("profile-changes"), events, env
+                )
             )
-        )
-        worker = _settings_for(base, "portrait")
-        _fill(worker, worker.topic("channel-events"), payload)
-        results.append(
-            _subprocess_contender(
-                "portrait",
-                worker,
-                [python, "-m", "portrait.cli", "worker"],
-                worker.topic("profile-changes"),
-                events,
-                {"PORTRAIT_LOG_LEVEL": "WARNING"},
-            )
-        )
         plain = _settings_for(base, "plain")
         _fill(plain, plain.topic("channel-events"), payload)
         results.append(
@@ -261,8 +255,12 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
         },
         "portrait_vs_naive": round(by_name["portrait"].rate / by_name["naive"].rate, 2),
         "portrait_vs_plain": round(by_name["portrait"].rate / by_name["plain"].rate, 3),
+        "portrait_vs_faust_floor": round(by_name["portrait"].rate / by_name["faust-floor"].rate, 2),
+        "portrait_x2_vs_naive": round(by_name["portrait-x2"].rate / by_name["naive"].rate, 2),
         "lossless": all(r.unique == events for r in results),
-        "no_duplicates": by_name["portrait"].outputs == events,
+        "no_duplicates": all(
+            by_name[name].outputs == events for name in ("portrait", "portrait-x2")
+        ),
     }
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())

@@ -29,6 +29,10 @@ def _lua(name: str) -> str:
     return files("portrait.state").joinpath(name).read_text(encoding="utf-8")
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 def _split(text: str) -> list[str]:
     return text.split(US) if text else []
 
@@ -180,16 +184,16 @@ class RedisProfileStore:
             task.add_done_callback(self._confirming.discard)
 
     async def resolve(self, identifier_key: str) -> str | None:
-        found: bytes | None = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
-        return found.decode("utf-8") if found else None
+        found = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
+        return _text(found) if found else None
 
     async def follow(self, customer_id: str) -> str | None:
         current = customer_id
         for _ in range(16):
-            nxt: bytes | None = await self.redis.get(self.key(current, "redirect"))
+            nxt = await self.redis.get(self.key(current, "redirect"))
             if not nxt:
                 break
-            current = nxt.decode("utf-8")
+            current = _text(nxt)
         return current if await self.redis.exists(self.key(current, "p")) else None
 
     async def load(self, customer_id: str) -> StoredState | None:

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +50,15 @@ def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def http_get(settings: Settings, path: str) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{settings.http_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def produce(settings: Settings, events: list[dict[str, Any]], topic: str | None = None) -> None:
@@ -160,6 +171,8 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
 
         wait_for(merged, what="merged profile with 7 events")
         dlq = outputs(settings, "dlq")
+        health = http_get(settings, "/livez"), http_get(settings, "/readyz")
+        metrics = http_get(settings, "/metrics")[1]
 
     code, doc, _ = profile_get(settings, "--phone", "+86 13900001111")
     assert code == 0 and doc is not None
@@ -207,11 +220,19 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     code, _, err = profile_get(settings, "--email", "nobody@example.com")
     assert code == 1 and "no customer" in err
 
+    assert health[0][0] == 200 and health[1][0] == 200
+    assert json.loads(health[1][1])["checks"] == {"redis": True, "kafka": True, "partitions": True}
+    assert 'portrait_dlq_total{reason="invalid_json"} 1.0' in metrics
+    assert 'portrait_dlq_total{reason="unknown_type"} 1.0' in metrics
+    chat_ok = f'portrait_events_total{{outcome="ok",topic="{settings.topic("chat")}"}} 2.0'
+    assert chat_ok in metrics
+    assert "portrait_merges_total 1.0" in metrics
+
 
 def applied_total(settings: Settings) -> int:
     client = redis.Redis.from_url(settings.redis_url)
-    keys = list(client.scan_iter(f"{settings.redis_key_prefix}c:*:cnt", count=1000))
-    return sum(int(client.hget(key, "events_total") or 0) for key in keys)
+    keys = list(client.scan_iter(f"{settings.redis_key_prefix}c:*:p", count=1000))
+    return sum(int(client.hget(key, "c:events_total") or 0) for key in keys)
 
 
 def test_worker_killed_mid_stream_loses_and_doubles_nothing(
