@@ -273,7 +273,9 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
             )
         print(
             f"  portrait / naive = {summary['portrait_vs_naive']}x   "
-            f"portrait / plain = {summary['portrait_vs_plain']}x"
+            f"portrait / plain = {summary['portrait_vs_plain']}x   "
+            f"portrait / faust-floor = {summary['portrait_vs_faust_floor']}x   "
+            f"portrait-x2 / naive = {summary['portrait_x2_vs_naive']}x"
         )
         print(
             f"  nothing lost: {summary['lossless']}   "

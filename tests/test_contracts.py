@@ -1,0 +1,48 @@
+"""The published contracts stay in step with the code: schemas, README configuration."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+
+from portrait.config import Settings
+from portrait.events import INPUT_MODELS, OUTPUT_MODELS
+from portrait.schemas import SCHEMA_DIR, generated_schemas, stale_schemas
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_committed_schemas_match_the_event_models() -> None:
+    assert stale_schemas() == [], "run `portrait schemas` and commit the result"
+
+
+def test_there_is_a_schema_for_every_event_type() -> None:
+    names = set(generated_schemas())
+    assert {f"input/{t}.json" for t in INPUT_MODELS} <= names
+    assert {f"output/{t}.json" for t in OUTPUT_MODELS} <= names
+    chat = orjson.loads((SCHEMA_DIR / "input/chat.message.json").read_bytes())
+    assert {"event_id", "type", "occurred_at", "source", "customer", "payload"} <= set(
+        chat["required"]
+    )
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(PORTRAIT_[A-Z_]+)`", readme, flags=re.MULTILINE))
+    expected = {f"PORTRAIT_{name.upper()}" for name in Settings.model_fields}
+    assert documented == expected
+
+
+def test_settings_come_from_portrait_variables(monkeypatch: object) -> None:
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setenv("PORTRAIT_TOPIC_PREFIX", "x.")
+    monkeypatch.setenv("PORTRAIT_REDIS_URL", "redis://127.0.0.1:7777/2")
+    settings = Settings()
+    assert settings.topic("dlq") == "x.dlq"
+    assert settings.redis_port == 7777
+    assert settings.effective_session_timeout == 6.0
+    assert Settings(profile="production").effective_session_timeout == 45.0
