@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -69,6 +70,7 @@ def encode_register(order: str, payload: Any) -> str:
     return order + "\t" + orjson.dumps(payload).decode("utf-8")
 
 
+@lru_cache(maxsize=65_536)
 def decode_register(stored: str) -> Any:
-    """The JSON payload of a stored register."""
+    """The JSON payload of a stored register (shared between callers: do not mutate)."""
     return orjson.loads(stored.split("\t", 1)[1])

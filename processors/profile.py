@@ -32,6 +32,7 @@ from portrait.events import (
     SourceImported,
 )
 from processors.attributes import (
+    decode_register,
     encode_register,
     normalise_attribute_name,
     normalise_attribute_value,
@@ -184,11 +185,6 @@ class StoredState(TypedDict):
     ids: list[str]
 
 
-def empty_state() -> StoredState:
-    """The state of a customer that does not exist yet."""
-    return {"fields": {}, "ids": []}
-
-
 @lru_cache(maxsize=65_536)
 def iso_from_ms(ms: int) -> str:
     """RFC 3339 UTC timestamp with milliseconds."""
@@ -210,12 +206,6 @@ def sections_of(fields: dict[str, str]) -> Sections:
     return out
 
 
-@lru_cache(maxsize=65_536)
-def _register_payload(stored: str) -> Any:
-    # Registers are immutable strings, so their parsed payloads can be shared.
-    return orjson.loads(stored.split("\t", 1)[1])
-
-
 def _identifiers(_: Sections, ids: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {
         "phone": [],
@@ -233,7 +223,7 @@ def _identifiers(_: Sections, ids: list[str]) -> dict[str, list[str]]:
 def _attributes(sections: Sections, _: list[str]) -> dict[str, Any]:
     out = {}
     for name, stored in sorted(sections["a"].items()):
-        payload = _register_payload(stored)
+        payload = decode_register(stored)
         if payload.get("value") is not None:
             out[name] = payload
     return out
@@ -314,24 +304,6 @@ def document_from_state(customer_id: str, state: StoredState) -> dict[str, Any]:
         "relationships": [],
         "needs": [],
     }
-
-
-def state_before(
-    after: StoredState, old: dict[str, str | None], ids_added: list[str]
-) -> StoredState:
-    """Reconstruct the state before an update from the state after it and the old values.
-
-    ``old`` maps every hash field the update wrote to its value before (None: absent);
-    untouched fields are the same before and after.
-    """
-    fields = dict(after["fields"])
-    for name, value in old.items():
-        if value is None:
-            fields.pop(name, None)
-        else:
-            fields[name] = value
-    added = set(ids_added)
-    return {"fields": fields, "ids": [key for key in after["ids"] if key not in added]}
 
 
 def changed_fields(

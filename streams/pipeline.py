@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -281,11 +280,3 @@ class BatchPipeline:
         metrics.BATCH_SIZE.observe(len(records))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         return outcome
-
-
-def summarise(outcome: BatchOutcome) -> dict[str, Any]:
-    """Counts of a batch by outcome, for logs and CLI summaries."""
-    totals: Counter[str] = Counter()
-    for (_, kind), count in outcome.outcomes.items():
-        totals[kind] += count
-    return dict(totals)

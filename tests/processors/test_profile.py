@@ -13,7 +13,6 @@ from processors.profile import (
     build_delta,
     changed_fields,
     document_from_state,
-    state_before,
 )
 from tests.conftest import event
 
@@ -144,14 +143,15 @@ def test_preference_ties_go_to_the_smaller_name() -> None:
     assert doc["preferences"] == {"channel": "app", "time_of_day": "evening"}
 
 
-def test_state_before_undoes_written_fields_only() -> None:
+def test_changed_fields_rebuild_the_before_side_from_old_values() -> None:
     after = stored_state()
     old: dict[str, str | None] = {"m:version": "2", "c:events_total": "2", "c:ch:web": None}
-    before = state_before(after, old, ids_added=["im_id:wx:1"])
-    assert before["fields"]["m:version"] == "2"
-    assert "c:ch:web" not in before["fields"]
-    assert before["fields"]["a:city"] == after["fields"]["a:city"]
-    assert before["ids"] == ["phone:138", "account_no:A1"]
+    changes = {c["field"]: c for c in changed_fields(after, old, ids_added=["im_id:wx:1"])}
+    assert set(changes) == {"version", "stats", "identifiers"}
+    assert changes["stats"]["old"]["by_channel"] == {"app": 2}
+    assert changes["stats"]["old"]["events_total"] == 2
+    assert changes["identifiers"]["old"]["im_id"] == []
+    assert changes["identifiers"]["new"]["im_id"] == ["wx:1"]
 
 
 def test_changed_fields_lists_old_and_new_of_what_was_written() -> None:
