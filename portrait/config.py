@@ -65,6 +65,14 @@ class Settings(BaseSettings):
             return self.session_timeout_seconds
         return 6.0 if self.profile == "local" else 45.0
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``PORTRAIT_*`` variables, to hand to a child process."""
+        return {
+            f"PORTRAIT_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
+
     def topic(self, name: str) -> str:
         """Full topic name for a short name such as ``chat`` or ``dlq``."""
         return f"{self.topic_prefix}{name}"

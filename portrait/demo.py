@@ -9,7 +9,6 @@ prints the profiles and output events, and stops everything it started — on Ct
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import urllib.request
 from importlib.resources import files
 
 from portrait.config import Settings
-from portrait.stack import LocalStack, free_port
+from portrait.stack import LocalStack, on_free_ports, stop_process
 
 STORY_CUSTOMERS = (
     ("phone", "13800138000", "张伟 — app, WeCom, web, hotline; merged through his account"),
@@ -28,26 +27,13 @@ STORY_CUSTOMERS = (
 
 def _demo_settings(base: Settings) -> Settings:
     run = time.strftime("%Y%m%d%H%M%S")
-    update: dict[str, object] = {
-        "topic_prefix": f"demo-{run}.",
-        "redis_key_prefix": f"demo-{run}:",
-        "consumer_group": f"portrait-demo-{run}",
-    }
-    if "PORTRAIT_KAFKA_BOOTSTRAP" not in os.environ:
-        update["kafka_bootstrap"] = f"127.0.0.1:{free_port()}"
-    if "PORTRAIT_REDIS_URL" not in os.environ:
-        update["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"
-    if "PORTRAIT_HTTP_PORT" not in os.environ:
-        update["http_port"] = free_port()
-    return base.model_copy(update=update)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"PORTRAIT_{name.upper()}"] = str(value)
-    return env
+    return on_free_ports(base).model_copy(
+        update={
+            "topic_prefix": f"demo-{run}.",
+            "redis_key_prefix": f"demo-{run}:",
+            "consumer_group": f"portrait-demo-{run}",
+        }
+    )
 
 
 def _wait_ready(port: int, worker: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -107,7 +93,7 @@ def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
 def run_demo(base: Settings, keep_stack: bool = False) -> int:
     """Run the demo; returns the exit code."""
     settings = _demo_settings(base)
-    os.environ.update({k: v for k, v in _env(settings).items() if k.startswith("PORTRAIT_")})
+    os.environ.update(settings.as_env())
     stack = LocalStack(settings)
     worker: subprocess.Popen[bytes] | None = None
     try:
@@ -117,7 +103,7 @@ def run_demo(base: Settings, keep_stack: bool = False) -> int:
             print(f"{row['service']:6} 127.0.0.1:{row['port']}  pid {row['pid'] or '(not ours)'}")
         worker = subprocess.Popen(
             [sys.executable, "-m", "portrait.cli", "worker"],
-            env=_env(settings),
+            env=dict(os.environ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -128,12 +114,8 @@ def run_demo(base: Settings, keep_stack: bool = False) -> int:
         print("\ninterrupted; stopping what the demo started", file=sys.stderr)
         return 130
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        if worker is not None:
+            stop_process(worker)
         if not keep_stack:
             for item in stack.down():
                 print(f"stopped {item.service} (pid {item.pid})")

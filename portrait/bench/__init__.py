@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from portrait.config import Settings
-from portrait.stack import LocalStack, free_port
+from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
 from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed
 from streams.pipeline import OutputRecord
 
@@ -131,10 +129,7 @@ def _subprocess_contender(
     count: int,
     extra_env: dict[str, str],
 ) -> Measured:
-    env = dict(os.environ) | extra_env
-    for key, value in settings.model_dump().items():
-        if value is not None:
-            env[f"PORTRAIT_{key.upper()}"] = str(value)
+    env = dict(os.environ) | settings.as_env() | extra_env
     process = subprocess.Popen(
         command,
         env=env,
@@ -145,11 +140,7 @@ def _subprocess_contender(
     try:
         seconds, outputs, unique = _watch(settings, out_topic, count, timeout=600)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
     return Measured(name, count, seconds, outputs, unique)
 
 
@@ -200,12 +191,7 @@ def _settings_for(base: Settings, name: str) -> Settings:
 
 def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int:
     """Run all three contenders on the local stack and print events/s and ratios."""
-    update: dict[str, Any] = {}
-    if "PORTRAIT_KAFKA_BOOTSTRAP" not in os.environ:
-        update["kafka_bootstrap"] = f"127.0.0.1:{free_port()}"
-    if "PORTRAIT_REDIS_URL" not in os.environ:
-        update["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"
-    base = base.model_copy(update=update)
+    base = on_free_ports(base)
     stack = LocalStack(base)
     payload = bench_events(events, customers)
     results: list[Measured] = []

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from portrait.config import Settings
+from portrait.stack import stop_process
 from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
 from streams.produce import route
 from tests.conftest import event, settings_env
@@ -43,13 +44,7 @@ def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 def http_get(settings: Settings, path: str) -> tuple[int, str]:
