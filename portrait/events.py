@@ -20,6 +20,9 @@ NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_CONTROL)]
 Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROL)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROL)]
+# Bounds keep one event's state change small enough for one atomic script.
+Attributes = Annotated[dict[str, Any], Field(max_length=200)]
+Names = Annotated[list[Name], Field(max_length=100)]
 IdentifierValues = Identifier | Annotated[list[Identifier], Field(max_length=32)]
 
 
@@ -69,7 +72,7 @@ class ChatMessagePayload(_Model):
     direction: Literal["inbound", "outbound"]
     employee_id: Identifier
     text: str | None = None
-    images: list[str] = Field(default_factory=list)
+    images: Annotated[list[str], Field(max_length=20)] = Field(default_factory=list)
     group_id: str | None = None
 
 
@@ -102,17 +105,17 @@ class CallEndedPayload(_Model):
 class ChannelEventPayload(_Model):
     action: Annotated[str, Field(min_length=1, max_length=64)]
     amount: float | None = None
-    items: list[Any] = Field(default_factory=list)
+    items: Annotated[list[Any], Field(max_length=1000)] = Field(default_factory=list)
     text: str | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class ProfileEditedPayload(_Model):
     editor_id: Identifier
-    set: dict[str, Any] = Field(default_factory=dict)
-    unset: list[str] = Field(default_factory=list)
-    tags_add: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list)
-    tags_remove: list[str] = Field(default_factory=list)
+    set: Attributes = Field(default_factory=dict)
+    unset: Annotated[list[str], Field(max_length=200)] = Field(default_factory=list)
+    tags_add: Names = Field(default_factory=list)
+    tags_remove: Names = Field(default_factory=list)
 
 
 class FeedbackRecordedPayload(_Model):
@@ -131,8 +134,10 @@ class CustomerErasurePayload(_Model):
 
 
 class SourceImportedPayload(_Model):
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    interactions: list[dict[str, Any]] = Field(default_factory=list)
+    attributes: Attributes = Field(default_factory=dict)
+    interactions: Annotated[list[dict[str, Any]], Field(max_length=1000)] = Field(
+        default_factory=list
+    )
     confidence: Annotated[float, Field(ge=0, le=1)] | None = None
 
 

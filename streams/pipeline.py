@@ -161,10 +161,10 @@ class BatchPipeline:
 
     def _decode(
         self, records: Sequence[InputRecord], outcome: BatchOutcome, now_ms: int
-    ) -> tuple[list[InputEvent], list[str], list[bytes]]:
-        """Validated events, their topics and deltas; rejected records go out as DLQ."""
-        accepted: list[InputEvent] = []
-        topics: list[str] = []
+    ) -> tuple[list[tuple[InputRecord, InputEvent]], list[bytes]]:
+        """Validated events with their records, and their deltas; rejected records go out
+        as DLQ records."""
+        accepted: list[tuple[InputRecord, InputEvent]] = []
         deltas: list[bytes] = []
         for record in records:
             decoded = decode_event(record.value, self.settings.max_event_bytes)
@@ -174,8 +174,7 @@ class BatchPipeline:
                 except Exception as exc:  # bad input must never stop the worker
                     decoded = Rejection(f"unprocessable: {type(exc).__name__}")
                 else:
-                    accepted.append(decoded)
-                    topics.append(record.topic)
+                    accepted.append((record, decoded))
                     deltas.append(delta.to_json(now_ms, self.retention_ms))
                     continue
             outcome.outputs.append(self.dlq_record(record, decoded))
@@ -189,19 +188,18 @@ class BatchPipeline:
                     "reason": decoded.code,
                 },
             )
-        return accepted, topics, deltas
+        return accepted, deltas
 
     def _emit(
         self,
-        events: Sequence[InputEvent],
-        topics: Sequence[str],
+        accepted: Sequence[tuple[InputRecord, InputEvent]],
         results: Sequence[ApplyResult],
         outcome: BatchOutcome,
         emitted: set[str],
         emitted_at: str,
     ) -> None:
         """Outputs for applied events, in order."""
-        for event, topic, result in zip(events, topics, results, strict=True):
+        for (record, event), result in zip(accepted, results, strict=True):
             kind = "ok"
             if result.status == "ok":
                 outcome.outputs.extend(self._profile_outputs(event.event_id, result, emitted_at))
@@ -220,7 +218,13 @@ class BatchPipeline:
                     outcome.applied.append((result.customer_id, event.event_id))
             elif result.status == "erased":
                 outcome.outputs.extend(self._erased_outputs(event.event_id, result, emitted_at))
-            outcome.outcomes[(topic, kind)] += 1
+            elif result.status == "error":
+                kind = "dlq"
+                outcome.outputs.append(
+                    self.dlq_record(record, Rejection(f"state_error: {result.error}"))
+                )
+                metrics.DLQ.labels("state_error").inc()
+            outcome.outcomes[(record.topic, kind)] += 1
             emitted.add(event.event_id)
 
     async def prepare(self, records: Sequence[InputRecord]) -> BatchOutcome:
@@ -235,19 +239,18 @@ class BatchPipeline:
         emitted_at = _now_iso()
         now_ms = int(time.time() * 1000)
         size = self.settings.redis_chunk_events
-        previous: tuple[list[InputEvent], list[str], asyncio.Future[list[ApplyResult]]] | None
-        previous = None
+        previous: tuple[list[tuple[InputRecord, InputEvent]], asyncio.Future[list[ApplyResult]]]
+        previous = ([], asyncio.get_running_loop().create_future())
+        previous[1].set_result([])
         for start in range(0, len(records), size):
-            events, topics, deltas = self._decode(records[start : start + size], outcome, now_ms)
+            accepted, deltas = self._decode(records[start : start + size], outcome, now_ms)
             in_flight = asyncio.ensure_future(self.store.apply(deltas))
-            await asyncio.sleep(0)  # let it reach the store's I/O thread now
-            if previous is not None:
-                done_events, done_topics, done = previous
-                self._emit(done_events, done_topics, await done, outcome, emitted, emitted_at)
-            previous = (events, topics, in_flight)
-        if previous is not None:
-            done_events, done_topics, done = previous
-            self._emit(done_events, done_topics, await done, outcome, emitted, emitted_at)
+            await asyncio.sleep(0)  # let it send its pipeline now
+            done_accepted, done = previous
+            self._emit(done_accepted, await done, outcome, emitted, emitted_at)
+            previous = (accepted, in_flight)
+        done_accepted, done = previous
+        self._emit(done_accepted, await done, outcome, emitted, emitted_at)
         return outcome
 
     async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:

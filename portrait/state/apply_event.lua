@@ -172,12 +172,17 @@ keep_extreme('m:last_seen', d.ts, false)
 for f, v in pairs(d.fields) do combine(f, v) end
 add_int('m:version', 1)
 
+-- written in slices: unpack() has a limit, and a merge can dirty many fields
 local writes = {}
 for f, _ in pairs(dirty) do
   table.insert(writes, f)
   table.insert(writes, cur[f])
+  if #writes >= 1000 then
+    redis.call('HSET', ck(cid, 'p'), unpack(writes))
+    writes = {}
+  end
 end
-redis.call('HSET', ck(cid, 'p'), unpack(writes))
+if #writes > 0 then redis.call('HSET', ck(cid, 'p'), unpack(writes)) end
 
 local seen = ck(cid, 'seen')
 redis.call('ZADD', seen, d.now, d.eid)

@@ -16,7 +16,7 @@ from importlib.resources import files
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from portrait import metrics
 from processors.profile import StoredState
@@ -33,6 +33,11 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def _is_script_error(error: Exception) -> bool:
+    """True for an error raised inside a script (a fault of that event's data)."""
+    return isinstance(error, ResponseError) and "script" in str(error).lower()
+
+
 def _split(text: str) -> list[str]:
     return text.split(US) if text else []
 
@@ -47,8 +52,9 @@ class ApplyResult:
     """What applying one delta did.
 
     ``status``: ``ok`` (applied), ``dup`` (seen before; ``replay`` holds the outputs still
-    pending delivery, if any), ``erased`` (``erased`` lists the customers removed) or
-    ``noop`` (an erasure for no known customer).
+    pending delivery, if any), ``erased`` (``erased`` lists the customers removed),
+    ``noop`` (an erasure for no known customer) or ``error`` (the script failed on this
+    event's data; nothing of it was applied).
     """
 
     status: str
@@ -59,6 +65,7 @@ class ApplyResult:
     ids_added: list[str] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)
     replay: ApplyResult | None = None
+    error: str | None = None
 
     @classmethod
     def parse(cls, answer: bytes) -> ApplyResult:
@@ -142,7 +149,7 @@ class RedisProfileStore:
         Re-running a whole batch is safe: both scripts are idempotent.
         """
         async with self._order:
-            for attempt in (1, 2):
+            for _attempt in (1, 2):
                 if self._shas is None:
                     self._shas = (
                         str(await self.redis.script_load(self._apply_src)),
@@ -153,23 +160,28 @@ class RedisProfileStore:
                 for is_apply, args in calls:
                     pipe.evalsha(apply_sha if is_apply else ack_sha, 0, self.prefix, *args)
                 started = time.perf_counter()
-                try:
-                    answers = list(await pipe.execute())
-                except NoScriptError:
+                answers = list(await pipe.execute(raise_on_error=False))
+                if any(isinstance(answer, NoScriptError) for answer in answers):
                     self._shas = None
-                    if attempt == 2:
-                        raise
-                else:
-                    operation = "apply" if calls[0][0] else "confirm"
-                    metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
-                    return answers
-        raise AssertionError("unreachable")
+                    continue
+                for answer in answers:
+                    if isinstance(answer, Exception) and not _is_script_error(answer):
+                        raise answer  # Redis itself is unwell: the caller retries the batch
+                operation = "apply" if calls[0][0] else "confirm"
+                metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+                return answers
+        raise NoScriptError("scripts vanished twice in a row")
 
     async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
         if not deltas:
             return []
         answers = await self._run([(True, (delta,)) for delta in deltas])
-        return [ApplyResult.parse(answer) for answer in answers]
+        return [
+            ApplyResult("error", error=type(answer).__name__)
+            if isinstance(answer, Exception)
+            else ApplyResult.parse(answer)
+            for answer in answers
+        ]
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
         """Queue the confirmation; it runs before any later :meth:`apply` of this store.

@@ -216,3 +216,16 @@ def test_unknown_identifier_finds_nothing(redis_settings: Settings) -> None:
             await store.close()
 
     assert run(lookup()) is None
+
+
+def test_a_script_error_fails_only_its_own_event(redis_settings: Settings) -> None:
+    async def scenario() -> list[ApplyResult]:
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        try:
+            return await store.apply([delta(STORY[0]), b"{not a delta", delta(STORY[1])])
+        finally:
+            await store.close()
+
+    first, broken, last = run(scenario())
+    assert (first.status, broken.status, last.status) == ("ok", "error", "ok")
+    assert broken.error == "ResponseError"

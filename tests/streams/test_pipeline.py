@@ -11,7 +11,7 @@ import orjson
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from portrait.state.store import RedisProfileStore
+from portrait.state.store import ApplyResult, RedisProfileStore
 from streams.pipeline import BatchOutcome, BatchPipeline, InputRecord, OutputRecord
 from tests.conftest import event
 
@@ -130,3 +130,57 @@ def test_merge_emits_profile_merged_naming_both(redis_settings: Settings) -> Non
     assert merged[0]["merged_id"] != last["customer_id"]
     stats = next(c for c in last["changed"] if c["field"] == "stats")
     assert stats["new"]["events_total"] == 3
+
+
+class FlakyStore(RedisProfileStore):
+    """Loses its connection on the first update of every batch it is given."""
+
+    failures = 1
+
+    async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("redis went away")
+        return await super().apply(deltas)
+
+
+def test_a_lost_redis_connection_retries_the_batch(redis_settings: Settings) -> None:
+    async def go() -> Sink:
+        store = FlakyStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        sink = Sink()
+        try:
+            await BatchPipeline(redis_settings, store).run(
+                records("t.chat", [orjson.dumps(CHAT)]), sink.deliver
+            )
+        finally:
+            await store.close()
+        return sink
+
+    sink = asyncio.run(go())
+    assert [e["type"] for e in sink.events()] == ["profile.changed"]
+
+
+class RefusingStore(RedisProfileStore):
+    """A store whose script fails on every event's data."""
+
+    async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
+        return [ApplyResult("error", error="ResponseError") for _ in deltas]
+
+
+def test_an_event_the_state_script_rejects_goes_to_the_dlq(redis_settings: Settings) -> None:
+    async def go() -> tuple[Sink, BatchOutcome]:
+        store = RefusingStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        sink = Sink()
+        try:
+            outcome = await BatchPipeline(redis_settings, store).run(
+                records("t.chat", [orjson.dumps(CHAT)]), sink.deliver
+            )
+        finally:
+            await store.close()
+        return sink, outcome
+
+    sink, outcome = asyncio.run(go())
+    [dlq] = sink.events()
+    assert dlq["type"] == "dlq.record" and dlq["reason"] == "state_error: ResponseError"
+    assert base64.b64decode(dlq["value_b64"]) == orjson.dumps(CHAT)
+    assert outcome.outcomes == {("t.chat", "dlq"): 1}
