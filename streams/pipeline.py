@@ -239,18 +239,20 @@ class BatchPipeline:
         emitted_at = _now_iso()
         now_ms = int(time.time() * 1000)
         size = self.settings.redis_chunk_events
-        previous: tuple[list[tuple[InputRecord, InputEvent]], asyncio.Future[list[ApplyResult]]]
-        previous = ([], asyncio.get_running_loop().create_future())
-        previous[1].set_result([])
+        waiting: list[tuple[InputRecord, InputEvent]] = []
+        in_flight: asyncio.Future[list[ApplyResult]] | None = None
         for start in range(0, len(records), size):
             accepted, deltas = self._decode(records[start : start + size], outcome, now_ms)
+            results = await in_flight if in_flight is not None else []
+            # Start the next chunk before building the previous chunk's outputs, so that
+            # Redis works on one while this thread works on the other.
             in_flight = asyncio.ensure_future(self.store.apply(deltas))
-            await asyncio.sleep(0)  # let it send its pipeline now
-            done_accepted, done = previous
-            self._emit(done_accepted, await done, outcome, emitted, emitted_at)
-            previous = (accepted, in_flight)
-        done_accepted, done = previous
-        self._emit(done_accepted, await done, outcome, emitted, emitted_at)
+            for _ in range(3):  # a few loop turns: enough for the request to be written
+                await asyncio.sleep(0)
+            self._emit(waiting, results, outcome, emitted, emitted_at)
+            waiting = accepted
+        if in_flight is not None:
+            self._emit(waiting, await in_flight, outcome, emitted, emitted_at)
         return outcome
 
     async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:

@@ -1,7 +1,8 @@
--- Apply one input event's ProfileDelta to the customer it belongs to, atomically.
+-- Apply input events' ProfileDeltas to the customers they belong to, one after another.
 --
--- ARGV[1]: key prefix; ARGV[2]: the delta as JSON (processors/profile.py ProfileDelta).
--- In one script, so that no crash or concurrent worker can see half of it:
+-- ARGV[1]: key prefix; ARGV[2..]: one delta per event, as JSON (processors/profile.py
+-- ProfileDelta). Answers one string per delta, in order. Each event is applied by
+-- apply_one below, in one script, so that no crash or concurrent worker sees half of it:
 --   1. resolve the event's identifiers through the identity index;
 --   2. if a resolved customer has seen this event id, answer "dup" with the outputs
 --      still pending delivery (so a redelivery after a crash re-emits them);
@@ -10,6 +11,7 @@
 --   4. apply the delta, bump the version, record the event id;
 --   5. answer (and keep as pending until delivery is confirmed) the customer's fields
 --      and the old value of every field that changed.
+-- An event whose data makes apply_one fail answers "error"; the others still apply.
 --
 -- A customer's profile is one hash whose field prefix gives its merge operation:
 --   c:  integer counter (add)         d:  decayed weight (add)
@@ -23,7 +25,6 @@
 -- derived at run time, so the script needs a standalone Redis or a single shard.
 
 local P = ARGV[1]
-local d = cjson.decode(ARGV[2])
 local RS, US, ABSENT = '\30', '\31', '\29'
 
 local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect'}
@@ -43,42 +44,9 @@ local function erase(cid)
   for _, s in ipairs(FAMILY) do redis.call('DEL', ck(cid, s)) end
 end
 
--- resolution ------------------------------------------------------------------------
+-- the survivor's fields, changed in memory and written once (reset per event) -------
 
-local found, is_found = {}, {}
-for _, id in ipairs(d.ids) do
-  local c = redis.call('GET', idxk(id))
-  if c and not is_found[c] then
-    is_found[c] = true
-    table.insert(found, c)
-  end
-end
-
-if d.erase then
-  local tomb = P .. 'erasure:' .. d.eid
-  if redis.call('EXISTS', tomb) == 1 then return 'dup' end
-  for _, c in ipairs(found) do erase(c) end
-  redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))
-  if #found == 0 then return 'noop' end
-  return 'erased' .. RS .. table.concat(found, US)
-end
-
-for _, c in ipairs(found) do
-  if redis.call('ZSCORE', ck(c, 'seen'), d.eid) then
-    local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
-    if pending then return 'dup' .. RS .. c .. RS .. pending end
-    return 'dup' .. RS .. c
-  end
-end
-
--- the survivor's fields, changed in memory and written once -------------------------
-
-local cur, old, dirty = {}, {}, {}
-
-local function load(cid)
-  local flat = redis.call('HGETALL', ck(cid, 'p'))
-  for i = 1, #flat, 2 do cur[flat[i]] = flat[i + 1] end
-end
+local cur, old, dirty, ids_added
 
 local function put(f, v)
   if old[f] == nil then old[f] = cur[f] or ABSENT end
@@ -110,7 +78,6 @@ local function combine(f, v)
   end
 end
 
-local ids_added = {}
 local function add_identifier(cid, id)
   if redis.call('SADD', ck(cid, 'ids'), id) == 1 then
     table.insert(ids_added, id)
@@ -143,66 +110,109 @@ local function merge(loser, surv)
   end
 end
 
-local cid
-local losers = {}
-if #found == 0 then
-  cid = d.newcid
-  redis.call('DEL', ck(cid, 'redirect'))
-else
-  cid = found[1]
-  for i = 2, #found do
-    local c = found[i]
-    local fc, fs = first_seen(c), first_seen(cid)
-    if fc < fs or (fc == fs and c < cid) then cid = c end
+-- one event -------------------------------------------------------------------------
+
+local function apply_one(raw)
+  local d = cjson.decode(raw)
+
+  local found, is_found = {}, {}
+  for _, id in ipairs(d.ids) do
+    local c = redis.call('GET', idxk(id))
+    if c and not is_found[c] then
+      is_found[c] = true
+      table.insert(found, c)
+    end
+  end
+
+  if d.erase then
+    local tomb = P .. 'erasure:' .. d.eid
+    if redis.call('EXISTS', tomb) == 1 then return 'dup' end
+    for _, c in ipairs(found) do erase(c) end
+    redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))
+    if #found == 0 then return 'noop' end
+    return 'erased' .. RS .. table.concat(found, US)
+  end
+
+  for _, c in ipairs(found) do
+    if redis.call('ZSCORE', ck(c, 'seen'), d.eid) then
+      local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
+      if pending then return 'dup' .. RS .. c .. RS .. pending end
+      return 'dup' .. RS .. c
+    end
+  end
+
+  cur, old, dirty, ids_added = {}, {}, {}, {}
+  local cid
+  local losers = {}
+  if #found == 0 then
+    cid = d.newcid
+    redis.call('DEL', ck(cid, 'redirect'))
+  else
+    cid = found[1]
+    for i = 2, #found do
+      local c = found[i]
+      local fc, fs = first_seen(c), first_seen(cid)
+      if fc < fs or (fc == fs and c < cid) then cid = c end
+    end
+  end
+  local flat = redis.call('HGETALL', ck(cid, 'p'))
+  for i = 1, #flat, 2 do cur[flat[i]] = flat[i + 1] end
+  for _, c in ipairs(found) do
+    if c ~= cid then
+      merge(c, cid)
+      table.insert(losers, c)
+    end
+  end
+
+  for _, id in ipairs(d.ids) do add_identifier(cid, id) end
+  keep_extreme('m:first_seen', d.ts, true)
+  keep_extreme('m:last_seen', d.ts, false)
+  for f, v in pairs(d.fields) do combine(f, v) end
+  add_int('m:version', 1)
+
+  -- written in slices: unpack() has a limit, and a merge can dirty many fields
+  local writes = {}
+  for f, _ in pairs(dirty) do
+    table.insert(writes, f)
+    table.insert(writes, cur[f])
+    if #writes >= 1000 then
+      redis.call('HSET', ck(cid, 'p'), unpack(writes))
+      writes = {}
+    end
+  end
+  if #writes > 0 then redis.call('HSET', ck(cid, 'p'), unpack(writes)) end
+
+  local seen = ck(cid, 'seen')
+  redis.call('ZADD', seen, d.now, d.eid)
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', d.now - d.ret))
+
+  local after, before = {}, {}
+  for f, v in pairs(cur) do
+    table.insert(after, f)
+    table.insert(after, v)
+  end
+  for f, v in pairs(old) do
+    table.insert(before, f)
+    table.insert(before, v)
+  end
+  local body = table.concat({
+    table.concat(losers, US),
+    table.concat(ids_added, US),
+    table.concat(redis.call('SMEMBERS', ck(cid, 'ids')), US),
+    table.concat(after, US),
+    table.concat(before, US),
+  }, RS)
+  redis.call('HSET', ck(cid, 'pending'), d.eid, body)
+  return 'ok' .. RS .. cid .. RS .. body
+end
+
+local answers = {}
+for i = 2, #ARGV do
+  local ok, answer = pcall(apply_one, ARGV[i])
+  if ok then
+    answers[#answers + 1] = answer
+  else
+    answers[#answers + 1] = 'error' .. RS .. tostring(answer)
   end
 end
-load(cid)
-for _, c in ipairs(found) do
-  if c ~= cid then
-    merge(c, cid)
-    table.insert(losers, c)
-  end
-end
-
--- apply the delta -------------------------------------------------------------------
-
-for _, id in ipairs(d.ids) do add_identifier(cid, id) end
-keep_extreme('m:first_seen', d.ts, true)
-keep_extreme('m:last_seen', d.ts, false)
-for f, v in pairs(d.fields) do combine(f, v) end
-add_int('m:version', 1)
-
--- written in slices: unpack() has a limit, and a merge can dirty many fields
-local writes = {}
-for f, _ in pairs(dirty) do
-  table.insert(writes, f)
-  table.insert(writes, cur[f])
-  if #writes >= 1000 then
-    redis.call('HSET', ck(cid, 'p'), unpack(writes))
-    writes = {}
-  end
-end
-if #writes > 0 then redis.call('HSET', ck(cid, 'p'), unpack(writes)) end
-
-local seen = ck(cid, 'seen')
-redis.call('ZADD', seen, d.now, d.eid)
-redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', d.now - d.ret))
-
-local after, before = {}, {}
-for f, v in pairs(cur) do
-  table.insert(after, f)
-  table.insert(after, v)
-end
-for f, v in pairs(old) do
-  table.insert(before, f)
-  table.insert(before, v)
-end
-local body = table.concat({
-  table.concat(losers, US),
-  table.concat(ids_added, US),
-  table.concat(redis.call('SMEMBERS', ck(cid, 'ids')), US),
-  table.concat(after, US),
-  table.concat(before, US),
-}, RS)
-redis.call('HSET', ck(cid, 'pending'), d.eid, body)
-return 'ok' .. RS .. cid .. RS .. body
+return answers

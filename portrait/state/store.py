@@ -16,7 +16,7 @@ from importlib.resources import files
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from portrait import metrics
 from processors.profile import StoredState
@@ -33,9 +33,20 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _is_script_error(error: Exception) -> bool:
-    """True for an error raised inside a script (a fault of that event's data)."""
-    return isinstance(error, ResponseError) and "script" in str(error).lower()
+# Errors that say Redis cannot write now, not that the event's data is bad: the batch is
+# retried rather than its events sent to the DLQ.
+_REDIS_UNWELL = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "MISCONF")
+
+
+class RedisUnwell(ConnectionError):
+    """Redis refused a write for a reason of its own; retry later."""
+
+
+def _error_kind(message: str) -> str:
+    """A short, value-free name for a script error (no event data in it)."""
+    if "cjson" in message or "JSON" in message or "Expected" in message:
+        return "malformed_delta"
+    return "script_error"
 
 
 def _split(text: str) -> list[str]:
@@ -72,6 +83,11 @@ class ApplyResult:
         """Parse the state script's answer."""
         parts = answer.decode("utf-8").split(RS)
         status = parts[0]
+        if status == "error":
+            message = parts[1] if len(parts) > 1 else ""
+            if message.startswith(_REDIS_UNWELL):
+                raise RedisUnwell(message.split(" ", 1)[0])
+            return cls(status, error=_error_kind(message))
         if status == "erased":
             return cls(status, erased=_split(parts[1]))
         if status == "dup":
@@ -137,16 +153,17 @@ class RedisProfileStore:
         self._ack_src = _lua("ack_outputs.lua")
         self._shas: tuple[str, str] | None = None
         self._order = asyncio.Lock()  # FIFO: updates reach Redis in submission order
-        self._confirming: set[asyncio.Task[list[Any]]] = set()
+        self._confirming: set[asyncio.Task[Any]] = set()
 
     def key(self, customer_id: str, section: str) -> str:
         """Key of one part of a customer's key family."""
         return f"{self.prefix}c:{{{customer_id}}}:{section}"
 
-    async def _run(self, calls: Sequence[tuple[bool, Sequence[bytes | str]]]) -> list[Any]:
-        """EVALSHA each (is_apply, args) in one pipeline; reload scripts once if Redis lost them.
+    async def _eval(self, is_apply: bool, args: Sequence[bytes | str]) -> Any:
+        """EVALSHA one of the scripts; reload both once if Redis lost them.
 
-        Re-running a whole batch is safe: both scripts are idempotent.
+        Calls run one at a time, in the order they were made. Re-running is safe: both
+        scripts are idempotent.
         """
         async with self._order:
             for _attempt in (1, 2):
@@ -155,33 +172,23 @@ class RedisProfileStore:
                         str(await self.redis.script_load(self._apply_src)),
                         str(await self.redis.script_load(self._ack_src)),
                     )
-                apply_sha, ack_sha = self._shas
-                pipe = self.redis.pipeline(transaction=False)
-                for is_apply, args in calls:
-                    pipe.evalsha(apply_sha if is_apply else ack_sha, 0, self.prefix, *args)
+                sha = self._shas[0] if is_apply else self._shas[1]
                 started = time.perf_counter()
-                answers = list(await pipe.execute(raise_on_error=False))
-                if any(isinstance(answer, NoScriptError) for answer in answers):
+                try:
+                    answer = await self.redis.evalsha(sha, 0, self.prefix, *args)
+                except NoScriptError:
                     self._shas = None
                     continue
-                for answer in answers:
-                    if isinstance(answer, Exception) and not _is_script_error(answer):
-                        raise answer  # Redis itself is unwell: the caller retries the batch
-                operation = "apply" if calls[0][0] else "confirm"
+                operation = "apply" if is_apply else "confirm"
                 metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
-                return answers
+                return answer
         raise NoScriptError("scripts vanished twice in a row")
 
     async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
         if not deltas:
             return []
-        answers = await self._run([(True, (delta,)) for delta in deltas])
-        return [
-            ApplyResult("error", error=type(answer).__name__)
-            if isinstance(answer, Exception)
-            else ApplyResult.parse(answer)
-            for answer in answers
-        ]
+        answers = await self._eval(True, deltas)
+        return [ApplyResult.parse(answer) for answer in answers]
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
         """Queue the confirmation; it runs before any later :meth:`apply` of this store.
@@ -191,7 +198,7 @@ class RedisProfileStore:
         """
         if applied:
             pairs = [value for pair in applied for value in pair]
-            task = asyncio.ensure_future(self._run([(False, pairs)]))
+            task = asyncio.ensure_future(self._eval(False, pairs))
             self._confirming.add(task)
             task.add_done_callback(self._confirming.discard)
 

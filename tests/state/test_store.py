@@ -228,4 +228,4 @@ def test_a_script_error_fails_only_its_own_event(redis_settings: Settings) -> No
 
     first, broken, last = run(scenario())
     assert (first.status, broken.status, last.status) == ("ok", "error", "ok")
-    assert broken.error == "ResponseError"
+    assert broken.error == "malformed_delta"
