@@ -28,6 +28,7 @@ _DATE_KEY_HINTS = ("date", "birthday", "birth", "生日", "日期")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+@lru_cache(maxsize=4096)
 def normalise_attribute_name(name: str) -> str:
     """Attribute names are trimmed, lower-case, spaces as underscores, no control characters."""
     return "_".join(_CONTROL.sub(" ", name).strip().lower().split())[:64]
@@ -55,9 +56,14 @@ def normalise_attribute_value(name: str, value: Any) -> Any:
     text = value.strip()
     if name in _PHONE_KEYS:
         return _NON_DIGITS.sub("", text)
-    if any(hint in name for hint in _DATE_KEY_HINTS):
+    if _is_date_name(name):
         return _as_iso_date(text) or text
     return text
+
+
+@lru_cache(maxsize=4096)
+def _is_date_name(name: str) -> bool:
+    return any(hint in name for hint in _DATE_KEY_HINTS)
 
 
 def order_key(manual: bool, occurred_ms: int, event_id: str) -> str:

@@ -248,19 +248,21 @@ def _stats(sections: Sections, _: list[str]) -> dict[str, Any]:
 
 
 def _preferences(sections: Sections, _: list[str]) -> dict[str, Any]:
-    # One pass over the weights; the heaviest wins, ties go to the smaller name.
-    best: dict[str, tuple[float, str]] = {}
+    # One pass over the weights ("ch:<source>" and "tod:<bucket>"); the heaviest wins,
+    # ties go to the smaller name.
+    channel = bucket = ""
+    channel_weight = bucket_weight = -1.0
     for name, value in sections["d"].items():
-        kind, _sep, key = name.partition(":")
         weight = float(value)
-        current = best.get(kind)
-        if current is None or weight > current[0] or (weight == current[0] and key < current[1]):
-            best[kind] = (weight, key)
-    channel, bucket = best.get("ch"), best.get("tod")
-    return {
-        "channel": channel[1] if channel else None,
-        "time_of_day": bucket[1] if bucket else None,
-    }
+        if name[0] == "c":
+            key = name[3:]
+            if weight > channel_weight or (weight == channel_weight and key < channel):
+                channel, channel_weight = key, weight
+        else:
+            key = name[4:]
+            if weight > bucket_weight or (weight == bucket_weight and key < bucket):
+                bucket, bucket_weight = key, weight
+    return {"channel": channel or None, "time_of_day": bucket or None}
 
 
 def _version(sections: Sections, _: list[str]) -> int:
