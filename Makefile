@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck unit integration demo bench schemas clean
+.PHONY: install test lint typecheck unit integration demo bench schemas models eval clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ bench: install
 
 schemas: install
 	$(BIN)/portrait schemas
+
+models: install
+	$(BIN)/python -m models.train_emotion
+
+eval: install
+	$(BIN)/python -m models.train_emotion --eval-only
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -201,6 +201,55 @@ def cmd_schemas(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- emotion ----------------------------------------------------------------------------
+
+
+def cmd_emotion(_settings: Settings, args: argparse.Namespace) -> int:
+    from models.emotion import default_model
+
+    model = default_model()
+    if args.jsonl:
+        return _emotion_jsonl(model, Path(args.jsonl), args.batch)
+    if not args.text:
+        print("emotion: give a text or --jsonl FILE", file=sys.stderr)
+        return 2
+    [result] = model.predict([" ".join(args.text)])
+    if args.json:
+        _print_json(result.as_dict(), pretty=False)
+    else:
+        scores = "  ".join(f"{label} {score:.3f}" for label, score in result.scores.items())
+        finer = f"  ({result.emotion})" if result.emotion else ""
+        print(f"{result.label}{finer}  {scores}")
+    return 0
+
+
+def _emotion_jsonl(model: Any, path: Path, batch: int) -> int:
+    """Each line back with ``label`` and ``scores`` added, in order; bad lines reported."""
+    with path.open("rb") as handle:
+        lines = [line for line in handle if line.strip()]
+    bad = 0
+    for start in range(0, len(lines), batch):
+        rows: list[dict[str, Any] | None] = []
+        for line in lines[start : start + batch]:
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                row = None
+            rows.append(row if isinstance(row, dict) and isinstance(row.get("text"), str) else None)
+        texts = [row["text"] for row in rows if row is not None]
+        results = iter(model.predict(texts))
+        for number, row in enumerate(rows, start=start + 1):
+            if row is None:
+                bad += 1
+                print(f'line {number}: no "text" string; skipped', file=sys.stderr)
+                continue
+            result = next(results)
+            row.update(label=result.label, scores=result.scores, emotion=result.emotion)
+            sys.stdout.write(orjson.dumps(row).decode("utf-8") + "\n")
+    sys.stdout.flush()
+    return 1 if bad else 0
+
+
 # --- demo and bench -------------------------------------------------------------------------
 
 
@@ -259,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="write (or --check) the JSON Schemas")
     schemas.add_argument("--check", action="store_true")
     schemas.set_defaults(func=cmd_schemas)
+
+    emotion = sub.add_parser("emotion", help="emotion of a text, or of every line of a JSONL")
+    emotion.add_argument("text", nargs="*", help="the text (words are joined by spaces)")
+    emotion.add_argument("--jsonl", help='read lines with "text", write them back labelled')
+    emotion.add_argument("--json", action="store_true", help="one JSON object for a text")
+    emotion.add_argument("--batch", type=int, default=256, help="texts per model call")
+    emotion.set_defaults(func=cmd_emotion)
 
     demo = sub.add_parser("demo", help="run the demo story end to end")
     demo.add_argument("--keep-stack", action="store_true", help="leave the stack running")
