@@ -35,3 +35,9 @@ BATCH_RETRIES = Counter(
     "portrait_batch_retries_total", "Batches retried after a Redis or Kafka failure."
 )
 READY = Gauge("portrait_worker_ready", "1 when the worker has partitions and its stores answer.")
+MODEL_SECONDS = Histogram(
+    "portrait_model_inference_seconds",
+    "Model inference time per call (one call per chunk of events), by model.",
+    ["model"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from models.emotion import EmotionResult
 from portrait.events import (
     CallStarted,
     ChannelEvent,
@@ -38,6 +39,7 @@ from processors.attributes import (
     normalise_attribute_value,
     order_key,
 )
+from processors.emotion import emotion_document, emotion_fields
 from processors.identity import customer_id_for, identifier_keys, split_identifier_key
 from processors.preferences import decay_weight, time_of_day
 
@@ -118,8 +120,10 @@ def _attribute_registers(
     return registers
 
 
-def build_delta(event: InputEvent, settings: DeltaSettings) -> ProfileDelta:
-    """The state change for one validated input event."""
+def build_delta(
+    event: InputEvent, settings: DeltaSettings, emotion: EmotionResult | None = None
+) -> ProfileDelta:
+    """The state change for one validated input event (and its text's emotion, if read)."""
     identifiers = identifier_keys(event.customer)
     occurred_ms = _to_ms(event.occurred_at)
     delta = ProfileDelta(
@@ -137,6 +141,8 @@ def build_delta(event: InputEvent, settings: DeltaSettings) -> ProfileDelta:
         COUNT + "events_total": 1,
         COUNT + "ch:" + event.source: 1,
     }
+    if emotion is not None:
+        fields.update(emotion_fields(emotion, occurred_ms, event.event_id, settings.half_life_days))
     if _counts_as_activity(event):
         weight = decay_weight(occurred_ms, settings.half_life_days)
         bucket = time_of_day(event.occurred_at, settings.timezone)
@@ -198,7 +204,7 @@ Sections = dict[str, dict[str, str]]
 
 def sections_of(fields: dict[str, str]) -> Sections:
     """Group stored fields by kind in one pass."""
-    out: Sections = {"m": {}, "c": {}, "d": {}, "a": {}, "t": {}}
+    out: Sections = {"m": {}, "c": {}, "d": {}, "a": {}, "t": {}, "r": {}, "e": {}, "n": {}}
     for name, value in fields.items():
         section = out.get(name[0])
         if section is not None:
@@ -254,15 +260,19 @@ def _preferences(sections: Sections, _: list[str]) -> dict[str, Any]:
     channel_weight = bucket_weight = -1.0
     for name, value in sections["d"].items():
         weight = float(value)
-        if name[0] == "c":
+        if name[:3] == "ch:":
             key = name[3:]
             if weight > channel_weight or (weight == channel_weight and key < channel):
                 channel, channel_weight = key, weight
-        else:
+        elif name[:4] == "tod:":
             key = name[4:]
             if weight > bucket_weight or (weight == bucket_weight and key < bucket):
                 bucket, bucket_weight = key, weight
     return {"channel": channel or None, "time_of_day": bucket or None}
+
+
+def _emotion(sections: Sections, _: list[str]) -> dict[str, Any]:
+    return emotion_document(sections["r"], sections["e"], sections["n"])
 
 
 def _version(sections: Sections, _: list[str]) -> int:
@@ -276,6 +286,7 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str]], Any]]] = {
     "tags": ("t", _tags),
     "stats": ("cm", _stats),
     "preferences": ("d", _preferences),
+    "emotion": ("ren", _emotion),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 
@@ -287,7 +298,6 @@ def document_from_state(customer_id: str, state: StoredState) -> dict[str, Any]:
     return {
         "customer_id": customer_id,
         **built,
-        "emotion": {"last": None, "average": None, "negative_streak": 0},
         "keywords": [],
         "indicators": {
             "activity": None,

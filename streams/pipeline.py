@@ -20,10 +20,13 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from models.emotion import EmotionResult, default_model
+from models.prosody import fuse
 from portrait import metrics
 from portrait.config import Settings
-from portrait.events import InputEvent
+from portrait.events import CallSegment, InputEvent
 from portrait.state.store import ApplyResult, ProfileStore
+from processors.emotion import text_to_read
 from processors.envelope import Rejection, decode_event
 from processors.profile import (
     DeltaSettings,
@@ -89,6 +92,7 @@ class BatchPipeline:
             attribute_confidence=settings.attribute_confidence,
         )
         self.retention_ms = settings.dedup_retention_seconds * 1000
+        self.emotion_model = default_model() if settings.emotion_enabled else None
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
 
@@ -166,29 +170,54 @@ class BatchPipeline:
         as DLQ records."""
         accepted: list[tuple[InputRecord, InputEvent]] = []
         deltas: list[bytes] = []
-        for record in records:
-            decoded = decode_event(record.value, self.settings.max_event_bytes)
-            if not isinstance(decoded, Rejection):
+        decoded = [decode_event(record.value, self.settings.max_event_bytes) for record in records]
+        emotions = self._read_emotions(decoded)
+        for record, event, emotion in zip(records, decoded, emotions, strict=True):
+            if not isinstance(event, Rejection):
                 try:
-                    delta = build_delta(decoded, self.delta_settings)
+                    delta = build_delta(event, self.delta_settings, emotion)
                 except Exception as exc:  # bad input must never stop the worker
-                    decoded = Rejection(f"unprocessable: {type(exc).__name__}")
+                    event = Rejection(f"unprocessable: {type(exc).__name__}")
                 else:
-                    accepted.append((record, decoded))
+                    accepted.append((record, event))
                     deltas.append(delta.to_json(now_ms, self.retention_ms))
                     continue
-            outcome.outputs.append(self.dlq_record(record, decoded))
+            outcome.outputs.append(self.dlq_record(record, event))
             outcome.outcomes[(record.topic, "dlq")] += 1
-            metrics.DLQ.labels(decoded.code).inc()
+            metrics.DLQ.labels(event.code).inc()
             log.warning(
                 "rejected input",
                 extra={
                     "topic": record.topic,
                     "partition": record.partition,
-                    "reason": decoded.code,
+                    "reason": event.code,
                 },
             )
         return accepted, deltas
+
+    def _read_emotions(
+        self, decoded: Sequence[InputEvent | Rejection]
+    ) -> list[EmotionResult | None]:
+        """Emotion of the customer's words in each event (one model call per chunk)."""
+        emotions: list[EmotionResult | None] = [None] * len(decoded)
+        if self.emotion_model is None:
+            return emotions
+        wanted = [
+            (index, text)
+            for index, event in enumerate(decoded)
+            if not isinstance(event, Rejection) and (text := text_to_read(event)) is not None
+        ]
+        if not wanted:
+            return emotions
+        started = time.perf_counter()
+        results = self.emotion_model.predict([text for _, text in wanted])
+        metrics.MODEL_SECONDS.labels("emotion").observe(time.perf_counter() - started)
+        for (index, _), result in zip(wanted, results, strict=True):
+            event = decoded[index]
+            if isinstance(event, CallSegment):
+                result = fuse(result, event.payload.prosody)
+            emotions[index] = result
+        return emotions
 
     def _emit(
         self,

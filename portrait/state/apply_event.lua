@@ -14,8 +14,11 @@
 -- An event whose data makes apply_one fail answers "error"; the others still apply.
 --
 -- A customer's profile is one hash whose field prefix gives its merge operation:
---   c:  integer counter (add)         d:  decayed weight (add)
---   a:  attribute register, t: tag register (keep the larger string: order key first)
+--   c:  integer counter (add)         d:, e:  decayed weight / weighted sum (add)
+--   a:  attribute, t: tag, r: other register (keep the larger string: order key first)
+--   n:  member of a set of recent negative messages, named by their order key; kept
+--       only while newer than the register r:calm (the latest non-negative message),
+--       so the negative streak is the size of the set
 --   m:first_seen (min), m:last_seen (max), m:version (the survivor's, +1 per change)
 -- so applying events in any order, or merging in any order, gives the same content.
 --
@@ -46,12 +49,21 @@ end
 
 -- the survivor's fields, changed in memory and written once (reset per event) -------
 
-local cur, old, dirty, ids_added
+local cur, old, dirty, dropped, ids_added
 
 local function put(f, v)
   if old[f] == nil then old[f] = cur[f] or ABSENT end
   cur[f] = v
   dirty[f] = true
+  dropped[f] = nil
+end
+
+local function drop(f)
+  if cur[f] == nil then return end
+  if old[f] == nil then old[f] = cur[f] end
+  cur[f] = nil
+  dirty[f] = nil
+  dropped[f] = true
 end
 
 local function add_int(f, n) put(f, string.format('%d', (tonumber(cur[f]) or 0) + n)) end
@@ -72,7 +84,11 @@ local function combine(f, v)
   local kind = string.sub(f, 1, 2)
   if kind == 'c:' then add_int(f, tonumber(v))
   elseif kind == 'd:' then add_float(f, tonumber(v))
-  elseif kind == 'a:' or kind == 't:' then keep_larger(f, v)
+  elseif kind == 'e:' then add_float(f, tonumber(v))
+  elseif kind == 'a:' or kind == 't:' or kind == 'r:' then keep_larger(f, v)
+  elseif kind == 'n:' then
+    local calm = cur['r:calm']
+    if (not cur[f]) and ((not calm) or string.sub(f, 3) > calm) then put(f, v) end
   elseif f == 'm:first_seen' then keep_extreme(f, tonumber(v), true)
   elseif f == 'm:last_seen' then keep_extreme(f, tonumber(v), false)
   end
@@ -141,7 +157,7 @@ local function apply_one(raw)
     end
   end
 
-  cur, old, dirty, ids_added = {}, {}, {}, {}
+  cur, old, dirty, dropped, ids_added = {}, {}, {}, {}, {}
   local cid
   local losers = {}
   if #found == 0 then
@@ -169,6 +185,13 @@ local function apply_one(raw)
   keep_extreme('m:last_seen', d.ts, false)
   for f, v in pairs(d.fields) do combine(f, v) end
   add_int('m:version', 1)
+  if dirty['r:calm'] then
+    -- negatives older than the latest calm message no longer count towards the streak
+    local calm = cur['r:calm']
+    for f, _ in pairs(cur) do
+      if string.sub(f, 1, 2) == 'n:' and string.sub(f, 3) <= calm then drop(f) end
+    end
+  end
 
   -- written in slices: unpack() has a limit, and a merge can dirty many fields
   local writes = {}
@@ -181,6 +204,9 @@ local function apply_one(raw)
     end
   end
   if #writes > 0 then redis.call('HSET', ck(cid, 'p'), unpack(writes)) end
+  local gone = {}
+  for f, _ in pairs(dropped) do table.insert(gone, f) end
+  if #gone > 0 then redis.call('HDEL', ck(cid, 'p'), unpack(gone)) end
 
   local seen = ck(cid, 'seen')
   redis.call('ZADD', seen, d.now, d.eid)

@@ -188,6 +188,10 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     assert doc["attributes"]["company"]["value"] == "Acme"
     assert doc["tags"] == ["vip"]
     assert doc["preferences"]["time_of_day"] in {"morning", "evening"}
+    # w2 and w3 are inbound questions about a bill: read, and neither is negative
+    assert doc["emotion"]["last"] == "neutral"
+    assert doc["emotion"]["negative_streak"] == 0
+    assert -0.5 < doc["emotion"]["average"] < 0.5
 
     changes = outputs(settings, "profile-changes")
     kinds = [c["type"] for c in changes]
@@ -222,6 +226,7 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     chat_ok = f'portrait_events_total{{outcome="ok",topic="{settings.topic("chat")}"}} 2.0'
     assert chat_ok in metrics
     assert "portrait_merges_total 1.0" in metrics
+    assert 'portrait_model_inference_seconds_count{model="emotion"}' in metrics
 
 
 def applied_total(settings: Settings) -> int:

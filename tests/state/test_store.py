@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from models.emotion import EmotionResult
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import find_customer, get_profile
@@ -229,3 +230,49 @@ def test_a_script_error_fails_only_its_own_event(redis_settings: Settings) -> No
     first, broken, last = run(scenario())
     assert (first.status, broken.status, last.status) == ("ok", "error", "ok")
     assert broken.error == "malformed_delta"
+
+
+def emotional(eid: str, at: str, label: str) -> bytes:
+    scores = {"negative": 0.1, "neutral": 0.1, "positive": 0.1}
+    scores[label] = 0.8
+    result = EmotionResult(label, scores, None, None)
+    raw = event(
+        eid,
+        "chat.message",
+        at,
+        "wecom",
+        {"im_id": "moody"},
+        {"conversation_id": "c", "direction": "inbound", "employee_id": "e", "text": "..."},
+    )
+    parsed = INPUT_EVENT_ADAPTER.validate_python(raw)
+    return build_delta(parsed, DELTAS, result).to_json(1_800_000_000_000, 86_400_000)
+
+
+MOOD = [  # by occurred_at: neg, neg, pos, neg, neg  → streak 2, last negative
+    ("m1", "2026-11-01T09:00:00Z", "negative"),
+    ("m2", "2026-11-01T09:01:00Z", "negative"),
+    ("m3", "2026-11-01T09:02:00Z", "positive"),
+    ("m4", "2026-11-01T09:03:00Z", "negative"),
+    ("m5", "2026-11-01T09:04:00Z", "negative"),
+]
+
+
+def test_emotion_is_the_same_in_any_arrival_order(redis_url: str, unique: str) -> None:
+    seen = []
+    for attempt, order in enumerate([MOOD, MOOD[::-1], [MOOD[2], *MOOD[:2], *MOOD[3:]]]):
+        settings = Settings(redis_url=redis_url, redis_key_prefix=f"e{unique}{attempt}:")
+
+        async def go(settings: Settings = settings, order: list[tuple[str, str, str]] = order):
+            store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+            try:
+                await store.apply([emotional(*row) for row in order])
+            finally:
+                await store.close()
+
+        run(go())
+        doc = run(profile(settings, "im_id", "moody"))
+        assert doc is not None
+        seen.append(doc["emotion"])
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0]["last"] == "negative" and seen[0]["negative_streak"] == 2
+    assert -1 < seen[0]["average"] < 0
