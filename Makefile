@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck unit integration demo bench schemas models eval clean
+.PHONY: install test lint typecheck unit integration demo bench schemas models eval test-st clean
 
 install: $(STAMP)
 
@@ -36,6 +36,7 @@ demo: install
 
 bench: install
 	$(BIN)/portrait bench
+	$(BIN)/portrait bench --emotion
 
 schemas: install
 	$(BIN)/portrait schemas
@@ -46,5 +47,11 @@ models: install
 eval: install
 	$(BIN)/python -m models.train_emotion --eval-only
 
+# sentence-transformers needs torch (≈1.5 GB): its own venv, its own target
+test-st:
+	test -x .venv-st/bin/python || $(PYTHON) -m venv .venv-st
+	.venv-st/bin/python -m pip install --quiet -e ".[dev,st]"
+	.venv-st/bin/pytest -q tests/models/test_encoder_st.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-st build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -61,7 +61,11 @@ class SentenceTransformerEncoder:
         path = _model_path(location)
         self._model: Any = SentenceTransformer(str(path), device="cpu")
         self.name = f"sentence-transformers:{location}"
-        self.dimension = int(self._model.get_sentence_embedding_dimension())
+        # renamed in sentence-transformers 6; older releases have only the long name
+        dimension = getattr(self._model, "get_embedding_dimension", None)
+        if dimension is None:
+            dimension = self._model.get_sentence_embedding_dimension
+        self.dimension = int(dimension())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(list(texts), normalize_embeddings=True)

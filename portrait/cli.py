@@ -260,6 +260,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.emotion:
+        from portrait.bench.emotion import run_emotion_bench
+
+        return run_emotion_bench(settings, messages=args.messages, as_json=args.json)
     from portrait.bench import run_bench
 
     return run_bench(settings, events=args.events, customers=args.customers, as_json=args.json)
@@ -324,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=100_000)
     bench.add_argument("--customers", type=int, default=10_000)
     bench.add_argument("--json", action="store_true")
+    bench.add_argument(
+        "--emotion", action="store_true", help="emotion model alone vs the worker reading emotion"
+    )
+    bench.add_argument("--messages", type=int, default=10_000, help="chat messages for --emotion")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -93,6 +94,7 @@ class BatchPipeline:
         )
         self.retention_ms = settings.dedup_retention_seconds * 1000
         self.emotion_model = default_model() if settings.emotion_enabled else None
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-model")
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
 
@@ -163,15 +165,22 @@ class BatchPipeline:
             outputs.append(OutputRecord(self.profile_topic, cid.encode(), orjson.dumps(body)))
         return outputs
 
-    def _decode(
-        self, records: Sequence[InputRecord], outcome: BatchOutcome, now_ms: int
+    def _parse(self, records: Sequence[InputRecord]) -> list[InputEvent | Rejection]:
+        """Each record decoded and validated, or the reason it was not."""
+        return [decode_event(record.value, self.settings.max_event_bytes) for record in records]
+
+    def _deltas(
+        self,
+        records: Sequence[InputRecord],
+        decoded: Sequence[InputEvent | Rejection],
+        emotions: Sequence[EmotionResult | None],
+        outcome: BatchOutcome,
+        now_ms: int,
     ) -> tuple[list[tuple[InputRecord, InputEvent]], list[bytes]]:
-        """Validated events with their records, and their deltas; rejected records go out
+        """Accepted events with their records, and their deltas; rejected records go out
         as DLQ records."""
         accepted: list[tuple[InputRecord, InputEvent]] = []
         deltas: list[bytes] = []
-        decoded = [decode_event(record.value, self.settings.max_event_bytes) for record in records]
-        emotions = self._read_emotions(decoded)
         for record, event, emotion in zip(records, decoded, emotions, strict=True):
             if not isinstance(event, Rejection):
                 try:
@@ -268,17 +277,23 @@ class BatchPipeline:
         emitted_at = _now_iso()
         now_ms = int(time.time() * 1000)
         size = self.settings.redis_chunk_events
+        loop = asyncio.get_running_loop()
         waiting: list[tuple[InputRecord, InputEvent]] = []
         in_flight: asyncio.Future[list[ApplyResult]] | None = None
         for start in range(0, len(records), size):
-            accepted, deltas = self._decode(records[start : start + size], outcome, now_ms)
+            chunk = records[start : start + size]
+            decoded = self._parse(chunk)
+            # The model runs on its own thread (numpy releases the GIL) while this one
+            # waits for Redis and builds the previous chunk's outputs.
+            reading = loop.run_in_executor(self._model_thread, self._read_emotions, decoded)
             results = await in_flight if in_flight is not None else []
-            # Start the next chunk before building the previous chunk's outputs, so that
-            # Redis works on one while this thread works on the other.
+            self._emit(waiting, results, outcome, emitted, emitted_at)
+            accepted, deltas = self._deltas(chunk, decoded, await reading, outcome, now_ms)
+            # Start this chunk's update before building its outputs on the next turn, so
+            # that Redis works on one chunk while this thread works on another.
             in_flight = asyncio.ensure_future(self.store.apply(deltas))
             for _ in range(3):  # a few loop turns: enough for the request to be written
                 await asyncio.sleep(0)
-            self._emit(waiting, results, outcome, emitted, emitted_at)
             waiting = accepted
         if in_flight is not None:
             self._emit(waiting, await in_flight, outcome, emitted, emitted_at)
