@@ -43,6 +43,7 @@ schemas: install
 
 models: install
 	$(BIN)/python -m models.train_emotion
+	$(BIN)/python -m models.customer_model
 
 eval: install
 	$(BIN)/python -m models.train_emotion --eval-only

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     preference_half_life_days: float = Field(default=30.0, gt=0)
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)
     emotion_enabled: bool = True
+    scores_enabled: bool = True
     log_level: str = "INFO"
     stack_dir: Path = Path.home() / ".cache" / "portrait"
 

@@ -103,7 +103,7 @@ class CallEndedPayload(_Model):
 
 
 class ChannelEventPayload(_Model):
-    action: Annotated[str, Field(min_length=1, max_length=64)]
+    action: Name
     amount: float | None = None
     items: Annotated[list[Any], Field(max_length=1000)] = Field(default_factory=list)
     text: str | None = None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.customer_model import default_customer_model
 from portrait.state.store import ProfileStore
 from processors.identity import normalise_identifier
-from processors.profile import document_from_state
+from processors.profile import document_from_state, sections_of
+from processors.scores import score_sections
 
 
 async def find_customer(store: ProfileStore, kind: str, value: str) -> str | None:
@@ -25,4 +27,7 @@ async def get_profile(store: ProfileStore, kind: str, value: str) -> dict[str, A
     if customer_id is None:
         return None
     state = await store.load(customer_id)
-    return document_from_state(customer_id, state) if state is not None else None
+    if state is None:
+        return None
+    [scores] = score_sections(default_customer_model(), [sections_of(state["fields"])])
+    return document_from_state(customer_id, state, scores)

@@ -42,6 +42,7 @@ from processors.attributes import (
 from processors.emotion import emotion_document, emotion_fields
 from processors.identity import customer_id_for, identifier_keys, split_identifier_key
 from processors.preferences import decay_weight, time_of_day
+from processors.scores import EMPTY_SCORES
 
 MANUAL_SOURCE = "manual"
 
@@ -150,6 +151,10 @@ def build_delta(
         fields[WEIGHT + "tod:" + bucket] = weight
 
     if isinstance(event, ChannelEvent):
+        # behaviour counts and spend feed the customer features (processors/features.py)
+        fields[COUNT + "act:" + event.payload.action] = 1
+        if event.payload.amount:
+            fields["e:amount"] = float(event.payload.amount)
         fields.update(
             _attribute_registers(
                 event.payload.attributes, event.source, settings.attribute_confidence, False, event
@@ -291,8 +296,14 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str]], Any]]] = {
 """Document fields built from stored state, with the kinds of stored fields they read."""
 
 
-def document_from_state(customer_id: str, state: StoredState) -> dict[str, Any]:
-    """The profile document (DESIGN.md "Profile document") for stored state."""
+def document_from_state(
+    customer_id: str, state: StoredState, scores: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The profile document (DESIGN.md "Profile document") for stored state.
+
+    ``scores`` is ``profile.scores`` as the customer-feature model gives it (see
+    ``processors.scores``); without it the scores are empty.
+    """
     sections = sections_of(state["fields"])
     built = {name: build(sections, state["ids"]) for name, (_, build) in FIELD_BUILDERS.items()}
     return {
@@ -306,30 +317,35 @@ def document_from_state(customer_id: str, state: StoredState) -> dict[str, Any]:
             "campaign_participation": None,
             "influence": None,
         },
-        "scores": {
-            "value": None,
-            "loyalty": None,
-            "churn_risk": None,
-            "priority": None,
-            "model_version": None,
-        },
+        "scores": scores if scores is not None else dict(EMPTY_SCORES),
         "relationships": [],
         "needs": [],
     }
 
 
-def changed_fields(
-    after: StoredState, old: dict[str, str | None], ids_added: list[str]
-) -> list[dict[str, Any]]:
-    """Top-level document fields that differ before and after an update, old and new.
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A customer's stored state after an update and, rebuilt from the old values, before."""
 
-    Only the fields that read a written kind of stored field are built, before and after.
-    """
-    written = {name[0] for name in old}
+    after: Sections
+    before: Sections
+    ids_after: list[str]
+    ids_before: list[str]
+    written: frozenset[str]
+
+    @property
+    def ids_changed(self) -> bool:
+        """True when the update added identifiers."""
+        return len(self.ids_after) != len(self.ids_before)
+
+
+def update_of(after: StoredState, old: dict[str, str | None], ids_added: list[str]) -> Update:
+    """The before/after view of one update (``old``: hash field → value before, None = absent)."""
+    written = frozenset(name[0] for name in old)
     after_sections = sections_of(after["fields"])
-    sections = {k: dict(v) if k in written else v for k, v in after_sections.items()}
+    before = {k: dict(v) if k in written else v for k, v in after_sections.items()}
     for name, value in old.items():
-        section = sections.get(name[0])
+        section = before.get(name[0])
         if section is None:
             continue
         if value is None:
@@ -338,12 +354,26 @@ def changed_fields(
             section[name[2:]] = value
     added = set(ids_added)
     ids_before = [key for key in after["ids"] if key not in added]
+    return Update(after_sections, before, after["ids"], ids_before, written)
+
+
+def changed_fields(
+    update: Update, derived: dict[str, tuple[Any, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Top-level document fields that differ before and after an update, old and new.
+
+    Only the fields that read a written kind of stored field are built. ``derived`` gives
+    (old, new) of fields computed elsewhere, such as model scores.
+    """
     changes = []
     for name, (kinds, build) in FIELD_BUILDERS.items():
-        touched = bool(ids_added) if not kinds else not written.isdisjoint(kinds)
+        touched = update.ids_changed if not kinds else not update.written.isdisjoint(kinds)
         if touched:
-            previous = build(sections, ids_before)
-            current = build(after_sections, after["ids"])
+            previous = build(update.before, update.ids_before)
+            current = build(update.after, update.ids_after)
             if previous != current:
                 changes.append({"field": name, "old": previous, "new": current})
+    for name, (previous, current) in (derived or {}).items():
+        if previous != current:
+            changes.append({"field": name, "old": previous, "new": current})
     return changes

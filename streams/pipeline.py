@@ -17,10 +17,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
+from models.customer_model import default_customer_model
 from models.emotion import EmotionResult, default_model
 from models.prosody import fuse
 from portrait import metrics
@@ -31,10 +33,13 @@ from processors.emotion import text_to_read
 from processors.envelope import Rejection, decode_event
 from processors.profile import (
     DeltaSettings,
+    Update,
     build_delta,
     changed_fields,
     iso_from_ms,
+    update_of,
 )
+from processors.scores import score_sections
 
 log = logging.getLogger("portrait.pipeline")
 
@@ -94,6 +99,7 @@ class BatchPipeline:
         )
         self.retention_ms = settings.dedup_retention_seconds * 1000
         self.emotion_model = default_model() if settings.emotion_enabled else None
+        self.customer_model = default_customer_model() if settings.scores_enabled else None
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-model")
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
@@ -115,12 +121,17 @@ class BatchPipeline:
         return OutputRecord(self.dlq_topic, record.key, orjson.dumps(body))
 
     def _profile_outputs(
-        self, event_id: str, result: ApplyResult, emitted_at: str
+        self,
+        event_id: str,
+        result: ApplyResult,
+        update: Update,
+        scores: tuple[dict[str, Any], dict[str, Any]],
+        emitted_at: str,
     ) -> list[OutputRecord]:
-        assert result.customer_id is not None and result.state is not None
+        assert result.customer_id is not None
         cid = result.customer_id
-        changes = changed_fields(result.state, result.old, result.ids_added)
-        version = int(result.state["fields"].get("m:version", 0))
+        changes = changed_fields(update, {"scores": scores})
+        version = int(update.after["m"].get("version", 0))
         key = cid.encode()
         outputs = []
         for loser in result.merged:
@@ -236,11 +247,32 @@ class BatchPipeline:
         emitted: set[str],
         emitted_at: str,
     ) -> None:
-        """Outputs for applied events, in order."""
-        for (record, event), result in zip(accepted, results, strict=True):
+        """Outputs for applied events, in order; every changed customer scored in one call."""
+        applied: list[tuple[int, ApplyResult]] = []
+        for index, result in enumerate(results):
+            if result.status == "ok":
+                applied.append((index, result))
+            elif result.status == "dup" and result.replay is not None:
+                applied.append((index, result.replay))
+        updates = {
+            index: update_of(result.state, result.old, result.ids_added)
+            for index, result in applied
+            if result.state is not None
+        }
+        scored = score_sections(
+            self.customer_model,
+            [u.before for u in updates.values()] + [u.after for u in updates.values()],
+        )
+        half = len(updates)
+        scores = {index: (scored[n], scored[half + n]) for n, index in enumerate(updates)}
+        for index, ((record, event), result) in enumerate(zip(accepted, results, strict=True)):
             kind = "ok"
             if result.status == "ok":
-                outcome.outputs.extend(self._profile_outputs(event.event_id, result, emitted_at))
+                outcome.outputs.extend(
+                    self._profile_outputs(
+                        event.event_id, result, updates[index], scores[index], emitted_at
+                    )
+                )
                 assert result.customer_id is not None
                 outcome.applied.append((result.customer_id, event.event_id))
                 metrics.MERGES.inc(len(result.merged))
@@ -251,7 +283,13 @@ class BatchPipeline:
                 replayable = event.event_id not in emitted
                 if replayable and result.replay is not None and result.customer_id is not None:
                     outcome.outputs.extend(
-                        self._profile_outputs(event.event_id, result.replay, emitted_at)
+                        self._profile_outputs(
+                            event.event_id,
+                            result.replay,
+                            updates[index],
+                            scores[index],
+                            emitted_at,
+                        )
                     )
                     outcome.applied.append((result.customer_id, event.event_id))
             elif result.status == "erased":

@@ -192,6 +192,9 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     assert doc["emotion"]["last"] == "neutral"
     assert doc["emotion"]["negative_streak"] == 0
     assert -0.5 < doc["emotion"]["average"] < 0.5
+    assert doc["scores"]["model_version"] == "customer-2026.11.1"
+    assert doc["scores"]["priority"] in {"low", "normal", "high", "urgent"}
+    assert 0.0 <= doc["scores"]["churn_risk"] <= 1.0
 
     changes = outputs(settings, "profile-changes")
     kinds = [c["type"] for c in changes]

@@ -13,6 +13,7 @@ from processors.profile import (
     build_delta,
     changed_fields,
     document_from_state,
+    update_of,
 )
 from tests.conftest import event
 
@@ -39,6 +40,7 @@ def test_channel_event_counts_weighs_and_sets_attributes() -> None:
     assert set(delta.fields) == {
         "c:events_total",
         "c:ch:app",
+        "c:act:login",
         "d:ch:app",
         "d:tod:evening",
         "a:birthday",
@@ -146,7 +148,7 @@ def test_preference_ties_go_to_the_smaller_name() -> None:
 def test_changed_fields_rebuild_the_before_side_from_old_values() -> None:
     after = stored_state()
     old: dict[str, str | None] = {"m:version": "2", "c:events_total": "2", "c:ch:web": None}
-    changes = {c["field"]: c for c in changed_fields(after, old, ids_added=["im_id:wx:1"])}
+    changes = {c["field"]: c for c in changed_fields(update_of(after, old, ["im_id:wx:1"]))}
     assert set(changes) == {"version", "stats", "identifiers"}
     assert changes["stats"]["old"]["by_channel"] == {"app": 2}
     assert changes["stats"]["old"]["events_total"] == 2
@@ -157,15 +159,15 @@ def test_changed_fields_rebuild_the_before_side_from_old_values() -> None:
 def test_changed_fields_lists_old_and_new_of_what_was_written() -> None:
     after = stored_state()
     old: dict[str, str | None] = {name: None for name in after["fields"]}
-    changes = changed_fields(after, old, ids_added=list(after["ids"]))
+    changes = changed_fields(update_of(after, old, list(after["ids"])))
     names = [c["field"] for c in changes]
     assert names == ["version", "identifiers", "attributes", "tags", "stats", "preferences"]
     stats = changes[names.index("stats")]
     assert stats["old"]["events_total"] == 0 and stats["new"]["events_total"] == 3
-    only_count = changed_fields(after, {"c:ch:web": "0"}, ids_added=[])
+    only_count = changed_fields(update_of(after, {"c:ch:web": "0"}, []))
     assert [c["field"] for c in only_count] == ["stats"]
-    assert changed_fields(after, {"a:city": after["fields"]["a:city"]}, []) == []
-    only_version = changed_fields(after, {"m:version": "2"}, ids_added=[])
+    assert changed_fields(update_of(after, {"a:city": after["fields"]["a:city"]}, [])) == []
+    only_version = changed_fields(update_of(after, {"m:version": "2"}, []))
     assert only_version == [{"field": "version", "old": 2, "new": 3}]
 
 
