@@ -20,6 +20,17 @@ def render_profile(profile: dict[str, Any]) -> str:
         f"  first seen {stats['first_seen']}  last seen {stats['last_seen']}",
         f"  prefers: channel {prefs['channel']}, time of day {prefs['time_of_day']}",
     ]
+    emotion, scores = profile["emotion"], profile["scores"]
+    if emotion["last"] is not None:
+        lines.append(
+            f"  emotion: last {emotion['last']}, average {emotion['average']}, "
+            f"negative streak {emotion['negative_streak']}"
+        )
+    if scores["model_version"] is not None:
+        lines.append(
+            f"  scores: value {scores['value']}, loyalty {scores['loyalty']}, churn risk "
+            f"{scores['churn_risk']} → priority {scores['priority']} ({scores['model_version']})"
+        )
     if profile["attributes"]:
         lines.append("  attributes:")
         for name, attr in profile["attributes"].items():

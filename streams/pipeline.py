@@ -13,7 +13,7 @@ import base64
 import hashlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -100,6 +100,7 @@ class BatchPipeline:
         self.retention_ms = settings.dedup_retention_seconds * 1000
         self.emotion_model = default_model() if settings.emotion_enabled else None
         self.customer_model = default_customer_model() if settings.scores_enabled else None
+        self._last_scores: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-model")
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
@@ -259,12 +260,7 @@ class BatchPipeline:
             for index, result in applied
             if result.state is not None
         }
-        scored = score_sections(
-            self.customer_model,
-            [u.before for u in updates.values()] + [u.after for u in updates.values()],
-        )
-        half = len(updates)
-        scores = {index: (scored[n], scored[half + n]) for n, index in enumerate(updates)}
+        scores = self._score(applied, updates)
         for index, ((record, event), result) in enumerate(zip(accepted, results, strict=True)):
             kind = "ok"
             if result.status == "ok":
@@ -302,6 +298,36 @@ class BatchPipeline:
                 metrics.DLQ.labels("state_error").inc()
             outcome.outcomes[(record.topic, kind)] += 1
             emitted.add(event.event_id)
+
+    def _score(
+        self, applied: Sequence[tuple[int, ApplyResult]], updates: dict[int, Update]
+    ) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
+        """(old, new) ``profile.scores`` of every update, in one model call.
+
+        The new scores of a customer are remembered with its version, so the customer's
+        next update here reuses them as its old scores instead of scoring twice.
+        """
+        customer = {index: result.customer_id or "" for index, result in applied}
+        missing_before = []
+        before: dict[int, dict[str, Any]] = {}
+        for index, update in updates.items():
+            known = self._last_scores.get(customer[index])
+            if known is not None and known[0] == update.before["m"].get("version"):
+                before[index] = known[1]
+            else:
+                missing_before.append(index)
+        scored = score_sections(
+            self.customer_model,
+            [updates[i].before for i in missing_before] + [u.after for u in updates.values()],
+        )
+        before.update(zip(missing_before, scored, strict=False))
+        after = dict(zip(updates, scored[len(missing_before) :], strict=True))
+        for index, update in updates.items():
+            self._last_scores[customer[index]] = (update.after["m"].get("version"), after[index])
+            self._last_scores.move_to_end(customer[index])
+        while len(self._last_scores) > 100_000:
+            self._last_scores.popitem(last=False)
+        return {index: (before[index], after[index]) for index in updates}
 
     async def prepare(self, records: Sequence[InputRecord]) -> BatchOutcome:
         """Decode, apply to the store and build every output of a batch.
