@@ -11,6 +11,7 @@ Scores are clipped to 0…1. The priority tier is a documented rule on top
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,17 +60,27 @@ class CustomerModel:
     """Batch feature vectors → :class:`CustomerScores`, with onnxruntime."""
 
     def __init__(self, artifacts: Path = ARTIFACTS) -> None:
+        card: dict[str, Any] = json.loads((artifacts / CARD).read_text(encoding="utf-8"))
+        self._open((artifacts / card["file"]).read_bytes(), card["version"], card)
+
+    @classmethod
+    def from_bytes(cls, onnx: bytes, version: str, card: dict[str, Any]) -> CustomerModel:
+        """A model version kept outside the package (learned online, from the registry)."""
+        model = cls.__new__(cls)
+        model._open(onnx, version, card)
+        return model
+
+    def _open(self, onnx: bytes, version: str, card: dict[str, Any]) -> None:
         import onnxruntime as ort
 
-        self.card: dict[str, Any] = json.loads((artifacts / CARD).read_text(encoding="utf-8"))
-        if tuple(self.card["features"]) != FEATURES:
+        if tuple(card["features"]) != FEATURES:
             raise ValueError("the model was trained on another feature vector")
-        self.version: str = self.card["version"]
+        self.card = card
+        self.version = version
+        self.onnx = onnx
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(artifacts / self.card["file"]), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
     def score(self, vectors: np.ndarray) -> list[CustomerScores]:
@@ -123,6 +134,9 @@ def build(count: int = 20_000, held_out: int = 5_000) -> dict[str, Any]:
     onnx = to_onnx(pipeline, train_x[:1], target_opset=17)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / file_name).write_bytes(onnx.SerializeToString())
+    # the fitted pipeline itself, which models/online.py keeps training from feedback
+    with (ARTIFACTS / f"{VERSION}.pkl").open("wb") as handle:
+        pickle.dump(pipeline, handle)
     card = {
         "version": VERSION,
         "file": file_name,

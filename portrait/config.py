@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)
     emotion_enabled: bool = True
     scores_enabled: bool = True
+    customer_model_version: str = ""
+    learn_every: int = Field(default=200, ge=0)
+    learn_tolerance: float = Field(default=0.02, ge=0)
     log_level: str = "INFO"
     stack_dir: Path = Path.home() / ".cache" / "portrait"
 

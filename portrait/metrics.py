@@ -41,3 +41,14 @@ MODEL_SECONDS = Histogram(
     ["model"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+MODEL_UPDATES = Counter(
+    "portrait_model_updates_total",
+    "Incremental learning rounds by model and result (accepted, rejected).",
+    ["model", "result"],
+)
+SCORES = Histogram(
+    "portrait_customer_score",
+    "Customer-feature model scores of changed customers, by model version and score.",
+    ["model_version", "score"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)

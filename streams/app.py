@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from portrait import metrics
 from portrait.config import Settings
+from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore
 from streams.kafka import INPUT_TOPICS, ConfirmedProducer
 from streams.pipeline import BatchPipeline, InputRecord
@@ -57,7 +58,8 @@ def create_app(settings: Settings) -> faust.App:
         store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
         state["store"] = store
         state["producer"] = ConfirmedProducer(settings)
-        state["pipeline"] = BatchPipeline(settings, store)
+        registry = ModelRegistry(store.redis, settings.redis_key_prefix)
+        state["pipeline"] = BatchPipeline(settings, store, registry)
 
     @app.agent(inputs)  # type: ignore[untyped-decorator]
     async def process(stream: Any) -> None:

@@ -22,15 +22,18 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from models.customer_model import default_customer_model
+from models.customer_model import CustomerModel, default_customer_model
 from models.emotion import EmotionResult, default_model
+from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
 from models.prosody import fuse
 from portrait import metrics
 from portrait.config import Settings
-from portrait.events import CallSegment, InputEvent
+from portrait.events import CallSegment, FeedbackRecorded, InputEvent
+from portrait.state.registry import ModelRegistry
 from portrait.state.store import ApplyResult, ProfileStore
 from processors.emotion import text_to_read
 from processors.envelope import Rejection, decode_event
+from processors.features import feature_vector
 from processors.profile import (
     DeltaSettings,
     Update,
@@ -89,9 +92,12 @@ def _now_iso() -> str:
 class BatchPipeline:
     """Turns batches of input records into state changes and output records."""
 
-    def __init__(self, settings: Settings, store: ProfileStore) -> None:
+    def __init__(
+        self, settings: Settings, store: ProfileStore, registry: ModelRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.registry = registry
         self.delta_settings = DeltaSettings(
             timezone=ZoneInfo(settings.timezone),
             half_life_days=settings.preference_half_life_days,
@@ -101,6 +107,16 @@ class BatchPipeline:
         self.emotion_model = default_model() if settings.emotion_enabled else None
         self.customer_model = default_customer_model() if settings.scores_enabled else None
         self._last_scores: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
+        self.learner = (
+            CustomerLearner(
+                self.customer_model.version,
+                learn_every=settings.learn_every,
+                tolerance=settings.learn_tolerance,
+            )
+            if self.customer_model is not None and settings.learn_every > 0
+            else None
+        )
+        self._model_checked = 0.0
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-model")
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
@@ -261,6 +277,7 @@ class BatchPipeline:
             if result.state is not None
         }
         scores = self._score(applied, updates)
+        self._observe_feedback(accepted, results, updates, scores)
         for index, ((record, event), result) in enumerate(zip(accepted, results, strict=True)):
             kind = "ok"
             if result.status == "ok":
@@ -299,6 +316,70 @@ class BatchPipeline:
             outcome.outcomes[(record.topic, kind)] += 1
             emitted.add(event.event_id)
 
+    def _observe_feedback(
+        self,
+        accepted: Sequence[tuple[InputRecord, InputEvent]],
+        results: Sequence[ApplyResult],
+        updates: dict[int, Update],
+        scores: dict[int, tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        """Feedback with a satisfaction score becomes a training example for the learner."""
+        if self.learner is None:
+            return
+        for index, ((_, event), result) in enumerate(zip(accepted, results, strict=True)):
+            if (
+                isinstance(event, FeedbackRecorded)
+                and event.payload.satisfaction is not None
+                and result.status == "ok"
+                and index in updates
+            ):
+                value = scores[index][1]["value"]
+                labels = labels_from_feedback(
+                    event.payload.satisfaction,
+                    event.payload.outcome == "accepted",
+                    0.5 if value is None else value,
+                )
+                self.learner.observe(feature_vector(updates[index].after), labels)
+
+    async def _learn_if_ready(self) -> None:
+        """A learning round when enough feedback waits; a good candidate becomes current."""
+        if self.learner is None or not self.learner.ready or self.customer_model is None:
+            return
+        number = await self.registry.next_number() if self.registry is not None else 0
+        version = f"{self.learner.base_version}+{number or self.learner.rounds + 1}"
+        loop = asyncio.get_running_loop()
+        candidate = await loop.run_in_executor(self._model_thread, self.learner.learn, version)
+        result = "accepted" if candidate.accepted else "rejected"
+        metrics.MODEL_UPDATES.labels("customer", result).inc()
+        log.info(
+            "customer model learning round",
+            extra={"reason": result, "events": self.learner.learn_every},
+        )
+        if not candidate.accepted:
+            return
+        self.customer_model = model_from_candidate(candidate, self.customer_model)
+        if self.registry is not None:
+            await self.registry.publish(candidate.version, candidate.onnx, candidate.quality)
+
+    async def _follow_registry(self) -> None:
+        """Score with the pinned version, or the registry's current one (checked every 30 s)."""
+        if self.registry is None or self.customer_model is None:
+            return
+        now = time.monotonic()
+        if now - self._model_checked < 30.0:
+            return
+        self._model_checked = now
+        wanted = self.settings.customer_model_version or await self.registry.current()
+        if not wanted or wanted == self.customer_model.version:
+            return
+        if wanted == default_customer_model().version:
+            self.customer_model = default_customer_model()
+            return
+        onnx = await self.registry.load(wanted)
+        if onnx is not None:
+            card = self.customer_model.card
+            self.customer_model = CustomerModel.from_bytes(onnx, wanted, card)
+
     def _score(
         self, applied: Sequence[tuple[int, ApplyResult]], updates: dict[int, Update]
     ) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
@@ -312,7 +393,12 @@ class BatchPipeline:
         before: dict[int, dict[str, Any]] = {}
         for index, update in updates.items():
             known = self._last_scores.get(customer[index])
-            if known is not None and known[0] == update.before["m"].get("version"):
+            if (
+                known is not None
+                and known[0] == update.before["m"].get("version")
+                and self.customer_model is not None
+                and known[1]["model_version"] == self.customer_model.version
+            ):
                 before[index] = known[1]
             else:
                 missing_before.append(index)
@@ -323,7 +409,11 @@ class BatchPipeline:
         before.update(zip(missing_before, scored, strict=False))
         after = dict(zip(updates, scored[len(missing_before) :], strict=True))
         for index, update in updates.items():
-            self._last_scores[customer[index]] = (update.after["m"].get("version"), after[index])
+            document = after[index]
+            if document["model_version"] is not None:
+                for name in ("value", "loyalty", "churn_risk"):
+                    metrics.SCORES.labels(document["model_version"], name).observe(document[name])
+            self._last_scores[customer[index]] = (update.after["m"].get("version"), document)
             self._last_scores.move_to_end(customer[index])
         while len(self._last_scores) > 100_000:
             self._last_scores.popitem(last=False)
@@ -374,9 +464,11 @@ class BatchPipeline:
         while True:
             attempt += 1
             try:
+                await self._follow_registry()
                 outcome = await self.prepare(records)
                 await deliver(outcome.outputs)
                 await self.store.confirm_delivered(outcome.applied)
+                await self._learn_if_ready()
                 break
             except asyncio.CancelledError:
                 raise

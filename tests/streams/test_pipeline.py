@@ -11,6 +11,7 @@ import orjson
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
+from portrait.state.registry import ModelRegistry
 from portrait.state.store import ApplyResult, RedisProfileStore
 from streams.pipeline import BatchOutcome, BatchPipeline, InputRecord, OutputRecord
 from tests.conftest import event
@@ -184,3 +185,38 @@ def test_an_event_the_state_script_rejects_goes_to_the_dlq(redis_settings: Setti
     assert dlq["type"] == "dlq.record" and dlq["reason"] == "state_error: ResponseError"
     assert base64.b64decode(dlq["value_b64"]) == orjson.dumps(CHAT)
     assert outcome.outcomes == {("t.chat", "dlq"): 1}
+
+
+def test_feedback_feeds_a_learning_round_and_the_registry(redis_settings: Settings) -> None:
+    settings = redis_settings.model_copy(update={"learn_every": 5})
+
+    def feedback(n: int) -> bytes:
+        return orjson.dumps(
+            event(
+                f"fb{n}",
+                "feedback.recorded",
+                f"2026-11-0{n + 1}T10:00:00Z",
+                "hotline",
+                {"phone": f"1390000000{n}"},
+                {"call_id": f"call{n}", "satisfaction": 1 + n % 5, "outcome": "accepted"},
+            )
+        )
+
+    async def go() -> tuple[BatchPipeline, str | None]:
+        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        registry = ModelRegistry(store.redis, settings.redis_key_prefix)
+        pipeline = BatchPipeline(settings, store, registry)
+        try:
+            await pipeline.run(
+                records("t.commands", [feedback(n) for n in range(5)]), Sink().deliver
+            )
+            return pipeline, await registry.current()
+        finally:
+            await store.close()
+
+    pipeline, current = asyncio.run(go())
+    assert pipeline.learner is not None and pipeline.learner.rounds == 1
+    assert not pipeline.learner.ready  # the examples were used
+    if current is not None:  # accepted: every worker now scores with the new version
+        assert pipeline.customer_model is not None
+        assert current == pipeline.customer_model.version and current.endswith("+1")
