@@ -117,21 +117,25 @@ def _export(features: np.ndarray, labels: Sequence[str], path: Path) -> list[str
     return [str(label) for label in classifier.classes_]
 
 
-def build() -> dict[str, Any]:
-    """Train both heads on the training split, export them, write and return the card."""
+def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
+    """Train both heads on the training split, export them, write and return the card.
+
+    ``encoder_name`` is ``PORTRAIT_EMBEDDING_MODEL``; the card records it, and the model
+    loads the same encoder at run time (a head only fits the space it was trained in).
+    """
     rows = load_rows(DATA)
     train, held = split(rows)
-    encoder = load_encoder(DEFAULT_ENCODER)
+    encoder = load_encoder(encoder_name)
     features = encoder.encode([row["text"] for row in train])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     polarity_labels = _export(features, [r["label"] for r in train], ARTIFACTS / POLARITY_ONNX)
     fine_labels = _export(features, [r["emotion"] for r in train], ARTIFACTS / FINE_ONNX)
     card: dict[str, Any] = {
         "version": VERSION,
-        "encoder": DEFAULT_ENCODER,
+        "encoder": encoder_name,
         "polarity_labels": polarity_labels,
         "fine_labels": fine_labels,
-        "head": f"logistic regression, C={C}, on 512-d encoder embeddings",
+        "head": f"logistic regression, C={C}, on {encoder.dimension}-d encoder embeddings",
         "data": {
             "file": "models/data/emotion_cs.jsonl",
             "sha256": hashlib.sha256(DATA.read_bytes()).hexdigest(),
@@ -167,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _, held = split(load_rows(DATA))
         evaluate(EmotionModel(), held)
     else:
-        build()
+        from portrait.config import load_settings
+
+        build(load_settings().embedding_model)
     return 0
 
 

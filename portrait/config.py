@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     preference_half_life_days: float = Field(default=30.0, gt=0)
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)
     emotion_enabled: bool = True
+    embedding_model: str = "use-multilingual-v3"
     scores_enabled: bool = True
     customer_model_version: str = ""
     learn_every: int = Field(default=200, ge=0)

@@ -402,10 +402,13 @@ class BatchPipeline:
                 before[index] = known[1]
             else:
                 missing_before.append(index)
+        started = time.perf_counter()
         scored = score_sections(
             self.customer_model,
             [updates[i].before for i in missing_before] + [u.after for u in updates.values()],
         )
+        if updates and self.customer_model is not None:
+            metrics.MODEL_SECONDS.labels("customer").observe(time.perf_counter() - started)
         before.update(zip(missing_before, scored, strict=False))
         after = dict(zip(updates, scored[len(missing_before) :], strict=True))
         for index, update in updates.items():
