@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from models.encoder import DEFAULT_ENCODER, SentenceEncoder, load_encoder
+from models.runtime import cpu_session
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 POLARITY_ONNX = "emotion-polarity.onnx"
@@ -63,12 +64,7 @@ class _Head:
     """One ONNX classifier: float features in, class probabilities out."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(str(path))
         self.input = self.session.get_inputs()[0].name
 
     def probabilities(self, features: np.ndarray, labels: Sequence[str]) -> np.ndarray:

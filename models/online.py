@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from models.customer_model import ARTIFACTS, SEED, CustomerModel
+from models.customer_model import ARTIFACTS, SEED, CustomerModel, r2_by_target
 from models.customer_sim import TARGETS, simulate
 
 
@@ -51,13 +51,7 @@ def labels_from_feedback(
 
 
 def _mean_r2(predicted: np.ndarray, truth: np.ndarray) -> float:
-    scores = []
-    for index in range(truth.shape[1]):
-        variance = float(np.var(truth[:, index]))
-        if variance > 0:
-            error = predicted[:, index] - truth[:, index]
-            scores.append(1.0 - float(np.mean(error**2)) / variance)
-    return float(np.mean(scores)) if scores else 0.0
+    return float(np.mean(r2_by_target(predicted, truth)))
 
 
 @dataclass

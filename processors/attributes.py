@@ -66,9 +66,14 @@ def _is_date_name(name: str) -> bool:
     return any(hint in name for hint in _DATE_KEY_HINTS)
 
 
+def event_order(occurred_ms: int, event_id: str) -> str:
+    """Sortable string: compares as ``(occurred_at, event_id)``."""
+    return f"{max(occurred_ms, 0):015d}|{event_id}"
+
+
 def order_key(manual: bool, occurred_ms: int, event_id: str) -> str:
     """Sortable string: compares as ``(manual, occurred_at, event_id)``."""
-    return f"{1 if manual else 0}|{max(occurred_ms, 0):015d}|{event_id}"
+    return f"{1 if manual else 0}|{event_order(occurred_ms, event_id)}"
 
 
 def encode_register(order: str, payload: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from models.emotion import EmotionResult
 from portrait.events import CallSegment, ChannelEvent, ChatMessage, InputEvent
+from processors.attributes import event_order
 from processors.preferences import decay_weight
 
 LAST = "r:emotion_last"
@@ -38,7 +39,7 @@ def emotion_fields(
     result: EmotionResult, occurred_ms: int, event_id: str, half_life_days: float
 ) -> dict[str, int | float | str]:
     """Profile-hash operands for one analysed message."""
-    order = f"{max(occurred_ms, 0):015d}|{event_id}"
+    order = event_order(occurred_ms, event_id)
     weight = decay_weight(occurred_ms, half_life_days)
     fields: dict[str, int | float | str] = {
         LAST: f"{order}\t{result.label}",
