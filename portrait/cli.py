@@ -106,6 +106,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     from portrait.lookup import get_profile
+    from portrait.state.registry import ModelRegistry, customer_model_in_use
     from portrait.state.store import RedisProfileStore
 
     chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
@@ -120,7 +121,9 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     async def lookup() -> dict[str, Any] | None:
         store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
         try:
-            return await get_profile(store, kind, value)
+            registry = ModelRegistry(store.redis, settings.redis_key_prefix)
+            model = await customer_model_in_use(registry, settings.customer_model_version)
+            return await get_profile(store, kind, value, model)
         finally:
             await store.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.customer_model import default_customer_model
+from models.customer_model import CustomerModel, default_customer_model
 from portrait.state.store import ProfileStore
 from processors.identity import normalise_identifier
 from processors.profile import document_from_state, sections_of
@@ -21,13 +21,19 @@ async def find_customer(store: ProfileStore, kind: str, value: str) -> str | Non
     return await store.follow(found) if found else None
 
 
-async def get_profile(store: ProfileStore, kind: str, value: str) -> dict[str, Any] | None:
-    """The profile document for an identifier, or None when no customer has it."""
+async def get_profile(
+    store: ProfileStore, kind: str, value: str, model: CustomerModel | None = None
+) -> dict[str, Any] | None:
+    """The profile document for an identifier, or None when no customer has it.
+
+    ``model`` scores it (the version the workers use; default: the shipped one).
+    """
     customer_id = await find_customer(store, kind, value)
     if customer_id is None:
         return None
     state = await store.load(customer_id)
     if state is None:
         return None
-    [scores] = score_sections(default_customer_model(), [sections_of(state["fields"])])
+    scorer = model or default_customer_model()
+    [scores] = score_sections(scorer, [sections_of(state["fields"])])
     return document_from_state(customer_id, state, scores)

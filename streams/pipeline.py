@@ -22,14 +22,14 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from models.customer_model import CustomerModel, default_customer_model
+from models.customer_model import default_customer_model
 from models.emotion import EmotionResult, default_model
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
 from models.prosody import fuse
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import CallSegment, FeedbackRecorded, InputEvent
-from portrait.state.registry import ModelRegistry
+from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import ApplyResult, ProfileStore
 from processors.emotion import text_to_read
 from processors.envelope import Rejection, decode_event
@@ -370,15 +370,8 @@ class BatchPipeline:
             return
         self._model_checked = now
         wanted = self.settings.customer_model_version or await self.registry.current()
-        if not wanted or wanted == self.customer_model.version:
-            return
-        if wanted == default_customer_model().version:
-            self.customer_model = default_customer_model()
-            return
-        onnx = await self.registry.load(wanted)
-        if onnx is not None:
-            card = self.customer_model.card
-            self.customer_model = CustomerModel.from_bytes(onnx, wanted, card)
+        if wanted and wanted != self.customer_model.version:
+            self.customer_model = await customer_model_in_use(self.registry, wanted)
 
     def _score(
         self, applied: Sequence[tuple[int, ApplyResult]], updates: dict[int, Update]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from models.customer_model import CustomerModel, default_customer_model
+
 
 class ModelRegistry:
     """Versions of one model (``customer``) in Redis."""
@@ -47,3 +49,15 @@ class ModelRegistry:
         if previous:
             await self.redis.set(self.base + "current", previous)
         return previous.decode() if isinstance(previous, bytes) else previous
+
+
+async def customer_model_in_use(registry: ModelRegistry, pinned: str = "") -> CustomerModel:
+    """The customer-feature model workers score with: ``pinned`` if given (the
+    ``PORTRAIT_CUSTOMER_MODEL_VERSION``), else the registry's current version, else the
+    shipped one (also when a named version is not in the registry)."""
+    shipped = default_customer_model()
+    wanted = pinned or await registry.current()
+    if not wanted or wanted == shipped.version:
+        return shipped
+    onnx = await registry.load(wanted)
+    return CustomerModel.from_bytes(onnx, wanted, shipped.card) if onnx else shipped

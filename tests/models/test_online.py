@@ -66,3 +66,26 @@ def test_registry_publishes_keeps_previous_and_rolls_back(redis_settings: Settin
             await client.aclose()
 
     assert asyncio.run(scenario()) == [None, 1, "v+2", b"one", "v+1", "v+1"]
+
+
+def test_workers_and_lookups_use_the_pinned_or_current_version(redis_settings: Settings) -> None:
+    from portrait.state.registry import customer_model_in_use
+
+    learner = learner_with("truth")
+    candidate = learner.learn("customer-2026.11.1+7")
+
+    async def scenario() -> list[str]:
+        client = aioredis.Redis.from_url(redis_settings.redis_url)
+        registry = ModelRegistry(client, redis_settings.redis_key_prefix)
+        try:
+            before = (await customer_model_in_use(registry)).version
+            await registry.publish(candidate.version, candidate.onnx, candidate.quality)
+            current = (await customer_model_in_use(registry)).version
+            pinned = (await customer_model_in_use(registry, before)).version
+            unknown = (await customer_model_in_use(registry, "nope+1")).version
+            return [before, current, pinned, unknown]
+        finally:
+            await client.aclose()
+
+    shipped = default_customer_model().version
+    assert asyncio.run(scenario()) == [shipped, "customer-2026.11.1+7", shipped, shipped]
