@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.relationships import ClosenessWeights
+
 
 class Settings(BaseSettings):
     """All runtime settings, read from ``PORTRAIT_*`` environment variables."""
@@ -44,6 +46,10 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     preference_half_life_days: float = Field(default=30.0, gt=0)
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)
+    closeness_friend_weight: float = 3.0
+    closeness_group_weight: float = 1.0
+    closeness_message_weight: float = 0.5
+    closeness_recency_weight: float = 1.0
     emotion_enabled: bool = True
     embedding_model: str = "use-multilingual-v3"
     scores_enabled: bool = True
@@ -70,6 +76,15 @@ class Settings(BaseSettings):
         if self.session_timeout_seconds is not None:
             return self.session_timeout_seconds
         return 6.0 if self.profile == "local" else 45.0
+
+    def closeness(self) -> ClosenessWeights:
+        """The weights of the closeness formula (``processors/relationships.py``)."""
+        return ClosenessWeights(
+            friend=self.closeness_friend_weight,
+            group=self.closeness_group_weight,
+            message=self.closeness_message_weight,
+            recency=self.closeness_recency_weight,
+        )
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``PORTRAIT_*`` variables, to hand to a child process."""

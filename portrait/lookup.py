@@ -8,6 +8,7 @@ from models.customer_model import CustomerModel, default_customer_model
 from portrait.state.store import ProfileStore
 from processors.identity import normalise_identifier
 from processors.profile import document_from_state, sections_of
+from processors.relationships import ClosenessWeights
 from processors.scores import score_sections
 
 
@@ -22,7 +23,11 @@ async def find_customer(store: ProfileStore, kind: str, value: str) -> str | Non
 
 
 async def get_profile(
-    store: ProfileStore, kind: str, value: str, model: CustomerModel | None = None
+    store: ProfileStore,
+    kind: str,
+    value: str,
+    model: CustomerModel | None = None,
+    weights: ClosenessWeights | None = None,
 ) -> dict[str, Any] | None:
     """The profile document for an identifier, or None when no customer has it.
 
@@ -36,4 +41,6 @@ async def get_profile(
         return None
     scorer = model or default_customer_model()
     [scores] = score_sections(scorer, [sections_of(state["fields"])])
-    return document_from_state(customer_id, state, scores)
+    if weights is None:
+        return document_from_state(customer_id, state, scores)
+    return document_from_state(customer_id, state, scores, weights)

@@ -31,6 +31,13 @@ def render_profile(profile: dict[str, Any]) -> str:
             f"  scores: value {scores['value']}, loyalty {scores['loyalty']}, churn risk "
             f"{scores['churn_risk']} → priority {scores['priority']} ({scores['model_version']})"
         )
+    if profile["relationships"]:
+        lines.append(
+            "  closest employees: "
+            + ", ".join(
+                f"{r['employee_id']} {r['closeness']}" for r in profile["relationships"][:5]
+            )
+        )
     if profile["attributes"]:
         lines.append("  attributes:")
         for name, attr in profile["attributes"].items():

@@ -30,6 +30,7 @@ from portrait.events import (
     CustomerErasure,
     InputEvent,
     ProfileEdited,
+    RelationChanged,
     SourceImported,
 )
 from processors.attributes import (
@@ -42,7 +43,15 @@ from processors.attributes import (
 from processors.emotion import emotion_document, emotion_fields
 from processors.identity import customer_id_for, identifier_keys, split_identifier_key
 from processors.preferences import decay_weight, time_of_day
+from processors.relationships import (
+    ClosenessWeights,
+    interaction_fields,
+    relation_fields,
+    relationships,
+)
 from processors.scores import EMPTY_SCORES
+
+DEFAULT_CLOSENESS = ClosenessWeights()
 
 MANUAL_SOURCE = "manual"
 
@@ -150,6 +159,25 @@ def build_delta(
         fields[WEIGHT + "ch:" + event.source] = weight
         fields[WEIGHT + "tod:" + bucket] = weight
 
+    if isinstance(event, RelationChanged):
+        payload = event.payload
+        fields.update(
+            relation_fields(
+                payload.employee_id,
+                payload.relation,
+                payload.action,
+                payload.group_id,
+                occurred_ms,
+                event.event_id,
+            )
+        )
+    elif isinstance(event, ChatMessage):
+        weight = decay_weight(occurred_ms, settings.half_life_days)
+        fields.update(interaction_fields(event.payload.employee_id, weight))
+    elif isinstance(event, CallStarted):
+        weight = decay_weight(occurred_ms, settings.half_life_days)
+        fields.update(interaction_fields(event.payload.agent_id, weight))
+
     if isinstance(event, ChannelEvent):
         # behaviour counts and spend feed the customer features (processors/features.py)
         fields[COUNT + "act:" + event.payload.action] = 1
@@ -217,7 +245,7 @@ def sections_of(fields: dict[str, str]) -> Sections:
     return out
 
 
-def _identifiers(_: Sections, ids: list[str]) -> dict[str, list[str]]:
+def _identifiers(_: Sections, ids: list[str], _weights: ClosenessWeights) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {
         "phone": [],
         "account_no": [],
@@ -231,7 +259,7 @@ def _identifiers(_: Sections, ids: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _attributes(sections: Sections, _: list[str]) -> dict[str, Any]:
+def _attributes(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
     out = {}
     for name, stored in sorted(sections["a"].items()):
         payload = decode_register(stored)
@@ -240,11 +268,11 @@ def _attributes(sections: Sections, _: list[str]) -> dict[str, Any]:
     return out
 
 
-def _tags(sections: Sections, _: list[str]) -> list[str]:
+def _tags(sections: Sections, _: list[str], _weights: ClosenessWeights) -> list[str]:
     return sorted(name for name, stored in sections["t"].items() if stored.endswith("\t1"))
 
 
-def _stats(sections: Sections, _: list[str]) -> dict[str, Any]:
+def _stats(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
     meta, counts = sections["m"], sections["c"]
     first_seen = meta.get("first_seen")
     last_seen = meta.get("last_seen")
@@ -258,7 +286,7 @@ def _stats(sections: Sections, _: list[str]) -> dict[str, Any]:
     }
 
 
-def _preferences(sections: Sections, _: list[str]) -> dict[str, Any]:
+def _preferences(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
     # One pass over the weights ("ch:<source>" and "tod:<bucket>"); the heaviest wins,
     # ties go to the smaller name.
     channel = bucket = ""
@@ -276,15 +304,21 @@ def _preferences(sections: Sections, _: list[str]) -> dict[str, Any]:
     return {"channel": channel or None, "time_of_day": bucket or None}
 
 
-def _emotion(sections: Sections, _: list[str]) -> dict[str, Any]:
+def _emotion(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
     return emotion_document(sections["r"], sections["e"], sections["n"])
 
 
-def _version(sections: Sections, _: list[str]) -> int:
+def _version(sections: Sections, _: list[str], _weights: ClosenessWeights) -> int:
     return int(sections["m"].get("version", 0))
 
 
-FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str]], Any]]] = {
+def _relationships(
+    sections: Sections, _: list[str], weights: ClosenessWeights
+) -> list[dict[str, Any]]:
+    return relationships(sections["r"], sections["c"], sections["d"], weights)
+
+
+FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], ClosenessWeights], Any]]] = {
     "version": ("m", _version),
     "identifiers": ("", _identifiers),
     "attributes": ("a", _attributes),
@@ -292,12 +326,16 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str]], Any]]] = {
     "stats": ("cm", _stats),
     "preferences": ("d", _preferences),
     "emotion": ("ren", _emotion),
+    "relationships": ("rcd", _relationships),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 
 
 def document_from_state(
-    customer_id: str, state: StoredState, scores: dict[str, Any] | None = None
+    customer_id: str,
+    state: StoredState,
+    scores: dict[str, Any] | None = None,
+    weights: ClosenessWeights = DEFAULT_CLOSENESS,
 ) -> dict[str, Any]:
     """The profile document (DESIGN.md "Profile document") for stored state.
 
@@ -305,7 +343,9 @@ def document_from_state(
     ``processors.scores``); without it the scores are empty.
     """
     sections = sections_of(state["fields"])
-    built = {name: build(sections, state["ids"]) for name, (_, build) in FIELD_BUILDERS.items()}
+    built = {
+        name: build(sections, state["ids"], weights) for name, (_, build) in FIELD_BUILDERS.items()
+    }
     return {
         "customer_id": customer_id,
         **built,
@@ -318,7 +358,6 @@ def document_from_state(
             "influence": None,
         },
         "scores": scores if scores is not None else dict(EMPTY_SCORES),
-        "relationships": [],
         "needs": [],
     }
 
@@ -358,7 +397,9 @@ def update_of(after: StoredState, old: dict[str, str | None], ids_added: list[st
 
 
 def changed_fields(
-    update: Update, derived: dict[str, tuple[Any, Any]] | None = None
+    update: Update,
+    derived: dict[str, tuple[Any, Any]] | None = None,
+    weights: ClosenessWeights = DEFAULT_CLOSENESS,
 ) -> list[dict[str, Any]]:
     """Top-level document fields that differ before and after an update, old and new.
 
@@ -369,8 +410,8 @@ def changed_fields(
     for name, (kinds, build) in FIELD_BUILDERS.items():
         touched = update.ids_changed if not kinds else not update.written.isdisjoint(kinds)
         if touched:
-            previous = build(update.before, update.ids_before)
-            current = build(update.after, update.ids_after)
+            previous = build(update.before, update.ids_before, weights)
+            current = build(update.after, update.ids_after, weights)
             if previous != current:
                 changes.append({"field": name, "old": previous, "new": current})
     for name, (previous, current) in (derived or {}).items():

@@ -28,7 +28,7 @@ from models.online import CustomerLearner, labels_from_feedback, model_from_cand
 from models.prosody import fuse
 from portrait import metrics
 from portrait.config import Settings
-from portrait.events import CallSegment, FeedbackRecorded, InputEvent
+from portrait.events import CallSegment, FeedbackRecorded, InputEvent, RelationChanged
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import ApplyResult, ProfileStore
 from processors.emotion import text_to_read
@@ -39,9 +39,11 @@ from processors.profile import (
     Update,
     build_delta,
     changed_fields,
+    document_from_state,
     iso_from_ms,
     update_of,
 )
+from processors.relationships import became_friend, connected_employees
 from processors.scores import score_sections
 
 log = logging.getLogger("portrait.pipeline")
@@ -118,6 +120,7 @@ class BatchPipeline:
         )
         self._model_checked = 0.0
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-model")
+        self.closeness = settings.closeness()
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
 
@@ -147,8 +150,9 @@ class BatchPipeline:
     ) -> list[OutputRecord]:
         assert result.customer_id is not None
         cid = result.customer_id
-        changes = changed_fields(update, {"scores": scores})
+        changes = changed_fields(update, {"scores": scores}, self.closeness)
         version = int(update.after["m"].get("version", 0))
+        notify = connected_employees(update.after["r"])
         key = cid.encode()
         outputs = []
         for loser in result.merged:
@@ -159,7 +163,7 @@ class BatchPipeline:
                 "customer_id": cid,
                 "merged_id": loser,
                 "version": version,
-                "notify": [],
+                "notify": notify,
                 "emitted_at": emitted_at,
             }
             outputs.append(OutputRecord(self.profile_topic, key, orjson.dumps(merged)))
@@ -169,12 +173,36 @@ class BatchPipeline:
             "source_event_id": event_id,
             "customer_id": cid,
             "version": version,
-            "notify": [],
+            "notify": notify,
             "changed": changes,
             "emitted_at": emitted_at,
         }
         outputs.append(OutputRecord(self.profile_topic, key, orjson.dumps(changed)))
         return outputs
+
+    def _snapshot(
+        self,
+        event: RelationChanged,
+        result: ApplyResult,
+        scores: dict[str, Any],
+        emitted_at: str,
+    ) -> OutputRecord:
+        """The full profile for an employee who just added the customer as a friend."""
+        assert result.customer_id is not None and result.state is not None
+        cid = result.customer_id
+        document = document_from_state(cid, result.state, scores, self.closeness)
+        body = {
+            "type": "profile.snapshot",
+            "event_id": output_event_id("profile.snapshot", event.event_id, cid),
+            "source_event_id": event.event_id,
+            "customer_id": cid,
+            "version": document["version"],
+            "notify": [event.payload.employee_id],
+            "employee_id": event.payload.employee_id,
+            "profile": document,
+            "emitted_at": emitted_at,
+        }
+        return OutputRecord(self.profile_topic, cid.encode(), orjson.dumps(body))
 
     def _erased_outputs(
         self, event_id: str, result: ApplyResult, emitted_at: str
@@ -289,6 +317,12 @@ class BatchPipeline:
                 assert result.customer_id is not None
                 outcome.applied.append((result.customer_id, event.event_id))
                 metrics.MERGES.inc(len(result.merged))
+                if isinstance(event, RelationChanged) and became_friend(
+                    event.payload.employee_id, updates[index].before["r"], updates[index].after["r"]
+                ):
+                    outcome.outputs.append(
+                        self._snapshot(event, result, scores[index][1], emitted_at)
+                    )
             elif result.status == "dup":
                 kind = "duplicate"
                 # A redelivery whose outputs were never confirmed re-emits them (same ids);

@@ -193,6 +193,7 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     assert doc["emotion"]["negative_streak"] == 0
     assert -0.5 < doc["emotion"]["average"] < 0.5
     assert doc["scores"]["model_version"] == "customer-2026.11.1"
+    assert [r["employee_id"] for r in doc["relationships"]] == ["emp-1"]  # two chats, no relation
     assert doc["scores"]["priority"] in {"low", "normal", "high", "urgent"}
     assert 0.0 <= doc["scores"]["churn_risk"] <= 1.0
 

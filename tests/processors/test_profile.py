@@ -67,7 +67,11 @@ def test_outbound_chat_counts_but_does_not_shape_preferences() -> None:
             {"conversation_id": "c", "direction": "outbound", "employee_id": "emp"},
         )
     )
-    assert delta.fields == {"c:events_total": 1, "c:ch:wecom": 1}
+    assert {k: v for k, v in delta.fields.items() if not k.startswith(("c:msg:", "d:emp:"))} == {
+        "c:events_total": 1,
+        "c:ch:wecom": 1,
+    }
+    assert delta.fields["c:msg:emp"] == 1  # the exchange still counts towards closeness
 
 
 def test_manual_edit_makes_manual_registers_tags_and_tombstones() -> None:

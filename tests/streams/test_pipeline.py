@@ -220,3 +220,55 @@ def test_feedback_feeds_a_learning_round_and_the_registry(redis_settings: Settin
     if current is not None:  # accepted: every worker now scores with the new version
         assert pipeline.customer_model is not None
         assert current == pipeline.customer_model.version and current.endswith("+1")
+
+
+def relation(eid: str, at: str, action: str) -> dict[str, Any]:
+    return event(
+        eid,
+        "relation.changed",
+        at,
+        "wecom",
+        {"im_id": "wx"},
+        {"employee_id": "emp-7", "relation": "friend", "action": action},
+    )
+
+
+def test_a_new_friend_gets_a_snapshot_and_later_changes_notify_them(
+    redis_settings: Settings,
+) -> None:
+    later_chat = {**CHAT, "event_id": "p9", "occurred_at": "2026-11-02T10:00:00+08:00"}
+    sink = Sink()
+    run_batch(
+        redis_settings,
+        records(
+            "t.chat",
+            [
+                orjson.dumps(relation("r1", "2026-11-01T09:00:00+08:00", "added")),
+                orjson.dumps(later_chat),
+            ],
+        ),
+        sink,
+    )
+    added, snapshot, chatted = sink.events()  # the snapshot follows its profile.changed
+    OUTPUT_MODELS["profile.snapshot"].model_validate(snapshot)
+    assert snapshot["type"] == "profile.snapshot" and snapshot["employee_id"] == "emp-7"
+    assert snapshot["profile"]["relationships"][0]["employee_id"] == "emp-7"
+    assert added["notify"] == ["emp-7"] and chatted["notify"] == ["emp-7"]
+    closeness = next(c for c in chatted["changed"] if c["field"] == "relationships")
+    assert {r["employee_id"] for r in closeness["new"]} == {"emp-7", "emp1"}
+
+    removal = Sink()
+    run_batch(
+        redis_settings,
+        records(
+            "t.chat",
+            [
+                orjson.dumps(relation("r2", "2026-11-03T09:00:00+08:00", "removed")),
+                # an "added" that happened before the removal arrives late: it must not win
+                orjson.dumps(relation("r0", "2026-10-30T09:00:00+08:00", "added")),
+            ],
+        ),
+        removal,
+    )
+    removed, late = removal.events()[0], removal.events()[-1]
+    assert removed["notify"] == [] and late["notify"] == []

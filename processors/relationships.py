@@ -1,0 +1,122 @@
+"""Employees and the customer (seed 000 "关系获取", "信息同步"): closeness and who to notify.
+
+Owns ``profile.relationships`` and the ``notify`` list of profile events. Stored, per
+employee, as commutative profile-hash fields (see ``apply_event.lua``):
+
+- ``r:friend:<employee>`` — register "order\\tadded|removed": the latest friend change wins;
+- ``r:grp:<employee>:<8 hex>`` — the same for each shared group (the group id is hashed so
+  that any characters it holds cannot break the field name);
+- ``c:msg:<employee>`` — messages exchanged with that employee, both directions, and
+  calls handled by them;
+- ``d:emp:<employee>`` — the same interactions weighted by recency (as the preferences).
+
+Closeness, in 0…1, for each employee with any of these::
+
+    score = friend_weight · [friends] + group_weight · (shared groups)
+          + message_weight · log(1 + interactions) + recency_weight · (recency share)
+    closeness = score / (score + 3)
+
+where the recency share is this employee's part of the customer's recency-weighted
+interactions. Removed relations stop counting. ``notify`` lists the employees with an
+active friend or group relation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from processors.attributes import event_order
+
+FRIEND, GROUP, MESSAGES, RECENT = "friend:", "grp:", "msg:", "emp:"
+
+
+@dataclass(frozen=True, slots=True)
+class ClosenessWeights:
+    """The configurable weights of the closeness formula (module docstring)."""
+
+    friend: float = 3.0
+    group: float = 1.0
+    message: float = 0.5
+    recency: float = 1.0
+
+
+def relation_fields(
+    employee_id: str,
+    relation: str,
+    action: str,
+    group_id: str | None,
+    occurred_ms: int,
+    event_id: str,
+) -> dict[str, int | float | str]:
+    """The register a ``relation.changed`` event writes."""
+    register = f"{event_order(occurred_ms, event_id)}\t{action}"
+    if relation == "friend":
+        return {f"r:{FRIEND}{employee_id}": register}
+    digest = hashlib.sha256((group_id or "").encode()).hexdigest()[:8]
+    return {f"r:{GROUP}{employee_id}:{digest}": register}
+
+
+def interaction_fields(employee_id: str, weight: float) -> dict[str, int | float | str]:
+    """Counters for one message or call between the customer and an employee."""
+    return {f"c:{MESSAGES}{employee_id}": 1, f"d:{RECENT}{employee_id}": weight}
+
+
+def _active(register: str) -> bool:
+    return register.endswith("\tadded")
+
+
+def became_friend(employee_id: str, before: dict[str, str], after: dict[str, str]) -> bool:
+    """True when an update made the employee a friend (``r:`` sections before and after);
+    a late "added" older than a removal changes nothing and returns False."""
+    field = FRIEND + employee_id
+    now = after.get(field, "")
+    return _active(now) and before.get(field) != now
+
+
+def connected_employees(registers: dict[str, str]) -> list[str]:
+    """Employees with an active friend or group relation (``r:`` section), sorted."""
+    connected = set()
+    for name, register in registers.items():
+        if not _active(register):
+            continue
+        if name.startswith(FRIEND):
+            connected.add(name[len(FRIEND) :])
+        elif name.startswith(GROUP):
+            connected.add(name[len(GROUP) : -9])
+    return sorted(connected)
+
+
+def relationships(
+    registers: dict[str, str],
+    counts: dict[str, str],
+    weights: dict[str, str],
+    formula: ClosenessWeights,
+) -> list[dict[str, Any]]:
+    """``profile.relationships``: employees by closeness, closest first (ties: by id)."""
+    friends: set[str] = set()
+    groups: dict[str, int] = {}
+    for name, register in registers.items():
+        if not _active(register):
+            continue
+        if name.startswith(FRIEND):
+            friends.add(name[len(FRIEND) :])
+        elif name.startswith(GROUP):
+            employee = name[len(GROUP) : -9]
+            groups[employee] = groups.get(employee, 0) + 1
+    messages = {k[len(MESSAGES) :]: int(v) for k, v in counts.items() if k.startswith(MESSAGES)}
+    recent = {k[len(RECENT) :]: float(v) for k, v in weights.items() if k.startswith(RECENT)}
+    total_recent = sum(recent.values())
+    ranked: list[tuple[float, str]] = []
+    for employee in friends | set(groups) | set(messages):
+        score = (
+            formula.friend * (employee in friends)
+            + formula.group * groups.get(employee, 0)
+            + formula.message * math.log1p(messages.get(employee, 0))
+            + formula.recency * (recent.get(employee, 0.0) / total_recent if total_recent else 0)
+        )
+        ranked.append((round(score / (score + 3.0), 4), employee))
+    ranked.sort(key=lambda item: (-item[0], item[1]))
+    return [{"employee_id": employee, "closeness": closeness} for closeness, employee in ranked]
