@@ -123,7 +123,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         try:
             registry = ModelRegistry(store.redis, settings.redis_key_prefix)
             model = await customer_model_in_use(registry, settings.customer_model_version)
-            return await get_profile(store, kind, value, model, settings.closeness())
+            return await get_profile(store, kind, value, model, settings.document())
         finally:
             await store.close()
 

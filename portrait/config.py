@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.document import DocumentSettings
 from processors.relationships import ClosenessWeights
 
 
@@ -77,14 +78,15 @@ class Settings(BaseSettings):
             return self.session_timeout_seconds
         return 6.0 if self.profile == "local" else 45.0
 
-    def closeness(self) -> ClosenessWeights:
-        """The weights of the closeness formula (``processors/relationships.py``)."""
-        return ClosenessWeights(
+    def document(self) -> DocumentSettings:
+        """How stored state reads as a profile (closeness weights, recency half-life)."""
+        closeness = ClosenessWeights(
             friend=self.closeness_friend_weight,
             group=self.closeness_group_weight,
             message=self.closeness_message_weight,
             recency=self.closeness_recency_weight,
         )
+        return DocumentSettings(closeness, self.preference_half_life_days)
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``PORTRAIT_*`` variables, to hand to a child process."""

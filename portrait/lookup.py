@@ -6,9 +6,9 @@ from typing import Any
 
 from models.customer_model import CustomerModel, default_customer_model
 from portrait.state.store import ProfileStore
+from processors.document import DocumentSettings
 from processors.identity import normalise_identifier
 from processors.profile import document_from_state, sections_of
-from processors.relationships import ClosenessWeights
 from processors.scores import score_sections
 
 
@@ -27,7 +27,7 @@ async def get_profile(
     kind: str,
     value: str,
     model: CustomerModel | None = None,
-    weights: ClosenessWeights | None = None,
+    settings: DocumentSettings | None = None,
 ) -> dict[str, Any] | None:
     """The profile document for an identifier, or None when no customer has it.
 
@@ -41,6 +41,6 @@ async def get_profile(
         return None
     scorer = model or default_customer_model()
     [scores] = score_sections(scorer, [sections_of(state["fields"])])
-    if weights is None:
+    if settings is None:
         return document_from_state(customer_id, state, scores)
-    return document_from_state(customer_id, state, scores, weights)
+    return document_from_state(customer_id, state, scores, settings)

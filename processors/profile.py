@@ -40,18 +40,15 @@ from processors.attributes import (
     normalise_attribute_value,
     order_key,
 )
+from processors.document import DocumentSettings
 from processors.emotion import emotion_document, emotion_fields
 from processors.identity import customer_id_for, identifier_keys, split_identifier_key
+from processors.indicators import indicators
 from processors.preferences import decay_weight, time_of_day
-from processors.relationships import (
-    ClosenessWeights,
-    interaction_fields,
-    relation_fields,
-    relationships,
-)
+from processors.relationships import interaction_fields, relation_fields, relationships
 from processors.scores import EMPTY_SCORES
 
-DEFAULT_CLOSENESS = ClosenessWeights()
+DEFAULT_DOCUMENT = DocumentSettings()
 
 MANUAL_SOURCE = "manual"
 
@@ -245,7 +242,7 @@ def sections_of(fields: dict[str, str]) -> Sections:
     return out
 
 
-def _identifiers(_: Sections, ids: list[str], _weights: ClosenessWeights) -> dict[str, list[str]]:
+def _identifiers(_: Sections, ids: list[str], _settings: DocumentSettings) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {
         "phone": [],
         "account_no": [],
@@ -259,7 +256,7 @@ def _identifiers(_: Sections, ids: list[str], _weights: ClosenessWeights) -> dic
     return out
 
 
-def _attributes(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
+def _attributes(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
     out = {}
     for name, stored in sorted(sections["a"].items()):
         payload = decode_register(stored)
@@ -268,11 +265,11 @@ def _attributes(sections: Sections, _: list[str], _weights: ClosenessWeights) ->
     return out
 
 
-def _tags(sections: Sections, _: list[str], _weights: ClosenessWeights) -> list[str]:
+def _tags(sections: Sections, _: list[str], _settings: DocumentSettings) -> list[str]:
     return sorted(name for name, stored in sections["t"].items() if stored.endswith("\t1"))
 
 
-def _stats(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
+def _stats(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
     meta, counts = sections["m"], sections["c"]
     first_seen = meta.get("first_seen")
     last_seen = meta.get("last_seen")
@@ -286,7 +283,7 @@ def _stats(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict
     }
 
 
-def _preferences(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
+def _preferences(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
     # One pass over the weights ("ch:<source>" and "tod:<bucket>"); the heaviest wins,
     # ties go to the smaller name.
     channel = bucket = ""
@@ -304,21 +301,25 @@ def _preferences(sections: Sections, _: list[str], _weights: ClosenessWeights) -
     return {"channel": channel or None, "time_of_day": bucket or None}
 
 
-def _emotion(sections: Sections, _: list[str], _weights: ClosenessWeights) -> dict[str, Any]:
+def _emotion(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
     return emotion_document(sections["r"], sections["e"], sections["n"])
 
 
-def _version(sections: Sections, _: list[str], _weights: ClosenessWeights) -> int:
+def _version(sections: Sections, _: list[str], _settings: DocumentSettings) -> int:
     return int(sections["m"].get("version", 0))
 
 
 def _relationships(
-    sections: Sections, _: list[str], weights: ClosenessWeights
+    sections: Sections, _: list[str], settings: DocumentSettings
 ) -> list[dict[str, Any]]:
-    return relationships(sections["r"], sections["c"], sections["d"], weights)
+    return relationships(sections["r"], sections["c"], sections["d"], settings.closeness)
 
 
-FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], ClosenessWeights], Any]]] = {
+def _indicators(sections: Sections, _: list[str], settings: DocumentSettings) -> dict[str, Any]:
+    return indicators(sections, settings.half_life_days)
+
+
+FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSettings], Any]]] = {
     "version": ("m", _version),
     "identifiers": ("", _identifiers),
     "attributes": ("a", _attributes),
@@ -327,6 +328,7 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], ClosenessWei
     "preferences": ("d", _preferences),
     "emotion": ("ren", _emotion),
     "relationships": ("rcd", _relationships),
+    "indicators": ("mcdr", _indicators),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 
@@ -335,7 +337,7 @@ def document_from_state(
     customer_id: str,
     state: StoredState,
     scores: dict[str, Any] | None = None,
-    weights: ClosenessWeights = DEFAULT_CLOSENESS,
+    settings: DocumentSettings = DEFAULT_DOCUMENT,
 ) -> dict[str, Any]:
     """The profile document (DESIGN.md "Profile document") for stored state.
 
@@ -344,19 +346,12 @@ def document_from_state(
     """
     sections = sections_of(state["fields"])
     built = {
-        name: build(sections, state["ids"], weights) for name, (_, build) in FIELD_BUILDERS.items()
+        name: build(sections, state["ids"], settings) for name, (_, build) in FIELD_BUILDERS.items()
     }
     return {
         "customer_id": customer_id,
         **built,
         "keywords": [],
-        "indicators": {
-            "activity": None,
-            "credit": None,
-            "wealth": None,
-            "campaign_participation": None,
-            "influence": None,
-        },
         "scores": scores if scores is not None else dict(EMPTY_SCORES),
         "needs": [],
     }
@@ -399,7 +394,7 @@ def update_of(after: StoredState, old: dict[str, str | None], ids_added: list[st
 def changed_fields(
     update: Update,
     derived: dict[str, tuple[Any, Any]] | None = None,
-    weights: ClosenessWeights = DEFAULT_CLOSENESS,
+    settings: DocumentSettings = DEFAULT_DOCUMENT,
 ) -> list[dict[str, Any]]:
     """Top-level document fields that differ before and after an update, old and new.
 
@@ -410,8 +405,8 @@ def changed_fields(
     for name, (kinds, build) in FIELD_BUILDERS.items():
         touched = update.ids_changed if not kinds else not update.written.isdisjoint(kinds)
         if touched:
-            previous = build(update.before, update.ids_before, weights)
-            current = build(update.after, update.ids_after, weights)
+            previous = build(update.before, update.ids_before, settings)
+            current = build(update.after, update.ids_after, settings)
             if previous != current:
                 changes.append({"field": name, "old": previous, "new": current})
     for name, (previous, current) in (derived or {}).items():

@@ -120,7 +120,7 @@ class BatchPipeline:
         )
         self._model_checked = 0.0
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-model")
-        self.closeness = settings.closeness()
+        self.document = settings.document()
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
 
@@ -150,7 +150,7 @@ class BatchPipeline:
     ) -> list[OutputRecord]:
         assert result.customer_id is not None
         cid = result.customer_id
-        changes = changed_fields(update, {"scores": scores}, self.closeness)
+        changes = changed_fields(update, {"scores": scores}, self.document)
         version = int(update.after["m"].get("version", 0))
         notify = connected_employees(update.after["r"])
         key = cid.encode()
@@ -190,7 +190,7 @@ class BatchPipeline:
         """The full profile for an employee who just added the customer as a friend."""
         assert result.customer_id is not None and result.state is not None
         cid = result.customer_id
-        document = document_from_state(cid, result.state, scores, self.closeness)
+        document = document_from_state(cid, result.state, scores, self.document)
         body = {
             "type": "profile.snapshot",
             "event_id": output_event_id("profile.snapshot", event.event_id, cid),

@@ -165,7 +165,15 @@ def test_changed_fields_lists_old_and_new_of_what_was_written() -> None:
     old: dict[str, str | None] = {name: None for name in after["fields"]}
     changes = changed_fields(update_of(after, old, list(after["ids"])))
     names = [c["field"] for c in changes]
-    assert names == ["version", "identifiers", "attributes", "tags", "stats", "preferences"]
+    assert names == [
+        "version",
+        "identifiers",
+        "attributes",
+        "tags",
+        "stats",
+        "preferences",
+        "indicators",
+    ]
     stats = changes[names.index("stats")]
     assert stats["old"]["events_total"] == 0 and stats["new"]["events_total"] == 3
     only_count = changed_fields(update_of(after, {"c:ch:web": "0"}, []))
