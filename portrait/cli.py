@@ -140,6 +140,28 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- erase ------------------------------------------------------------------------------
+
+
+def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.kafka import ensure_topics, make_producer, produce_confirmed
+    from streams.produce import erasure_event, route
+
+    chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
+    if len(chosen) != 1:
+        print("erase: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()), file=sys.stderr)
+        return 2
+    kind, value = chosen[0]
+    ensure_topics(settings)
+    line = erasure_event(kind, value, args.requested_by)
+    produce_confirmed(make_producer(settings), [route(settings, line)])
+    print(
+        f"erasure requested ({orjson.loads(line)['event_id']}); the worker removes the "
+        "profile and emits profile.erased"
+    )
+    return 0
+
+
 # --- tail -------------------------------------------------------------------------------
 
 
@@ -303,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         get.add_argument(flag, dest=kind)
     get.add_argument("--json", action="store_true", help="print the profile document as JSON")
     get.set_defaults(func=cmd_profile)
+
+    erase = sub.add_parser("erase", help="request erasure of a customer (right to be forgotten)")
+    for kind, flag in IDENTIFIER_FLAGS.items():
+        erase.add_argument(flag, dest=kind)
+    erase.add_argument("--requested-by", help="who asked (kept in the command, not the profile)")
+    erase.set_defaults(func=cmd_erase)
 
     tail = sub.add_parser("tail", help="print the events of a topic as they arrive")
     tail.add_argument("topic", help="full name or short name (profile-changes, dlq …)")

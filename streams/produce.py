@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -58,3 +60,16 @@ def jsonl_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
         stripped = line.rstrip(b"\r\n")
         if stripped.strip():
             yield stripped
+
+
+def erasure_event(kind: str, value: str, requested_by: str | None = None) -> bytes:
+    """A ``customer.erasure`` command for one identifier (``portrait erase``)."""
+    body = {
+        "event_id": f"erase-{uuid.uuid4().hex}",
+        "type": "customer.erasure",
+        "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "source": "portrait-cli",
+        "customer": {kind: value},
+        "payload": {"requested_by": requested_by},
+    }
+    return orjson.dumps(body)

@@ -271,3 +271,59 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(
         assert body["version"] == total // customers
     changed = outputs(settings, "profile-changes")
     assert {c["source_event_id"] for c in changed} == {e["event_id"] for e in events}
+
+
+def test_erase_command_removes_every_trace(stack_settings: Settings, tmp_path: Path) -> None:
+    settings = stack_settings
+    produce(
+        settings,
+        [
+            chan(
+                "x1",
+                "2026-11-01T09:00:00+08:00",
+                "app",
+                {"phone": "13700000001", "account_no": "ERASE-1"},
+                name="王五",
+            ),
+            chat(
+                "x2",
+                "2026-11-01T10:00:00+08:00",
+                {"im_id": "wx-erase", "phone": "13700000001"},
+                "请问怎么注销",
+            ),
+            event(
+                "x3",
+                "relation.changed",
+                "2026-11-01T11:00:00+08:00",
+                "wecom",
+                {"im_id": "wx-erase"},
+                {"employee_id": "emp-9", "relation": "friend", "action": "added"},
+            ),
+        ],
+    )
+    with worker(settings, tmp_path / "worker.log"):
+
+        def built() -> bool:
+            _, body, _ = profile_get(settings, "--im-id", "wx-erase")
+            return body is not None and body["stats"]["events_total"] == 3
+
+        wait_for(built, what="profile to erase")
+        cid = profile_get(settings, "--phone", "13700000001")[1]["customer_id"]  # type: ignore[index]
+        done = subprocess.run(
+            [*PORTRAIT, "erase", "--account-no", "ERASE-1"],
+            env=settings_env(settings),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: profile_get(settings, "--im-id", "wx-erase")[0] == 1, what="erasure")
+    erased = [c for c in outputs(settings, "profile-changes") if c["type"] == "profile.erased"]
+    assert [e["customer_id"] for e in erased] == [cid]
+    client = redis.Redis.from_url(settings.redis_url)
+    leftovers = []
+    for key in client.scan_iter(f"{settings.redis_key_prefix}*"):
+        blob = key + repr(client.dump(key)).encode()
+        if any(s in blob for s in (cid.encode(), b"13700000001", b"wx-erase", b"ERASE-1")):
+            leftovers.append(key)
+    assert leftovers == []

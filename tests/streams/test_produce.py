@@ -63,3 +63,15 @@ def test_unroutable_lines_are_refused_unless_a_topic_is_given() -> None:
 
 def test_jsonl_lines_skip_blanks_and_strip_line_ends() -> None:
     assert list(jsonl_lines([b"a\r\n", b"\n", b"  \n", b"b"])) == [b"a", b"b"]
+
+
+def test_erasure_command_validates_and_goes_to_commands() -> None:
+    from portrait.events import INPUT_EVENT_ADAPTER, CustomerErasure
+    from streams.produce import erasure_event
+
+    line = erasure_event("phone", "+86 138 0000 0000", "dpo@example.com")
+    event = INPUT_EVENT_ADAPTER.validate_json(line)
+    assert isinstance(event, CustomerErasure)
+    assert event.customer.pairs() == [("phone", "+86 138 0000 0000")]
+    record = route(SETTINGS, line)
+    assert (record.topic, record.key) == ("p.commands", b"phone:8613800000000")
