@@ -140,6 +140,39 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- import -----------------------------------------------------------------------------
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.imports import build_imports, parse_mapping
+    from streams.kafka import ensure_topics, make_producer, produce_confirmed
+    from streams.produce import route
+
+    path = Path(args.file)
+    fmt = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    try:
+        mapping = parse_mapping(args.map or [])
+    except ValueError as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return 2
+    lines, summary = build_imports(path.read_bytes(), fmt, args.source, mapping, args.confidence)
+    ensure_topics(settings)
+    producer = make_producer(settings)
+    step = 1000
+    for start in range(0, len(lines), step):
+        chunk = lines[start : start + step]
+        produce_confirmed(producer, [route(settings, line) for line in chunk])
+        done = start + len(chunk)
+        bar = "#" * (30 * done // len(lines))
+        print(f"\r[{bar:<30}] {done}/{len(lines)} rows", end="", file=sys.stderr, flush=True)
+    if lines:
+        print(file=sys.stderr)
+    for reason in summary.reasons[:20]:
+        print(reason, file=sys.stderr)
+    print(f"accepted {summary.accepted}, rejected {summary.rejected}")
+    return 0 if summary.rejected == 0 else 1
+
+
 # --- erase ------------------------------------------------------------------------------
 
 
@@ -325,6 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
         get.add_argument(flag, dest=kind)
     get.add_argument("--json", action="store_true", help="print the profile document as JSON")
     get.set_defaults(func=cmd_profile)
+
+    imports = sub.add_parser("import", help="load records from own or third-party sources")
+    imports.add_argument("file", help="JSONL or CSV (by extension, or --format)")
+    imports.add_argument("--format", choices=["jsonl", "csv"])
+    imports.add_argument("--source", default="import", help="source name, e.g. crm, third_party")
+    imports.add_argument(
+        "--map",
+        action="append",
+        metavar="COLUMN=TARGET",
+        help="rename a column: an identifier kind, attr:<name>, occurred_at or ignore (repeatable)",
+    )
+    imports.add_argument("--confidence", type=float, help="confidence of the imported values")
+    imports.set_defaults(func=cmd_import)
 
     erase = sub.add_parser("erase", help="request erasure of a customer (right to be forgotten)")
     for kind, flag in IDENTIFIER_FLAGS.items():

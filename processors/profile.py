@@ -12,6 +12,7 @@ profile document of DESIGN.md; :func:`changed_fields` lists what differs between
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from processors.scores import EMPTY_SCORES
 DEFAULT_DOCUMENT = DocumentSettings()
 
 MANUAL_SOURCE = "manual"
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")  # what an action name may be (no separators)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,10 @@ def build_delta(
             )
         )
     elif isinstance(event, SourceImported):
+        for interaction in event.payload.interactions:
+            action = interaction.get("action")
+            if isinstance(action, str) and _NAME.fullmatch(action):
+                fields[COUNT + "act:" + action] = int(fields.get(COUNT + "act:" + action, 0)) + 1
         confidence = event.payload.confidence
         fields.update(
             _attribute_registers(

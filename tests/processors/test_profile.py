@@ -199,3 +199,27 @@ def test_to_json_is_what_the_script_reads(direction: str) -> None:
     assert data["eid"] == "e5" and data["now"] == 5 and data["ret"] == 7
     assert data["ids"] == ["im_id:wx"] and data["newcid"] == customer_id_for("im_id:wx")
     assert data["fields"] == delta.fields
+
+
+def test_imported_past_interactions_count_as_actions() -> None:
+    delta = delta_for(
+        event(
+            "i1",
+            "source.imported",
+            "2026-01-01T00:00:00Z",
+            "crm",
+            {"phone": "1"},
+            {
+                "attributes": {"tier": "gold"},
+                "interactions": [
+                    {"action": "complaint"},
+                    {"action": "complaint"},
+                    {"action": "bad\u0000name"},
+                    {"note": "no action"},
+                ],
+            },
+        )
+    )
+    assert delta.fields["c:act:complaint"] == 2
+    assert not any("bad" in name for name in delta.fields)
+    assert "a:tier" in delta.fields
