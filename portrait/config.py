@@ -5,6 +5,7 @@ Each field here has a row in the README's configuration table; keep the two in s
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     closeness_group_weight: float = 1.0
     closeness_message_weight: float = 0.5
     closeness_recency_weight: float = 1.0
+    roles_file: Path = Path(__file__).resolve().parent / "settings" / "roles.json"
     emotion_enabled: bool = True
     embedding_model: str = "use-multilingual-v3"
     scores_enabled: bool = True
@@ -86,7 +88,9 @@ class Settings(BaseSettings):
             message=self.closeness_message_weight,
             recency=self.closeness_recency_weight,
         )
-        return DocumentSettings(closeness, self.preference_half_life_days)
+        table = json.loads(self.roles_file.read_text(encoding="utf-8"))
+        permissions = {role: list(allowed) for role, allowed in table.items() if role[0] != "_"}
+        return DocumentSettings(closeness, self.preference_half_life_days, permissions)
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``PORTRAIT_*`` variables, to hand to a child process."""

@@ -303,6 +303,12 @@ class Need(_Model):
     reason: str
 
 
+class RoleOnAccount(_Model):
+    account_no: str
+    role: str
+    permissions: list[str]
+
+
 class Identifiers(_Model):
     phone: list[str]
     account_no: list[str]
@@ -327,6 +333,7 @@ class ProfileDocument(_Model):
     scores: Scores
     relationships: list[Relationship]
     needs: list[Need]
+    roles: list[RoleOnAccount] = Field(default_factory=list)
 
 
 # --- output events --------------------------------------------------------------------

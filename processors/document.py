@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from processors.relationships import ClosenessWeights
@@ -9,7 +10,9 @@ from processors.relationships import ClosenessWeights
 
 @dataclass(frozen=True, slots=True)
 class DocumentSettings:
-    """Closeness weights and the recency half-life (as the deltas use it)."""
+    """Closeness weights, the recency half-life (as the deltas use it), and the role →
+    permission table."""
 
     closeness: ClosenessWeights = field(default_factory=ClosenessWeights)
     half_life_days: float = 30.0
+    permissions: Mapping[str, list[str]] = field(default_factory=dict)

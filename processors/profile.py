@@ -47,6 +47,7 @@ from processors.identity import customer_id_for, identifier_keys, split_identifi
 from processors.indicators import indicators
 from processors.preferences import decay_weight, time_of_day
 from processors.relationships import interaction_fields, relation_fields, relationships
+from processors.roles import role_fields, roles
 from processors.scores import EMPTY_SCORES
 
 DEFAULT_DOCUMENT = DocumentSettings()
@@ -177,6 +178,9 @@ def build_delta(
         weight = decay_weight(occurred_ms, settings.half_life_days)
         fields.update(interaction_fields(event.payload.agent_id, weight))
 
+    if isinstance(event, ChannelEvent | SourceImported):
+        accounts = [key.split(":", 1)[1] for key in identifiers if key.startswith("account_no:")]
+        fields.update(role_fields(event.payload.attributes, accounts, occurred_ms, event.event_id))
     if isinstance(event, ChannelEvent):
         # behaviour counts and spend feed the customer features (processors/features.py)
         fields[COUNT + "act:" + event.payload.action] = 1
@@ -321,6 +325,10 @@ def _relationships(
     return relationships(sections["r"], sections["c"], sections["d"], settings.closeness)
 
 
+def _roles(sections: Sections, _: list[str], settings: DocumentSettings) -> list[dict[str, Any]]:
+    return roles(sections["r"], settings.permissions)
+
+
 def _indicators(sections: Sections, _: list[str], settings: DocumentSettings) -> dict[str, Any]:
     return indicators(sections, settings.half_life_days)
 
@@ -335,6 +343,7 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSett
     "emotion": ("ren", _emotion),
     "relationships": ("rcd", _relationships),
     "indicators": ("mcdr", _indicators),
+    "roles": ("r", _roles),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 
