@@ -303,6 +303,12 @@ class Need(_Model):
     reason: str
 
 
+class EmployeeAction(_Model):
+    employee_id: str
+    action: str
+    occurred_at: str
+
+
 class RoleOnAccount(_Model):
     account_no: str
     role: str
@@ -334,6 +340,7 @@ class ProfileDocument(_Model):
     relationships: list[Relationship]
     needs: list[Need]
     roles: list[RoleOnAccount] = Field(default_factory=list)
+    actions: list[EmployeeAction] = Field(default_factory=list)
 
 
 # --- output events --------------------------------------------------------------------

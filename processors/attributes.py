@@ -10,6 +10,7 @@ same winner, which is what makes replays order-independent.
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
@@ -64,6 +65,13 @@ def normalise_attribute_value(name: str, value: Any) -> Any:
 @lru_cache(maxsize=4096)
 def _is_date_name(name: str) -> bool:
     return any(hint in name for hint in _DATE_KEY_HINTS)
+
+
+@lru_cache(maxsize=65_536)
+def iso_from_ms(ms: int) -> str:
+    """RFC 3339 UTC timestamp with milliseconds."""
+    whole, frac = divmod(int(ms), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{frac:03d}Z"
 
 
 def event_order(occurred_ms: int, event_id: str) -> str:

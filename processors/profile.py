@@ -13,11 +13,9 @@ profile document of DESIGN.md; :func:`changed_fields` lists what differs between
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
@@ -37,6 +35,7 @@ from portrait.events import (
 from processors.attributes import (
     decode_register,
     encode_register,
+    iso_from_ms,
     normalise_attribute_name,
     normalise_attribute_value,
     order_key,
@@ -46,7 +45,13 @@ from processors.emotion import emotion_document, emotion_fields
 from processors.identity import customer_id_for, identifier_keys, split_identifier_key
 from processors.indicators import indicators
 from processors.preferences import decay_weight, time_of_day
-from processors.relationships import interaction_fields, relation_fields, relationships
+from processors.relationships import (
+    action_fields,
+    actions_towards_employees,
+    interaction_fields,
+    relation_fields,
+    relationships,
+)
 from processors.roles import role_fields, roles
 from processors.scores import EMPTY_SCORES
 
@@ -162,6 +167,14 @@ def build_delta(
     if isinstance(event, RelationChanged):
         payload = event.payload
         fields.update(
+            action_fields(
+                payload.employee_id,
+                f"{payload.relation}_{payload.action}",
+                occurred_ms,
+                event.event_id,
+            )
+        )
+        fields.update(
             relation_fields(
                 payload.employee_id,
                 payload.relation,
@@ -174,9 +187,14 @@ def build_delta(
     elif isinstance(event, ChatMessage):
         weight = decay_weight(occurred_ms, settings.half_life_days)
         fields.update(interaction_fields(event.payload.employee_id, weight))
+        if event.payload.direction == "inbound":
+            fields.update(
+                action_fields(event.payload.employee_id, "message", occurred_ms, event.event_id)
+            )
     elif isinstance(event, CallStarted):
         weight = decay_weight(occurred_ms, settings.half_life_days)
         fields.update(interaction_fields(event.payload.agent_id, weight))
+        fields.update(action_fields(event.payload.agent_id, "call", occurred_ms, event.event_id))
 
     if isinstance(event, ChannelEvent | SourceImported):
         accounts = [key.split(":", 1)[1] for key in identifiers if key.startswith("account_no:")]
@@ -231,20 +249,23 @@ class StoredState(TypedDict):
     ids: list[str]
 
 
-@lru_cache(maxsize=65_536)
-def iso_from_ms(ms: int) -> str:
-    """RFC 3339 UTC timestamp with milliseconds."""
-    whole, frac = divmod(int(ms), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{frac:03d}Z"
-
-
 Sections = dict[str, dict[str, str]]
 """Profile hash fields grouped by their one-letter kind (``m c d a t``), prefix removed."""
 
 
 def sections_of(fields: dict[str, str]) -> Sections:
     """Group stored fields by kind in one pass."""
-    out: Sections = {"m": {}, "c": {}, "d": {}, "a": {}, "t": {}, "r": {}, "e": {}, "n": {}}
+    out: Sections = {
+        "m": {},
+        "c": {},
+        "d": {},
+        "a": {},
+        "t": {},
+        "r": {},
+        "e": {},
+        "n": {},
+        "y": {},
+    }
     for name, value in fields.items():
         section = out.get(name[0])
         if section is not None:
@@ -325,6 +346,10 @@ def _relationships(
     return relationships(sections["r"], sections["c"], sections["d"], settings.closeness)
 
 
+def _actions(sections: Sections, _: list[str], __: DocumentSettings) -> list[dict[str, Any]]:
+    return actions_towards_employees(sections["y"])
+
+
 def _roles(sections: Sections, _: list[str], settings: DocumentSettings) -> list[dict[str, Any]]:
     return roles(sections["r"], settings.permissions)
 
@@ -344,6 +369,7 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSett
     "relationships": ("rcd", _relationships),
     "indicators": ("mcdr", _indicators),
     "roles": ("r", _roles),
+    "actions": ("y", _actions),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from processors.attributes import event_order
+from processors.attributes import event_order, iso_from_ms
 
 FRIEND, GROUP, MESSAGES, RECENT = "friend:", "grp:", "msg:", "emp:"
 
@@ -62,6 +62,27 @@ def relation_fields(
 def interaction_fields(employee_id: str, weight: float) -> dict[str, int | float | str]:
     """Counters for one message or call between the customer and an employee."""
     return {f"c:{MESSAGES}{employee_id}": 1, f"d:{RECENT}{employee_id}": weight}
+
+
+ACTION = "y:"
+ACTIONS_SHOWN = 50
+
+
+def action_fields(
+    employee_id: str, action: str, occurred_ms: int, event_id: str
+) -> dict[str, int | float | str]:
+    """One action of the customer towards an employee, for the capped trail (newest kept)."""
+    return {f"{ACTION}{event_order(occurred_ms, event_id)}\t{employee_id}": action}
+
+
+def actions_towards_employees(trail: dict[str, str]) -> list[dict[str, Any]]:
+    """``profile.actions``: the newest actions towards employees first (at most 50)."""
+    out = []
+    for name in sorted(trail, reverse=True)[:ACTIONS_SHOWN]:
+        order, employee = name.split("\t", 1)
+        occurred_at = iso_from_ms(int(order.split("|", 1)[0]))
+        out.append({"employee_id": employee, "action": trail[name], "occurred_at": occurred_at})
+    return out
 
 
 def _active(register: str) -> bool:

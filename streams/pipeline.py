@@ -31,6 +31,7 @@ from portrait.config import Settings
 from portrait.events import CallSegment, FeedbackRecorded, InputEvent, RelationChanged
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import ApplyResult, ProfileStore
+from processors.attributes import iso_from_ms
 from processors.emotion import text_to_read
 from processors.envelope import Rejection, decode_event
 from processors.features import feature_vector
@@ -40,7 +41,6 @@ from processors.profile import (
     build_delta,
     changed_fields,
     document_from_state,
-    iso_from_ms,
     update_of,
 )
 from processors.relationships import became_friend, connected_employees

@@ -16,6 +16,8 @@
 -- A customer's profile is one hash whose field prefix gives its merge operation:
 --   c:  integer counter (add)         d:, e:  decayed weight / weighted sum (add)
 --   a:  attribute, t: tag, r: other register (keep the larger string: order key first)
+--   y:  member of the trail of actions towards employees ("order\temployee" → action);
+--       only the newest ACTIONS_KEPT are kept, whatever the arrival order
 --   n:  member of a set of recent negative messages, named by their order key; kept
 --       only while newer than the register r:calm (the latest non-negative message),
 --       so the negative streak is the size of the set
@@ -30,6 +32,7 @@
 local P = ARGV[1]
 local RS, US, ABSENT = '\30', '\31', '\29'
 
+local ACTIONS_KEPT = 100
 local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect'}
 
 local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
@@ -50,6 +53,7 @@ end
 -- the survivor's fields, changed in memory and written once (reset per event) -------
 
 local cur, old, dirty, dropped, ids_added
+local trail_grew
 
 local function put(f, v)
   if old[f] == nil then old[f] = cur[f] or ABSENT end
@@ -86,6 +90,11 @@ local function combine(f, v)
   elseif kind == 'd:' then add_float(f, tonumber(v))
   elseif kind == 'e:' then add_float(f, tonumber(v))
   elseif kind == 'a:' or kind == 't:' or kind == 'r:' then keep_larger(f, v)
+  elseif kind == 'y:' then
+    if not cur[f] then
+      put(f, v)
+      trail_grew = true
+    end
   elseif kind == 'n:' then
     local calm = cur['r:calm']
     if (not cur[f]) and ((not calm) or string.sub(f, 3) > calm) then put(f, v) end
@@ -158,6 +167,7 @@ local function apply_one(raw)
   end
 
   cur, old, dirty, dropped, ids_added = {}, {}, {}, {}, {}
+  trail_grew = false
   local cid
   local losers = {}
   if #found == 0 then
@@ -185,6 +195,16 @@ local function apply_one(raw)
   keep_extreme('m:last_seen', d.ts, false)
   for f, v in pairs(d.fields) do combine(f, v) end
   add_int('m:version', 1)
+  if trail_grew then
+    local trail = {}
+    for f, _ in pairs(cur) do
+      if string.sub(f, 1, 2) == 'y:' then table.insert(trail, f) end
+    end
+    if #trail > ACTIONS_KEPT then
+      table.sort(trail)
+      for i = 1, #trail - ACTIONS_KEPT do drop(trail[i]) end
+    end
+  end
   if dirty['r:calm'] then
     -- negatives older than the latest calm message no longer count towards the streak
     local calm = cur['r:calm']

@@ -47,3 +47,15 @@ def test_recent_interactions_break_equal_message_counts() -> None:
     weights = {"emp:old": "1.0", "emp:new": "3.0", "ch:app": "100"}
     ranked = relationships({}, counts, weights, ClosenessWeights())
     assert [r["employee_id"] for r in ranked] == ["new", "old"]
+
+
+def test_actions_are_named_by_time_and_listed_newest_first() -> None:
+    from processors.relationships import action_fields, actions_towards_employees
+
+    trail: dict[str, str] = {}
+    trail.update({k[2:]: str(v) for k, v in action_fields("e1", "message", 1_000, "a").items()})
+    trail.update({k[2:]: str(v) for k, v in action_fields("e2", "call", 5_000, "b").items()})
+    assert actions_towards_employees(trail) == [
+        {"employee_id": "e2", "action": "call", "occurred_at": "1970-01-01T00:00:05.000Z"},
+        {"employee_id": "e1", "action": "message", "occurred_at": "1970-01-01T00:00:01.000Z"},
+    ]

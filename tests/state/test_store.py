@@ -276,3 +276,38 @@ def test_emotion_is_the_same_in_any_arrival_order(redis_url: str, unique: str) -
     assert seen[0] == seen[1] == seen[2]
     assert seen[0]["last"] == "negative" and seen[0]["negative_streak"] == 2
     assert -1 < seen[0]["average"] < 0
+
+
+def test_the_action_trail_keeps_the_newest_hundred_in_any_order(
+    redis_url: str, unique: str
+) -> None:
+    messages = [
+        event(
+            f"t{i:03d}",
+            "chat.message",
+            f"2026-11-01T{i // 60:02d}:{i % 60:02d}:00Z",
+            "wecom",
+            {"im_id": "chatty"},
+            {"conversation_id": "c", "direction": "inbound", "employee_id": f"e{i % 3}"},
+        )
+        for i in range(130)
+    ]
+    trails = []
+    for attempt, order in enumerate([messages, messages[::-1]]):
+        settings = Settings(redis_url=redis_url, redis_key_prefix=f"y{unique}{attempt}:")
+        for start in range(0, len(order), 40):
+            run(apply(settings, order[start : start + 40]))
+        doc = run(profile(settings, "im_id", "chatty"))
+        assert doc is not None
+        trails.append(doc["actions"])
+    assert trails[0] == trails[1]
+    assert len(trails[0]) == 50  # shown; 100 kept
+    assert trails[0][0]["occurred_at"] == "2026-11-01T02:09:00.000Z"  # message 129
+    client = redis.Redis.from_url(redis_url)
+    kept = [
+        f
+        for f in client.hkeys(f"y{unique}0:c:{{{customer_id_for('im_id:chatty')}}}:p")
+        if f.startswith(b"y:")
+    ]
+    assert len(kept) == 100
+    assert min(kept).startswith(b"y:" + str(1793491200000 + 30 * 60_000).zfill(15).encode())
