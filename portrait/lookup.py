@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from models.customer_model import CustomerModel, default_customer_model
@@ -41,6 +42,5 @@ async def get_profile(
         return None
     scorer = model or default_customer_model()
     [scores] = score_sections(scorer, [sections_of(state["fields"])])
-    if settings is None:
-        return document_from_state(customer_id, state, scores)
-    return document_from_state(customer_id, state, scores, settings)
+    document_settings = replace(settings or DocumentSettings(), population=await store.population())
+    return document_from_state(customer_id, state, scores, document_settings)

@@ -8,13 +8,16 @@ All from stored state, never the wall clock, so replays agree:
 - ``credit`` — bills paid on time / (paid + overdue); None before the first bill.
 - ``campaign_participation`` — campaigns joined / (joined + ignored); None before any.
 - ``influence`` — 1 − exp(−(shares + shared groups + friend relations) / 10), in 0…1.
-- ``wealth`` — None for now: it needs amounts relative to the whole population, i.e.
-  population quantiles kept incrementally, which are not built yet.
+- ``wealth`` — the customer's spend percentile in the population: customers are counted
+  per spend bucket ⌊4·log2(1 + total amount)⌋ (kept incrementally by the state script,
+  also through merges and erasures); wealth = (customers in lower buckets + half of the
+  customer's own bucket) / customers with any spend. None without spend.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from processors.preferences import DECAY_EPOCH_MS
@@ -26,7 +29,29 @@ def _ratio(good: float, bad: float) -> float | None:
     return round(good / (good + bad), 4) if good + bad else None
 
 
-def indicators(sections: dict[str, dict[str, str]], half_life_days: float) -> dict[str, Any]:
+def spend_bucket(amount: float) -> int:
+    """The population bucket of a total amount (the same formula as ``apply_event.lua``)."""
+    return math.floor(math.log(1 + amount) / math.log(2) * 4)
+
+
+def wealth(amount: float | None, population: Mapping[str, int]) -> float | None:
+    """Spend percentile among customers with spend (module docstring), or None."""
+    if amount is None:
+        return None
+    counts = {int(bucket): count for bucket, count in population.items() if int(count) > 0}
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    own = spend_bucket(amount)
+    below = sum(count for bucket, count in counts.items() if bucket < own)
+    return round((below + 0.5 * counts.get(own, 0)) / total, 4)
+
+
+def indicators(
+    sections: dict[str, dict[str, str]],
+    half_life_days: float,
+    population: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """``profile.indicators`` from stored sections (``sections_of``)."""
     counts, weights, registers = sections["c"], sections["d"], sections["r"]
     last_seen = sections["m"].get("last_seen")
@@ -42,7 +67,10 @@ def indicators(sections: dict[str, dict[str, str]], half_life_days: float) -> di
         "credit": _ratio(
             float(counts.get("act:bill_paid", 0)), float(counts.get("act:bill_overdue", 0))
         ),
-        "wealth": None,
+        "wealth": wealth(
+            float(sections["e"]["amount"]) if "amount" in sections["e"] else None,
+            population or {},
+        ),
         "campaign_participation": _ratio(
             float(counts.get("act:campaign_joined", 0)),
             float(counts.get("act:campaign_ignored", 0)),

@@ -355,7 +355,7 @@ def _roles(sections: Sections, _: list[str], settings: DocumentSettings) -> list
 
 
 def _indicators(sections: Sections, _: list[str], settings: DocumentSettings) -> dict[str, Any]:
-    return indicators(sections, settings.half_life_days)
+    return indicators(sections, settings.half_life_days, settings.population)
 
 
 FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSettings], Any]]] = {

@@ -16,7 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -459,6 +459,8 @@ class BatchPipeline:
         outcome = BatchOutcome()
         emitted: set[str] = set()
         emitted_at = _now_iso()
+        # one population snapshot per batch: wealth is a percentile among all customers
+        self.document = replace(self.document, population=await self.store.population())
         now_ms = int(time.time() * 1000)
         size = self.settings.redis_chunk_events
         loop = asyncio.get_running_loop()

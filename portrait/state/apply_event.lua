@@ -24,6 +24,10 @@
 --   m:first_seen (min), m:last_seen (max), m:version (the survivor's, +1 per change)
 -- so applying events in any order, or merging in any order, gives the same content.
 --
+-- Population: {P}pop:spend counts customers per spend bucket (floor(4·log2(1 + total
+-- amount))); every change of a customer's e:amount, every merge and every erasure moves
+-- the customer between buckets, so indicators.wealth can be a percentile.
+--
 -- Answer: fields separated by \30; lists inside a field by \31; an absent old value is
 -- \29. Input validation keeps control characters out of every id, name and source.
 -- Per-customer keys share the hash tag {cid}; the identity index and merge partners are
@@ -36,11 +40,23 @@ local ACTIONS_KEPT = 100
 local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect'}
 
 local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
+local POPULATION = P .. 'pop:spend'
+
+local function spend_bucket(amount)
+  return string.format('%d', math.floor(math.log(1 + amount) / math.log(2) * 4))
+end
+
+local function move_spend(before, after)
+  if before == after then return end
+  if before then redis.call('HINCRBY', POPULATION, spend_bucket(before), -1) end
+  if after then redis.call('HINCRBY', POPULATION, spend_bucket(after), 1) end
+end
 local function idxk(id) return P .. 'idx:' .. id end
 
 -- erasure ---------------------------------------------------------------------------
 
 local function erase(cid)
+  move_spend(tonumber(redis.call('HGET', ck(cid, 'p'), 'e:amount')), nil)
   for _, id in ipairs(redis.call('SMEMBERS', ck(cid, 'ids'))) do
     if redis.call('GET', idxk(id)) == cid then redis.call('DEL', idxk(id)) end
   end
@@ -117,6 +133,7 @@ local function first_seen(cid)
 end
 
 local function merge(loser, surv)
+  move_spend(tonumber(redis.call('HGET', ck(loser, 'p'), 'e:amount')), nil)
   local flat = redis.call('HGETALL', ck(loser, 'p'))
   for i = 1, #flat, 2 do combine(flat[i], flat[i + 1]) end
   for _, id in ipairs(redis.call('SMEMBERS', ck(loser, 'ids'))) do add_identifier(surv, id) end
@@ -183,6 +200,7 @@ local function apply_one(raw)
   end
   local flat = redis.call('HGETALL', ck(cid, 'p'))
   for i = 1, #flat, 2 do cur[flat[i]] = flat[i + 1] end
+  local spend_before = tonumber(cur['e:amount'])
   for _, c in ipairs(found) do
     if c ~= cid then
       merge(c, cid)
@@ -195,6 +213,7 @@ local function apply_one(raw)
   keep_extreme('m:last_seen', d.ts, false)
   for f, v in pairs(d.fields) do combine(f, v) end
   add_int('m:version', 1)
+  move_spend(spend_before, tonumber(cur['e:amount']))
   if trail_grew then
     local trail = {}
     for f, _ in pairs(cur) do

@@ -134,6 +134,10 @@ class ProfileStore(Protocol):
         """Stored state of a live customer, or None."""
         ...
 
+    async def population(self) -> dict[str, int]:
+        """Customers per spend bucket (for ``indicators.wealth``)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -226,6 +230,10 @@ class RedisProfileStore:
             "fields": {k.decode("utf-8"): v.decode("utf-8") for k, v in fields.items()},
             "ids": sorted(i.decode("utf-8") for i in ids),
         }
+
+    async def population(self) -> dict[str, int]:
+        counts = await self.redis.hgetall(f"{self.prefix}pop:spend")
+        return {_text(bucket): int(count) for bucket, count in counts.items()}
 
     async def ping(self) -> bool:
         """True when Redis answers."""

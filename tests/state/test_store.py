@@ -8,6 +8,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import pytest
 import redis
 
 from models.emotion import EmotionResult
@@ -311,3 +312,53 @@ def test_the_action_trail_keeps_the_newest_hundred_in_any_order(
     ]
     assert len(kept) == 100
     assert min(kept).startswith(b"y:" + str(1793491200000 + 30 * 60_000).zfill(15).encode())
+
+
+def spend(eid: str, customer: dict[str, Any], amount: float) -> dict[str, Any]:
+    return event(
+        eid,
+        "channel.event",
+        "2026-11-01T09:00:00Z",
+        "app",
+        customer,
+        {"action": "purchase", "amount": amount},
+    )
+
+
+def test_spend_population_follows_changes_merges_and_erasures(
+    redis_settings: Settings,
+) -> None:
+    run(
+        apply(
+            redis_settings,
+            [
+                spend("s1", {"account_no": "low"}, 10.0),
+                spend("s2", {"account_no": "mid"}, 100.0),
+                spend("s3", {"account_no": "high"}, 1000.0),
+                spend("s4", {"account_no": "high"}, 1000.0),  # high now spends 2000
+            ],
+        )
+    )
+
+    async def population() -> dict[str, int]:
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        try:
+            return {k: v for k, v in (await store.population()).items() if v}
+        finally:
+            await store.close()
+
+    assert sum(run(population()).values()) == 3
+    wealth = {
+        name: run(profile(redis_settings, "account_no", name))["indicators"]["wealth"]  # type: ignore[index]
+        for name in ("low", "mid", "high")
+    }
+    assert wealth["low"] < wealth["mid"] < wealth["high"]
+    assert wealth["high"] == pytest.approx(5 / 6, abs=1e-4)
+
+    run(apply(redis_settings, [spend("s5", {"account_no": ["low", "mid"]}, 0.0)]))  # merge
+    assert sum(run(population()).values()) == 2
+    erase = event(
+        "s6", "customer.erasure", "2026-11-02T00:00:00Z", "crm", {"account_no": "high"}, {}
+    )
+    run(apply(redis_settings, [erase]))
+    assert sum(run(population()).values()) == 1
