@@ -173,6 +173,45 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if summary.rejected == 0 else 1
 
 
+# --- products ---------------------------------------------------------------------------
+
+
+def cmd_products(settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.state.store import RedisProfileStore
+    from processors.assist import PHASES, parse_stats
+
+    async def read() -> dict[str, str]:
+        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        try:
+            return await store.product_stats()
+        finally:
+            await store.close()
+
+    stats = parse_stats(asyncio.run(read()))
+    rows = [
+        {
+            "phase": phase,
+            "product": product,
+            "offers": s.offers,
+            "accepted": s.accepted,
+            "rate": round(s.rate, 4),
+        }
+        for phase in PHASES
+        if args.phase in (None, phase)
+        for product, s in sorted(stats.get(phase, {}).items())
+    ]
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'phase':10} {'product':24} {'offers':>7} {'accepted':>9} {'rate':>6}")
+    for row in rows:
+        print(
+            f"{row['phase']:10} {row['product']:24} {row['offers']:7d} "
+            f"{row['accepted']:9d} {row['rate']:6.3f}"
+        )
+    return 0
+
+
 # --- erase ------------------------------------------------------------------------------
 
 
@@ -371,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imports.add_argument("--confidence", type=float, help="confidence of the imported values")
     imports.set_defaults(func=cmd_import)
+
+    products = sub.add_parser("products", help="phase × product offers, acceptances, rates")
+    products.add_argument("--phase", choices=["opening", "discovery", "proposal", "closing"])
+    products.add_argument("--json", action="store_true")
+    products.set_defaults(func=cmd_products)
 
     erase = sub.add_parser("erase", help="request erasure of a customer (right to be forgotten)")
     for kind, flag in IDENTIFIER_FLAGS.items():

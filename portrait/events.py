@@ -121,8 +121,8 @@ class ProfileEditedPayload(_Model):
 class FeedbackRecordedPayload(_Model):
     call_id: str | None = None
     conversation_id: str | None = None
-    product: str | None = None
-    phase: str | None = None
+    product: Name | None = None
+    phase: Name | None = None
     outcome: Literal["accepted", "declined"] | None = None
     satisfaction: Annotated[int, Field(ge=1, le=5)] | None = None
     prompt_id: str | None = None

@@ -27,11 +27,13 @@ from portrait.events import (
     ChannelEvent,
     ChatMessage,
     CustomerErasure,
+    FeedbackRecorded,
     InputEvent,
     ProfileEdited,
     RelationChanged,
     SourceImported,
 )
+from processors.assist import feedback_counts
 from processors.attributes import (
     decode_register,
     encode_register,
@@ -86,6 +88,7 @@ class ProfileDelta:
     new_customer_id: str
     erase: bool = False
     fields: dict[str, int | float | str] = field(default_factory=dict)
+    product_stats: dict[str, int] = field(default_factory=dict)
 
     def to_json(self, now_ms: int, retention_ms: int) -> bytes:
         """The delta as the state script reads it (its ARGV)."""
@@ -99,6 +102,7 @@ class ProfileDelta:
                 "newcid": self.new_customer_id,
                 "erase": self.erase,
                 "fields": self.fields,
+                "stats": self.product_stats,
             }
         )
 
@@ -233,6 +237,9 @@ def build_delta(
             fields[TAG + tag] = f"{order}\t0"
         for tag in event.payload.tags_add:
             fields[TAG + tag] = f"{order}\t1"
+    if isinstance(event, FeedbackRecorded):
+        feedback = event.payload
+        delta.product_stats = feedback_counts(feedback.phase, feedback.product, feedback.outcome)
     delta.fields = fields
     return delta
 

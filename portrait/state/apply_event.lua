@@ -247,6 +247,9 @@ local function apply_one(raw)
   for f, _ in pairs(dropped) do table.insert(gone, f) end
   if #gone > 0 then redis.call('HDEL', ck(cid, 'p'), unpack(gone)) end
 
+  -- phase × product statistics from feedback: global, counted once per event id
+  for f, n in pairs(d.stats or {}) do redis.call('HINCRBY', P .. 'stats:products', f, n) end
+
   local seen = ck(cid, 'seen')
   redis.call('ZADD', seen, d.now, d.eid)
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', d.now - d.ret))

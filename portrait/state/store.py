@@ -231,6 +231,11 @@ class RedisProfileStore:
             "ids": sorted(i.decode("utf-8") for i in ids),
         }
 
+    async def product_stats(self) -> dict[str, str]:
+        """The phase × product feedback counters (``processors.assist.parse_stats``)."""
+        raw = await self.redis.hgetall(f"{self.prefix}stats:products")
+        return {_text(name): _text(value) for name, value in raw.items()}
+
     async def population(self) -> dict[str, int]:
         counts = await self.redis.hgetall(f"{self.prefix}pop:spend")
         return {_text(bucket): int(count) for bucket, count in counts.items()}

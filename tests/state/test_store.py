@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import subprocess
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -18,7 +21,7 @@ from portrait.lookup import find_customer, get_profile
 from portrait.state.store import ApplyResult, RedisProfileStore
 from processors.identity import customer_id_for
 from processors.profile import DeltaSettings, build_delta
-from tests.conftest import event
+from tests.conftest import event, settings_env
 
 T = TypeVar("T")
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
@@ -362,3 +365,31 @@ def test_spend_population_follows_changes_merges_and_erasures(
     )
     run(apply(redis_settings, [erase]))
     assert sum(run(population()).values()) == 1
+
+
+def test_feedback_counts_offers_once_per_event(redis_settings: Settings) -> None:
+    def feedback(eid: str, outcome: str) -> dict[str, Any]:
+        return event(
+            eid,
+            "feedback.recorded",
+            "2026-11-01T09:00:00Z",
+            "hotline",
+            {"phone": "555"},
+            {"call_id": "c1", "phase": "proposal", "product": "solar", "outcome": outcome},
+        )
+
+    first = [feedback("f1", "accepted"), feedback("f2", "declined"), feedback("f1", "accepted")]
+    run(apply(redis_settings, first))
+    run(apply(redis_settings, [feedback("f2", "declined")]))  # redelivered later
+
+    env = settings_env(redis_settings)
+    done = subprocess.run(
+        [sys.executable, "-m", "portrait.cli", "products", "--json"],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(done.stdout) == [
+        {"phase": "proposal", "product": "solar", "offers": 2, "accepted": 1, "rate": 0.5}
+    ]
