@@ -97,17 +97,25 @@ def became_friend(employee_id: str, before: dict[str, str], after: dict[str, str
     return _active(now) and before.get(field) != now
 
 
-def connected_employees(registers: dict[str, str]) -> list[str]:
-    """Employees with an active friend or group relation (``r:`` section), sorted."""
-    connected = set()
+def _active_relations(registers: dict[str, str]) -> tuple[set[str], dict[str, int]]:
+    """Active friends, and the number of active shared groups per employee."""
+    friends: set[str] = set()
+    groups: dict[str, int] = {}
     for name, register in registers.items():
         if not _active(register):
             continue
         if name.startswith(FRIEND):
-            connected.add(name[len(FRIEND) :])
+            friends.add(name[len(FRIEND) :])
         elif name.startswith(GROUP):
-            connected.add(name[len(GROUP) : -9])
-    return sorted(connected)
+            employee = name[len(GROUP) : -9]  # drop ":" and the 8-hex group hash
+            groups[employee] = groups.get(employee, 0) + 1
+    return friends, groups
+
+
+def connected_employees(registers: dict[str, str]) -> list[str]:
+    """Employees with an active friend or group relation (``r:`` section), sorted."""
+    friends, groups = _active_relations(registers)
+    return sorted(friends | set(groups))
 
 
 def relationships(
@@ -117,16 +125,7 @@ def relationships(
     formula: ClosenessWeights,
 ) -> list[dict[str, Any]]:
     """``profile.relationships``: employees by closeness, closest first (ties: by id)."""
-    friends: set[str] = set()
-    groups: dict[str, int] = {}
-    for name, register in registers.items():
-        if not _active(register):
-            continue
-        if name.startswith(FRIEND):
-            friends.add(name[len(FRIEND) :])
-        elif name.startswith(GROUP):
-            employee = name[len(GROUP) : -9]
-            groups[employee] = groups.get(employee, 0) + 1
+    friends, groups = _active_relations(registers)
     messages = {k[len(MESSAGES) :]: int(v) for k, v in counts.items() if k.startswith(MESSAGES)}
     recent = {k[len(RECENT) :]: float(v) for k, v in weights.items() if k.startswith(RECENT)}
     total_recent = sum(recent.values())
