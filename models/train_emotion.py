@@ -26,6 +26,8 @@ from models.emotion import ARTIFACTS, CARD, FINE_ONNX, POLARITY_ONNX, EmotionMod
 from models.encoder import DEFAULT_ENCODER, load_encoder
 
 DATA = Path(__file__).resolve().parent / "data" / "emotion_cs.jsonl"
+# written after the model was built and never trained on: a second unseen evaluation set
+UNSEEN = Path(__file__).resolve().parent / "data" / "emotion_cs_unseen.jsonl"
 SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "samples" / "emotion_dev.jsonl"
 SEED = 7
 HELD_OUT = 0.2
@@ -91,6 +93,9 @@ def report(name: str, rows: Sequence[dict[str, str]], predicted: Sequence[str]) 
 def evaluate(model: EmotionModel, held: Sequence[dict[str, str]]) -> dict[str, Any]:
     """Figures of a model on the held-out split and on the shared dev sample."""
     figures = {"held_out": report("held-out split", held, _labels(model, held))}
+    if UNSEEN.exists():
+        unseen = load_rows(UNSEEN)
+        figures["unseen"] = report("unseen set", unseen, _labels(model, unseen))
     if SHARED_DEV.exists():
         dev = load_rows(SHARED_DEV)
         figures["shared_dev"] = report("shared dev sample", dev, _labels(model, dev))
