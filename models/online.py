@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from models.customer_model import ARTIFACTS, SEED, CustomerModel, r2_by_target
-from models.customer_sim import TARGETS, simulate
+from models.customer_sim import simulate
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,3 @@ class CustomerLearner:
 def model_from_candidate(candidate: Candidate, base: CustomerModel) -> CustomerModel:
     """A :class:`CustomerModel` running an accepted candidate."""
     return CustomerModel.from_bytes(candidate.onnx, candidate.version, base.card)
-
-
-__all__ = ["TARGETS", "Candidate", "CustomerLearner", "labels_from_feedback"]

@@ -82,7 +82,6 @@ class ProfileDelta:
     """
 
     event_id: str
-    event_type: str
     occurred_ms: int
     identifiers: list[str]
     new_customer_id: str
@@ -147,7 +146,6 @@ def build_delta(
     occurred_ms = _to_ms(event.occurred_at)
     delta = ProfileDelta(
         event_id=event.event_id,
-        event_type=event.type,
         occurred_ms=occurred_ms,
         identifiers=identifiers,
         new_customer_id=customer_id_for(identifiers[0]),

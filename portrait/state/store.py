@@ -1,8 +1,8 @@
 """The profile store: one small interface, one Redis implementation.
 
-Every per-customer update is one call of ``apply_event.lua``; a batch of events goes to
-Redis as pipelined calls on one connection. Outputs stay "pending" in Redis until the
-worker confirms their delivery (``ack_outputs.lua``, one call per batch), so an event
+Each event's update runs inside ``apply_event.lua``; a chunk of events is one call of it
+(one round trip), and calls run in the order they were made. Outputs stay "pending" in
+Redis until the worker confirms their delivery (``ack_outputs.lua``, one call per batch), so an event
 redelivered after a crash re-emits them instead of losing them.
 """
 
