@@ -2,8 +2,8 @@
 
 Each event's update runs inside ``apply_event.lua``; a chunk of events is one call of it
 (one round trip), and calls run in the order they were made. Outputs stay "pending" in
-Redis until the worker confirms their delivery (``ack_outputs.lua``, one call per batch), so an event
-redelivered after a crash re-emits them instead of losing them.
+Redis until the worker confirms their delivery (``ack_outputs.lua``, one call per batch),
+so an event redelivered after a crash re-emits them instead of losing them.
 """
 
 from __future__ import annotations
