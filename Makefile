@@ -37,6 +37,7 @@ demo: install
 bench: install
 	$(BIN)/portrait bench
 	$(BIN)/portrait bench --emotion
+	$(BIN)/portrait bench --prompts
 
 schemas: install
 	$(BIN)/portrait schemas

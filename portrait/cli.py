@@ -357,6 +357,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.prompts:
+        from portrait.bench.latency import run_latency_bench
+
+        return run_latency_bench(settings, rate=args.rate, seconds=args.seconds, as_json=args.json)
     if args.emotion:
         from portrait.bench.emotion import run_emotion_bench
 
@@ -453,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotion", action="store_true", help="emotion model alone vs the worker reading emotion"
     )
     bench.add_argument("--messages", type=int, default=10_000, help="chat messages for --emotion")
+    bench.add_argument(
+        "--prompts", action="store_true", help="call segment → agent prompt latency at --rate"
+    )
+    bench.add_argument("--rate", type=int, default=200, help="segments per second for --prompts")
+    bench.add_argument("--seconds", type=float, default=20.0, help="how long --prompts sends")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.assist import DEFAULT_PROMPTS_FILE, AssistSettings
 from processors.document import DocumentSettings
 from processors.relationships import ClosenessWeights
 
@@ -36,7 +37,8 @@ class Settings(BaseSettings):
 
     consumer_group: str = "portrait-worker"
     batch_max_events: int = Field(default=1000, ge=1)
-    batch_max_wait_seconds: float = Field(default=0.05, gt=0)
+    batch_max_wait_seconds: float = Field(default=0.01, gt=0)
+    fetch_max_wait_ms: int = Field(default=20, ge=1)
     redis_chunk_events: int = Field(default=250, ge=1)
     max_event_bytes: int = Field(default=256 * 1024, ge=256)
 
@@ -59,6 +61,15 @@ class Settings(BaseSettings):
     customer_model_version: str = ""
     learn_every: int = Field(default=200, ge=0)
     learn_tolerance: float = Field(default=0.02, ge=0)
+    assist_phase_boundaries_ms: tuple[int, int, int] = (30_000, 120_000, 300_000)
+    assist_min_offers: int = Field(default=3, ge=0)
+    assist_min_rate: float = Field(default=0.3, ge=0, le=1)
+    assist_decline_days: float = Field(default=30.0, ge=0)
+    call_session_ttl_seconds: int = Field(default=4 * 3600, ge=1)
+    call_ended_ttl_seconds: int = Field(default=600, ge=1)
+    escalate_negative_streak: int = Field(default=3, ge=1)
+    escalate_value: float = Field(default=0.7, ge=0, le=1)
+    prompts_file: Path = DEFAULT_PROMPTS_FILE
     log_level: str = "INFO"
     stack_dir: Path = Path.home() / ".cache" / "portrait"
 
@@ -92,10 +103,25 @@ class Settings(BaseSettings):
         permissions = {role: list(allowed) for role, allowed in table.items() if role[0] != "_"}
         return DocumentSettings(closeness, self.preference_half_life_days, permissions)
 
+    def assist(self) -> AssistSettings:
+        """Call phases, product-choice thresholds, session lifetimes, chat escalation."""
+        return AssistSettings(
+            boundaries_ms=self.assist_phase_boundaries_ms,
+            min_offers=self.assist_min_offers,
+            min_rate=self.assist_min_rate,
+            decline_days=self.assist_decline_days,
+            session_ttl_seconds=self.call_session_ttl_seconds,
+            ended_ttl_seconds=self.call_ended_ttl_seconds,
+            escalate_streak=self.escalate_negative_streak,
+            escalate_value=self.escalate_value,
+        )
+
     def as_env(self) -> dict[str, str]:
         """These settings as ``PORTRAIT_*`` variables, to hand to a child process."""
         return {
-            f"PORTRAIT_{name.upper()}": str(value)
+            f"PORTRAIT_{name.upper()}": json.dumps(value)
+            if isinstance(value, (tuple, list))
+            else str(value)
             for name, value in self.model_dump().items()
             if value is not None
         }

@@ -298,6 +298,13 @@ class Relationship(_Model):
     closeness: float
 
 
+class ProductHolding(_Model):
+    """A product the customer holds (bought, or accepted an offer) or declined."""
+
+    product: str
+    status: Literal["held", "declined"]
+
+
 class Need(_Model):
     need: str
     reason: str
@@ -341,6 +348,7 @@ class ProfileDocument(_Model):
     needs: list[Need]
     roles: list[RoleOnAccount] = Field(default_factory=list)
     actions: list[EmployeeAction] = Field(default_factory=list)
+    products: list[ProductHolding] = Field(default_factory=list)
 
 
 # --- output events --------------------------------------------------------------------

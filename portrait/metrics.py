@@ -52,3 +52,13 @@ SCORES = Histogram(
     ["model_version", "score"],
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
+PROMPTS = Counter(
+    "portrait_prompts_total",
+    "Agent prompts emitted, by channel (call, chat) and kind.",
+    ["channel", "kind"],
+)
+PROMPT_LATENCY = Histogram(
+    "portrait_prompt_latency_seconds",
+    "From the source event's Kafka timestamp to the prompt being built for sending.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -13,7 +13,7 @@ profile document of DESIGN.md; :func:`changed_fields` lists what differs between
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -33,7 +33,14 @@ from portrait.events import (
     RelationChanged,
     SourceImported,
 )
-from processors.assist import feedback_counts
+from processors.assist import (
+    AssistSettings,
+    ProductStats,
+    call_session_delta,
+    feedback_counts,
+    product_fields,
+    products_document,
+)
 from processors.attributes import (
     decode_register,
     encode_register,
@@ -60,6 +67,7 @@ from processors.scores import EMPTY_SCORES
 DEFAULT_DOCUMENT = DocumentSettings()
 
 MANUAL_SOURCE = "manual"
+HOLDING_ACTIONS = frozenset({"purchase", "business_handled"})
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")  # what an action name may be (no separators)
 
 
@@ -70,6 +78,7 @@ class DeltaSettings:
     timezone: ZoneInfo
     half_life_days: float = 30.0
     attribute_confidence: float = 0.9
+    assist: AssistSettings = field(default_factory=AssistSettings)
 
 
 @dataclass(slots=True)
@@ -88,22 +97,25 @@ class ProfileDelta:
     erase: bool = False
     fields: dict[str, int | float | str] = field(default_factory=dict)
     product_stats: dict[str, int] = field(default_factory=dict)
+    call: dict[str, Any] | None = None
+    """The call session change (``processors.assist.call_session_delta``)."""
 
     def to_json(self, now_ms: int, retention_ms: int) -> bytes:
         """The delta as the state script reads it (its ARGV)."""
-        return orjson.dumps(
-            {
-                "eid": self.event_id,
-                "ts": self.occurred_ms,
-                "now": now_ms,
-                "ret": retention_ms,
-                "ids": self.identifiers,
-                "newcid": self.new_customer_id,
-                "erase": self.erase,
-                "fields": self.fields,
-                "stats": self.product_stats,
-            }
-        )
+        body: dict[str, Any] = {
+            "eid": self.event_id,
+            "ts": self.occurred_ms,
+            "now": now_ms,
+            "ret": retention_ms,
+            "ids": self.identifiers,
+            "newcid": self.new_customer_id,
+            "erase": self.erase,
+            "fields": self.fields,
+            "stats": self.product_stats,
+        }
+        if self.call is not None:  # the script's JSON null would read as true
+            body["call"] = self.call
+        return orjson.dumps(body)
 
 
 def _to_ms(moment: datetime) -> int:
@@ -139,9 +151,13 @@ def _attribute_registers(
 
 
 def build_delta(
-    event: InputEvent, settings: DeltaSettings, emotion: EmotionResult | None = None
+    event: InputEvent,
+    settings: DeltaSettings,
+    emotion: EmotionResult | None = None,
+    product_stats: Mapping[str, Mapping[str, ProductStats]] | None = None,
 ) -> ProfileDelta:
-    """The state change for one validated input event (and its text's emotion, if read)."""
+    """The state change for one validated input event (and its text's emotion, if read);
+    ``product_stats`` (phase → product) ranks the products a call turn may recommend."""
     identifiers = identifier_keys(event.customer)
     occurred_ms = _to_ms(event.occurred_at)
     delta = ProfileDelta(
@@ -204,6 +220,8 @@ def build_delta(
     if isinstance(event, ChannelEvent):
         # behaviour counts and spend feed the customer features (processors/features.py)
         fields[COUNT + "act:" + event.payload.action] = 1
+        if event.payload.action in HOLDING_ACTIONS:
+            fields.update(product_fields(event.payload.items, "held", occurred_ms, event.event_id))
         if event.payload.amount:
             fields["e:amount"] = float(event.payload.amount)
         fields.update(
@@ -238,6 +256,12 @@ def build_delta(
     if isinstance(event, FeedbackRecorded):
         feedback = event.payload
         delta.product_stats = feedback_counts(feedback.phase, feedback.product, feedback.outcome)
+        if feedback.product and feedback.outcome in ("accepted", "declined"):
+            status = "held" if feedback.outcome == "accepted" else "declined"
+            fields.update(product_fields([feedback.product], status, occurred_ms, event.event_id))
+    delta.call = call_session_delta(
+        event, emotion.label if emotion else None, product_stats or {}, settings.assist
+    )
     delta.fields = fields
     return delta
 
@@ -363,6 +387,10 @@ def _indicators(sections: Sections, _: list[str], settings: DocumentSettings) ->
     return indicators(sections, settings.half_life_days, settings.population)
 
 
+def _products(sections: Sections, _: list[str], _settings: DocumentSettings) -> Any:
+    return products_document(sections["r"])
+
+
 FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSettings], Any]]] = {
     "version": ("m", _version),
     "identifiers": ("", _identifiers),
@@ -375,6 +403,7 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSett
     "indicators": ("mcdr", _indicators),
     "roles": ("r", _roles),
     "actions": ("y", _actions),
+    "products": ("r", _products),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 

@@ -28,11 +28,27 @@ from models.online import CustomerLearner, labels_from_feedback, model_from_cand
 from models.prosody import fuse
 from portrait import metrics
 from portrait.config import Settings
-from portrait.events import CallSegment, FeedbackRecorded, InputEvent, RelationChanged
+from portrait.events import (
+    CallSegment,
+    ChatMessage,
+    FeedbackRecorded,
+    InputEvent,
+    RelationChanged,
+)
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import ApplyResult, ProfileStore
+from processors.assist import (
+    CallAdvice,
+    ProductStats,
+    PromptTemplates,
+    chat_response,
+    language_of,
+    parse_stats,
+    prompt_id,
+    prompt_reasons,
+)
 from processors.attributes import iso_from_ms
-from processors.emotion import text_to_read
+from processors.emotion import emotion_document, text_to_read
 from processors.envelope import Rejection, decode_event
 from processors.features import feature_vector
 from processors.profile import (
@@ -58,6 +74,8 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: float | None = None
+    """The record's Kafka timestamp: when it reached the broker (prompt latency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,8 @@ class BatchOutcome:
 
 
 Deliver = Callable[[Sequence[OutputRecord]], Awaitable[None]]
+Accepted = tuple[InputRecord, InputEvent, EmotionResult | None]
+"""An accepted event with its record and the emotion read from its text."""
 
 
 def output_event_id(kind: str, source_event_id: str, customer_id: str) -> str:
@@ -104,7 +124,12 @@ class BatchPipeline:
             timezone=ZoneInfo(settings.timezone),
             half_life_days=settings.preference_half_life_days,
             attribute_confidence=settings.attribute_confidence,
+            assist=settings.assist(),
         )
+        self.prompts = PromptTemplates.load(settings.prompts_file)
+        self.prompt_topic = settings.topic("agent-prompts")
+        self._stats_raw: Counter[str] = Counter()
+        self._stats: dict[str, dict[str, ProductStats]] = {}
         self.retention_ms = settings.dedup_retention_seconds * 1000
         self.emotion_model = default_model() if settings.emotion_enabled else None
         self.customer_model = default_customer_model() if settings.scores_enabled else None
@@ -180,6 +205,61 @@ class BatchPipeline:
         outputs.append(OutputRecord(self.profile_topic, key, orjson.dumps(changed)))
         return outputs
 
+    def _prompt(
+        self,
+        record: InputRecord,
+        event: InputEvent,
+        emotion: EmotionResult | None,
+        result: ApplyResult,
+        update: Update,
+        scores: tuple[dict[str, Any], dict[str, Any]],
+    ) -> OutputRecord | None:
+        """The agent prompt an applied event calls for, if any (processors/assist.py)."""
+        if emotion is None or result.customer_id is None:
+            return None
+        body: dict[str, Any]
+        if isinstance(event, CallSegment) and result.prompt is not None:
+            advice: CallAdvice = result.prompt
+            channel, kind, agent = "call", advice.kind, advice.agent_id or "unassigned"
+            body = {"call_id": event.payload.call_id, "phase": advice.phase}
+            body["product"] = advice.product
+            body["reasons"] = prompt_reasons(advice, emotion.label)
+            language, rate = language_of(event.payload.text), advice.rate
+        elif isinstance(event, ChatMessage) and event.payload.direction == "inbound":
+            after = update.after
+            streak = emotion_document(after["r"], after["e"], after["n"])["negative_streak"]
+            response = chat_response(
+                emotion.label, streak, scores[1]["value"], self.delta_settings.assist
+            )
+            if response is None:
+                return None
+            channel, (kind, reasons), agent = "chat", response, event.payload.employee_id
+            body = {"conversation_id": event.payload.conversation_id, "phase": None}
+            body["product"], body["reasons"] = None, reasons
+            language, rate = language_of(event.payload.text), None
+        else:
+            return None
+        now_ms = time.time() * 1000
+        latency_ms = max(now_ms - record.timestamp_ms, 0.0) if record.timestamp_ms else 0.0
+        metrics.PROMPTS.labels(channel, kind).inc()
+        metrics.PROMPT_LATENCY.observe(latency_ms / 1000)
+        body.update(
+            {
+                "type": "agent.prompt",
+                "event_id": output_event_id("agent.prompt", event.event_id, result.customer_id),
+                "source_event_id": event.event_id,
+                "customer_id": result.customer_id,
+                "emitted_at": iso_from_ms(now_ms),
+                "prompt_id": prompt_id(event.event_id, agent),
+                "agent_id": agent,
+                "kind": kind,
+                "emotion": emotion.label,
+                "text": self.prompts.render(channel, kind, language, body["product"], rate),
+                "latency_ms": round(latency_ms, 1),
+            }
+        )
+        return OutputRecord(self.prompt_topic, agent.encode(), orjson.dumps(body))
+
     def _snapshot(
         self,
         event: RelationChanged,
@@ -232,20 +312,23 @@ class BatchPipeline:
         emotions: Sequence[EmotionResult | None],
         outcome: BatchOutcome,
         now_ms: int,
-    ) -> tuple[list[tuple[InputRecord, InputEvent]], list[bytes]]:
-        """Accepted events with their records, and their deltas; rejected records go out
-        as DLQ records."""
-        accepted: list[tuple[InputRecord, InputEvent]] = []
+    ) -> tuple[list[Accepted], list[bytes]]:
+        """Accepted events with their records and emotions, and their deltas; rejected
+        records go out as DLQ records."""
+        accepted: list[Accepted] = []
         deltas: list[bytes] = []
         for record, event, emotion in zip(records, decoded, emotions, strict=True):
             if not isinstance(event, Rejection):
                 try:
-                    delta = build_delta(event, self.delta_settings, emotion)
+                    delta = build_delta(event, self.delta_settings, emotion, self._stats)
                 except Exception as exc:  # bad input must never stop the worker
                     event = Rejection(f"unprocessable: {type(exc).__name__}")
                 else:
-                    accepted.append((record, event))
+                    accepted.append((record, event, emotion))
                     deltas.append(delta.to_json(now_ms, self.retention_ms))
+                    if delta.product_stats:  # later calls in this batch see this feedback
+                        self._stats_raw.update(delta.product_stats)
+                        self._stats = parse_stats(self._stats_raw)
                     continue
             outcome.outputs.append(self.dlq_record(record, event))
             outcome.outcomes[(record.topic, "dlq")] += 1
@@ -286,7 +369,7 @@ class BatchPipeline:
 
     def _emit(
         self,
-        accepted: Sequence[tuple[InputRecord, InputEvent]],
+        accepted: Sequence[Accepted],
         results: Sequence[ApplyResult],
         outcome: BatchOutcome,
         emitted: set[str],
@@ -306,7 +389,9 @@ class BatchPipeline:
         }
         scores = self._score(applied, updates)
         self._observe_feedback(accepted, results, updates, scores)
-        for index, ((record, event), result) in enumerate(zip(accepted, results, strict=True)):
+        for index, ((record, event, emotion), result) in enumerate(
+            zip(accepted, results, strict=True)
+        ):
             kind = "ok"
             if result.status == "ok":
                 outcome.outputs.extend(
@@ -314,6 +399,9 @@ class BatchPipeline:
                         event.event_id, result, updates[index], scores[index], emitted_at
                     )
                 )
+                prompt = self._prompt(record, event, emotion, result, updates[index], scores[index])
+                if prompt is not None:
+                    outcome.outputs.append(prompt)
                 assert result.customer_id is not None
                 outcome.applied.append((result.customer_id, event.event_id))
                 metrics.MERGES.inc(len(result.merged))
@@ -338,6 +426,11 @@ class BatchPipeline:
                             emitted_at,
                         )
                     )
+                    prompt = self._prompt(
+                        record, event, emotion, result.replay, updates[index], scores[index]
+                    )
+                    if prompt is not None:
+                        outcome.outputs.append(prompt)
                     outcome.applied.append((result.customer_id, event.event_id))
             elif result.status == "erased":
                 outcome.outputs.extend(self._erased_outputs(event.event_id, result, emitted_at))
@@ -352,7 +445,7 @@ class BatchPipeline:
 
     def _observe_feedback(
         self,
-        accepted: Sequence[tuple[InputRecord, InputEvent]],
+        accepted: Sequence[Accepted],
         results: Sequence[ApplyResult],
         updates: dict[int, Update],
         scores: dict[int, tuple[dict[str, Any], dict[str, Any]]],
@@ -360,7 +453,7 @@ class BatchPipeline:
         """Feedback with a satisfaction score becomes a training example for the learner."""
         if self.learner is None:
             return
-        for index, ((_, event), result) in enumerate(zip(accepted, results, strict=True)):
+        for index, ((_, event, _), result) in enumerate(zip(accepted, results, strict=True)):
             if (
                 isinstance(event, FeedbackRecorded)
                 and event.payload.satisfaction is not None
@@ -461,10 +554,15 @@ class BatchPipeline:
         emitted_at = _now_iso()
         # one population snapshot per batch: wealth is a percentile among all customers
         self.document = replace(self.document, population=await self.store.population())
+        # one statistics snapshot per batch; the batch's own feedback is added as it goes
+        self._stats_raw = Counter(
+            {name: int(count) for name, count in (await self.store.product_stats()).items()}
+        )
+        self._stats = parse_stats(self._stats_raw)
         now_ms = int(time.time() * 1000)
         size = self.settings.redis_chunk_events
         loop = asyncio.get_running_loop()
-        waiting: list[tuple[InputRecord, InputEvent]] = []
+        waiting: list[Accepted] = []
         in_flight: asyncio.Future[list[ApplyResult]] | None = None
         for start in range(0, len(records), size):
             chunk = records[start : start + size]

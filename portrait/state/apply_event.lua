@@ -22,6 +22,7 @@
 --       only while newer than the register r:calm (the latest non-negative message),
 --       so the negative streak is the size of the set
 --   m:first_seen (min), m:last_seen (max), m:version (the survivor's, +1 per change)
+-- r:prod:<product> is the register "order\theld|declined" the call advice reads.
 -- so applying events in any order, or merging in any order, gives the same content.
 --
 -- Population: {P}pop:spend counts customers per spend bucket (floor(4·log2(1 + total
@@ -37,7 +38,8 @@ local P = ARGV[1]
 local RS, US, ABSENT = '\30', '\31', '\29'
 
 local ACTIONS_KEPT = 100
-local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect'}
+local TRAIL_KEPT = 50
+local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect', 'calls'}
 
 local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
 local POPULATION = P .. 'pop:spend'
@@ -62,6 +64,9 @@ local function erase(cid)
   end
   for _, m in ipairs(redis.call('SMEMBERS', ck(cid, 'merged'))) do
     redis.call('DEL', ck(m, 'redirect'))
+  end
+  for _, call in ipairs(redis.call('SMEMBERS', ck(cid, 'calls'))) do
+    redis.call('DEL', ck(cid, 'call:' .. call))
   end
   for _, s in ipairs(FAMILY) do redis.call('DEL', ck(cid, s)) end
 end
@@ -141,6 +146,16 @@ local function merge(loser, surv)
     'AGGREGATE', 'MAX')
   local pending = redis.call('HGETALL', ck(loser, 'pending'))
   for i = 1, #pending, 2 do redis.call('HSETNX', ck(surv, 'pending'), pending[i], pending[i + 1]) end
+  -- live call sessions follow the customer (a merge mid-call keeps its advice)
+  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
+    local from, to = ck(loser, 'call:' .. call), ck(surv, 'call:' .. call)
+    local session = redis.call('HGETALL', from)
+    for i = 1, #session, 2 do redis.call('HSETNX', to, session[i], session[i + 1]) end
+    local ttl = redis.call('PTTL', from)
+    if ttl > 0 and redis.call('PTTL', to) < ttl then redis.call('PEXPIRE', to, ttl) end
+    redis.call('SADD', ck(surv, 'calls'), call)
+    redis.call('DEL', from)
+  end
   local merged = redis.call('SMEMBERS', ck(loser, 'merged'))
   table.insert(merged, loser)
   for _, m in ipairs(merged) do
@@ -150,6 +165,71 @@ local function merge(loser, surv)
   for _, s in ipairs(FAMILY) do
     if s ~= 'redirect' then redis.call('DEL', ck(loser, s)) end
   end
+end
+
+-- call sessions (seed 003) ---------------------------------------------------------
+--
+-- One hash per live call, {P}c:{cid}:call:<call id>, listed in {P}c:{cid}:calls; both
+-- expire ttl ms after the call's latest event (ended ttl after call.ended). Fields:
+-- agent, elapsed (largest offset_ms), phase (of that offset), trail (seq:emotion of
+-- customer turns), advice (kind US product of the latest prompt), advised (its trail).
+
+-- A product the customer holds, or declined less than decline ms before ts, is skipped.
+local function skipped(product, ts, decline_ms)
+  local v = cur['r:prod:' .. product]
+  if not v then return false end
+  local order, status = string.match(v, '^([^\t]*)\t(.*)$')
+  if status == 'held' then return true end
+  return status == 'declined' and ts - (tonumber(string.sub(order, 1, 15)) or 0) < decline_ms
+end
+
+local function append_capped(list, item)
+  local items = {}
+  if list and list ~= '' then
+    for x in string.gmatch(list, '[^,]+') do table.insert(items, x) end
+  end
+  table.insert(items, item)
+  while #items > TRAIL_KEPT do table.remove(items, 1) end
+  return table.concat(items, ',')
+end
+
+-- Update the session; answer the prompt (kind US product US rate US agent US phase) when
+-- this customer turn changes the call's advice, else ''.
+local function call_event(cid, call, ts)
+  local key = ck(cid, 'call:' .. call.id)
+  redis.call('SADD', ck(cid, 'calls'), call.id)
+  if call.agent then redis.call('HSET', key, 'agent', call.agent) end
+  if call.offset then
+    local elapsed = tonumber(redis.call('HGET', key, 'elapsed'))
+    if (not elapsed) or call.offset >= elapsed then
+      redis.call('HSET', key, 'elapsed', call.offset, 'phase', call.phase)
+    end
+  end
+  if call.outcome then redis.call('HSET', key, 'outcome', call.outcome) end
+  local prompt = ''
+  if call.kind then
+    redis.call('HSET', key, 'trail',
+      append_capped(redis.call('HGET', key, 'trail'), call.seq .. ':' .. call.emotion))
+    local kind, product, rate = call.kind, '', ''
+    if kind == 'recommend_product' then
+      kind = 'introduce_or_answer'
+      for _, c in ipairs(call.candidates) do
+        if not skipped(c[1], ts, call.decline_ms) then
+          kind, product, rate = 'recommend_product', c[1], string.format('%.4f', c[2])
+          break
+        end
+      end
+    end
+    local advice = kind .. US .. product
+    if redis.call('HGET', key, 'advice') ~= advice then
+      redis.call('HSET', key, 'advice', advice, 'advised',
+        append_capped(redis.call('HGET', key, 'advised'), call.seq .. ':' .. kind .. ':' .. product))
+      local agent = redis.call('HGET', key, 'agent') or ''
+      prompt = table.concat({kind, product, rate, agent, call.phase or ''}, US)
+    end
+  end
+  for _, k in ipairs({key, ck(cid, 'calls')}) do redis.call('PEXPIRE', k, call.ttl) end
+  return prompt
 end
 
 -- one event -------------------------------------------------------------------------
@@ -247,6 +327,9 @@ local function apply_one(raw)
   for f, _ in pairs(dropped) do table.insert(gone, f) end
   if #gone > 0 then redis.call('HDEL', ck(cid, 'p'), unpack(gone)) end
 
+  local prompt = ''
+  if d.call then prompt = call_event(cid, d.call, d.ts) end
+
   -- phase × product statistics from feedback: global, counted once per event id
   for f, n in pairs(d.stats or {}) do redis.call('HINCRBY', P .. 'stats:products', f, n) end
 
@@ -269,6 +352,7 @@ local function apply_one(raw)
     table.concat(redis.call('SMEMBERS', ck(cid, 'ids')), US),
     table.concat(after, US),
     table.concat(before, US),
+    prompt,
   }, RS)
   redis.call('HSET', ck(cid, 'pending'), d.eid, body)
   return 'ok' .. RS .. cid .. RS .. body

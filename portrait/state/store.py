@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from portrait import metrics
+from processors.assist import CallAdvice
 from processors.profile import StoredState
 
 # Separators of the state script's answer (see apply_event.lua).
@@ -77,6 +78,7 @@ class ApplyResult:
     erased: list[str] = field(default_factory=list)
     replay: ApplyResult | None = None
     error: str | None = None
+    prompt: CallAdvice | None = None
 
     @classmethod
     def parse(cls, answer: bytes) -> ApplyResult:
@@ -100,7 +102,7 @@ class ApplyResult:
 
     @classmethod
     def _applied(cls, customer_id: str, body: list[str]) -> ApplyResult:
-        merged, ids_added, ids, after, before = body
+        merged, ids_added, ids, after, before, prompt = body
         return cls(
             "ok",
             customer_id=customer_id,
@@ -108,6 +110,7 @@ class ApplyResult:
             state={"fields": _pairs(after), "ids": _split(ids)},
             old={k: (None if v == ABSENT else v) for k, v in _pairs(before).items()},
             ids_added=_split(ids_added),
+            prompt=CallAdvice.parse(_split(prompt)) if prompt else None,
         )
 
 
@@ -136,6 +139,10 @@ class ProfileStore(Protocol):
 
     async def population(self) -> dict[str, int]:
         """Customers per spend bucket (for ``indicators.wealth``)."""
+        ...
+
+    async def product_stats(self) -> dict[str, str]:
+        """The phase × product feedback counters (``processors.assist.parse_stats``)."""
         ...
 
     async def close(self) -> None:

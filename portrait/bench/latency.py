@@ -1,0 +1,191 @@
+"""``portrait bench --prompts``: call segment produced → agent prompt consumed, at a fixed rate.
+
+Calls run concurrently on the embedded stack against one worker process. Each call starts
+with ``call.started``; its customer turns alternate between a pleased and an upset
+sentence (Chinese and English calls), so every turn changes the call's advice and yields
+one prompt. A paced producer sends ``rate`` segments per second; a consumer on
+``portrait.agent-prompts`` records when each prompt arrives. Latency is arrival time minus
+the time the segment was handed to the producer, both on this machine's clock; the
+worker's own ``latency_ms`` (Kafka timestamp → prompt built) is reported beside it, so
+the difference is delivery to and from the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from portrait.bench import _settings_for
+from portrait.config import Settings
+from portrait.stack import LocalStack, on_free_ports, stop_process
+from streams.kafka import client_config, ensure_topics, make_producer
+
+PLEASED = ("太好了，非常满意，谢谢你们", "Great, that sounds perfect, thank you so much")
+UPSET = ("你们太差劲了，我要投诉", "This is the worst service ever, I want to complain")
+
+
+def _segment(call: int, seq: int, offset_ms: int) -> dict[str, Any]:
+    language = call % 2
+    text = (PLEASED if seq % 2 else UPSET)[language]
+    return {
+        "event_id": f"lat-{call:04d}-{seq:06d}",
+        "type": "call.segment",
+        "occurred_at": "2026-11-20T10:00:00+08:00",
+        "source": "hotline",
+        "customer": {"phone": f"1390000{call:04d}"},
+        "payload": {
+            "call_id": f"lat-call-{call:04d}",
+            "seq": seq,
+            "speaker": "customer",
+            "text": text,
+            "offset_ms": offset_ms,
+        },
+    }
+
+
+def _started(call: int) -> dict[str, Any]:
+    return {
+        "event_id": f"lat-{call:04d}-start",
+        "type": "call.started",
+        "occurred_at": "2026-11-20T10:00:00+08:00",
+        "source": "hotline",
+        "customer": {"phone": f"1390000{call:04d}"},
+        "payload": {"call_id": f"lat-call-{call:04d}", "agent_id": f"agent-{call % 10}"},
+    }
+
+
+class PromptWatcher(threading.Thread):
+    """Consumes the prompt topic and records each prompt's arrival time."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.topic = settings.topic("agent-prompts")
+        self.consumer = Consumer(
+            client_config(settings)
+            | {
+                "group.id": "bench-latency",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,  # a latency-minded subscriber's setting
+            }
+        )
+        partitions = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+        self.consumer.assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions.partitions]
+        )
+        self.arrived: dict[str, tuple[float, float]] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            for message in self.consumer.consume(500, 0.05):
+                if message.error() is None:
+                    now = time.time()
+                    body = orjson.loads(message.value() or b"{}")
+                    self.arrived[body["source_event_id"]] = (now, body["latency_ms"])
+        self.consumer.close()
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(share * len(ordered)), len(ordered) - 1)] if ordered else 0.0
+
+
+def run_latency_bench(base: Settings, rate: int, seconds: float, as_json: bool) -> int:
+    """Produce ``rate`` customer segments/s for ``seconds``; print p50/p99 latency."""
+    base = on_free_ports(base)
+    stack = LocalStack(base)
+    calls = 40
+    try:
+        stack.up()
+        settings = _settings_for(base, "latency")
+        ensure_topics(settings)
+        env_extra = {"PORTRAIT_LOG_LEVEL": "WARNING"}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "portrait.cli", "worker"],
+            env=dict(os.environ) | settings.as_env() | env_extra,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        watcher = PromptWatcher(settings)
+        watcher.start()
+        producer = make_producer(settings, **{"linger.ms": 0})
+        topic = settings.topic("calls")
+        try:
+            for call in range(calls):
+                producer.produce(topic, orjson.dumps(_started(call)), f"lat-call-{call:04d}")
+            # warm-up: one turn per call, until the worker answers all of them
+            for call in range(calls):
+                producer.produce(topic, orjson.dumps(_segment(call, 0, 0)), f"lat-call-{call:04d}")
+            producer.flush(10)
+            deadline = time.monotonic() + 120
+            while len(watcher.arrived) < calls and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if len(watcher.arrived) < calls:
+                print("the worker did not answer the warm-up turns", file=sys.stderr)
+                return 1
+            sent: dict[str, float] = {}
+            total = int(rate * seconds)
+            interval = 1.0 / rate
+            started = time.perf_counter()
+            for i in range(total):
+                target = started + i * interval
+                while (pause := target - time.perf_counter()) > 0:
+                    time.sleep(min(pause, 0.002))
+                call, seq = i % calls, 1 + i // calls
+                body = _segment(call, seq, seq * 5_000)
+                sent[body["event_id"]] = time.time()
+                producer.produce(topic, orjson.dumps(body), f"lat-call-{call:04d}")
+                producer.poll(0)
+            producer.flush(10)
+            send_seconds = time.perf_counter() - started
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not all(k in watcher.arrived for k in sent):
+                time.sleep(0.1)
+        finally:
+            watcher.stopping.set()
+            watcher.join(5)
+            stop_process(worker)
+    finally:
+        stack.down()
+    latencies = [
+        1000 * (watcher.arrived[k][0] - t) for k, t in sent.items() if k in watcher.arrived
+    ]
+    internal = [watcher.arrived[k][1] for k in sent if k in watcher.arrived]
+    summary = {
+        "segments": total,
+        "segments_per_second": round(total / send_seconds, 1),
+        "prompts": len(latencies),
+        "p50_ms": round(_percentile(latencies, 0.50), 1),
+        "p99_ms": round(_percentile(latencies, 0.99), 1),
+        "max_ms": round(max(latencies, default=0.0), 1),
+        "mean_ms": round(statistics.fmean(latencies), 1) if latencies else 0.0,
+        "worker_latency_ms_p50": round(_percentile(internal, 0.50), 1),
+        "worker_latency_ms_p99": round(_percentile(internal, 0.99), 1),
+        "lossless": len(latencies) == total,
+    }
+    if as_json:
+        print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(
+            f"{total} customer call segments at {summary['segments_per_second']}/s, "
+            f"{calls} concurrent calls, one worker process"
+        )
+        print(
+            f"  produced → prompt consumed  p50 {summary['p50_ms']} ms  "
+            f"p99 {summary['p99_ms']} ms  max {summary['max_ms']} ms"
+        )
+        print(
+            f"  inside the worker (Kafka timestamp → prompt built)  "
+            f"p50 {summary['worker_latency_ms_p50']} ms  p99 {summary['worker_latency_ms_p99']} ms"
+        )
+        print(f"  every segment prompted: {summary['lossless']}")
+    return 0 if summary["lossless"] else 1
