@@ -237,6 +237,64 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
 # --- tail -------------------------------------------------------------------------------
 
 
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    import redis
+
+    from streams.replay import replay, verify
+
+    prefix = args.namespace or f"replay-{time.strftime('%Y%m%d-%H%M%S')}:"
+    target = settings.model_copy(
+        update={"redis_url": args.redis_url or settings.redis_url, "redis_key_prefix": prefix}
+    )
+    if prefix == settings.redis_key_prefix and target.redis_url == settings.redis_url:
+        print("the replay target must differ from the live namespace", file=sys.stderr)
+        return 2
+    client = redis.Redis.from_url(target.redis_url)
+    if next(client.scan_iter(match=f"{prefix}*", count=100), None) is not None:
+        print(f"namespace {prefix!r} is not empty; choose a fresh one", file=sys.stderr)
+        return 2
+    since_ms = int(datetime.fromisoformat(args.since).timestamp() * 1000) if args.since else None
+
+    def progress(events: int, seconds: float) -> None:
+        rate = events / seconds if seconds > 0 else 0.0
+        print(f"\rreplayed {events:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+    summary = asyncio.run(
+        replay(
+            settings, target, since_ms=since_ms, idle_seconds=args.idle_timeout, progress=progress
+        )
+    )
+    print(file=sys.stderr)
+    result: dict[str, Any] = {
+        "namespace": prefix,
+        "redis_url": target.redis_url,
+        "events": summary.events,
+        "customers": summary.customers,
+        "outcomes": dict(summary.outcomes),
+        "seconds": round(summary.seconds, 3),
+        "events_per_second": round(summary.rate, 1),
+    }
+    if args.verify:
+        report = asyncio.run(verify(settings, target))
+        result["differences"] = report
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"replayed {summary.events:,} events into {prefix!r} in {summary.seconds:.1f} s "
+            f"({summary.rate:,.0f}/s): {summary.customers:,} customers, "
+            + ", ".join(f"{kind} {count:,}" for kind, count in sorted(summary.outcomes.items()))
+        )
+        if args.verify:
+            if not result["differences"]:
+                print("verify: every rebuilt profile equals the live one")
+            for cid, paths in sorted(result["differences"].items()):
+                print(f"verify: {cid} differs at {', '.join(paths)}")
+    return 1 if args.verify and result["differences"] else 0
+
+
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
@@ -433,6 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--max", type=int, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
+
+    replay = sub.add_parser("replay", help="rebuild profiles from the input topics")
+    replay.add_argument("--namespace", help="fresh Redis key prefix (default replay-<time>:)")
+    replay.add_argument("--redis-url", help="Redis (database) to rebuild into (default: live)")
+    replay.add_argument("--since", help="replay events from this RFC 3339 time on")
+    replay.add_argument("--idle-timeout", type=float, default=3.0, help="stop after idle seconds")
+    replay.add_argument("--verify", action="store_true", help="compare with the live profiles")
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_replay)
 
     schemas = sub.add_parser("schemas", help="write (or --check) the JSON Schemas")
     schemas.add_argument("--check", action="store_true")

@@ -37,6 +37,16 @@ async def get_profile(
     customer_id = await find_customer(store, kind, value)
     if customer_id is None:
         return None
+    return await profile_by_id(store, customer_id, model, settings)
+
+
+async def profile_by_id(
+    store: ProfileStore,
+    customer_id: str,
+    model: CustomerModel | None = None,
+    settings: DocumentSettings | None = None,
+) -> dict[str, Any] | None:
+    """The profile document of a live customer id (no redirects followed), or None."""
     state = await store.load(customer_id)
     if state is None:
         return None

@@ -115,9 +115,19 @@ class BatchPipeline:
     """Turns batches of input records into state changes and output records."""
 
     def __init__(
-        self, settings: Settings, store: ProfileStore, registry: ModelRegistry | None = None
+        self,
+        settings: Settings,
+        store: ProfileStore,
+        registry: ModelRegistry | None = None,
+        *,
+        emit: bool = True,
     ) -> None:
+        """``emit=False`` (replay) applies state only: no profile events or prompts are built
+        and the customer model and learner are not used (scores are never stored)."""
         self.settings = settings
+        self.emit = emit
+        if not emit:
+            settings = settings.model_copy(update={"scores_enabled": False, "learn_every": 0})
         self.store = store
         self.registry = registry
         self.delta_settings = DeltaSettings(
@@ -376,6 +386,9 @@ class BatchPipeline:
         emitted_at: str,
     ) -> None:
         """Outputs for applied events, in order; every changed customer scored in one call."""
+        if not self.emit:
+            self._count(accepted, results, outcome)
+            return
         applied: list[tuple[int, ApplyResult]] = []
         for index, result in enumerate(results):
             if result.status == "ok":
@@ -442,6 +455,21 @@ class BatchPipeline:
                 metrics.DLQ.labels("state_error").inc()
             outcome.outcomes[(record.topic, kind)] += 1
             emitted.add(event.event_id)
+
+    def _count(
+        self, accepted: Sequence[Accepted], results: Sequence[ApplyResult], outcome: BatchOutcome
+    ) -> None:
+        """Outcomes only (replay): applied events are confirmed, nothing is built."""
+        kinds = {"dup": "duplicate", "error": "dlq"}
+        for (record, event, _), result in zip(accepted, results, strict=True):
+            if result.status == "ok" and result.customer_id is not None:
+                outcome.applied.append((result.customer_id, event.event_id))
+            if result.status == "error":
+                metrics.DLQ.labels("state_error").inc()
+                outcome.outputs.append(
+                    self.dlq_record(record, Rejection(f"state_error: {result.error}"))
+                )
+            outcome.outcomes[(record.topic, kinds.get(result.status, "ok"))] += 1
 
     def _observe_feedback(
         self,

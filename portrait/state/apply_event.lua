@@ -21,7 +21,8 @@
 --   n:  member of a set of recent negative messages, named by their order key; kept
 --       only while newer than the register r:calm (the latest non-negative message),
 --       so the negative streak is the size of the set
---   m:first_seen (min), m:last_seen (max), m:version (the survivor's, +1 per change)
+--   m:first_seen (min), m:last_seen (max), m:version (add: +1 per change, a merge adds
+--   the loser's, so the version counts every applied change whatever the order)
 -- r:prod:<product> is the register "order\theld|declined" the call advice reads.
 -- so applying events in any order, or merging in any order, gives the same content.
 --
@@ -121,6 +122,7 @@ local function combine(f, v)
     if (not cur[f]) and ((not calm) or string.sub(f, 3) > calm) then put(f, v) end
   elseif f == 'm:first_seen' then keep_extreme(f, tonumber(v), true)
   elseif f == 'm:last_seen' then keep_extreme(f, tonumber(v), false)
+  elseif f == 'm:version' then add_int(f, tonumber(v))  -- merged: both customers' changes
   end
 end
 
