@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/portrait bench
 	$(BIN)/portrait bench --emotion
 	$(BIN)/portrait bench --prompts
+	$(BIN)/portrait bench --replay
 
 schemas: install
 	$(BIN)/portrait schemas

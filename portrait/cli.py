@@ -415,6 +415,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.replay:
+        from portrait.bench.replay import run_replay_bench
+
+        return run_replay_bench(
+            settings, events=args.events, customers=args.customers, as_json=args.json
+        )
     if args.prompts:
         from portrait.bench.latency import run_latency_bench
 
@@ -524,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotion", action="store_true", help="emotion model alone vs the worker reading emotion"
     )
     bench.add_argument("--messages", type=int, default=10_000, help="chat messages for --emotion")
+    bench.add_argument(
+        "--replay", action="store_true", help="replay engine vs a plain consume → produce loop"
+    )
     bench.add_argument(
         "--prompts", action="store_true", help="call segment → agent prompt latency at --rate"
     )
