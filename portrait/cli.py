@@ -119,7 +119,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     kind, value = chosen[0]
 
     async def lookup() -> dict[str, Any] | None:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        store = RedisProfileStore.for_settings(settings)
         try:
             registry = ModelRegistry(store.redis, settings.redis_key_prefix)
             model = await customer_model_in_use(registry, settings.customer_model_version)
@@ -181,7 +181,7 @@ def cmd_products(settings: Settings, args: argparse.Namespace) -> int:
     from processors.assist import PHASES, parse_stats
 
     async def read() -> dict[str, str]:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        store = RedisProfileStore.for_settings(settings)
         try:
             return await store.product_stats()
         finally:
@@ -251,7 +251,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if prefix == settings.redis_key_prefix and target.redis_url == settings.redis_url:
         print("the replay target must differ from the live namespace", file=sys.stderr)
         return 2
-    client = redis.Redis.from_url(target.redis_url)
+    client = redis.Redis.from_url(target.redis_url, **target.redis_options())
     if next(client.scan_iter(match=f"{prefix}*", count=100), None) is not None:
         print(f"namespace {prefix!r} is not empty; choose a fresh one", file=sys.stderr)
         return 2

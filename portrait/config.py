@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.assist import DEFAULT_PROMPTS_FILE, AssistSettings
@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     escalate_negative_streak: int = Field(default=3, ge=1)
     escalate_value: float = Field(default=0.7, ge=0, le=1)
     prompts_file: Path = DEFAULT_PROMPTS_FILE
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_ca_file: str = ""
+    kafka_ssl_cert_file: str = ""
+    kafka_ssl_key_file: str = ""
+    redis_password: SecretStr = SecretStr("")
+    redis_ssl_ca_file: str = ""
     log_level: str = "INFO"
     stack_dir: Path = Path.home() / ".cache" / "portrait"
 
@@ -116,11 +125,59 @@ class Settings(BaseSettings):
             escalate_value=self.escalate_value,
         )
 
+    def kafka_client_config(self) -> dict[str, str]:
+        """Security settings for confluent-kafka clients (librdkafka names)."""
+        config: dict[str, str] = {"security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.kafka_ssl_ca_file),
+            ("ssl.certificate.location", self.kafka_ssl_cert_file),
+            ("ssl.key.location", self.kafka_ssl_key_file),
+        ):
+            if path and self.kafka_security_protocol.endswith("SSL"):
+                config[key] = path
+        return config
+
+    def faust_credentials(self) -> Any:
+        """``broker_credentials`` for Faust (aiokafka), or None for PLAINTEXT."""
+        import ssl
+
+        import faust
+
+        context = None
+        if self.kafka_security_protocol.endswith("SSL"):
+            context = ssl.create_default_context(cafile=self.kafka_ssl_ca_file or None)
+            if self.kafka_ssl_cert_file:
+                context.load_cert_chain(self.kafka_ssl_cert_file, self.kafka_ssl_key_file or None)
+        if self.kafka_security_protocol.startswith("SASL"):
+            return faust.SASLCredentials(
+                username=self.kafka_sasl_username,
+                password=self.kafka_sasl_password.get_secret_value(),
+                mechanism=self.kafka_sasl_mechanism,
+                ssl_context=context,
+            )
+        return faust.SSLCredentials(context) if context is not None else None
+
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments for redis-py's ``from_url``: password and TLS CA
+        (TLS itself: a ``rediss://`` URL)."""
+        options: dict[str, Any] = {}
+        if self.redis_password.get_secret_value():
+            options["password"] = self.redis_password.get_secret_value()
+        if self.redis_ssl_ca_file and self.redis_url.startswith("rediss://"):
+            options["ssl_ca_certs"] = self.redis_ssl_ca_file
+        return options
+
     def as_env(self) -> dict[str, str]:
         """These settings as ``PORTRAIT_*`` variables, to hand to a child process."""
         return {
             f"PORTRAIT_{name.upper()}": json.dumps(value)
             if isinstance(value, (tuple, list))
+            else value.get_secret_value()
+            if isinstance(value, SecretStr)
             else str(value)
             for name, value in self.model_dump().items()
             if value is not None

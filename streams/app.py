@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=max(4 * settings.batch_max_events, 4096),
         broker_max_poll_records=settings.batch_max_events,
         producer_acks=-1,
+        broker_credentials=settings.faust_credentials(),
     )
     inputs = app.topic(
         *(settings.topic(name) for name in INPUT_TOPICS),
@@ -93,7 +94,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_clients() -> None:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        store = RedisProfileStore.for_settings(settings)
         state["store"] = store
         state["producer"] = ConfirmedProducer(settings)
         registry = ModelRegistry(store.redis, settings.redis_key_prefix)

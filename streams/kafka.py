@@ -31,7 +31,7 @@ def all_topics(settings: Settings) -> list[str]:
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """Settings every confluent-kafka client shares."""
-    return {"bootstrap.servers": settings.kafka_bootstrap}
+    return {"bootstrap.servers": settings.kafka_bootstrap} | settings.kafka_client_config()
 
 
 def topic_config(settings: Settings) -> dict[str, str]:

@@ -82,7 +82,7 @@ async def replay(
             "fetch.wait.max.ms": 50,
         }
     )
-    store = RedisProfileStore(target.redis_url, target.redis_key_prefix)
+    store = RedisProfileStore.for_settings(target)
     pipeline = BatchPipeline(target, store, emit=False)
     summary = ReplaySummary()
     loop = asyncio.get_running_loop()
@@ -158,8 +158,8 @@ async def verify(live: Settings, rebuilt: Settings) -> dict[str, list[str]]:
     Customers only in one namespace are reported with the path ``(missing live)`` or
     ``(missing rebuilt)``.
     """
-    live_store = RedisProfileStore(live.redis_url, live.redis_key_prefix)
-    rebuilt_store = RedisProfileStore(rebuilt.redis_url, rebuilt.redis_key_prefix)
+    live_store = RedisProfileStore.for_settings(live)
+    rebuilt_store = RedisProfileStore.for_settings(rebuilt)
     model = default_customer_model()
     report: dict[str, list[str]] = {}
     try:

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from portrait import metrics
+from portrait.config import Settings
 from processors.assist import CallAdvice
 from processors.profile import StoredState
 
@@ -157,14 +158,19 @@ class RedisProfileStore:
     a caller may start the next chunk's update before it has read the previous answer.
     """
 
-    def __init__(self, url: str, prefix: str = "portrait:") -> None:
+    def __init__(self, url: str, prefix: str = "portrait:", **options: Any) -> None:
         self.prefix = prefix
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False)
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, **options)
         self._apply_src = _lua("apply_event.lua")
         self._ack_src = _lua("ack_outputs.lua")
         self._shas: tuple[str, str] | None = None
         self._order = asyncio.Lock()  # FIFO: updates reach Redis in submission order
         self._confirming: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> RedisProfileStore:
+        """The store of these settings (URL, key prefix, password and TLS options)."""
+        return cls(settings.redis_url, settings.redis_key_prefix, **settings.redis_options())
 
     def key(self, customer_id: str, section: str) -> str:
         """Key of one part of a customer's key family."""
