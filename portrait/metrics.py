@@ -62,3 +62,8 @@ PROMPT_LATENCY = Histogram(
     "From the source event's Kafka timestamp to the prompt being built for sending.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+CONSUMER_LAG = Gauge(
+    "portrait_consumer_lag_messages",
+    "High-water mark minus committed offset, per input topic and partition.",
+    ["topic", "partition"],
+)

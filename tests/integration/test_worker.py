@@ -166,6 +166,16 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
 
         wait_for(merged, what="merged profile with 7 events")
         dlq = outputs(settings, "dlq")
+
+        def caught_up() -> bool:  # every input processed and committed: lag 0 everywhere
+            lines = [
+                line
+                for line in http_get(settings, "/metrics")[1].splitlines()
+                if line.startswith("portrait_consumer_lag_messages{")
+            ]
+            return bool(lines) and all(line.endswith(" 0.0") for line in lines)
+
+        wait_for(caught_up, timeout=30, what="consumer lag 0")
         health = http_get(settings, "/livez"), http_get(settings, "/readyz")
         metrics = http_get(settings, "/metrics")[1]
 
