@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from portrait.events import INPUT_MODELS, OUTPUT_MODELS, ProfileDocument
+from portrait.events import INPUT_MODELS, INPUT_TOPIC_BY_TYPE, OUTPUT_MODELS, ProfileDocument
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -22,7 +22,98 @@ def generated_schemas() -> dict[str, dict[str, Any]]:
     out["profile.json"] = ProfileDocument.model_json_schema()
     for name, schema in out.items():
         schema["$id"] = f"https://portrait.dev/schemas/{name}"
+    out[ASYNCAPI_FILE] = asyncapi_document()
     return out
+
+
+# Output topics (short name) → the event types they carry, and each topic's record key.
+OUTPUT_TOPIC_BY_TYPE = {
+    "profile.changed": "profile-changes",
+    "profile.merged": "profile-changes",
+    "profile.erased": "profile-changes",
+    "profile.snapshot": "profile-changes",
+    "agent.prompt": "agent-prompts",
+    "trends.window": "trends",
+    "dlq.record": "dlq",
+}
+TOPIC_KEYS = {
+    "chat": "conversation id",
+    "calls": "call id",
+    "channel-events": "any customer identifier",
+    "commands": "a customer identifier",
+    "profile-changes": "customer id",
+    "agent-prompts": "agent or employee id",
+    "trends": "window start",
+    "dlq": "the original record's key",
+}
+ASYNCAPI_FILE = "asyncapi.json"
+
+
+def _message_name(event_type: str) -> str:
+    return event_type.replace(".", "_")
+
+
+def asyncapi_document(prefix: str = "portrait.") -> dict[str, Any]:
+    """An AsyncAPI 3.0 document: every topic a channel, every event type a message whose
+    payload is the committed JSON Schema; Portrait receives the inputs and sends the
+    outputs."""
+    by_topic: dict[str, list[str]] = {}
+    for event_type, topic in INPUT_TOPIC_BY_TYPE.items():
+        by_topic.setdefault(topic, []).append(event_type)
+    for event_type, topic in OUTPUT_TOPIC_BY_TYPE.items():
+        by_topic.setdefault(topic, []).append(event_type)
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for topic, event_types in by_topic.items():
+        channel_id = topic.replace("-", "_")
+        is_input = event_types[0] in INPUT_TOPIC_BY_TYPE
+        channels[channel_id] = {
+            "address": f"{prefix}{topic}",
+            "description": f"Record key: {TOPIC_KEYS[topic]}.",
+            "messages": {
+                _message_name(t): {"$ref": f"#/components/messages/{_message_name(t)}"}
+                for t in event_types
+            },
+        }
+        operations[f"{'receive' if is_input else 'send'}_{channel_id}"] = {
+            "action": "receive" if is_input else "send",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "messages": [
+                {"$ref": f"#/channels/{channel_id}/messages/{_message_name(t)}"}
+                for t in event_types
+            ],
+        }
+        for event_type in event_types:
+            folder = "input" if is_input else "output"
+            messages[_message_name(event_type)] = {
+                "name": event_type,
+                "contentType": "application/json",
+                "payload": {
+                    "schemaFormat": "application/schema+json;version=draft-07",
+                    "schema": {"$ref": f"{folder}/{event_type}.json"},
+                },
+            }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Portrait",
+            "version": "0.1.0",
+            "description": "Real-time customer profiles from chat, call and channel events "
+            "(topic names use the default prefix; PORTRAIT_TOPIC_PREFIX changes it).",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "kafka": {
+                "host": "127.0.0.1:9092",
+                "protocol": "kafka",
+                "description": "PORTRAIT_KAFKA_BOOTSTRAP",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages},
+    }
 
 
 def render(schema: dict[str, Any]) -> bytes:
