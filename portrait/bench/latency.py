@@ -32,34 +32,27 @@ PLEASED = ("太好了，非常满意，谢谢你们", "Great, that sounds perfec
 UPSET = ("你们太差劲了，我要投诉", "This is the worst service ever, I want to complain")
 
 
-def _segment(call: int, seq: int, offset_ms: int) -> dict[str, Any]:
-    language = call % 2
-    text = (PLEASED if seq % 2 else UPSET)[language]
+def _call_event(call: int, suffix: str, type_: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """An event of call number ``call`` (its customer's phone derives from the number)."""
     return {
-        "event_id": f"lat-{call:04d}-{seq:06d}",
-        "type": "call.segment",
+        "event_id": f"lat-{call:04d}-{suffix}",
+        "type": type_,
         "occurred_at": "2026-11-20T10:00:00+08:00",
         "source": "hotline",
         "customer": {"phone": f"1390000{call:04d}"},
-        "payload": {
-            "call_id": f"lat-call-{call:04d}",
-            "seq": seq,
-            "speaker": "customer",
-            "text": text,
-            "offset_ms": offset_ms,
-        },
+        "payload": {"call_id": f"lat-call-{call:04d}", **payload},
     }
+
+
+def _segment(call: int, seq: int, offset_ms: int) -> dict[str, Any]:
+    """A customer turn: pleased on odd turns, upset on even ones; odd calls in English."""
+    text = (PLEASED if seq % 2 else UPSET)[call % 2]
+    payload = {"seq": seq, "speaker": "customer", "text": text, "offset_ms": offset_ms}
+    return _call_event(call, f"{seq:06d}", "call.segment", payload)
 
 
 def _started(call: int) -> dict[str, Any]:
-    return {
-        "event_id": f"lat-{call:04d}-start",
-        "type": "call.started",
-        "occurred_at": "2026-11-20T10:00:00+08:00",
-        "source": "hotline",
-        "customer": {"phone": f"1390000{call:04d}"},
-        "payload": {"call_id": f"lat-call-{call:04d}", "agent_id": f"agent-{call % 10}"},
-    }
+    return _call_event(call, "start", "call.started", {"agent_id": f"agent-{call % 10}"})
 
 
 class PromptWatcher(threading.Thread):
