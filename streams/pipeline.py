@@ -408,13 +408,10 @@ class BatchPipeline:
             kind = "ok"
             if result.status == "ok":
                 outcome.outputs.extend(
-                    self._profile_outputs(
-                        event.event_id, result, updates[index], scores[index], emitted_at
+                    self._applied_outputs(
+                        record, event, emotion, result, updates[index], scores[index], emitted_at
                     )
                 )
-                prompt = self._prompt(record, event, emotion, result, updates[index], scores[index])
-                if prompt is not None:
-                    outcome.outputs.append(prompt)
                 assert result.customer_id is not None
                 outcome.applied.append((result.customer_id, event.event_id))
                 metrics.MERGES.inc(len(result.merged))
@@ -431,30 +428,46 @@ class BatchPipeline:
                 replayable = event.event_id not in emitted
                 if replayable and result.replay is not None and result.customer_id is not None:
                     outcome.outputs.extend(
-                        self._profile_outputs(
-                            event.event_id,
+                        self._applied_outputs(
+                            record,
+                            event,
+                            emotion,
                             result.replay,
                             updates[index],
                             scores[index],
                             emitted_at,
                         )
                     )
-                    prompt = self._prompt(
-                        record, event, emotion, result.replay, updates[index], scores[index]
-                    )
-                    if prompt is not None:
-                        outcome.outputs.append(prompt)
                     outcome.applied.append((result.customer_id, event.event_id))
             elif result.status == "erased":
                 outcome.outputs.extend(self._erased_outputs(event.event_id, result, emitted_at))
             elif result.status == "error":
                 kind = "dlq"
-                outcome.outputs.append(
-                    self.dlq_record(record, Rejection(f"state_error: {result.error}"))
-                )
-                metrics.DLQ.labels("state_error").inc()
+                outcome.outputs.append(self._state_error(record, result))
             outcome.outcomes[(record.topic, kind)] += 1
             emitted.add(event.event_id)
+
+    def _state_error(self, record: InputRecord, result: ApplyResult) -> OutputRecord:
+        """The DLQ record of an event the state script failed on, counted."""
+        metrics.DLQ.labels("state_error").inc()
+        return self.dlq_record(record, Rejection(f"state_error: {result.error}"))
+
+    def _applied_outputs(
+        self,
+        record: InputRecord,
+        event: InputEvent,
+        emotion: EmotionResult | None,
+        result: ApplyResult,
+        update: Update,
+        scores: tuple[dict[str, Any], dict[str, Any]],
+        emitted_at: str,
+    ) -> list[OutputRecord]:
+        """Profile events and the agent prompt, if any, of an applied (or replayed) event."""
+        outputs = self._profile_outputs(event.event_id, result, update, scores, emitted_at)
+        prompt = self._prompt(record, event, emotion, result, update, scores)
+        if prompt is not None:
+            outputs.append(prompt)
+        return outputs
 
     def _count(
         self, accepted: Sequence[Accepted], results: Sequence[ApplyResult], outcome: BatchOutcome
@@ -465,10 +478,7 @@ class BatchPipeline:
             if result.status == "ok" and result.customer_id is not None:
                 outcome.applied.append((result.customer_id, event.event_id))
             if result.status == "error":
-                metrics.DLQ.labels("state_error").inc()
-                outcome.outputs.append(
-                    self.dlq_record(record, Rejection(f"state_error: {result.error}"))
-                )
+                outcome.outputs.append(self._state_error(record, result))
             outcome.outcomes[(record.topic, kinds.get(result.status, "ok"))] += 1
 
     def _observe_feedback(
