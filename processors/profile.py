@@ -100,8 +100,9 @@ class ProfileDelta:
     call: dict[str, Any] | None = None
     """The call session change (``processors.assist.call_session_delta``)."""
 
-    def to_json(self, now_ms: int, retention_ms: int) -> bytes:
-        """The delta as the state script reads it (its ARGV)."""
+    def to_json(self, now_ms: int, retention_ms: int, *, quiet: bool = False) -> bytes:
+        """The delta as the state script reads it (its ARGV). ``quiet`` (replay): the
+        script answers only the customer id and keeps nothing pending for delivery."""
         body: dict[str, Any] = {
             "eid": self.event_id,
             "ts": self.occurred_ms,
@@ -115,6 +116,8 @@ class ProfileDelta:
         }
         if self.call is not None:  # the script's JSON null would read as true
             body["call"] = self.call
+        if quiet:
+            body["quiet"] = True
         return orjson.dumps(body)
 
 

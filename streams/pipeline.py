@@ -335,7 +335,7 @@ class BatchPipeline:
                     event = Rejection(f"unprocessable: {type(exc).__name__}")
                 else:
                     accepted.append((record, event, emotion))
-                    deltas.append(delta.to_json(now_ms, self.retention_ms))
+                    deltas.append(delta.to_json(now_ms, self.retention_ms, quiet=not self.emit))
                     if delta.product_stats:  # later calls in this batch see this feedback
                         self._stats_raw.update(delta.product_stats)
                         self._stats = parse_stats(self._stats_raw)
@@ -472,11 +472,9 @@ class BatchPipeline:
     def _count(
         self, accepted: Sequence[Accepted], results: Sequence[ApplyResult], outcome: BatchOutcome
     ) -> None:
-        """Outcomes only (replay): applied events are confirmed, nothing is built."""
+        """Outcomes only (replay): quiet deltas keep nothing pending, nothing is built."""
         kinds = {"dup": "duplicate", "error": "dlq"}
-        for (record, event, _), result in zip(accepted, results, strict=True):
-            if result.status == "ok" and result.customer_id is not None:
-                outcome.applied.append((result.customer_id, event.event_id))
+        for (record, _, _), result in zip(accepted, results, strict=True):
             if result.status == "error":
                 outcome.outputs.append(self._state_error(record, result))
             outcome.outcomes[(record.topic, kinds.get(result.status, "ok"))] += 1

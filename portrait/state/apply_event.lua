@@ -10,7 +10,8 @@
 --      ties: the smaller id) with the same typed operations the delta uses;
 --   4. apply the delta, bump the version, record the event id;
 --   5. answer (and keep as pending until delivery is confirmed) the customer's fields
---      and the old value of every field that changed.
+--      and the old value of every field that changed — or, for a quiet delta (replay),
+--      only the customer id, keeping nothing pending.
 -- An event whose data makes apply_one fail answers "error"; the others still apply.
 --
 -- A customer's profile is one hash whose field prefix gives its merge operation:
@@ -338,6 +339,8 @@ local function apply_one(raw)
   local seen = ck(cid, 'seen')
   redis.call('ZADD', seen, d.now, d.eid)
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', d.now - d.ret))
+  -- replay: state only, no outputs to build or keep pending
+  if d.quiet then return 'ok' .. RS .. cid end
 
   local after, before = {}, {}
   for f, v in pairs(cur) do

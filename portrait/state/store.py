@@ -98,6 +98,8 @@ class ApplyResult:
             replay = cls._applied(customer_id or "", parts[2:]) if len(parts) > 2 else None
             return cls(status, customer_id=customer_id, replay=replay)
         if status == "ok":
+            if len(parts) == 2:  # a quiet delta: the customer id only
+                return cls(status, customer_id=parts[1])
             return cls._applied(parts[1], parts[2:])
         return cls(status)
 
