@@ -242,7 +242,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     import redis
 
-    from streams.replay import replay, verify
+    from streams.replay import replay_parallel, verify
 
     prefix = args.namespace or f"replay-{time.strftime('%Y%m%d-%H%M%S')}:"
     target = settings.model_copy(
@@ -261,10 +261,13 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         rate = events / seconds if seconds > 0 else 0.0
         print(f"\rreplayed {events:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
 
-    summary = asyncio.run(
-        replay(
-            settings, target, since_ms=since_ms, idle_seconds=args.idle_timeout, progress=progress
-        )
+    summary = replay_parallel(
+        settings,
+        target,
+        args.processes,
+        since_ms=since_ms,
+        idle_seconds=args.idle_timeout,
+        progress=progress,
     )
     print(file=sys.stderr)
     result: dict[str, Any] = {
@@ -503,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--redis-url", help="Redis (database) to rebuild into (default: live)")
     replay.add_argument("--since", help="replay events from this RFC 3339 time on")
     replay.add_argument("--idle-timeout", type=float, default=3.0, help="stop after idle seconds")
+    replay.add_argument(
+        "--processes", type=int, default=1, help="engines, each on its share of the partitions"
+    )
     replay.add_argument("--verify", action="store_true", help="compare with the live profiles")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_replay)

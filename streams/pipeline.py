@@ -600,23 +600,32 @@ class BatchPipeline:
         loop = asyncio.get_running_loop()
         waiting: list[Accepted] = []
         in_flight: asyncio.Future[list[ApplyResult]] | None = None
-        for start in range(0, len(records), size):
-            chunk = records[start : start + size]
-            decoded = self._parse(chunk)
-            # The model runs on its own thread (numpy releases the GIL) while this one
-            # waits for Redis and builds the previous chunk's outputs.
-            reading = loop.run_in_executor(self._model_thread, self._read_emotions, decoded)
-            results = await in_flight if in_flight is not None else []
-            self._emit(waiting, results, outcome, emitted, emitted_at)
-            accepted, deltas = self._deltas(chunk, decoded, await reading, outcome, now_ms)
-            # Start this chunk's update before building its outputs on the next turn, so
-            # that Redis works on one chunk while this thread works on another.
-            in_flight = asyncio.ensure_future(self.store.apply(deltas))
-            for _ in range(3):  # a few loop turns: enough for the request to be written
-                await asyncio.sleep(0)
-            waiting = accepted
-        if in_flight is not None:
-            self._emit(waiting, await in_flight, outcome, emitted, emitted_at)
+        updates: list[asyncio.Future[list[ApplyResult]]] = []
+        try:
+            for start in range(0, len(records), size):
+                chunk = records[start : start + size]
+                decoded = self._parse(chunk)
+                # While Redis applies the previous chunk, this thread decodes this one and
+                # builds its deltas, and the model reads it on its own thread (numpy
+                # releases the GIL). Deltas never depend on earlier answers.
+                reading = loop.run_in_executor(self._model_thread, self._read_emotions, decoded)
+                accepted, deltas = self._deltas(chunk, decoded, await reading, outcome, now_ms)
+                # Queue this chunk's update (the store sends it as soon as the previous
+                # one is answered), then build the previous chunk's outputs meanwhile.
+                queued = asyncio.ensure_future(self.store.apply(deltas))
+                updates.append(queued)
+                for _ in range(3):  # a few loop turns: enough for the request to queue
+                    await asyncio.sleep(0)
+                results = await in_flight if in_flight is not None else []
+                in_flight = queued
+                self._emit(waiting, results, outcome, emitted, emitted_at)
+                waiting = accepted
+            if in_flight is not None:
+                self._emit(waiting, await in_flight, outcome, emitted, emitted_at)
+        finally:  # a failed batch leaves no update behind to fail unobserved
+            for update in updates:
+                if not update.done():
+                    update.cancel()
         return outcome
 
     async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:

@@ -5,7 +5,12 @@ nothing committed) reads the four input topics from the beginning or from a time
 hands batches to the same :class:`streams.pipeline.BatchPipeline` the Faust worker uses —
 same processors, same Lua — in state-only mode: nothing is produced, so subscribers of
 the live topics see nothing. It stops when the topics stay idle for ``idle_seconds``
-(the high-water marks of some brokers cannot be trusted).
+(the high-water marks of some brokers cannot be trusted). The next batch is fetched
+while the current one is applied.
+
+:func:`replay_parallel` runs several such engines in processes, each on its share of
+the partitions: the profile state is order-independent (merges and deltas commute), so
+splitting the topics any way gives the same profiles.
 
 :func:`verify` compares every rebuilt profile with the live one of the same customer id.
 """
@@ -13,6 +18,8 @@ the live topics see nothing. It stops when the topics stay idle for ``idle_secon
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,6 +46,8 @@ class ReplaySummary:
     seconds: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     customers: int = 0
+    started: float = 0.0  # time.monotonic() of the first event applied
+    finished: float = 0.0  # … and of the last
 
     @property
     def rate(self) -> float:
@@ -47,18 +56,24 @@ class ReplaySummary:
 
 
 def _assignment(
-    consumer: Consumer, settings: Settings, since_ms: int | None
+    consumer: Consumer, settings: Settings, since_ms: int | None, share: tuple[int, int]
 ) -> list[TopicPartition]:
-    """Every partition of the input topics, at the beginning or at ``since_ms``."""
-    partitions = []
+    """This engine's partitions of the input topics (``share`` = (index, engines): every
+    engines-th of the sorted list), at the beginning or at ``since_ms``."""
+    everything: list[tuple[str, int]] = []
     for short in INPUT_TOPICS:
         topic = settings.topic(short)
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
             continue
-        for number in metadata.partitions:
-            start = since_ms if since_ms is not None else OFFSET_BEGINNING
-            partitions.append(TopicPartition(topic, number, start))
+        everything.extend((topic, number) for number in sorted(metadata.partitions))
+    index, engines = share
+    start = since_ms if since_ms is not None else OFFSET_BEGINNING
+    partitions = [
+        TopicPartition(topic, number, start)
+        for position, (topic, number) in enumerate(everything)
+        if position % engines == index
+    ]
     if since_ms is not None and partitions:
         partitions = consumer.offsets_for_times(partitions, timeout=10)
     return partitions
@@ -71,8 +86,10 @@ async def replay(
     since_ms: int | None = None,
     idle_seconds: float = 3.0,
     progress: Progress | None = None,
+    share: tuple[int, int] = (0, 1),
 ) -> ReplaySummary:
-    """Rebuild profiles from ``source``'s input topics into ``target``'s Redis namespace."""
+    """Rebuild profiles from ``source``'s input topics into ``target``'s Redis namespace
+    (this engine's ``share`` of the partitions)."""
     consumer = Consumer(
         client_config(source)
         | {
@@ -90,12 +107,18 @@ async def replay(
     async def discard(_outputs: Sequence[OutputRecord]) -> None:
         """Replay never produces: rejected input is counted (``dlq``), not re-sent."""
 
+    def fetch() -> asyncio.Future[list[Any]]:
+        return loop.run_in_executor(None, consumer.consume, source.batch_max_events, 0.2)
+
     try:
-        consumer.assign(_assignment(consumer, source, since_ms))
+        consumer.assign(_assignment(consumer, source, since_ms, share))
         started = first = time.monotonic()
+        summary.started = started
         idle_since = started
+        fetching = fetch()
         while True:
-            batch = await loop.run_in_executor(None, consumer.consume, source.batch_max_events, 0.2)
+            batch = await fetching
+            fetching = fetch()  # the next batch arrives while this one is applied
             records = [
                 InputRecord(
                     m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value()
@@ -109,20 +132,113 @@ async def replay(
                     break
                 continue
             if summary.events == 0:
-                first = now
+                first = summary.started = now
             idle_since = now
             outcome = await pipeline.run(records, discard)
             for (_, kind), count in outcome.outcomes.items():
                 summary.outcomes[kind] += count
             summary.events += len(records)
-            summary.seconds = time.monotonic() - first
+            summary.finished = time.monotonic()
+            summary.seconds = summary.finished - first
             if progress is not None:
                 progress(summary.events, summary.seconds)
+        await fetching
         summary.customers = len(await customer_ids(store))
     finally:
         consumer.close()
         await store.close()
     return summary
+
+
+def _engine(
+    source: Settings,
+    target: Settings,
+    since_ms: int | None,
+    idle_seconds: float,
+    share: tuple[int, int],
+    reports: Any,
+) -> None:
+    """One replay process: reports ("progress", index, events) and finally ("done", index,
+    summary) to the parent."""
+    index = share[0]
+
+    def progress(events: int, _seconds: float) -> None:
+        reports.put(("progress", index, events))
+
+    summary = asyncio.run(
+        replay(
+            source,
+            target,
+            since_ms=since_ms,
+            idle_seconds=idle_seconds,
+            progress=progress,
+            share=share,
+        )
+    )
+    reports.put(("done", index, summary))
+
+
+def replay_parallel(
+    source: Settings,
+    target: Settings,
+    processes: int,
+    *,
+    since_ms: int | None = None,
+    idle_seconds: float = 3.0,
+    progress: Progress | None = None,
+) -> ReplaySummary:
+    """:func:`replay` in ``processes`` processes, each on its share of the partitions;
+    one summary (rate over the span from the first event any engine applied to the last).
+    A failed engine raises ``RuntimeError`` after the others finish."""
+    if processes <= 1:
+        return asyncio.run(
+            replay(source, target, since_ms=since_ms, idle_seconds=idle_seconds, progress=progress)
+        )
+    context = multiprocessing.get_context("spawn")  # no forked asyncio or Kafka state
+    reports = context.Queue()
+    engines = [
+        context.Process(
+            target=_engine,
+            args=(source, target, since_ms, idle_seconds, (i, processes), reports),
+            name=f"portrait-replay-{i}",
+        )
+        for i in range(processes)
+    ]
+    for engine in engines:
+        engine.start()
+    counts = [0] * processes
+    done: dict[int, ReplaySummary] = {}
+    started = time.monotonic()
+    while len(done) < processes:
+        try:
+            kind, index, value = reports.get(timeout=1.0)
+        except queue.Empty:
+            if any(e.exitcode not in (None, 0) for e in engines if e.pid is not None):
+                break
+            continue
+        if kind == "done":
+            done[index] = value
+            counts[index] = value.events
+        else:
+            counts[index] = value
+        if progress is not None:
+            progress(sum(counts), time.monotonic() - started)
+    for engine in engines:
+        engine.join()
+    failed = [e.name for e in engines if e.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"replay engines failed: {', '.join(failed)}")
+    summaries = list(done.values())
+    total = ReplaySummary(events=sum(s.events for s in summaries))
+    for part in summaries:
+        total.outcomes.update(part.outcomes)
+    busy = [s for s in summaries if s.events]
+    if busy:
+        total.started = min(s.started for s in busy)
+        total.finished = max(s.finished for s in busy)
+        total.seconds = total.finished - total.started
+    total.customers = max((s.customers for s in summaries), default=0)
+    return total
 
 
 async def customer_ids(store: RedisProfileStore) -> list[str]:

@@ -9,7 +9,6 @@ pipeline. The ratio is replay events/s over plain-loop events/s.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any
 
@@ -18,7 +17,7 @@ import orjson
 from portrait.bench import _fill, _plain_loop, _settings_for, bench_events
 from portrait.config import Settings
 from portrait.stack import LocalStack, on_free_ports
-from streams.replay import replay
+from streams.replay import replay_parallel
 
 
 def run_replay_bench(base: Settings, events: int, customers: int, as_json: bool) -> int:
@@ -38,28 +37,36 @@ def run_replay_bench(base: Settings, events: int, customers: int, as_json: bool)
         )
         source = _settings_for(base, "replay")
         _fill(source, source.topic("channel-events"), payload)
-        target = source.model_copy(update={"redis_key_prefix": source.redis_key_prefix + "r:"})
-        summary = asyncio.run(replay(source, target, idle_seconds=3.0))
+        summaries = {}
+        for processes in (1, 2):
+            target = source.model_copy(
+                update={"redis_key_prefix": f"{source.redis_key_prefix}r{processes}:"}
+            )
+            summaries[processes] = replay_parallel(source, target, processes, idle_seconds=3.0)
     finally:
         stack.down()
     result: dict[str, Any] = {
         "events": events,
         "plain_events_per_second": round(plain.rate, 1),
-        "replay_events_per_second": round(summary.rate, 1),
-        "replay_vs_plain": round(summary.rate / plain.rate, 3) if plain.rate else 0.0,
-        "replayed": summary.events,
-        "customers": summary.customers,
     }
+    for processes, summary in summaries.items():
+        result[f"replay_{processes}p_events_per_second"] = round(summary.rate, 1)
+        result[f"replay_{processes}p_vs_plain"] = (
+            round(summary.rate / plain.rate, 3) if plain.rate else 0.0
+        )
+        result[f"replay_{processes}p_customers"] = summary.customers
     if as_json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(f"{events} channel events, {customers} customers, one process each")
-        print(f"  plain consume → produce  {plain.rate:10.0f} events/s")
-        print(
-            f"  portrait replay          {summary.rate:10.0f} events/s  "
-            f"({result['replay_vs_plain']}x plain; {summary.customers} customers rebuilt)"
-        )
-    ok = summary.events == events and summary.customers > 0
+        print(f"{events} channel events, {customers} customers")
+        print(f"  plain consume → produce, 1 process  {plain.rate:10.0f} events/s")
+        for processes, summary in summaries.items():
+            print(
+                f"  portrait replay, {processes} process{'es' if processes > 1 else '  '}   "
+                f"{summary.rate:10.0f} events/s  ({summary.rate / plain.rate:.3f}x plain; "
+                f"{summary.customers} customers rebuilt)"
+            )
+    ok = all(s.events == events and s.customers > 0 for s in summaries.values())
     if not ok:
         print("replay did not see every event", file=sys.stderr)
     return 0 if ok else 1

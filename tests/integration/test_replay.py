@@ -68,7 +68,7 @@ def test_replay_rebuilds_the_live_profiles_exactly(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
     settings = stack_settings
-    first, second = (f"{settings.redis_key_prefix}rebuilt-{n}:" for n in (1, 2))
+    first, second, split = (f"{settings.redis_key_prefix}rebuilt-{n}:" for n in (1, 2, 3))
     produce(settings, STORY)
     with worker(settings, tmp_path / "worker.log"):
         wait_for(
@@ -83,6 +83,12 @@ def test_replay_rebuilds_the_live_profiles_exactly(
     assert result["outcomes"] == {"ok": len(STORY)}
     assert result["differences"] == {} and code == 0
     assert result["customers"] == 3  # the merged pair, the feedback giver, the caller
+
+    # two engines, each on its share of the partitions (the merged pair's events sit in
+    # different topics): the same profiles
+    code, result = run_replay(settings, split, "--verify", "--processes", "2")
+    assert result["events"] == len(STORY) and result["outcomes"] == {"ok": len(STORY)}
+    assert result["differences"] == {} and code == 0
 
     # a live profile that drifted from its inputs is reported, by path, without values
     client = redis.Redis.from_url(settings.redis_url)
