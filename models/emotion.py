@@ -183,7 +183,8 @@ def emotion_features(
     ngrams: NgramVectoriser,
     texts: Sequence[str],
 ) -> np.ndarray:
-    """The heads' input: sentence embedding, lexicon scores, n-gram TF-IDF vector."""
+    """The heads' input: sentence embedding, lexicon scores, n-gram TF-IDF vector (as
+    :meth:`EmotionModel.predict` builds it)."""
     parts = [encoder.encode(texts), lexicons.transform(texts), ngrams.transform(texts)]
     return np.hstack(parts).astype(np.float32)
 
@@ -219,11 +220,16 @@ class EmotionModel:
         self._polarity = _Head(artifacts / POLARITY_ONNX)
         self._fine = _Head(artifacts / FINE_ONNX)
 
-    def predict(self, texts: Sequence[str]) -> list[EmotionResult]:
-        """One result per text, in order."""
+    def predict(
+        self, texts: Sequence[str], embeddings: np.ndarray | None = None
+    ) -> list[EmotionResult]:
+        """One result per text, in order; ``embeddings``: the texts already encoded."""
         if not texts:
             return []
-        features = emotion_features(self.encoder, self.lexicons, self.ngrams, texts)
+        if embeddings is None:
+            embeddings = self.encoder.encode(texts)
+        parts = [embeddings, self.lexicons.transform(texts), self.ngrams.transform(texts)]
+        features = np.hstack(parts).astype(np.float32)
         polarity = self._polarity.probabilities(features, self.polarity_labels)
         fine = self._fine.probabilities(features, self.fine_labels)
         results = []

@@ -14,8 +14,12 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.ocr import ImagePolicy
 from processors.assist import DEFAULT_PROMPTS_FILE, AssistSettings
 from processors.document import DocumentSettings
+from processors.intents import DEFAULT_INTENTS_FILE
+from processors.keywords import DEFAULT_STOPWORDS_FILE
+from processors.needs import DEFAULT_NEEDS_FILE, load_rules
 from processors.relationships import ClosenessWeights
 
 
@@ -70,6 +74,20 @@ class Settings(BaseSettings):
     escalate_negative_streak: int = Field(default=3, ge=1)
     escalate_value: float = Field(default=0.7, ge=0, le=1)
     prompts_file: Path = DEFAULT_PROMPTS_FILE
+    facts_enabled: bool = True
+    facts_file: Path = Path(__file__).resolve().parent / "settings" / "facts.json"
+    facts_link_identities: bool = False
+    ocr_enabled: bool = True
+    ocr_image_dir: Path | None = None
+    ocr_fetch_urls: bool = False
+    ocr_max_image_bytes: int = Field(default=5_000_000, ge=1)
+    ocr_fetch_timeout_seconds: float = Field(default=3.0, gt=0)
+    keywords_top_k: int = Field(default=10, ge=0)
+    stopwords_file: Path = DEFAULT_STOPWORDS_FILE
+    intents_enabled: bool = True
+    intents_file: Path = DEFAULT_INTENTS_FILE
+    intent_min_similarity: float = Field(default=0.5, ge=-1, le=1)
+    needs_file: Path = DEFAULT_NEEDS_FILE
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str = ""
@@ -110,7 +128,13 @@ class Settings(BaseSettings):
         )
         table = json.loads(self.roles_file.read_text(encoding="utf-8"))
         permissions = {role: list(allowed) for role, allowed in table.items() if role[0] != "_"}
-        return DocumentSettings(closeness, self.preference_half_life_days, permissions)
+        return DocumentSettings(
+            closeness,
+            self.preference_half_life_days,
+            permissions,
+            keywords_top_k=self.keywords_top_k,
+            needs_rules=load_rules(self.needs_file),
+        )
 
     def assist(self) -> AssistSettings:
         """Call phases, product-choice thresholds, session lifetimes, chat escalation."""
@@ -123,6 +147,15 @@ class Settings(BaseSettings):
             ended_ttl_seconds=self.call_ended_ttl_seconds,
             escalate_streak=self.escalate_negative_streak,
             escalate_value=self.escalate_value,
+        )
+
+    def image_policy(self) -> ImagePolicy:
+        """Where chat images may be read from, and their size and time limits."""
+        return ImagePolicy(
+            max_bytes=self.ocr_max_image_bytes,
+            image_dir=self.ocr_image_dir,
+            fetch_urls=self.ocr_fetch_urls,
+            fetch_timeout_seconds=self.ocr_fetch_timeout_seconds,
         )
 
     def kafka_client_config(self) -> dict[str, str]:

@@ -349,6 +349,9 @@ class ProfileDocument(_Model):
     roles: list[RoleOnAccount] = Field(default_factory=list)
     actions: list[EmployeeAction] = Field(default_factory=list)
     products: list[ProductHolding] = Field(default_factory=list)
+    intents: dict[str, int] = Field(
+        default_factory=dict, description="messages per intent, most frequent first"
+    )
 
 
 # --- output events --------------------------------------------------------------------

@@ -39,7 +39,7 @@ MODEL_SECONDS = Histogram(
     "portrait_model_inference_seconds",
     "Model inference time per call (one call per chunk of events), by model.",
     ["model"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 MODEL_UPDATES = Counter(
     "portrait_model_updates_total",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from processors.relationships import ClosenessWeights
 
@@ -18,3 +19,6 @@ class DocumentSettings:
     permissions: Mapping[str, list[str]] = field(default_factory=dict)
     population: Mapping[str, int] = field(default_factory=dict)
     """Customers per spend bucket (the store's ``pop:spend``), for ``indicators.wealth``."""
+    keywords_top_k: int = 10
+    needs_rules: Sequence[Mapping[str, Any]] = ()
+    """The latent-needs rule table (``processors.needs``)."""

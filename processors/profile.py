@@ -13,8 +13,8 @@ profile document of DESIGN.md; :func:`changed_fields` lists what differs between
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
@@ -51,8 +51,17 @@ from processors.attributes import (
 )
 from processors.document import DocumentSettings
 from processors.emotion import emotion_document, emotion_fields
-from processors.identity import customer_id_for, identifier_keys, split_identifier_key
+from processors.facts import SourcedFact
+from processors.identity import (
+    customer_id_for,
+    identifier_keys,
+    normalise_identifier,
+    split_identifier_key,
+)
 from processors.indicators import indicators
+from processors.intents import intent_fields, intents_document
+from processors.keywords import keyword_fields, keywords_document
+from processors.needs import needs
 from processors.preferences import decay_weight, time_of_day
 from processors.relationships import (
     action_fields,
@@ -79,6 +88,7 @@ class DeltaSettings:
     half_life_days: float = 30.0
     attribute_confidence: float = 0.9
     assist: AssistSettings = field(default_factory=AssistSettings)
+    link_fact_identities: bool = False  # extracted phones/emails join identities too
 
 
 @dataclass(slots=True)
@@ -158,10 +168,21 @@ def build_delta(
     settings: DeltaSettings,
     emotion: EmotionResult | None = None,
     product_stats: Mapping[str, Mapping[str, ProductStats]] | None = None,
+    facts: Sequence[SourcedFact] = (),
+    keywords: Sequence[str] = (),
+    intent: str | None = None,
 ) -> ProfileDelta:
     """The state change for one validated input event (and its text's emotion, if read);
-    ``product_stats`` (phase → product) ranks the products a call turn may recommend."""
+    ``product_stats`` (phase → product) ranks the products a call turn may recommend;
+    ``facts`` are what the extractors found in its text and images (source, fact);
+    ``keywords`` and ``intent`` those of the customer's words in it."""
     identifiers = identifier_keys(event.customer)
+    if settings.link_fact_identities:
+        for _, fact in facts:
+            if fact.name in ("phone", "email"):
+                key = f"{fact.name}:{normalise_identifier(fact.name, fact.value)}"
+                if key not in identifiers:
+                    identifiers.append(key)
     occurred_ms = _to_ms(event.occurred_at)
     delta = ProfileDelta(
         event_id=event.event_id,
@@ -262,6 +283,13 @@ def build_delta(
         if feedback.product and feedback.outcome in ("accepted", "declined"):
             status = "held" if feedback.outcome == "accepted" else "declined"
             fields.update(product_fields([feedback.product], status, occurred_ms, event.event_id))
+    if keywords:
+        fields.update(keyword_fields(keywords, decay_weight(occurred_ms, settings.half_life_days)))
+    fields.update(intent_fields(intent))
+    for source, fact in facts:
+        fields.update(
+            _attribute_registers({fact.name: fact.value}, source, fact.confidence, False, event)
+        )
     delta.call = call_session_delta(
         event, emotion.label if emotion else None, product_stats or {}, settings.assist
     )
@@ -394,6 +422,29 @@ def _products(sections: Sections, _: list[str], _settings: DocumentSettings) -> 
     return products_document(sections["r"])
 
 
+def _keywords(sections: Sections, _: list[str], settings: DocumentSettings) -> Any:
+    last_seen = int(sections["m"].get("last_seen", 0))
+    latest = decay_weight(last_seen, settings.half_life_days) if last_seen else 1.0
+    return keywords_document(sections["d"], latest, settings.keywords_top_k)
+
+
+def _intents(sections: Sections, _: list[str], _settings: DocumentSettings) -> Any:
+    return intents_document(sections["c"])
+
+
+def _needs(sections: Sections, ids: list[str], settings: DocumentSettings) -> Any:
+    if not settings.needs_rules:
+        return []
+    terms = [k["term"] for k in _keywords(sections, ids, replace(settings, keywords_top_k=50))]
+    return needs(
+        settings.needs_rules,
+        _intents(sections, ids, settings),
+        terms,
+        _indicators(sections, ids, settings),
+        _emotion(sections, ids, settings)["negative_streak"],
+    )
+
+
 FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSettings], Any]]] = {
     "version": ("m", _version),
     "identifiers": ("", _identifiers),
@@ -407,6 +458,9 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSett
     "roles": ("r", _roles),
     "actions": ("y", _actions),
     "products": ("r", _products),
+    "keywords": ("dm", _keywords),
+    "intents": ("c", _intents),
+    "needs": ("cdmren", _needs),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 
@@ -429,9 +483,7 @@ def document_from_state(
     return {
         "customer_id": customer_id,
         **built,
-        "keywords": [],
         "scores": scores if scores is not None else dict(EMPTY_SCORES),
-        "needs": [],
     }
 
 

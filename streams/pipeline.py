@@ -24,6 +24,8 @@ import orjson
 
 from models.customer_model import default_customer_model
 from models.emotion import EmotionResult, default_model
+from models.encoder import SentenceEncoder, load_encoder
+from models.ocr import ImageError, TextReader, decode_image, image_bytes
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
 from models.prosody import fuse
 from portrait import metrics
@@ -50,7 +52,19 @@ from processors.assist import (
 from processors.attributes import iso_from_ms
 from processors.emotion import emotion_document, text_to_read
 from processors.envelope import Rejection, decode_event
+from processors.facts import (
+    OCR_SOURCE,
+    TEXT_SOURCE,
+    FactCatalogue,
+    FactExtractor,
+    SourcedFact,
+    best_sourced,
+    fact_text,
+    images_to_read,
+)
 from processors.features import feature_vector
+from processors.intents import IntentMatcher, IntentTable
+from processors.keywords import load_stopwords, terms
 from processors.profile import (
     DeltaSettings,
     Update,
@@ -111,6 +125,19 @@ def _now_iso() -> str:
     return iso_from_ms(time.time() * 1000)
 
 
+@dataclass(slots=True)
+class Reading:
+    """What the models read in a chunk, one entry per record: the emotion, keywords and
+    intent of the customer's words, facts from text and images, and unreadable images
+    (index, reason)."""
+
+    emotions: list[EmotionResult | None]
+    facts: list[list[SourcedFact]]
+    image_errors: list[list[tuple[int, str]]]
+    keywords: list[list[str]]
+    intents: list[str | None]
+
+
 class BatchPipeline:
     """Turns batches of input records into state changes and output records."""
 
@@ -135,6 +162,7 @@ class BatchPipeline:
             half_life_days=settings.preference_half_life_days,
             attribute_confidence=settings.attribute_confidence,
             assist=settings.assist(),
+            link_fact_identities=settings.facts_link_identities,
         )
         self.prompts = PromptTemplates.load(settings.prompts_file)
         self.prompt_topic = settings.topic("agent-prompts")
@@ -142,6 +170,29 @@ class BatchPipeline:
         self._stats: dict[str, dict[str, ProductStats]] = {}
         self.retention_ms = settings.dedup_retention_seconds * 1000
         self.emotion_model = default_model() if settings.emotion_enabled else None
+        self.facts = (
+            FactExtractor(FactCatalogue.load(settings.facts_file))
+            if settings.facts_enabled
+            else None
+        )
+        self.ocr = settings.facts_enabled and settings.ocr_enabled
+        self.stopwords = load_stopwords(settings.stopwords_file)
+        self.encoder: SentenceEncoder | None = None
+        if self.emotion_model is not None:
+            self.encoder = self.emotion_model.encoder
+        elif settings.intents_enabled:
+            self.encoder = load_encoder(settings.embedding_model)
+        self.intents = (
+            IntentMatcher(
+                IntentTable.load(settings.intents_file),
+                self.encoder,
+                settings.intent_min_similarity,
+            )
+            if settings.intents_enabled and self.encoder is not None
+            else None
+        )
+        self.image_policy = settings.image_policy()
+        self._reader: TextReader | None = None  # loaded with the first image
         self.customer_model = default_customer_model() if settings.scores_enabled else None
         self._last_scores: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
         self.learner = (
@@ -319,18 +370,38 @@ class BatchPipeline:
         self,
         records: Sequence[InputRecord],
         decoded: Sequence[InputEvent | Rejection],
-        emotions: Sequence[EmotionResult | None],
+        reading: Reading,
         outcome: BatchOutcome,
         now_ms: int,
     ) -> tuple[list[Accepted], list[bytes]]:
         """Accepted events with their records and emotions, and their deltas; rejected
-        records go out as DLQ records."""
+        records go out as DLQ records, and so (beside their applied event) do records
+        with an image that could not be read."""
         accepted: list[Accepted] = []
         deltas: list[bytes] = []
-        for record, event, emotion in zip(records, decoded, emotions, strict=True):
+        for record, event, emotion, facts, image_errors, keywords, intent in zip(
+            records,
+            decoded,
+            reading.emotions,
+            reading.facts,
+            reading.image_errors,
+            reading.keywords,
+            reading.intents,
+            strict=True,
+        ):
+            if image_errors:
+                self._image_rejected(record, image_errors, outcome)
             if not isinstance(event, Rejection):
                 try:
-                    delta = build_delta(event, self.delta_settings, emotion, self._stats)
+                    delta = build_delta(
+                        event,
+                        self.delta_settings,
+                        emotion,
+                        self._stats,
+                        facts,
+                        keywords,
+                        intent,
+                    )
                 except Exception as exc:  # bad input must never stop the worker
                     event = Rejection(f"unprocessable: {type(exc).__name__}")
                 else:
@@ -353,22 +424,87 @@ class BatchPipeline:
             )
         return accepted, deltas
 
-    def _read_emotions(
-        self, decoded: Sequence[InputEvent | Rejection]
-    ) -> list[EmotionResult | None]:
-        """Emotion of the customer's words in each event (one model call per chunk)."""
-        emotions: list[EmotionResult | None] = [None] * len(decoded)
-        if self.emotion_model is None:
-            return emotions
-        wanted = [
+    def _image_rejected(
+        self, record: InputRecord, errors: Sequence[tuple[int, str]], outcome: BatchOutcome
+    ) -> None:
+        """One DLQ record for a message's unreadable images (the message itself applies)."""
+        codes = sorted({code for _, code in errors})
+        where = ", ".join(f"image {index} {code}" for index, code in errors)
+        outcome.outputs.append(self.dlq_record(record, Rejection(f"{codes[0]}: {where}")))
+        for _, code in errors:
+            metrics.DLQ.labels(code).inc()
+        log.warning(
+            "unreadable image",
+            extra={"topic": record.topic, "partition": record.partition, "reason": codes[0]},
+        )
+
+    def _read(self, decoded: Sequence[InputEvent | Rejection]) -> Reading:
+        """Everything the models read in a chunk: emotions, keywords and intents of the
+        customer's words (encoded once for both models), facts from text and images."""
+        words = [
             (index, text)
             for index, event in enumerate(decoded)
             if not isinstance(event, Rejection) and (text := text_to_read(event)) is not None
         ]
-        if not wanted:
+        embeddings = None
+        if words and self.encoder is not None:
+            started = time.perf_counter()
+            embeddings = self.encoder.encode([text for _, text in words])
+            metrics.MODEL_SECONDS.labels("encoder").observe(time.perf_counter() - started)
+        emotions = self._read_emotions(decoded, words, embeddings)
+        keywords: list[list[str]] = [[] for _ in decoded]
+        intents: list[str | None] = [None] * len(decoded)
+        for index, text in words:
+            keywords[index] = terms(text, self.stopwords)
+        if self.intents is not None and embeddings is not None:
+            for (index, _), intent in zip(words, self.intents.match(embeddings), strict=True):
+                intents[index] = intent
+        facts: list[list[SourcedFact]] = [[] for _ in decoded]
+        errors: list[list[tuple[int, str]]] = [[] for _ in decoded]
+        if self.facts is None:
+            return Reading(emotions, facts, errors, keywords, intents)
+        texts = [
+            (index, text)
+            for index, event in enumerate(decoded)
+            if not isinstance(event, Rejection) and (text := fact_text(event)) is not None
+        ]
+        if texts:
+            started = time.perf_counter()
+            found = self.facts.extract([text for _, text in texts])
+            metrics.MODEL_SECONDS.labels("facts").observe(time.perf_counter() - started)
+            for (index, _), those in zip(texts, found, strict=True):
+                facts[index] = [(TEXT_SOURCE, fact) for fact in those]
+        images: list[tuple[int, Any]] = []
+        for index, event in enumerate(decoded):
+            for number, ref in enumerate(images_to_read(event) if self.ocr else ()):
+                try:
+                    images.append((index, decode_image(image_bytes(ref, self.image_policy))))
+                except ImageError as exc:
+                    errors[index].append((number, str(exc)))
+        if images:
+            if self._reader is None:
+                self._reader = TextReader()
+            started = time.perf_counter()
+            read = self._reader.read([pixels for _, pixels in images])
+            metrics.MODEL_SECONDS.labels("ocr").observe(time.perf_counter() - started)
+            for (index, _), those in zip(images, self.facts.extract(read, card=True), strict=True):
+                facts[index].extend((OCR_SOURCE, fact) for fact in those)
+        return Reading(
+            emotions, [best_sourced(found) for found in facts], errors, keywords, intents
+        )
+
+    def _read_emotions(
+        self,
+        decoded: Sequence[InputEvent | Rejection],
+        wanted: Sequence[tuple[int, str]],
+        embeddings: Any,
+    ) -> list[EmotionResult | None]:
+        """Emotion of the customer's words in each event (one model call per chunk)."""
+        emotions: list[EmotionResult | None] = [None] * len(decoded)
+        if self.emotion_model is None or not wanted:
             return emotions
         started = time.perf_counter()
-        results = self.emotion_model.predict([text for _, text in wanted])
+        results = self.emotion_model.predict([text for _, text in wanted], embeddings)
         metrics.MODEL_SECONDS.labels("emotion").observe(time.perf_counter() - started)
         for (index, _), result in zip(wanted, results, strict=True):
             event = decoded[index]
@@ -608,7 +744,7 @@ class BatchPipeline:
                 # While Redis applies the previous chunk, this thread decodes this one and
                 # builds its deltas, and the model reads it on its own thread (numpy
                 # releases the GIL). Deltas never depend on earlier answers.
-                reading = loop.run_in_executor(self._model_thread, self._read_emotions, decoded)
+                reading = loop.run_in_executor(self._model_thread, self._read, decoded)
                 accepted, deltas = self._deltas(chunk, decoded, await reading, outcome, now_ms)
                 # Queue this chunk's update (the store sends it as soon as the previous
                 # one is answered), then build the previous chunk's outputs meanwhile.

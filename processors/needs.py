@@ -1,0 +1,65 @@
+"""Latent needs (seed 002 "潜在需求"): a rule table maps intents, keywords, indicators and
+emotion to needs, each with a reason an employee can read (``PORTRAIT_NEEDS_FILE``).
+
+A rule holds when every condition it names holds: ``intent`` with at least
+``min_count`` messages (default 1), ``keywords_any`` (one of the terms among the
+customer's keywords), ``indicator`` ``below`` / ``above`` a value, ``negative_streak``
+at least a count. A need appears once, with the reason of its first rule that holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+DEFAULT_NEEDS_FILE = Path(__file__).resolve().parents[1] / "portrait" / "settings" / "needs.json"
+
+
+def load_rules(path: Path = DEFAULT_NEEDS_FILE) -> list[dict[str, Any]]:
+    rules = orjson.loads(path.read_bytes())["rules"]
+    for rule in rules:
+        if not rule.get("need") or not rule.get("reason"):
+            raise ValueError("every needs rule has a need and a reason")
+    return list(rules)
+
+
+def _holds(
+    rule: Mapping[str, Any],
+    intents: Mapping[str, int],
+    keywords: set[str],
+    indicators: Mapping[str, Any],
+    negative_streak: int,
+) -> bool:
+    if "intent" in rule and intents.get(rule["intent"], 0) < rule.get("min_count", 1):
+        return False
+    wanted = rule.get("keywords_any")
+    if wanted and not any(term.lower() in keywords for term in wanted):
+        return False
+    if "indicator" in rule:
+        value = indicators.get(rule["indicator"])
+        if value is None:
+            return False
+        if "below" in rule and not value < rule["below"]:
+            return False
+        if "above" in rule and not value > rule["above"]:
+            return False
+    return negative_streak >= int(rule.get("negative_streak", 0))
+
+
+def needs(
+    rules: Sequence[Mapping[str, Any]],
+    intents: Mapping[str, int],
+    keywords: Sequence[str],
+    indicators: Mapping[str, Any],
+    negative_streak: int,
+) -> list[dict[str, str]]:
+    """The needs whose rules hold, in rule order, each once."""
+    terms = {term.lower() for term in keywords}
+    out: dict[str, str] = {}
+    for rule in rules:
+        if rule["need"] not in out and _holds(rule, intents, terms, indicators, negative_streak):
+            out[rule["need"]] = rule["reason"]
+    return [{"need": need, "reason": reason} for need, reason in out.items()]

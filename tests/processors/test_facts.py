@@ -1,0 +1,144 @@
+"""Fact extraction from text and OCR'd cards, and where chat images may come from."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from models.ocr import ImageError, ImagePolicy, TextReader, decode_image, image_bytes
+from processors.facts import Fact, FactExtractor, best_per_attribute, birthdays, phones
+from tests.images import EN_CARD, ZH_CARD, card_png
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FactExtractor:
+    return FactExtractor()
+
+
+def facts(found: list[Fact]) -> dict[str, str]:
+    return {fact.name: fact.value for fact in found}
+
+
+def test_chinese_self_introduction(extractor: FactExtractor) -> None:
+    [found] = extractor.extract(
+        ["我叫王小明，在杭州阿里巴巴网络技术有限公司上班，手机138-1234-5678，邮箱 WXM@Example.com"]
+    )
+    assert facts(found) == {
+        "name": "王小明",
+        "company": "杭州阿里巴巴网络技术有限公司",
+        "phone": "13812345678",
+        "email": "wxm@example.com",
+        "city": "杭州",
+    }
+    confidence = {f.name: f.confidence for f in found}
+    assert confidence["phone"] > confidence["name"] > confidence["city"]
+
+
+def test_english_self_introduction(extractor: FactExtractor) -> None:
+    [found] = extractor.extract(
+        [
+            "Hi, my name is John Smith and I work at Acme Holdings Ltd. I live in Manchester. "
+            "Born on 3 May 1990, call me on +44 7700 900123"
+        ]
+    )
+    assert facts(found) == {
+        "name": "John Smith",
+        "company": "Acme Holdings Ltd",
+        "city": "Manchester",
+        "birthday": "1990-05-03",
+        "phone": "447700900123",
+    }
+
+
+def test_birthdays_and_products_and_cities(extractor: FactExtractor) -> None:
+    [zh, en, neither] = extractor.extract(
+        [
+            "我是张伟，生日是1990年5月3日，住在上海，想装屋顶光伏",
+            "My birthday is March 4th, 1985 and I'd like a smart meter",
+            "你们太差劲了，我要投诉",
+        ]
+    )
+    assert facts(zh) == {
+        "name": "张伟",
+        "birthday": "1990-05-03",
+        "city": "上海",
+        "product_interest": "solar_rooftop",
+    }
+    assert facts(en) == {"birthday": "1985-03-04", "product_interest": "smart_meter"}
+    assert neither == []
+
+
+def test_a_name_about_someone_else_is_not_the_customers(extractor: FactExtractor) -> None:
+    [found] = extractor.extract(["李师傅昨天来修过了，但是王经理说还要再来一次"])
+    assert "name" not in facts(found)
+
+
+def test_rules_reject_what_only_looks_like_a_fact() -> None:
+    assert phones("订单号 20261122000123456，金额 12.50") == []
+    assert phones("call 010-12345678 or +86 139 0000 1111") == ["13900001111", "01012345678"]
+    assert birthdays("生日是1990年2月30日") == []  # no such day
+    assert birthdays("the meeting is on 3 May 2026") == []  # no birthday cue
+
+
+def test_most_confident_fact_per_attribute() -> None:
+    low, high = Fact("city", "上海", 0.6), Fact("city", "北京", 0.8)
+    assert best_per_attribute([low, high, Fact("city", "杭州", 0.8)]) == [high]
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            ZH_CARD,
+            {
+                "name": "王小明",
+                "company": "杭州阿里巴巴网络技术有限公司",
+                "phone": "13812345678",
+                "email": "wxm@alibaba.com",
+                "city": "杭州",
+            },
+        ),
+        (
+            EN_CARD,
+            {
+                "name": "Sarah Connor",
+                "company": "Cyberdyne Systems Inc",
+                "phone": "14155550100",
+                "email": "sarah.connor@cyberdyne.com",
+            },
+        ),
+    ],
+)
+def test_business_card_through_ocr(
+    extractor: FactExtractor, lines: list[tuple[str, int]], expected: dict[str, str]
+) -> None:
+    [text] = TextReader().read([decode_image(card_png(lines))])
+    [found] = extractor.extract([text], card=True)
+    assert facts(found) == expected
+
+
+def test_image_references_follow_the_policy(tmp_path: Path) -> None:
+    png = card_png([("hello", 30)], size=(200, 100))
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "a.png").write_bytes(png)
+    (tmp_path / "secret.txt").write_text("not for OCR")
+    policy = ImagePolicy(max_bytes=len(png) + 10, image_dir=tmp_path / "cards")
+    assert image_bytes(base64.b64encode(png).decode(), policy) == png
+    assert image_bytes("data:image/png;base64," + base64.b64encode(png).decode(), policy) == png
+    assert image_bytes(str(tmp_path / "cards" / "a.png"), policy) == png
+    refused = {
+        "not base64 at all!": "image_undecodable",
+        str(tmp_path / "secret.txt"): "image_path_refused",
+        "cards/../secret.txt": "image_path_refused",
+        "https://example.invalid/card.png": "image_url_disabled",
+        base64.b64encode(png + b"x" * 20).decode(): "image_too_large",
+    }
+    for ref, reason in refused.items():
+        with pytest.raises(ImageError, match=reason):
+            image_bytes(ref, policy)
+    with pytest.raises(ImageError, match="image_undecodable"):
+        decode_image(b"GIF89a but not really")
+    with pytest.raises(ImageError, match="image_path_refused"):
+        image_bytes(str(tmp_path / "cards" / "a.png"), ImagePolicy())  # no image dir

@@ -1,0 +1,84 @@
+"""Keywords, intents and latent needs: the pure parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.emotion import default_model
+from processors.intents import IntentMatcher, IntentTable, intents_document
+from processors.keywords import keywords_document, load_stopwords, terms
+from processors.needs import load_rules, needs
+
+STOP = load_stopwords()
+
+
+def test_terms_drop_stop_words_and_short_tokens() -> None:
+    assert terms("你好，我想问一下电费账单为什么这么高", STOP) == ["电费", "账单"]
+    assert terms("Why is my electricity bill so high? It's the bill again", STOP) == [
+        "electricity",
+        "bill",
+        "high",
+    ]
+    assert terms("停电 power cut 停电", STOP) == ["停电", "power", "cut"]
+    assert terms("好的 ok 谢谢", STOP) == []
+
+
+def test_keyword_weights_read_as_mentions_at_the_latest_event() -> None:
+    # stored decayed weights: 2 recent mentions of 停电, 1 of 账单, a half-life-old 账单
+    stored = {"kw:停电": "8.0", "kw:账单": "6.0", "ch:app": "99", "kw:光伏": "1.0"}
+    assert keywords_document(stored, latest_weight=4.0, top_k=2) == [
+        {"term": "停电", "weight": 2.0},
+        {"term": "账单", "weight": 1.5},
+    ]
+    assert keywords_document(stored, 4.0, top_k=0) == []
+
+
+@pytest.fixture(scope="module")
+def matcher() -> IntentMatcher:
+    return IntentMatcher(IntentTable.load(), default_model().encoder, 0.5)
+
+
+def test_intents_in_both_languages(matcher: IntentMatcher) -> None:
+    texts = [
+        "怎么又停电了，今天第二次了",
+        "There's been a blackout on my street since noon",
+        "我的账单多扣了50块",
+        "I'd like to close my account please",
+        "我想了解一下屋顶光伏",
+        "Someone needs to fix my broken boiler",
+        "你好",
+        "今天天气不错",
+    ]
+    found = matcher.match(default_model().encoder.encode(texts))
+    assert found == [
+        "outage",
+        "outage",
+        "billing",
+        "cancellation",
+        "product_interest",
+        "repair",
+        None,
+        None,
+    ]
+
+
+def test_intent_counts_most_frequent_first() -> None:
+    assert intents_document({"in:billing": "1", "in:outage": "3", "events_total": "9"}) == {
+        "outage": 3,
+        "billing": 1,
+    }
+
+
+def test_needs_follow_the_rule_table() -> None:
+    rules = load_rules()
+    calm = {"credit": 0.9}
+    assert needs(rules, {"outage": 1}, [], calm, 0) == []
+    assert needs(rules, {"outage": 2}, [], calm, 0) == [
+        {"need": "outage_sms_alerts", "reason": "asked about outages repeatedly"}
+    ]
+    late = needs(rules, {"payment": 1}, ["滞纳金"], {"credit": 0.2}, 0)
+    assert [n["need"] for n in late] == ["autopay", "payment_plan"]
+    assert late[0]["reason"] == "mentioned late fees"
+    upset = needs(rules, {"complaint": 1}, [], calm, 1)
+    assert upset == []  # one negative message is not yet "still upset"
+    assert needs(rules, {"complaint": 1}, [], calm, 2)[0]["need"] == "service_recovery"

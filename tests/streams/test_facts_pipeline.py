@@ -1,0 +1,134 @@
+"""Facts from chat text and images through the batch pipeline, with a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from portrait.config import Settings
+from portrait.lookup import profile_by_id
+from portrait.state.store import RedisProfileStore
+from streams.pipeline import InputRecord
+from tests.conftest import event
+from tests.images import ZH_CARD, card_b64
+from tests.streams.test_pipeline import Sink, run_batch
+
+
+def chat(eid: str, when: str, text: str | None = None, images: list[str] | None = None) -> Any:
+    payload: dict[str, Any] = {
+        "conversation_id": "c-f",
+        "direction": "inbound",
+        "employee_id": "emp-1",
+        "text": text,
+        "images": images or [],
+    }
+    return event(eid, "chat.message", when, "wecom", {"im_id": "wx-facts"}, payload)
+
+
+def records(events: list[dict[str, Any]]) -> list[InputRecord]:
+    return [InputRecord("t.chat", 0, i, b"k", orjson.dumps(e)) for i, e in enumerate(events)]
+
+
+def profile(settings: Settings, sink: Sink) -> dict[str, Any]:
+    """The stored profile document of the customer the batch changed."""
+    [customer_id] = {e["customer_id"] for e in sink.events() if e["type"] == "profile.changed"}
+
+    async def load() -> dict[str, Any]:
+        store = RedisProfileStore.for_settings(settings)
+        try:
+            found = await profile_by_id(store, customer_id, None, settings.document())
+        finally:
+            await store.close()
+        assert found is not None
+        return found
+
+    return asyncio.run(load())
+
+
+def attributes(settings: Settings, sink: Sink) -> dict[str, Any]:
+    return dict(profile(settings, sink)["attributes"])
+
+
+def test_card_image_and_text_facts_become_attributes(redis_settings: Settings) -> None:
+    sink = Sink()
+    events = [
+        chat("f1", "2026-11-20T10:00:00+08:00", images=[card_b64(ZH_CARD), "bm90IGFuIGltYWdl"]),
+        chat("f2", "2026-11-20T10:05:00+08:00", "我的生日是1988年8月8日，我住在上海"),
+    ]
+    outcome = run_batch(redis_settings, records(events), sink)
+    assert outcome.outcomes == {("t.chat", "ok"): 2}  # the unreadable image does not stop f1
+    [dlq] = [e for e in sink.events() if e["type"] == "dlq.record"]
+    assert dlq["reason"] == "image_undecodable: image 1 image_undecodable"
+    assert dlq["offset"] == 0
+    found = attributes(redis_settings, sink)
+    assert {name: a["value"] for name, a in found.items()} == {
+        "name": "王小明",
+        "company": "杭州阿里巴巴网络技术有限公司",
+        "phone": "13812345678",
+        "email": "wxm@alibaba.com",
+        "city": "上海",  # the newer extraction (text, f2) replaced the card's 杭州
+        "birthday": "1988-08-08",
+    }
+    assert found["name"]["source"] == "ocr" and found["birthday"]["source"] == "nlp"
+    assert found["city"]["updated_at"].startswith("2026-11-20T02:05")
+    assert 0.5 < found["city"]["confidence"] < found["phone"]["confidence"] <= 1.0
+    # an extracted phone is an attribute only: it joined no identity
+    assert profile(redis_settings, sink)["identifiers"]["phone"] == []
+
+
+def test_a_manual_value_is_never_overridden(redis_settings: Settings) -> None:
+    edit = event(
+        "m1",
+        "profile.edited",
+        "2026-11-20T09:00:00+08:00",
+        "crm",
+        {"im_id": "wx-facts"},
+        {"editor_id": "emp-1", "set": {"name": "王晓明"}},
+    )
+    sink = Sink()
+    run_batch(
+        redis_settings,
+        records([edit, chat("f3", "2026-11-20T10:00:00+08:00", "你好，我叫王小明")]),
+        sink,
+    )
+    name = attributes(redis_settings, sink)["name"]
+    assert (name["value"], name["source"]) == ("王晓明", "manual")
+
+
+def test_linking_extracted_identities_is_configuration(redis_settings: Settings) -> None:
+    settings = redis_settings.model_copy(update={"facts_link_identities": True})
+    sink = Sink()
+    run_batch(settings, records([chat("f4", "2026-11-20T10:00:00+08:00", "电话13900001111")]), sink)
+    assert profile(settings, sink)["identifiers"]["phone"] == ["13900001111"]
+
+
+def test_keywords_intents_and_needs_build_up(redis_settings: Settings) -> None:
+    sink = Sink()
+    texts = [
+        "又停电了，冰箱里的东西都坏了",
+        "停电第二次了，什么时候恢复供电",
+        "我交电费晚了，有滞纳金吗",
+    ]
+    events = [
+        chat(f"k{i}", f"2026-11-2{i}T10:00:00+08:00", text) for i, text in enumerate(texts, 1)
+    ]
+    run_batch(redis_settings, records(events), sink)
+    doc = profile(redis_settings, sink)
+    assert doc["intents"] == {"outage": 2, "payment": 1}
+    # mentioned one and two days before the latest event, with a 30-day half-life
+    weight = 2 ** (-1 / 30) + 2 ** (-2 / 30)
+    assert doc["keywords"][0] == {"term": "停电", "weight": pytest.approx(weight, abs=1e-4)}
+    assert {"冰箱", "滞纳金", "电费"} <= {k["term"] for k in doc["keywords"]}
+    assert [n["need"] for n in doc["needs"]] == ["outage_sms_alerts", "autopay"]
+    # the second outage message is the one that made outage SMS alerts a need
+    changes = [e for e in sink.events() if e["type"] == "profile.changed"]
+    needs_changes = [
+        (e["source_event_id"], c["new"])
+        for e in changes
+        for c in e["changed"]
+        if c["field"] == "needs"
+    ]
+    assert [eid for eid, _ in needs_changes] == ["k2", "k3"]
