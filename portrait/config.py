@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     ocr_fetch_urls: bool = False
     ocr_max_image_bytes: int = Field(default=5_000_000, ge=1)
     ocr_fetch_timeout_seconds: float = Field(default=3.0, gt=0)
+    keywords_enabled: bool = True
     keywords_top_k: int = Field(default=10, ge=0)
     stopwords_file: Path = DEFAULT_STOPWORDS_FILE
     intents_enabled: bool = True

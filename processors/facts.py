@@ -109,10 +109,15 @@ _EN_ORG_FALLBACK = re.compile(
 _ZH_HOME_CUE = re.compile(r"(?:住在|住|家在|来自|搬到|人在|定居在?)\s*$")
 _EN_HOME_CUE = re.compile(r"(?:live in|living in|based in|moved to|i'm in|i am in|from)\s*$", re.I)
 # cheap tests that decide whether the entity models run on a text at all
-_ZH_NER_CUES = re.compile(r"我叫|我是|本人|姓名|名字|叫我|在|来自|就职|任职|供职|公司|集团|银行")
+_ZH_NER_CUES = re.compile(
+    r"我叫|本人|姓名|名字|叫我|我是(?![想要在不觉很真说问])"
+    r"|(?:在|于).{2,24}?(?:工作|上班|任职|就职|供职)|来自"
+    r"|(?<!你们)(?<!我们)(?<![贵这那])(?:有限公司|集团|公司|银行)"
+)
 _EN_NER_CUES = re.compile(
-    r"my name|i am|i'm|this is|name:|work|employed|with|from|ltd|inc|llc|plc|company|group|bank",
-    re.I,
+    r"(?i:my name|name:|work(?:ing)? (?:at|for)|employed|"
+    r"\b(?:ltd|inc|llc|plc|gmbh|corp|company|group|bank)\b)"
+    r"|[Tt]his is [A-Z]|[Ii]'m [A-Z]|[Ii] am [A-Z]|(?:[Ff]rom|[Ww]ith) (?:the )?[A-Z]"
 )
 
 
@@ -218,6 +223,11 @@ class FactExtractor:
         self.catalogue = catalogue or FactCatalogue.load()
         self._lac: Any = None
         self._spacy: Any = None
+
+    def warm(self) -> None:
+        """Load both entity models now rather than on first use."""
+        self._chinese(["我叫王小明"])
+        self._english(["My name is John Smith"])
 
     def extract(self, texts: Sequence[str], *, card: bool = False) -> list[list[Fact]]:
         """Facts of each text, the most confident per attribute. ``card``: the texts are

@@ -9,7 +9,8 @@ at least a count. A need appears once, with the reason of its first rule that ho
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +27,59 @@ def load_rules(path: Path = DEFAULT_NEEDS_FILE) -> list[dict[str, Any]]:
     return list(rules)
 
 
-def _holds(
-    rule: Mapping[str, Any],
-    intents: Mapping[str, int],
-    keywords: set[str],
-    indicators: Mapping[str, Any],
-    negative_streak: int,
-) -> bool:
+class _Lazy:
+    """The customer's keywords, indicators and negative streak, each built on first use."""
+
+    def __init__(
+        self,
+        keywords: Callable[[], Sequence[str]],
+        indicators: Callable[[], Mapping[str, Any]],
+        negative_streak: Callable[[], int],
+    ) -> None:
+        self._keywords, self._indicators, self._streak = keywords, indicators, negative_streak
+
+    @cached_property
+    def keywords(self) -> set[str]:
+        return {term.lower() for term in self._keywords()}
+
+    @cached_property
+    def indicators(self) -> Mapping[str, Any]:
+        return self._indicators()
+
+    @cached_property
+    def negative_streak(self) -> int:
+        return self._streak()
+
+
+def _holds(rule: Mapping[str, Any], intents: Mapping[str, int], customer: _Lazy) -> bool:
     if "intent" in rule and intents.get(rule["intent"], 0) < rule.get("min_count", 1):
         return False
     wanted = rule.get("keywords_any")
-    if wanted and not any(term.lower() in keywords for term in wanted):
+    if wanted and not any(term.lower() in customer.keywords for term in wanted):
         return False
     if "indicator" in rule:
-        value = indicators.get(rule["indicator"])
+        value = customer.indicators.get(rule["indicator"])
         if value is None:
             return False
         if "below" in rule and not value < rule["below"]:
             return False
         if "above" in rule and not value > rule["above"]:
             return False
-    return negative_streak >= int(rule.get("negative_streak", 0))
+    return "negative_streak" not in rule or customer.negative_streak >= int(rule["negative_streak"])
 
 
 def needs(
     rules: Sequence[Mapping[str, Any]],
     intents: Mapping[str, int],
-    keywords: Sequence[str],
-    indicators: Mapping[str, Any],
-    negative_streak: int,
+    keywords: Callable[[], Sequence[str]],
+    indicators: Callable[[], Mapping[str, Any]],
+    negative_streak: Callable[[], int],
 ) -> list[dict[str, str]]:
-    """The needs whose rules hold, in rule order, each once."""
-    terms = {term.lower() for term in keywords}
+    """The needs whose rules hold, in rule order, each once. ``keywords``, ``indicators``
+    and ``negative_streak`` are called only when a rule needs them."""
+    customer = _Lazy(keywords, indicators, negative_streak)
     out: dict[str, str] = {}
     for rule in rules:
-        if rule["need"] not in out and _holds(rule, intents, terms, indicators, negative_streak):
+        if rule["need"] not in out and _holds(rule, intents, customer):
             out[rule["need"]] = rule["reason"]
     return [{"need": need, "reason": reason} for need, reason in out.items()]

@@ -435,13 +435,13 @@ def _intents(sections: Sections, _: list[str], _settings: DocumentSettings) -> A
 def _needs(sections: Sections, ids: list[str], settings: DocumentSettings) -> Any:
     if not settings.needs_rules:
         return []
-    terms = [k["term"] for k in _keywords(sections, ids, replace(settings, keywords_top_k=50))]
+    # keywords, indicators and emotion are built only when a rule gets as far as them
     return needs(
         settings.needs_rules,
         _intents(sections, ids, settings),
-        terms,
-        _indicators(sections, ids, settings),
-        _emotion(sections, ids, settings)["negative_streak"],
+        lambda: [k["term"] for k in _keywords(sections, ids, replace(settings, keywords_top_k=50))],
+        lambda: _indicators(sections, ids, settings),
+        lambda: int(_emotion(sections, ids, settings)["negative_streak"]),
     )
 
 

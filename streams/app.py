@@ -7,6 +7,7 @@ confirmed), and only then acks the batch's events so that Faust may commit them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -115,7 +116,10 @@ def create_app(settings: Settings) -> faust.App:
         state["store"] = store
         state["producer"] = ConfirmedProducer(settings)
         registry = ModelRegistry(store.redis, settings.redis_key_prefix)
-        state["pipeline"] = BatchPipeline(settings, store, registry)
+        pipeline = BatchPipeline(settings, store, registry)
+        # the models that load on first use load now, before the first batch waits on them
+        await asyncio.get_running_loop().run_in_executor(None, pipeline.warm)
+        state["pipeline"] = pipeline
 
     @app.agent(inputs)  # type: ignore[untyped-decorator]
     async def process(stream: Any) -> None:

@@ -210,6 +210,14 @@ class BatchPipeline:
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
 
+    def warm(self) -> None:
+        """Load the models that otherwise load on first use (entity models, jieba, OCR)."""
+        if self.facts is not None:
+            self.facts.warm()
+        terms("预热", self.stopwords)
+        if self.ocr and self._reader is None:
+            self._reader = TextReader()
+
     def dlq_record(self, record: InputRecord, rejection: Rejection) -> OutputRecord:
         """The DLQ record for a rejected input: original bytes, where they came from, why."""
         where = f"{record.topic}|{record.partition}|{record.offset}"
@@ -454,7 +462,7 @@ class BatchPipeline:
         emotions = self._read_emotions(decoded, words, embeddings)
         keywords: list[list[str]] = [[] for _ in decoded]
         intents: list[str | None] = [None] * len(decoded)
-        for index, text in words:
+        for index, text in words if self.settings.keywords_enabled else ():
             keywords[index] = terms(text, self.stopwords)
         if self.intents is not None and embeddings is not None:
             for (index, _), intent in zip(words, self.intents.match(embeddings), strict=True):
@@ -737,15 +745,27 @@ class BatchPipeline:
         waiting: list[Accepted] = []
         in_flight: asyncio.Future[list[ApplyResult]] | None = None
         updates: list[asyncio.Future[list[ApplyResult]]] = []
+        readings: list[asyncio.Future[Reading]] = []
         try:
-            for start in range(0, len(records), size):
-                chunk = records[start : start + size]
-                decoded = self._parse(chunk)
-                # While Redis applies the previous chunk, this thread decodes this one and
-                # builds its deltas, and the model reads it on its own thread (numpy
-                # releases the GIL). Deltas never depend on earlier answers.
-                reading = loop.run_in_executor(self._model_thread, self._read, decoded)
-                accepted, deltas = self._deltas(chunk, decoded, await reading, outcome, now_ms)
+            chunks = [records[start : start + size] for start in range(0, len(records), size)]
+            decoded = [self._parse(chunk) for chunk in chunks]
+
+            def read(chunk: Sequence[InputEvent | Rejection]) -> asyncio.Future[Reading]:
+                return loop.run_in_executor(self._model_thread, self._read, chunk)
+
+            reading = read(decoded[0]) if chunks else None
+            for number, chunk in enumerate(chunks):
+                assert reading is not None
+                done_reading = await reading
+                # The model thread reads the next chunk (numpy releases the GIL) while
+                # this one builds this chunk's deltas and the previous chunk's outputs,
+                # and Redis applies. Deltas never depend on earlier answers.
+                reading = read(decoded[number + 1]) if number + 1 < len(chunks) else None
+                if reading is not None:
+                    readings.append(reading)
+                accepted, deltas = self._deltas(
+                    chunk, decoded[number], done_reading, outcome, now_ms
+                )
                 # Queue this chunk's update (the store sends it as soon as the previous
                 # one is answered), then build the previous chunk's outputs meanwhile.
                 queued = asyncio.ensure_future(self.store.apply(deltas))
@@ -758,10 +778,13 @@ class BatchPipeline:
                 waiting = accepted
             if in_flight is not None:
                 self._emit(waiting, await in_flight, outcome, emitted, emitted_at)
-        finally:  # a failed batch leaves no update behind to fail unobserved
+        finally:  # a failed batch leaves no update or reading behind to fail unobserved
             for update in updates:
                 if not update.done():
                     update.cancel()
+            for pending in readings:
+                if not pending.done():
+                    pending.cancel()
         return outcome
 
     async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:

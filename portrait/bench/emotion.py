@@ -45,6 +45,14 @@ def chat_events(count: int, texts: list[str], customers: int = 2000) -> list[Out
     return out
 
 
+# the emotion model's own cost in the worker: the other readers of chat text switched off
+EMOTION_ONLY = {
+    "PORTRAIT_FACTS_ENABLED": "false",
+    "PORTRAIT_KEYWORDS_ENABLED": "false",
+    "PORTRAIT_INTENTS_ENABLED": "false",
+}
+
+
 def run_emotion_bench(base: Settings, messages: int, as_json: bool) -> int:
     """Model alone and worker with the model, from one run; prints both and the ratio."""
     texts = [row["text"] for row in load_rows(DATA)]
@@ -64,13 +72,24 @@ def run_emotion_bench(base: Settings, messages: int, as_json: bool) -> int:
         stack.up()
         settings = _settings_for(base, "emotion")
         _fill(settings, settings.topic("chat"), chat_events(messages, texts))
+        quiet = {"PORTRAIT_LOG_LEVEL": "WARNING"}
         worker = _subprocess_contender(
             "portrait-emotion",
             settings,
             [sys.executable, "-m", "portrait.cli", "worker"],
             settings.topic("profile-changes"),
             messages,
-            {"PORTRAIT_LOG_LEVEL": "WARNING"},
+            quiet | EMOTION_ONLY,
+        )
+        full_settings = _settings_for(base, "understanding")
+        _fill(full_settings, full_settings.topic("chat"), chat_events(messages, texts))
+        full = _subprocess_contender(
+            "portrait-understanding",
+            full_settings,
+            [sys.executable, "-m", "portrait.cli", "worker"],
+            full_settings.topic("profile-changes"),
+            messages,
+            quiet,
         )
     finally:
         stack.down()
@@ -80,7 +99,9 @@ def run_emotion_bench(base: Settings, messages: int, as_json: bool) -> int:
         "model_ms_per_message": round(1000 * model_seconds / len(sample), 3),
         "worker_messages_per_second": round(worker.rate, 1),
         "worker_vs_model": round(worker.rate / model_rate, 3),
-        "lossless": worker.unique == messages,
+        "worker_all_models_messages_per_second": round(full.rate, 1),
+        "worker_all_models_vs_model": round(full.rate / model_rate, 3),
+        "lossless": worker.unique == messages and full.unique == messages,
     }
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
@@ -92,7 +113,11 @@ def run_emotion_bench(base: Settings, messages: int, as_json: bool) -> int:
         )
         print(
             f"  worker + model   {worker.rate:8.0f} messages/s  "
-            f"({summary['worker_vs_model']}x the model alone)"
+            f"({summary['worker_vs_model']}x the model alone; facts, keywords, intents off)"
+        )
+        print(
+            f"  worker, all      {full.rate:8.0f} messages/s  "
+            f"({summary['worker_all_models_vs_model']}x; + facts, keywords, intents, needs)"
         )
         print(f"  nothing lost: {summary['lossless']}")
     return 0 if summary["lossless"] else 1

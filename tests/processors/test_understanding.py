@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from models.emotion import default_model
@@ -71,14 +73,26 @@ def test_intent_counts_most_frequent_first() -> None:
 
 def test_needs_follow_the_rule_table() -> None:
     rules = load_rules()
-    calm = {"credit": 0.9}
-    assert needs(rules, {"outage": 1}, [], calm, 0) == []
-    assert needs(rules, {"outage": 2}, [], calm, 0) == [
+
+    def customer(
+        intents: dict[str, int], keywords: list[str], credit: float, streak: int
+    ) -> list[dict[str, str]]:
+        return needs(rules, intents, lambda: keywords, lambda: {"credit": credit}, lambda: streak)
+
+    assert customer({"outage": 1}, [], 0.9, 0) == []
+    assert customer({"outage": 2}, [], 0.9, 0) == [
         {"need": "outage_sms_alerts", "reason": "asked about outages repeatedly"}
     ]
-    late = needs(rules, {"payment": 1}, ["滞纳金"], {"credit": 0.2}, 0)
+    late = customer({"payment": 1}, ["滞纳金"], 0.2, 0)
     assert [n["need"] for n in late] == ["autopay", "payment_plan"]
     assert late[0]["reason"] == "mentioned late fees"
-    upset = needs(rules, {"complaint": 1}, [], calm, 1)
-    assert upset == []  # one negative message is not yet "still upset"
-    assert needs(rules, {"complaint": 1}, [], calm, 2)[0]["need"] == "service_recovery"
+    assert customer({"complaint": 1}, [], 0.9, 1) == []  # one negative is not "still upset"
+    assert customer({"complaint": 1}, [], 0.9, 2)[0]["need"] == "service_recovery"
+
+
+def test_needs_build_only_what_a_rule_reaches() -> None:
+    def unreachable() -> Any:
+        raise AssertionError("built without need")
+
+    rules = [{"need": "n", "reason": "r", "intent": "outage", "indicator": "credit", "below": 1}]
+    assert needs(rules, {}, unreachable, unreachable, unreachable) == []
