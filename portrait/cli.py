@@ -101,6 +101,55 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if skipped == 0 else 1
 
 
+# --- problems ---------------------------------------------------------------------------
+
+
+def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
+    from models.encoder import load_encoder
+    from portrait.lookup import find_customer
+    from portrait.state.store import RedisProfileStore
+    from processors.problems import all_problems, most_similar
+    from processors.profile import sections_of
+
+    chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
+    if len(chosen) != 1:
+        print(
+            "problems: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()), file=sys.stderr
+        )
+        return 2
+    kind, value = chosen[0]
+
+    async def lookup() -> list[dict[str, Any]] | None:
+        store = RedisProfileStore.for_settings(settings)
+        try:
+            customer_id = await find_customer(store, kind, value)
+            state = await store.load(customer_id) if customer_id else None
+        finally:
+            await store.close()
+        return None if state is None else all_problems(sections_of(state["fields"])["r"])
+
+    problems = asyncio.run(lookup())
+    if problems is None:
+        print(f"no customer with {IDENTIFIER_FLAGS[kind]} {value}", file=sys.stderr)
+        return 1
+    if args.like:
+        problems = most_similar(problems, args.like, load_encoder(settings.embedding_model), 3)
+    if args.json:
+        _print_json(problems)
+        return 0
+    for problem in problems:
+        resolution = problem["resolution"]
+        outcome = (
+            f"{resolution['type']} {resolution['outcome'] or ''} {resolution['at']}".strip()
+            if resolution
+            else "unresolved"
+        )
+        similarity = f"  similarity {problem['similarity']}" if "similarity" in problem else ""
+        print(f"{problem['at']}  {problem['intent']:10}  {outcome}{similarity}")
+        print(f"    {problem['text']}")
+    return 0
+
+
 # --- profile ----------------------------------------------------------------------------
 
 
@@ -468,6 +517,15 @@ def build_parser() -> argparse.ArgumentParser:
         get.add_argument(flag, dest=kind)
     get.add_argument("--json", action="store_true", help="print the profile document as JSON")
     get.set_defaults(func=cmd_profile)
+
+    problems = sub.add_parser(
+        "problems", help="a customer's past problems; --like: the 3 most similar to a text"
+    )
+    for kind, flag in IDENTIFIER_FLAGS.items():
+        problems.add_argument(flag, dest=kind)
+    problems.add_argument("--like", help="rank by embedding similarity to this text")
+    problems.add_argument("--json", action="store_true")
+    problems.set_defaults(func=cmd_problems)
 
     imports = sub.add_parser("import", help="load records from own or third-party sources")
     imports.add_argument("file", help="JSONL or CSV (by extension, or --format)")

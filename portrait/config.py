@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     intents_file: Path = DEFAULT_INTENTS_FILE
     intent_min_similarity: float = Field(default=0.5, ge=-1, le=1)
     needs_file: Path = DEFAULT_NEEDS_FILE
+    problem_intents: tuple[str, ...] = ("complaint", "outage", "billing", "repair")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str = ""

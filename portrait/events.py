@@ -330,6 +330,22 @@ class Identifiers(_Model):
     customer_id: list[str] = Field(default_factory=list)
 
 
+class Resolution(_Model):
+    at: str
+    event_id: str
+    type: str
+    outcome: str | None = None
+    satisfaction: int | None = None
+
+
+class PastProblem(_Model):
+    at: str
+    intent: str
+    text: str
+    event_id: str
+    resolution: Resolution | None = None
+
+
 class ProfileDocument(_Model):
     """The profile: what ``portrait profile get --json`` prints and ``profile.changed`` carries."""
 
@@ -351,6 +367,9 @@ class ProfileDocument(_Model):
     products: list[ProductHolding] = Field(default_factory=list)
     intents: dict[str, int] = Field(
         default_factory=dict, description="messages per intent, most frequent first"
+    )
+    problems: list[PastProblem] = Field(
+        default_factory=list, description="recent problems, newest first, with resolutions"
     )
 
 

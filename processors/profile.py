@@ -50,7 +50,7 @@ from processors.attributes import (
     order_key,
 )
 from processors.document import DocumentSettings
-from processors.emotion import emotion_document, emotion_fields
+from processors.emotion import emotion_document, emotion_fields, text_to_read
 from processors.facts import SourcedFact
 from processors.identity import (
     customer_id_for,
@@ -63,6 +63,7 @@ from processors.intents import intent_fields, intents_document
 from processors.keywords import keyword_fields, keywords_document
 from processors.needs import needs
 from processors.preferences import decay_weight, time_of_day
+from processors.problems import problem_fields, problems_document, resolution_fields
 from processors.relationships import (
     action_fields,
     actions_towards_employees,
@@ -89,6 +90,7 @@ class DeltaSettings:
     attribute_confidence: float = 0.9
     assist: AssistSettings = field(default_factory=AssistSettings)
     link_fact_identities: bool = False  # extracted phones/emails join identities too
+    problem_intents: tuple[str, ...] = ("complaint", "outage", "billing", "repair")
 
 
 @dataclass(slots=True)
@@ -286,6 +288,12 @@ def build_delta(
     if keywords:
         fields.update(keyword_fields(keywords, decay_weight(occurred_ms, settings.half_life_days)))
     fields.update(intent_fields(intent))
+    words = text_to_read(event)
+    if words is not None:
+        fields.update(
+            problem_fields(words, intent, settings.problem_intents, occurred_ms, event.event_id)
+        )
+    fields.update(resolution_fields(event, occurred_ms))
     for source, fact in facts:
         fields.update(
             _attribute_registers({fact.name: fact.value}, source, fact.confidence, False, event)
@@ -432,6 +440,10 @@ def _intents(sections: Sections, _: list[str], _settings: DocumentSettings) -> A
     return intents_document(sections["c"])
 
 
+def _problems(sections: Sections, _: list[str], _settings: DocumentSettings) -> Any:
+    return problems_document(sections["r"])
+
+
 def _needs(sections: Sections, ids: list[str], settings: DocumentSettings) -> Any:
     if not settings.needs_rules:
         return []
@@ -461,6 +473,7 @@ FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSett
     "keywords": ("dm", _keywords),
     "intents": ("c", _intents),
     "needs": ("cdmren", _needs),
+    "problems": ("r", _problems),
 }
 """Document fields built from stored state, with the kinds of stored fields they read."""
 

@@ -163,6 +163,7 @@ class BatchPipeline:
             attribute_confidence=settings.attribute_confidence,
             assist=settings.assist(),
             link_fact_identities=settings.facts_link_identities,
+            problem_intents=settings.problem_intents,
         )
         self.prompts = PromptTemplates.load(settings.prompts_file)
         self.prompt_topic = settings.topic("agent-prompts")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from typing import Any
 
 import orjson
@@ -12,8 +13,9 @@ from portrait.config import Settings
 from portrait.lookup import profile_by_id
 from portrait.state.store import RedisProfileStore
 from streams.pipeline import InputRecord
-from tests.conftest import event
+from tests.conftest import event, settings_env
 from tests.images import ZH_CARD, card_b64
+from tests.integration.test_worker import PORTRAIT
 from tests.streams.test_pipeline import Sink, run_batch
 
 
@@ -132,3 +134,40 @@ def test_keywords_intents_and_needs_build_up(redis_settings: Settings) -> None:
         if c["field"] == "needs"
     ]
     assert [eid for eid, _ in needs_changes] == ["k2", "k3"]
+
+
+def test_problems_with_resolutions_and_the_problems_command(redis_settings: Settings) -> None:
+    ended = event(
+        "pe",
+        "call.ended",
+        "2026-11-20T12:00:00+08:00",
+        "hotline",
+        {"im_id": "wx-facts"},
+        {"call_id": "call-1", "outcome": "resolved"},
+    )
+    events = [
+        chat("pb1", "2026-11-20T10:00:00+08:00", "又停电了，冰箱里的东西都坏了"),
+        chat("pb2", "2026-11-20T11:00:00+08:00", "我要投诉，你们客服态度太差了"),
+        ended,
+        chat("pb3", "2026-11-21T09:00:00+08:00", "账单上多扣了我两百块钱"),
+        chat("pb4", "2026-11-21T09:30:00+08:00", "谢谢你们"),  # not a problem
+    ]
+    run_batch(redis_settings, records(events), sink := Sink())
+    problems = profile(redis_settings, sink)["problems"]
+    assert [(p["event_id"], p["intent"]) for p in problems] == [
+        ("pb3", "billing"),
+        ("pb2", "complaint"),
+        ("pb1", "outage"),
+    ]
+    assert problems[0]["resolution"] is None
+    assert problems[1]["resolution"]["outcome"] == "resolved"
+    assert problems[2]["resolution"]["event_id"] == "pe"
+    done = subprocess.run(
+        [*PORTRAIT, "problems", "--im-id", "wx-facts", "--like", "家里没电了", "--json"],
+        env=settings_env(redis_settings),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    similar = orjson.loads(done.stdout)
+    assert len(similar) == 3 and similar[0]["event_id"] == "pb1"
