@@ -150,6 +150,53 @@ def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- trends -----------------------------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> int:
+    """``90``, ``30m``, ``1h``, ``7d`` → seconds."""
+    text = text.strip().lower()
+    if text and text[-1] in _UNITS:
+        return int(float(text[:-1]) * _UNITS[text[-1]])
+    return int(text)
+
+
+def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
+    from streams.trends import recent_windows
+
+    bucket = _seconds(args.window) if args.window else settings.trends_window_seconds
+    if bucket < settings.trends_window_seconds or bucket % settings.trends_window_seconds:
+        print(
+            f"--window must be a multiple of PORTRAIT_TRENDS_WINDOW_SECONDS "
+            f"({settings.trends_window_seconds} s)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def read() -> list[dict[str, Any]]:
+        client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
+        try:
+            return await recent_windows(client, settings, bucket, args.last)
+        finally:
+            await client.aclose()
+
+    windows = asyncio.run(read())
+    if args.json:
+        _print_json(windows)
+        return 0
+    for window in windows:
+        terms = ", ".join(f"{t['term']} {t['count']}" for t in window["terms"][:10])
+        intents = ", ".join(f"{name} {n}" for name, n in window["intents"].items())
+        print(f"{window['window_start']} … {window['window_end']}  {window['messages']} messages")
+        print(f"    terms:   {terms or '-'}")
+        print(f"    intents: {intents or '-'}")
+    return 0
+
+
 # --- profile ----------------------------------------------------------------------------
 
 
@@ -526,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
     problems.add_argument("--like", help="rank by embedding similarity to this text")
     problems.add_argument("--json", action="store_true")
     problems.set_defaults(func=cmd_problems)
+
+    trends = sub.add_parser("trends", help="top keywords and intents of recent time windows")
+    trends.add_argument("--window", help="bucket size, e.g. 1h, 6h, 1d (default: the window)")
+    trends.add_argument("--last", type=int, default=5, help="how many recent buckets")
+    trends.add_argument("--json", action="store_true")
+    trends.set_defaults(func=cmd_trends)
 
     imports = sub.add_parser("import", help="load records from own or third-party sources")
     imports.add_argument("file", help="JSONL or CSV (by extension, or --format)")

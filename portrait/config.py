@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     intent_min_similarity: float = Field(default=0.5, ge=-1, le=1)
     needs_file: Path = DEFAULT_NEEDS_FILE
     problem_intents: tuple[str, ...] = ("complaint", "outage", "billing", "repair")
+    trends_window_seconds: int = Field(default=3600, ge=1)
+    trends_grace_seconds: int = Field(default=60, ge=0)
+    trends_retention_seconds: int = Field(default=7 * 86400, ge=1)
+    trends_check_seconds: float = Field(default=10.0, gt=0)
+    trends_top_k: int = Field(default=20, ge=1)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str = ""

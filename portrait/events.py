@@ -448,6 +448,9 @@ class TrendsWindow(_Model):
     window_start: str
     window_end: str
     terms: list[TrendTerm]
+    window_seconds: int | None = None
+    messages: int = 0
+    intents: dict[str, int] = Field(default_factory=dict)
 
 
 class DlqRecord(_Model):

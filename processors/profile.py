@@ -91,6 +91,8 @@ class DeltaSettings:
     assist: AssistSettings = field(default_factory=AssistSettings)
     link_fact_identities: bool = False  # extracted phones/emails join identities too
     problem_intents: tuple[str, ...] = ("complaint", "outage", "billing", "repair")
+    trends_window_ms: int = 3_600_000
+    trends_retention_ms: int = 7 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -111,6 +113,8 @@ class ProfileDelta:
     product_stats: dict[str, int] = field(default_factory=dict)
     call: dict[str, Any] | None = None
     """The call session change (``processors.assist.call_session_delta``)."""
+    trend: dict[str, Any] | None = None
+    """Group-analysis counts: window start ms ``w``, expiry ms ``exp``, hash fields ``keys``."""
 
     def to_json(self, now_ms: int, retention_ms: int, *, quiet: bool = False) -> bytes:
         """The delta as the state script reads it (its ARGV). ``quiet`` (replay): the
@@ -128,6 +132,8 @@ class ProfileDelta:
         }
         if self.call is not None:  # the script's JSON null would read as true
             body["call"] = self.call
+        if self.trend is not None:
+            body["trend"] = self.trend
         if quiet:
             body["quiet"] = True
         return orjson.dumps(body)
@@ -294,6 +300,12 @@ def build_delta(
             problem_fields(words, intent, settings.problem_intents, occurred_ms, event.event_id)
         )
     fields.update(resolution_fields(event, occurred_ms))
+    if keywords or intent:  # group analysis: counted into the event-time window
+        delta.trend = {
+            "w": occurred_ms - occurred_ms % settings.trends_window_ms,
+            "exp": settings.trends_retention_ms,
+            "keys": [f"kw:{term}" for term in keywords] + ([f"in:{intent}"] if intent else []),
+        }
     for source, fact in facts:
         fields.update(
             _attribute_registers({fact.name: fact.value}, source, fact.confidence, False, event)

@@ -22,6 +22,7 @@ from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore
 from streams.kafka import INPUT_TOPICS, ConfirmedProducer
 from streams.pipeline import BatchPipeline, InputRecord
+from streams.trends import emit_closed_windows
 
 log = logging.getLogger("portrait.worker")
 
@@ -143,6 +144,14 @@ def create_app(settings: Settings) -> faust.App:
             for event in events:
                 await stream.ack(event)
             metrics.READY.set(1)
+
+    @app.timer(settings.trends_check_seconds)  # type: ignore[untyped-decorator]
+    async def emit_trends() -> None:
+        if "pipeline" in state:
+            try:
+                await emit_closed_windows(state["store"].redis, settings, state["producer"].deliver)
+            except Exception:  # the next tick retries; a timer must not die
+                log.exception("trends window emission failed")
 
     @app.timer(5.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:

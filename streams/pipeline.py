@@ -164,6 +164,8 @@ class BatchPipeline:
             assist=settings.assist(),
             link_fact_identities=settings.facts_link_identities,
             problem_intents=settings.problem_intents,
+            trends_window_ms=settings.trends_window_seconds * 1000,
+            trends_retention_ms=settings.trends_retention_seconds * 1000,
         )
         self.prompts = PromptTemplates.load(settings.prompts_file)
         self.prompt_topic = settings.topic("agent-prompts")

@@ -27,6 +27,9 @@
 -- r:prod:<product> is the register "order\theld|declined" the call advice reads.
 -- so applying events in any order, or merging in any order, gives the same content.
 --
+-- Group analysis: {P}trend:<window start ms> counts messages, kw:<term> and in:<intent>
+-- of each applied event in its event-time window (streams/trends.py), listed in
+-- {P}trend:index.
 -- Population: {P}pop:spend counts customers per spend bucket (floor(4·log2(1 + total
 -- amount))); every change of a customer's e:amount, every merge and every erasure moves
 -- the customer between buckets, so indicators.wealth can be a percentile.
@@ -335,6 +338,15 @@ local function apply_one(raw)
 
   -- phase × product statistics from feedback: global, counted once per event id
   for f, n in pairs(d.stats or {}) do redis.call('HINCRBY', P .. 'stats:products', f, n) end
+
+  -- group analysis: the event's keywords and intent counted into its time window
+  if d.trend then
+    local window = P .. 'trend:' .. string.format('%d', d.trend.w)
+    redis.call('HINCRBY', window, 'messages', 1)
+    for _, f in ipairs(d.trend.keys) do redis.call('HINCRBY', window, f, 1) end
+    redis.call('PEXPIRE', window, d.trend.exp)
+    redis.call('ZADD', P .. 'trend:index', d.trend.w, string.format('%d', d.trend.w))
+  end
 
   local seen = ck(cid, 'seen')
   redis.call('ZADD', seen, d.now, d.eid)

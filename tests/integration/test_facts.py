@@ -36,7 +36,9 @@ def test_worker_reads_facts_from_text_and_a_card(stack_settings: Settings, tmp_p
     images = tmp_path / "images"
     images.mkdir()
     (images / "card.png").write_bytes(card_png(EN_CARD))
-    settings = stack_settings.model_copy(update={"ocr_image_dir": images})
+    settings = stack_settings.model_copy(
+        update={"ocr_image_dir": images, "trends_check_seconds": 1.0}
+    )
     produce(
         settings,
         [
@@ -55,6 +57,7 @@ def test_worker_reads_facts_from_text_and_a_card(stack_settings: Settings, tmp_p
             timeout=90,
             what="three profiles",
         )
+        wait_for(lambda: bool(outputs(settings, "trends")), what="a trends.window event")
         metrics = http_get(settings, "/metrics")[1]
     zh = profile_get(settings, "--im-id", "wx-zh")[1]
     en = profile_get(settings, "--im-id", "wx-en")[1]
@@ -78,3 +81,7 @@ def test_worker_reads_facts_from_text_and_a_card(stack_settings: Settings, tmp_p
     assert dlq["reason"] == "image_path_refused: image 1 image_path_refused"
     assert 'portrait_model_inference_seconds_count{model="ocr"} 1.0' in metrics
     assert 'portrait_dlq_total{reason="image_path_refused"} 1.0' in metrics
+    # the three messages' window (an hour of 2026-11-21, long closed) went out once
+    [window] = outputs(settings, "trends")
+    assert window["window_start"] == "2026-11-21T02:00:00.000Z"
+    assert window["messages"] == 3 and window["terms"]
