@@ -39,9 +39,14 @@ _CN_MOBILE = re.compile(r"(?<![\d+])(?:\+?86[\s-]?)?(1[3-9]\d[\s-]?\d{4}[\s-]?\d
 _CN_LANDLINE = re.compile(r"(?<![\d+])(0\d{2,3}-\d{7,8})(?!\d)")
 _INTERNATIONAL = re.compile(r"(?<![\w+])(\+\d{1,3}(?:[\s-]?\(?\d{1,5}\)?){2,5})(?!\d)")
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
 _DIGITS = re.compile(r"\D+")
+# any other number right after a phone cue ("call me on 07700 900456", "电话 0571 8888 6666")
+_CUED_PHONE = re.compile(
+    r"(?i:phone|mobile|tel|call me on|call me at|reach me on|reach me at|number is|"
+    r"电话|手机|联系方式)\D{0,12}?(\+?\d[\d\s-]{5,17}\d)(?!\d)"
+)
 
 _MONTHS = {
     name: number
@@ -68,6 +73,9 @@ _MONTH = "(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _ZH_BIRTHDAY = re.compile(
     r"(?:生日|出生日期|出生于|出生在|生于|出生)[是为:：\s]*"
     r"(\d{4})\s*[年/.-]\s*(\d{1,2})\s*[月/.-]\s*(\d{1,2})"
+)
+_ZH_BIRTHDAY_AFTER = re.compile(
+    r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*[日号]?\s*(?:出生|生日|生人)"
 )
 _EN_BIRTHDAY_CUE = r"(?:birthday|born(?:\s+on)?|date\s+of\s+birth|d\.?o\.?b\.?)(?:\s+is)?[\s:,-]*"
 _EN_BIRTHDAYS = (
@@ -187,7 +195,7 @@ def phones(text: str) -> list[str]:
     """Phone numbers, digits only (Chinese mobiles without the +86 prefix)."""
     found: list[str] = []
     taken: list[tuple[int, int]] = []
-    for pattern in (_CN_MOBILE, _INTERNATIONAL, _CN_LANDLINE):
+    for pattern in (_CN_MOBILE, _INTERNATIONAL, _CN_LANDLINE, _CUED_PHONE):
         for match in pattern.finditer(text):
             span = match.span(1)
             if any(a < span[1] and span[0] < b for a, b in taken):
@@ -202,8 +210,9 @@ def phones(text: str) -> list[str]:
 def birthdays(text: str) -> list[str]:
     """ISO dates that follow a birthday cue (生日 / 出生 / birthday / born / DOB)."""
     found = []
-    for match in _ZH_BIRTHDAY.finditer(text):
-        found.append(_iso(*(int(g) for g in match.groups())))
+    for pattern in (_ZH_BIRTHDAY, _ZH_BIRTHDAY_AFTER):
+        for match in pattern.finditer(text):
+            found.append(_iso(*(int(g) for g in match.groups())))
     for pattern, order in _EN_BIRTHDAYS:
         for match in pattern.finditer(text):
             a, b, c = match.groups()

@@ -75,6 +75,23 @@ def test_a_name_about_someone_else_is_not_the_customers(extractor: FactExtractor
     assert "name" not in facts(found)
 
 
+def test_facts_in_other_phrasings(extractor: FactExtractor) -> None:
+    found = extractor.extract(
+        [
+            "我的邮箱改成了liuyang@163.com，麻烦更新一下",
+            "我1990年3月5日出生，是不是有生日优惠",
+            "You can reach me on 07700 900456 or at j.brown@mail.co.uk",
+            "本人赵敏，来自成都，想咨询充电桩",
+        ]
+    )
+    assert [facts(f) for f in found] == [
+        {"email": "liuyang@163.com"},
+        {"birthday": "1990-03-05"},
+        {"phone": "07700900456", "email": "j.brown@mail.co.uk"},
+        {"name": "赵敏", "city": "成都", "product_interest": "ev_charger"},
+    ]
+
+
 def test_rules_reject_what_only_looks_like_a_fact() -> None:
     assert phones("订单号 20261122000123456，金额 12.50") == []
     assert phones("call 010-12345678 or +86 139 0000 1111") == ["13900001111", "01012345678"]
@@ -142,3 +159,41 @@ def test_image_references_follow_the_policy(tmp_path: Path) -> None:
         decode_image(b"GIF89a but not really")
     with pytest.raises(ImageError, match="image_path_refused"):
         image_bytes(str(tmp_path / "cards" / "a.png"), ImagePolicy())  # no image dir
+
+
+def test_urls_are_fetched_only_when_enabled_and_within_limits() -> None:
+    import http.server
+    import threading
+
+    png = card_png([("hello", 30)], size=(200, 100))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/slow.png":
+                threading.Event().wait(2.0)
+            body = png if self.path != "/big.png" else png * 10
+            self.send_response(200 if self.path != "/missing.png" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    policy = ImagePolicy(max_bytes=len(png) * 2, fetch_urls=True, fetch_timeout_seconds=0.5)
+    try:
+        assert image_bytes(f"{base}/card.png", policy) == png
+        for path, reason in [
+            ("/big.png", "image_too_large"),
+            ("/missing.png", "image_fetch_failed"),
+            ("/slow.png", "image_fetch_failed"),
+        ]:
+            with pytest.raises(ImageError, match=reason):
+                image_bytes(base + path, policy)
+        with pytest.raises(ImageError, match="image_url_disabled"):
+            image_bytes(f"{base}/card.png", ImagePolicy())
+    finally:
+        server.shutdown()
