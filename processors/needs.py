@@ -28,19 +28,16 @@ def load_rules(path: Path = DEFAULT_NEEDS_FILE) -> list[dict[str, Any]]:
 
 
 class _Lazy:
-    """The customer's keywords, indicators and negative streak, each built on first use."""
+    """The customer's keywords, and indicators and negative streak built on first use."""
 
     def __init__(
         self,
-        keywords: Callable[[], Sequence[str]],
+        has_keyword: Callable[[str], bool],
         indicators: Callable[[], Mapping[str, Any]],
         negative_streak: Callable[[], int],
     ) -> None:
-        self._keywords, self._indicators, self._streak = keywords, indicators, negative_streak
-
-    @cached_property
-    def keywords(self) -> set[str]:
-        return {term.lower() for term in self._keywords()}
+        self.has_keyword = has_keyword
+        self._indicators, self._streak = indicators, negative_streak
 
     @cached_property
     def indicators(self) -> Mapping[str, Any]:
@@ -55,7 +52,7 @@ def _holds(rule: Mapping[str, Any], intents: Mapping[str, int], customer: _Lazy)
     if "intent" in rule and intents.get(rule["intent"], 0) < rule.get("min_count", 1):
         return False
     wanted = rule.get("keywords_any")
-    if wanted and not any(term.lower() in customer.keywords for term in wanted):
+    if wanted and not any(customer.has_keyword(term.lower()) for term in wanted):
         return False
     if "indicator" in rule:
         value = customer.indicators.get(rule["indicator"])
@@ -71,13 +68,14 @@ def _holds(rule: Mapping[str, Any], intents: Mapping[str, int], customer: _Lazy)
 def needs(
     rules: Sequence[Mapping[str, Any]],
     intents: Mapping[str, int],
-    keywords: Callable[[], Sequence[str]],
+    has_keyword: Callable[[str], bool],
     indicators: Callable[[], Mapping[str, Any]],
     negative_streak: Callable[[], int],
 ) -> list[dict[str, str]]:
-    """The needs whose rules hold, in rule order, each once. ``keywords``, ``indicators``
-    and ``negative_streak`` are called only when a rule needs them."""
-    customer = _Lazy(keywords, indicators, negative_streak)
+    """The needs whose rules hold, in rule order, each once. ``has_keyword`` says whether
+    a (lower-case) term is among the customer's keywords; ``indicators`` and
+    ``negative_streak`` are called only when a rule gets as far as them."""
+    customer = _Lazy(has_keyword, indicators, negative_streak)
     out: dict[str, str] = {}
     for rule in rules:
         if rule["need"] not in out and _holds(rule, intents, customer):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
@@ -60,7 +60,7 @@ from processors.identity import (
 )
 from processors.indicators import indicators
 from processors.intents import intent_fields, intents_document
-from processors.keywords import keyword_fields, keywords_document
+from processors.keywords import KEYWORD, keyword_fields, keywords_document
 from processors.needs import needs
 from processors.preferences import decay_weight, time_of_day
 from processors.problems import problem_fields, problems_document, resolution_fields
@@ -459,11 +459,11 @@ def _problems(sections: Sections, _: list[str], _settings: DocumentSettings) -> 
 def _needs(sections: Sections, ids: list[str], settings: DocumentSettings) -> Any:
     if not settings.needs_rules:
         return []
-    # keywords, indicators and emotion are built only when a rule gets as far as them
+    # indicators and emotion are built only when a rule gets as far as them
     return needs(
         settings.needs_rules,
         _intents(sections, ids, settings),
-        lambda: [k["term"] for k in _keywords(sections, ids, replace(settings, keywords_top_k=50))],
+        lambda term: f"{KEYWORD}{term}" in sections["d"],
         lambda: _indicators(sections, ids, settings),
         lambda: int(_emotion(sections, ids, settings)["negative_streak"]),
     )

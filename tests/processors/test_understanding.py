@@ -77,7 +77,9 @@ def test_needs_follow_the_rule_table() -> None:
     def customer(
         intents: dict[str, int], keywords: list[str], credit: float, streak: int
     ) -> list[dict[str, str]]:
-        return needs(rules, intents, lambda: keywords, lambda: {"credit": credit}, lambda: streak)
+        return needs(
+            rules, intents, keywords.__contains__, lambda: {"credit": credit}, lambda: streak
+        )
 
     assert customer({"outage": 1}, [], 0.9, 0) == []
     assert customer({"outage": 2}, [], 0.9, 0) == [
