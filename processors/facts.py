@@ -242,23 +242,23 @@ class FactExtractor:
         """Facts of each text, the most confident per attribute. ``card``: the texts are
         OCR results (lines joined by newlines) of images such as business cards."""
         found: list[list[Fact]] = [self._rules(text, card) for text in texts]
-        zh_wanted: list[tuple[int, str, str]] = []  # (text index, line, context)
-        en_wanted: list[tuple[int, str, str]] = []
+        zh_wanted: list[tuple[int, str]] = []  # (text index, text or card line)
+        en_wanted: list[tuple[int, str]] = []
         for index, text in enumerate(texts):
             units = [line for line in text.splitlines() if line.strip()] if card else [text]
             for unit in units:
                 chinese = bool(_HAN.search(unit))
                 if not card and not (_ZH_NER_CUES if chinese else _EN_NER_CUES).search(unit):
                     continue
-                (zh_wanted if chinese else en_wanted).append((index, unit.strip(), text))
+                (zh_wanted if chinese else en_wanted).append((index, unit.strip()))
         if zh_wanted:
-            for (index, unit, _), tokens in zip(
-                zh_wanted, self._chinese([u for _, u, _ in zh_wanted]), strict=True
+            for (index, unit), tokens in zip(
+                zh_wanted, self._chinese([u for _, u in zh_wanted]), strict=True
             ):
                 found[index].extend(_chinese_entities(unit, tokens, card))
         if en_wanted:
-            for (index, unit, _), entities in zip(
-                en_wanted, self._english([u for _, u, _ in en_wanted]), strict=True
+            for (index, unit), entities in zip(
+                en_wanted, self._english([u for _, u in en_wanted]), strict=True
             ):
                 found[index].extend(_english_entities(unit, entities, card))
         for index, text in enumerate(texts):
