@@ -29,6 +29,18 @@ def _print_json(value: Any, pretty: bool = True) -> None:
     sys.stdout.flush()
 
 
+def _one_identifier(args: argparse.Namespace, command: str) -> tuple[str, str] | None:
+    """The one identifier flag given (kind, value), or None after saying what is wrong."""
+    chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
+    if len(chosen) != 1:
+        print(
+            f"{command}: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()),
+            file=sys.stderr,
+        )
+        return None
+    return chosen[0]
+
+
 # --- stack ------------------------------------------------------------------------------
 
 
@@ -111,13 +123,10 @@ def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     from processors.problems import all_problems, most_similar
     from processors.profile import sections_of
 
-    chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
-    if len(chosen) != 1:
-        print(
-            "problems: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()), file=sys.stderr
-        )
+    chosen = _one_identifier(args, "problems")
+    if chosen is None:
         return 2
-    kind, value = chosen[0]
+    kind, value = chosen
 
     async def lookup() -> list[dict[str, Any]] | None:
         store = RedisProfileStore.for_settings(settings)
@@ -205,14 +214,10 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     from portrait.state.registry import ModelRegistry, customer_model_in_use
     from portrait.state.store import RedisProfileStore
 
-    chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
-    if len(chosen) != 1:
-        print(
-            "profile get: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()),
-            file=sys.stderr,
-        )
+    chosen = _one_identifier(args, "profile get")
+    if chosen is None:
         return 2
-    kind, value = chosen[0]
+    kind, value = chosen
 
     async def lookup() -> dict[str, Any] | None:
         store = RedisProfileStore.for_settings(settings)
@@ -315,11 +320,10 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     from streams.kafka import ensure_topics, make_producer, produce_confirmed
     from streams.produce import erasure_event, route
 
-    chosen = [(kind, getattr(args, kind)) for kind in IDENTIFIER_FLAGS if getattr(args, kind)]
-    if len(chosen) != 1:
-        print("erase: give exactly one of " + ", ".join(IDENTIFIER_FLAGS.values()), file=sys.stderr)
+    chosen = _one_identifier(args, "erase")
+    if chosen is None:
         return 2
-    kind, value = chosen[0]
+    kind, value = chosen
     ensure_topics(settings)
     line = erasure_event(kind, value, args.requested_by)
     produce_confirmed(make_producer(settings), [route(settings, line)])
