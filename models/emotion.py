@@ -178,14 +178,13 @@ class LexiconScorer:
 
 
 def emotion_features(
-    encoder: SentenceEncoder,
+    embeddings: np.ndarray,
     lexicons: LexiconScorer,
     ngrams: NgramVectoriser,
     texts: Sequence[str],
 ) -> np.ndarray:
-    """The heads' input: sentence embedding, lexicon scores, n-gram TF-IDF vector (as
-    :meth:`EmotionModel.predict` builds it)."""
-    parts = [encoder.encode(texts), lexicons.transform(texts), ngrams.transform(texts)]
+    """The heads' input: the texts' sentence embeddings, lexicon scores, n-gram TF-IDF."""
+    parts = [embeddings, lexicons.transform(texts), ngrams.transform(texts)]
     return np.hstack(parts).astype(np.float32)
 
 
@@ -228,8 +227,7 @@ class EmotionModel:
             return []
         if embeddings is None:
             embeddings = self.encoder.encode(texts)
-        parts = [embeddings, self.lexicons.transform(texts), self.ngrams.transform(texts)]
-        features = np.hstack(parts).astype(np.float32)
+        features = emotion_features(embeddings, self.lexicons, self.ngrams, texts)
         polarity = self._polarity.probabilities(features, self.polarity_labels)
         fine = self._fine.probabilities(features, self.fine_labels)
         results = []

@@ -136,19 +136,13 @@ def cross_validate(rows: Sequence[dict[str, str]], encoder: SentenceEncoder) -> 
         ngrams = fit_ngrams([texts[i] for i in train])
         head = LogisticRegression(C=C, max_iter=5000, random_state=SEED)
         head.fit(
-            _features(embedded[train], lexicons, ngrams, [texts[i] for i in train]),
+            emotion_features(embedded[train], lexicons, ngrams, [texts[i] for i in train]),
             [rows[i]["label"] for i in train],
         )
         predicted[test] = head.predict(
-            _features(embedded[test], lexicons, ngrams, [texts[i] for i in test])
+            emotion_features(embedded[test], lexicons, ngrams, [texts[i] for i in test])
         )
     return report(f"{FOLDS}-fold held out", rows, [str(p) for p in predicted])
-
-
-def _features(
-    embedded: np.ndarray, lexicons: LexiconScorer, ngrams: NgramVectoriser, texts: Sequence[str]
-) -> np.ndarray:
-    return np.hstack([embedded, lexicons.transform(texts), ngrams.transform(texts)])
 
 
 def fit_zh_lexicon(path: Path | None = None) -> LexiconScorer:
@@ -227,7 +221,7 @@ def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     ngrams = fit_ngrams(texts, ARTIFACTS / NGRAMS)
     lexicons = fit_zh_lexicon(ARTIFACTS / ZH_LEXICON)
-    features = emotion_features(encoder, lexicons, ngrams, texts)
+    features = emotion_features(encoder.encode(texts), lexicons, ngrams, texts)
     polarity_labels = _export(features, [r["label"] for r in rows], ARTIFACTS / POLARITY_ONNX)
     fine_labels = _export(features, [r["emotion"] for r in rows], ARTIFACTS / FINE_ONNX)
     card: dict[str, Any] = {

@@ -367,11 +367,7 @@ def best_sourced(found: Iterable[SourcedFact]) -> list[SourcedFact]:
 
 def best_per_attribute(facts: Iterable[Fact]) -> list[Fact]:
     """The most confident fact per attribute name (the first found on a tie)."""
-    best: dict[str, Fact] = {}
-    for fact in facts:
-        if fact.name not in best or fact.confidence > best[fact.name].confidence:
-            best[fact.name] = fact
-    return list(best.values())
+    return [fact for _, fact in best_sourced(("", fact) for fact in facts)]
 
 
 def _load_lac() -> Any:
