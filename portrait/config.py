@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     closeness_recency_weight: float = 1.0
     roles_file: Path = Path(__file__).resolve().parent / "settings" / "roles.json"
     emotion_enabled: bool = True
+    model_process: bool = True
     embedding_model: str = "use-multilingual-v3"
     scores_enabled: bool = True
     customer_model_version: str = ""

@@ -21,7 +21,7 @@ from portrait.config import Settings
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore
 from streams.kafka import INPUT_TOPICS, ConfirmedProducer
-from streams.pipeline import BatchPipeline, InputRecord
+from streams.pipeline import BatchPipeline, InputRecord, ReadAhead
 from streams.trends import emit_closed_windows
 
 log = logging.getLogger("portrait.worker")
@@ -80,6 +80,18 @@ def _observe_lag(app: faust.App, partitions: set[Any]) -> None:
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
 
+def _record(message: Any) -> InputRecord:
+    """A Faust message as the pipeline's input record (timestamp in ms)."""
+    return InputRecord(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        message.timestamp * 1000 if message.timestamp else None,
+    )
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for these settings (nothing connects until it starts)."""
     _App.fetch_max_wait_ms = settings.fetch_max_wait_ms
@@ -118,32 +130,45 @@ def create_app(settings: Settings) -> faust.App:
         state["producer"] = ConfirmedProducer(settings)
         registry = ModelRegistry(store.redis, settings.redis_key_prefix)
         pipeline = BatchPipeline(settings, store, registry)
-        # the models that load on first use load now, before the first batch waits on them
-        await asyncio.get_running_loop().run_in_executor(None, pipeline.warm)
+        await pipeline.start_models()  # before the first batch waits on them
         state["pipeline"] = pipeline
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    def close_models(_app: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        if "pipeline" in state:
+            state["pipeline"].close()
 
     @app.agent(inputs)  # type: ignore[untyped-decorator]
     async def process(stream: Any) -> None:
-        async for events in stream.noack_take(
-            settings.batch_max_events, within=settings.batch_max_wait_seconds
-        ):
-            while "pipeline" not in state:  # the clients open in a task at start-up
-                await app.sleep(0.05)
-            records = [
-                InputRecord(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                    e.message.timestamp * 1000 if e.message.timestamp else None,
-                )
-                for e in events
-            ]
-            await state["pipeline"].run(records, state["producer"].deliver)
-            for event in events:
-                await stream.ack(event)
-            metrics.READY.set(1)
+        # Two stages: this loop takes a batch and hands it to the models at once; the
+        # applier applies batches in arrival order and acknowledges them. So the models
+        # read the next batch while the one before it is applied and delivered.
+        batches: asyncio.Queue[tuple[list[Any], ReadAhead]] = asyncio.Queue(maxsize=1)
+
+        async def apply_in_order() -> None:
+            while True:
+                events, ahead = await batches.get()
+                await state["pipeline"].run(ahead.records, state["producer"].deliver, ahead)
+                for event in events:
+                    await stream.ack(event)
+                metrics.READY.set(1)
+
+        applier = asyncio.ensure_future(apply_in_order())
+        try:
+            async for events in stream.noack_take(
+                settings.batch_max_events, within=settings.batch_max_wait_seconds
+            ):
+                while "pipeline" not in state:  # the clients open in a task at start-up
+                    await app.sleep(0.05)
+                ahead = state["pipeline"].read_ahead([_record(e.message) for e in events])
+                put = asyncio.ensure_future(batches.put((events, ahead)))
+                await asyncio.wait([put, applier], return_when=asyncio.FIRST_COMPLETED)
+                if applier.done():  # it ends only by failing: the agent fails with it
+                    put.cancel()
+                    ahead.cancel()
+                    applier.result()
+        finally:
+            applier.cancel()
 
     @app.timer(settings.trends_check_seconds)  # type: ignore[untyped-decorator]
     async def emit_trends() -> None:

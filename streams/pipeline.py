@@ -23,9 +23,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from models.customer_model import default_customer_model
-from models.emotion import EmotionResult, default_model
-from models.encoder import SentenceEncoder, load_encoder
-from models.ocr import ImageError, TextReader, decode_image, image_bytes
+from models.emotion import EmotionResult
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
 from models.prosody import fuse
 from portrait import metrics
@@ -50,21 +48,9 @@ from processors.assist import (
     prompt_reasons,
 )
 from processors.attributes import iso_from_ms
-from processors.emotion import emotion_document, text_to_read
+from processors.emotion import emotion_document
 from processors.envelope import Rejection, decode_event
-from processors.facts import (
-    OCR_SOURCE,
-    TEXT_SOURCE,
-    FactCatalogue,
-    FactExtractor,
-    SourcedFact,
-    best_sourced,
-    fact_text,
-    images_to_read,
-)
 from processors.features import feature_vector
-from processors.intents import IntentMatcher, IntentTable
-from processors.keywords import load_stopwords, terms
 from processors.profile import (
     DeltaSettings,
     Update,
@@ -75,6 +61,7 @@ from processors.profile import (
 )
 from processors.relationships import became_friend, connected_employees
 from processors.scores import score_sections
+from streams.reading import Reading, ReadRequest, model_runner
 
 log = logging.getLogger("portrait.pipeline")
 
@@ -126,16 +113,19 @@ def _now_iso() -> str:
 
 
 @dataclass(slots=True)
-class Reading:
-    """What the models read in a chunk, one entry per record: the emotion, keywords and
-    intent of the customer's words, facts from text and images, and unreadable images
-    (index, reason)."""
+class ReadAhead:
+    """A batch decoded, chunk by chunk, and handed to the models to read before it is
+    applied: the models read it while the batch before it is applied and delivered."""
 
-    emotions: list[EmotionResult | None]
-    facts: list[list[SourcedFact]]
-    image_errors: list[list[tuple[int, str]]]
-    keywords: list[list[str]]
-    intents: list[str | None]
+    records: Sequence[InputRecord]
+    chunks: list[Sequence[InputRecord]]
+    decoded: list[list[InputEvent | Rejection]]
+    readings: list[asyncio.Future[Reading]]
+
+    def cancel(self) -> None:
+        """Drop the readings not yet started (a batch given up on)."""
+        for reading in self.readings:
+            reading.cancel()
 
 
 class BatchPipeline:
@@ -172,30 +162,8 @@ class BatchPipeline:
         self._stats_raw: Counter[str] = Counter()
         self._stats: dict[str, dict[str, ProductStats]] = {}
         self.retention_ms = settings.dedup_retention_seconds * 1000
-        self.emotion_model = default_model() if settings.emotion_enabled else None
-        self.facts = (
-            FactExtractor(FactCatalogue.load(settings.facts_file))
-            if settings.facts_enabled
-            else None
-        )
         self.ocr = settings.facts_enabled and settings.ocr_enabled
-        self.stopwords = load_stopwords(settings.stopwords_file)
-        self.encoder: SentenceEncoder | None = None
-        if self.emotion_model is not None:
-            self.encoder = self.emotion_model.encoder
-        elif settings.intents_enabled:
-            self.encoder = load_encoder(settings.embedding_model)
-        self.intents = (
-            IntentMatcher(
-                IntentTable.load(settings.intents_file),
-                self.encoder,
-                settings.intent_min_similarity,
-            )
-            if settings.intents_enabled and self.encoder is not None
-            else None
-        )
-        self.image_policy = settings.image_policy()
-        self._reader: TextReader | None = None  # loaded with the first image
+        self.models = model_runner(settings)
         self.customer_model = default_customer_model() if settings.scores_enabled else None
         self._last_scores: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
         self.learner = (
@@ -208,18 +176,19 @@ class BatchPipeline:
             else None
         )
         self._model_checked = 0.0
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portrait-model")
+        self._learner_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
         self.document = settings.document()
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
 
-    def warm(self) -> None:
-        """Load the models that otherwise load on first use (entity models, jieba, OCR)."""
-        if self.facts is not None:
-            self.facts.warm()
-        terms("预热", self.stopwords)
-        if self.ocr and self._reader is None:
-            self._reader = TextReader()
+    async def start_models(self) -> None:
+        """Load every model now, before the first batch waits on one."""
+        await asyncio.wrap_future(self.models.start())
+
+    def close(self) -> None:
+        """Stop the model thread or process."""
+        self.models.close()
+        self._learner_thread.shutdown(wait=False)
 
     def dlq_record(self, record: InputRecord, rejection: Rejection) -> OutputRecord:
         """The DLQ record for a rejected input: original bytes, where they came from, why."""
@@ -449,80 +418,15 @@ class BatchPipeline:
             extra={"topic": record.topic, "partition": record.partition, "reason": codes[0]},
         )
 
-    def _read(self, decoded: Sequence[InputEvent | Rejection]) -> Reading:
-        """Everything the models read in a chunk: emotions, keywords and intents of the
-        customer's words (encoded once for both models), facts from text and images."""
-        words = [
-            (index, text)
-            for index, event in enumerate(decoded)
-            if not isinstance(event, Rejection) and (text := text_to_read(event)) is not None
-        ]
-        embeddings = None
-        if words and self.encoder is not None:
-            started = time.perf_counter()
-            embeddings = self.encoder.encode([text for _, text in words])
-            metrics.MODEL_SECONDS.labels("encoder").observe(time.perf_counter() - started)
-        emotions = self._read_emotions(decoded, words, embeddings)
-        keywords: list[list[str]] = [[] for _ in decoded]
-        intents: list[str | None] = [None] * len(decoded)
-        for index, text in words if self.settings.keywords_enabled else ():
-            keywords[index] = terms(text, self.stopwords)
-        if self.intents is not None and embeddings is not None:
-            for (index, _), intent in zip(words, self.intents.match(embeddings), strict=True):
-                intents[index] = intent
-        facts: list[list[SourcedFact]] = [[] for _ in decoded]
-        errors: list[list[tuple[int, str]]] = [[] for _ in decoded]
-        if self.facts is None:
-            return Reading(emotions, facts, errors, keywords, intents)
-        texts = [
-            (index, text)
-            for index, event in enumerate(decoded)
-            if not isinstance(event, Rejection) and (text := fact_text(event)) is not None
-        ]
-        if texts:
-            started = time.perf_counter()
-            found = self.facts.extract([text for _, text in texts])
-            metrics.MODEL_SECONDS.labels("facts").observe(time.perf_counter() - started)
-            for (index, _), those in zip(texts, found, strict=True):
-                facts[index] = [(TEXT_SOURCE, fact) for fact in those]
-        images: list[tuple[int, Any]] = []
+    def _with_prosody(self, decoded: Sequence[InputEvent | Rejection], reading: Reading) -> Reading:
+        """The reading with each customer call turn's emotion fused with its voice."""
         for index, event in enumerate(decoded):
-            for number, ref in enumerate(images_to_read(event) if self.ocr else ()):
-                try:
-                    images.append((index, decode_image(image_bytes(ref, self.image_policy))))
-                except ImageError as exc:
-                    errors[index].append((number, str(exc)))
-        if images:
-            if self._reader is None:
-                self._reader = TextReader()
-            started = time.perf_counter()
-            read = self._reader.read([pixels for _, pixels in images])
-            metrics.MODEL_SECONDS.labels("ocr").observe(time.perf_counter() - started)
-            for (index, _), those in zip(images, self.facts.extract(read, card=True), strict=True):
-                facts[index].extend((OCR_SOURCE, fact) for fact in those)
-        return Reading(
-            emotions, [best_sourced(found) for found in facts], errors, keywords, intents
-        )
-
-    def _read_emotions(
-        self,
-        decoded: Sequence[InputEvent | Rejection],
-        wanted: Sequence[tuple[int, str]],
-        embeddings: Any,
-    ) -> list[EmotionResult | None]:
-        """Emotion of the customer's words in each event (one model call per chunk)."""
-        emotions: list[EmotionResult | None] = [None] * len(decoded)
-        if self.emotion_model is None or not wanted:
-            return emotions
-        started = time.perf_counter()
-        results = self.emotion_model.predict([text for _, text in wanted], embeddings)
-        metrics.MODEL_SECONDS.labels("emotion").observe(time.perf_counter() - started)
-        for (index, _), result in zip(wanted, results, strict=True):
-            event = decoded[index]
-            if isinstance(event, CallSegment):
-                result = fuse(result, event.payload.prosody)
-            emotions[index] = result
-        return emotions
+            emotion = reading.emotions[index]
+            if isinstance(event, CallSegment) and emotion is not None:
+                reading.emotions[index] = fuse(emotion, event.payload.prosody)
+        for model, seconds in reading.seconds.items():
+            metrics.MODEL_SECONDS.labels(model).observe(seconds)
+        return reading
 
     def _emit(
         self,
@@ -658,7 +562,7 @@ class BatchPipeline:
         number = await self.registry.next_number() if self.registry is not None else 0
         version = f"{self.learner.base_version}+{number or self.learner.rounds + 1}"
         loop = asyncio.get_running_loop()
-        candidate = await loop.run_in_executor(self._model_thread, self.learner.learn, version)
+        candidate = await loop.run_in_executor(self._learner_thread, self.learner.learn, version)
         result = "accepted" if candidate.accepted else "rejected"
         metrics.MODEL_UPDATES.labels("customer", result).inc()
         log.info(
@@ -725,13 +629,30 @@ class BatchPipeline:
             self._last_scores.popitem(last=False)
         return {index: (before[index], after[index]) for index in updates}
 
-    async def prepare(self, records: Sequence[InputRecord]) -> BatchOutcome:
+    def read_ahead(self, records: Sequence[InputRecord]) -> ReadAhead:
+        """Decode a batch and queue its chunks for the models, in order; call it as soon
+        as the batch arrives (reading never depends on state)."""
+        loop = asyncio.get_running_loop()
+        size = self.settings.redis_chunk_events
+        chunks = [records[start : start + size] for start in range(0, len(records), size)]
+        decoded = [self._parse(chunk) for chunk in chunks]
+        readings = [
+            asyncio.wrap_future(self.models.submit(ReadRequest.of(d, self.ocr)), loop=loop)
+            for d in decoded
+        ]
+        return ReadAhead(records, chunks, decoded, readings)
+
+    async def prepare(
+        self, records: Sequence[InputRecord], ahead: ReadAhead | None = None
+    ) -> BatchOutcome:
         """Decode, apply to the store and build every output of a batch.
 
-        The batch goes to the store in chunks: while Redis applies one chunk, this thread
-        decodes the next and builds the outputs of the previous one. The store runs
-        chunks in submission order, so the result is the same as one pipeline.
+        The models read the chunks in order in their own process (or thread) while this
+        thread builds each read chunk's deltas and the outputs of the chunk before it, and
+        Redis applies one chunk while the next is prepared. The store runs chunks in
+        submission order, so the result is the same as one pipeline.
         """
+        ahead = ahead or self.read_ahead(records)
         outcome = BatchOutcome()
         emitted: set[str] = set()
         emitted_at = _now_iso()
@@ -743,21 +664,16 @@ class BatchPipeline:
         )
         self._stats = parse_stats(self._stats_raw)
         now_ms = int(time.time() * 1000)
-        size = self.settings.redis_chunk_events
-        loop = asyncio.get_running_loop()
         waiting: list[Accepted] = []
         in_flight: asyncio.Future[list[ApplyResult]] | None = None
         updates: list[asyncio.Future[list[ApplyResult]]] = []
         try:
-            for start in range(0, len(records), size):
-                chunk = records[start : start + size]
-                decoded = self._parse(chunk)
-                # While Redis applies the previous chunk, the model reads this one on its
-                # own thread (numpy releases the GIL) and this thread builds its deltas.
-                # Deltas never depend on earlier answers. (Reading the next chunk ahead
-                # measured slower: its pure-Python parts contend for the GIL.)
-                reading = loop.run_in_executor(self._model_thread, self._read, decoded)
-                accepted, deltas = self._deltas(chunk, decoded, await reading, outcome, now_ms)
+            for chunk, decoded, reading in zip(
+                ahead.chunks, ahead.decoded, ahead.readings, strict=True
+            ):
+                # deltas never depend on earlier answers of the store
+                read = self._with_prosody(decoded, await reading)
+                accepted, deltas = self._deltas(chunk, decoded, read, outcome, now_ms)
                 # Queue this chunk's update (the store sends it as soon as the previous
                 # one is answered), then build the previous chunk's outputs meanwhile.
                 queued = asyncio.ensure_future(self.store.apply(deltas))
@@ -770,17 +686,21 @@ class BatchPipeline:
                 waiting = accepted
             if in_flight is not None:
                 self._emit(waiting, await in_flight, outcome, emitted, emitted_at)
-        finally:  # a failed batch leaves no update behind to fail unobserved
+        finally:  # a failed batch leaves no update or reading behind to fail unobserved
+            ahead.cancel()
             for update in updates:
                 if not update.done():
                     update.cancel()
         return outcome
 
-    async def run(self, records: Sequence[InputRecord], deliver: Deliver) -> BatchOutcome:
+    async def run(
+        self, records: Sequence[InputRecord], deliver: Deliver, ahead: ReadAhead | None = None
+    ) -> BatchOutcome:
         """Process a batch until its outputs are delivered and confirmed; retries on failure.
 
         Safe to retry because every state update is idempotent; returns only when the
-        caller may acknowledge the batch's offsets.
+        caller may acknowledge the batch's offsets. ``ahead``: the batch's
+        :meth:`read_ahead` (used by the first attempt; a retry reads again).
         """
         started = time.perf_counter()
         attempt = 0
@@ -788,7 +708,7 @@ class BatchPipeline:
             attempt += 1
             try:
                 await self._follow_registry()
-                outcome = await self.prepare(records)
+                outcome = await self.prepare(records, ahead if attempt == 1 else None)
                 await deliver(outcome.outputs)
                 await self.store.confirm_delivered(outcome.applied)
                 await self._learn_if_ready()

@@ -146,6 +146,7 @@ async def replay(
         summary.customers = len(await customer_ids(store))
     finally:
         consumer.close()
+        pipeline.close()
         await store.close()
     return summary
 

@@ -62,7 +62,9 @@ def unique() -> str:
 @pytest.fixture
 def redis_settings(redis_url: str, unique: str) -> Settings:
     """Settings with a fresh Redis key namespace on the session Redis."""
-    return Settings(redis_url=redis_url, redis_key_prefix=f"t{unique}:")
+    # the models read on a thread here: a model process per test pipeline would load
+    # every model again (tests/streams/test_reading.py covers the process)
+    return Settings(redis_url=redis_url, redis_key_prefix=f"t{unique}:", model_process=False)
 
 
 @pytest.fixture

@@ -1,0 +1,162 @@
+"""The model process: it reads what the in-process model thread reads, a killed one is
+replaced while the batch is retried, and it never outlives the worker that started it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from portrait.config import Settings
+from portrait.state.store import RedisProfileStore
+from processors.envelope import Rejection, decode_event
+from streams.pipeline import BatchPipeline, InputRecord
+from streams.reading import ModelProcess, ModelThread, ReadRequest
+from tests.conftest import event
+from tests.images import EN_CARD, card_b64
+from tests.streams.test_pipeline import Sink
+
+
+def chat(eid: str, text: str | None, images: list[str] | None = None) -> dict[str, Any]:
+    payload = {
+        "conversation_id": "c-r",
+        "direction": "inbound",
+        "employee_id": "emp-1",
+        "text": text,
+        "images": images or [],
+    }
+    return event(
+        eid, "chat.message", "2026-11-20T10:00:00+08:00", "wecom", {"im_id": "wx-r"}, payload
+    )
+
+
+CHUNK = [
+    chat("r1", "你们又停电了，我要投诉！我的手机号是13912345678"),
+    chat("r2", "Thanks a lot, the engineer fixed it quickly."),
+    chat("r3", None, images=[card_b64(EN_CARD), "bm90IGFuIGltYWdl"]),
+    {"not": "an event"},
+    chat("r4", "请问这个月的账单什么时候出？"),
+]
+
+
+def decoded() -> list[Any]:
+    return [decode_event(orjson.dumps(raw), 256 * 1024) for raw in CHUNK]
+
+
+def test_the_model_process_reads_what_the_model_thread_reads() -> None:
+    settings = Settings()
+    request = ReadRequest.of(decoded(), ocr=True)
+    thread, process = ModelThread(settings), ModelProcess(settings)
+    try:
+        here = thread.submit(request).result()
+        there = process.submit(request).result()
+    finally:
+        thread.close()
+        process.close()
+    assert there.emotions == here.emotions
+    assert there.keywords == here.keywords
+    assert there.intents == here.intents
+    assert there.facts == here.facts
+    assert there.image_errors == here.image_errors
+    # and what they read is the chunk's, record by record
+    assert [e.label if e else None for e in there.emotions] == [
+        "negative",
+        "positive",
+        None,
+        None,
+        "neutral",
+    ]
+    assert ("phone", "13912345678") in {(f.name, f.value) for _, f in there.facts[0]}
+    assert there.facts[2], "the card image's facts"
+    assert there.image_errors[2] == [(1, "image_undecodable")]
+    assert isinstance(decoded()[3], Rejection) and there.facts[3] == []
+    assert {"encoder", "emotion", "facts", "ocr"} <= set(there.seconds)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in {"Z", "X"}  # a zombie has ended; only its exit status is left
+
+
+def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_killed_model_process_is_replaced_and_the_batch_retried(
+    redis_settings: Settings,
+) -> None:
+    settings = redis_settings.model_copy(
+        update={"model_process": True, "facts_enabled": False, "scores_enabled": False}
+    )
+
+    async def scenario() -> tuple[int, int, Sink]:
+        store = RedisProfileStore.for_settings(settings)
+        pipeline = BatchPipeline(settings, store)
+        models = pipeline.models
+        assert isinstance(models, ModelProcess)
+        try:
+            await pipeline.start_models()
+            first = await asyncio.wrap_future(models._start().submit(os.getpid))
+            os.kill(first, signal.SIGKILL)
+            assert _wait_gone(first)
+            sink = Sink()
+            batch = [
+                InputRecord("t.chat", 0, i, b"k", orjson.dumps(raw))
+                for i, raw in enumerate(CHUNK[:2])
+            ]
+            await pipeline.run(batch, sink.deliver)
+            second = await asyncio.wrap_future(models._start().submit(os.getpid))
+        finally:
+            pipeline.close()
+            await store.close()
+        return first, second, sink
+
+    first, second, sink = asyncio.run(scenario())
+    assert second != first
+    # the retried batch was read: each message's emotion reached the profile
+    lasts = [
+        change["new"]["last"]
+        for e in sink.events()
+        if e["type"] == "profile.changed"
+        for change in e["changed"]
+        if change["field"] == "emotion"
+    ]
+    assert lasts == ["negative", "positive"]
+
+
+def test_the_model_process_ends_with_the_process_that_started_it() -> None:
+    script = (
+        "import os, sys, time\n"
+        "from portrait.config import Settings\n"
+        "from streams.reading import ModelProcess\n"
+        "models = ModelProcess(Settings(emotion_enabled=False, facts_enabled=False,"
+        " intents_enabled=False))\n"
+        "print(models._start().submit(os.getpid).result(), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not _gone(child)
+        parent.kill()  # SIGKILL: no exit handler runs
+        parent.wait(10)
+        assert _wait_gone(child), "the model process outlived the worker"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
