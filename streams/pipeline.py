@@ -128,6 +128,14 @@ class ReadAhead:
             reading.cancel()
 
 
+# a text any working model reads: tells a failing input from failing models
+_PROBE = ReadRequest(1, [(0, "好的，谢谢")], [], [])
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    return {"error": type(exc).__name__}
+
+
 class BatchPipeline:
     """Turns batches of input records into state changes and output records."""
 
@@ -418,6 +426,41 @@ class BatchPipeline:
             extra={"topic": record.topic, "partition": record.partition, "reason": codes[0]},
         )
 
+    async def _read_now(self, request: ReadRequest) -> Reading:
+        if not (request.words or request.fact_texts or request.images):
+            return Reading.empty(request.size)
+        return await asyncio.wrap_future(self.models.submit(request))
+
+    async def _reading(
+        self, decoded: list[InputEvent | Rejection], reading: asyncio.Future[Reading]
+    ) -> Reading:
+        """A chunk's reading, also when the models fail on it (an exception, or the model
+        process died): the chunk is read again, then event by event. An event the models
+        fail on alone is rejected (``unprocessable``), so one bad input cannot hold the
+        worker up — unless they also fail on a plain probe text: then the fault is not the
+        input's, and this raises (the batch is retried)."""
+        try:
+            return await reading
+        except Exception as exc:
+            log.warning("the models failed on a chunk; reading it again", extra=_error(exc))
+        try:
+            return await self._read_now(ReadRequest.of(decoded, self.ocr))
+        except Exception as exc:
+            log.warning(
+                "the models failed on a chunk twice; reading it event by event", extra=_error(exc)
+            )
+        parts = []
+        for index, event in enumerate(decoded):
+            try:
+                parts.append(await self._read_now(ReadRequest.of([event], self.ocr)))
+            except Exception as exc:
+                await self._read_now(_PROBE)  # raises if the models fail on anything
+                decoded[index] = Rejection(
+                    f"unprocessable: the models failed on it ({type(exc).__name__})"
+                )
+                parts.append(Reading.empty(1))
+        return Reading.joined(parts)
+
     def _with_prosody(self, decoded: Sequence[InputEvent | Rejection], reading: Reading) -> Reading:
         """The reading with each customer call turn's emotion fused with its voice."""
         for index, event in enumerate(decoded):
@@ -672,7 +715,7 @@ class BatchPipeline:
                 ahead.chunks, ahead.decoded, ahead.readings, strict=True
             ):
                 # deltas never depend on earlier answers of the store
-                read = self._with_prosody(decoded, await reading)
+                read = self._with_prosody(decoded, await self._reading(decoded, reading))
                 accepted, deltas = self._deltas(chunk, decoded, read, outcome, now_ms)
                 # Queue this chunk's update (the store sends it as soon as the previous
                 # one is answered), then build the previous chunk's outputs meanwhile.

@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -84,6 +84,31 @@ class Reading:
     intents: list[str | None]
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def empty(cls, size: int) -> Reading:
+        """Nothing read, for ``size`` records."""
+        return cls(
+            emotions=[None] * size,
+            facts=[[] for _ in range(size)],
+            image_errors=[[] for _ in range(size)],
+            keywords=[[] for _ in range(size)],
+            intents=[None] * size,
+        )
+
+    @classmethod
+    def joined(cls, parts: Sequence[Reading]) -> Reading:
+        """One reading of the records of ``parts``, in order."""
+        joined = cls([], [], [], [], [])
+        for part in parts:
+            joined.emotions.extend(part.emotions)
+            joined.facts.extend(part.facts)
+            joined.image_errors.extend(part.image_errors)
+            joined.keywords.extend(part.keywords)
+            joined.intents.extend(part.intents)
+            for model, seconds in part.seconds.items():
+                joined.seconds[model] = joined.seconds.get(model, 0.0) + seconds
+        return joined
+
 
 class Reader:
     """Every model that reads text or images, loaded once; :meth:`read` a chunk at a time."""
@@ -126,14 +151,8 @@ class Reader:
     def read(self, request: ReadRequest) -> Reading:
         """Emotions, keywords and intents of the customer's words (encoded once for both
         models), facts from text and images."""
-        size, words = request.size, request.words
-        reading = Reading(
-            emotions=[None] * size,
-            facts=[[] for _ in range(size)],
-            image_errors=[[] for _ in range(size)],
-            keywords=[[] for _ in range(size)],
-            intents=[None] * size,
-        )
+        words = request.words
+        reading = Reading.empty(request.size)
         embeddings = None
         if words and self.encoder is not None:
             started = time.perf_counter()
@@ -252,8 +271,13 @@ class ModelProcess:
     it held fail, the batch is retried, and the next request starts a new child.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, read: Callable[[ReadRequest], Reading] | None = None
+    ) -> None:
+        """``read``: the function the child reads with (a module-level function: it is
+        pickled by name); the default uses the child's :class:`Reader`."""
         self.settings = settings
+        self._read = read or _read_in_child
         self._pool: ProcessPoolExecutor | None = None
 
     def _start(self) -> ProcessPoolExecutor:
@@ -274,11 +298,11 @@ class ModelProcess:
 
     def submit(self, request: ReadRequest) -> concurrent.futures.Future[Reading]:
         try:
-            return self._start().submit(_read_in_child, request)
+            return self._start().submit(self._read, request)
         except BrokenProcessPool:
             log.error("the model process ended; starting a new one")
             self.close()
-            return self._start().submit(_read_in_child, request)
+            return self._start().submit(self._read, request)
 
     def close(self) -> None:
         if self._pool is not None:

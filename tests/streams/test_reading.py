@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from portrait import metrics
 from portrait.config import Settings
 from portrait.state.store import RedisProfileStore
 from processors.envelope import Rejection, decode_event
 from streams.pipeline import BatchPipeline, InputRecord
-from streams.reading import ModelProcess, ModelThread, ReadRequest
+from streams.reading import ModelProcess, ModelThread, Reading, ReadRequest, _read_in_child
 from tests.conftest import event
 from tests.images import EN_CARD, card_b64
 from tests.streams.test_pipeline import Sink
@@ -160,3 +162,110 @@ def test_the_model_process_ends_with_the_process_that_started_it() -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+POISON = "POISON-PILL 这句话让模型出错"
+
+
+def _poisoned(request: ReadRequest) -> bool:
+    return any(POISON in text for _, text in request.words)
+
+
+def crash_on_poison(request: ReadRequest) -> Reading:
+    """The model process's read, except that it dies (as by a segfault) on the poison."""
+    if _poisoned(request):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _read_in_child(request)
+
+
+def _batch_with_poison() -> list[InputRecord]:
+    texts = ["谢谢你们，问题解决了", POISON, "The bill is wrong again, I'm furious."]
+    return [
+        InputRecord("t.chat", 0, i, b"k", orjson.dumps(chat(f"p{i}", text)))
+        for i, text in enumerate(texts)
+    ]
+
+
+def _last_emotions(sink: Sink) -> list[str]:
+    return [
+        change["new"]["last"]
+        for e in sink.events()
+        if e["type"] == "profile.changed"
+        for change in e["changed"]
+        if change["field"] == "emotion"
+    ]
+
+
+def _run_poisoned(pipeline: BatchPipeline, sink: Sink) -> None:
+    async def scenario() -> None:
+        try:
+            await asyncio.wait_for(pipeline.run(_batch_with_poison(), sink.deliver), 120)
+        finally:
+            pipeline.close()
+            await pipeline.store.close()
+
+    asyncio.run(scenario())
+
+
+def _assert_only_the_poison_rejected(sink: Sink) -> None:
+    dlq = [e for e in sink.events() if e["type"] == "dlq.record"]
+    assert [(d["offset"], d["reason"].split(":")[0]) for d in dlq] == [(1, "unprocessable")]
+    assert POISON.encode() not in orjson.dumps(dlq[0]["reason"])
+    assert _last_emotions(sink) == ["positive", "negative"]  # the others were read
+
+
+def test_an_input_the_models_fail_on_goes_to_the_dlq_and_the_rest_applies(
+    redis_settings: Settings,
+) -> None:
+    settings = redis_settings.model_copy(update={"facts_enabled": False})
+    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
+    assert isinstance(pipeline.models, ModelThread)
+    reader = pipeline.models.reader
+    read = reader.read
+
+    def failing(request: ReadRequest) -> Reading:
+        if _poisoned(request):
+            raise ValueError("tokeniser bug")
+        return read(request)
+
+    reader.read = failing  # type: ignore[method-assign]
+    dropped = metrics.DLQ.labels("unprocessable")._value.get()
+    sink = Sink()
+    _run_poisoned(pipeline, sink)
+    _assert_only_the_poison_rejected(sink)
+    assert metrics.DLQ.labels("unprocessable")._value.get() == dropped + 1
+
+
+def test_an_input_that_kills_the_model_process_goes_to_the_dlq(redis_settings: Settings) -> None:
+    settings = redis_settings.model_copy(
+        update={"model_process": True, "facts_enabled": False, "scores_enabled": False}
+    )
+    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
+    pipeline.models.close()
+    pipeline.models = ModelProcess(settings, read=crash_on_poison)
+    sink = Sink()
+    _run_poisoned(pipeline, sink)
+    _assert_only_the_poison_rejected(sink)
+
+
+def test_models_that_fail_on_everything_fail_the_batch_and_reject_nothing(
+    redis_settings: Settings,
+) -> None:
+    settings = redis_settings.model_copy(update={"facts_enabled": False})
+    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
+    assert isinstance(pipeline.models, ModelThread)
+
+    def broken(_request: ReadRequest) -> Reading:
+        raise OSError("model file unreadable")
+
+    pipeline.models.reader.read = broken  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        try:
+            await pipeline.prepare(_batch_with_poison())
+        finally:
+            pipeline.close()
+            await pipeline.store.close()
+
+    with pytest.raises(OSError):
+        asyncio.run(scenario())
