@@ -2,9 +2,10 @@
 tokenizer for English, stop words for both (``PORTRAIT_STOPWORDS_FILE``).
 
 A customer's keywords are decayed weights, one per term (``d:kw:<term>`` in the
-profile hash, added per message like every decayed preference); the document shows the
-``PORTRAIT_KEYWORDS_TOP_K`` heaviest, each weight given as mentions counted at the
-customer's latest event (a mention one half-life older counts half).
+profile hash, added per message like every decayed preference; the state script keeps
+the heaviest 300); the document shows the ``PORTRAIT_KEYWORDS_TOP_K`` heaviest, each
+weight given as mentions counted at the customer's latest event (a mention one
+half-life older counts half).
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ outcome or a satisfaction score is a resolution register ``r:rs:<order>``. A pro
 resolution is the earliest resolution at or after it: both kinds of register are
 order-keyed, so the pairing is the same whatever order the events arrived in.
 
-``profile.problems`` lists the newest ``SHOWN`` problems; ``portrait problems --like``
-ranks all of a customer's problems by the embedding similarity of their texts.
+The state script keeps a customer's newest 50 problems and newest 50 resolutions (the
+same ones in any arrival order). ``profile.problems`` lists the newest ``SHOWN``
+problems; ``portrait problems --like`` ranks the kept ones by the embedding similarity
+of their texts.
 """
 
 from __future__ import annotations

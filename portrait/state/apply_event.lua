@@ -18,7 +18,7 @@
 --   c:  integer counter (add)         d:, e:  decayed weight / weighted sum (add)
 --   a:  attribute, t: tag, r: other register (keep the larger string: order key first)
 --   y:  member of the trail of actions towards employees ("order\temployee" → action);
---       only the newest ACTIONS_KEPT are kept, whatever the arrival order
+--       only the newest 100 are kept (CAPS below), whatever the arrival order
 --   n:  member of a set of recent negative messages, named by their order key; kept
 --       only while newer than the register r:calm (the latest non-negative message),
 --       so the negative streak is the size of the set
@@ -42,8 +42,20 @@
 local P = ARGV[1]
 local RS, US, ABSENT = '\30', '\31', '\29'
 
-local ACTIONS_KEPT = 100
 local TRAIL_KEPT = 50
+-- Families of fields kept to a size, so that a chatty customer's hash (read whole for
+-- every event) stops growing: field prefix → how many are kept, and which:
+--   newest   the largest names (order keys: the latest events), whatever the arrival
+--            order — so the kept set is the same in any order;
+--   heaviest the largest values (decayed weights; ties keep the smaller name). Beyond
+--            the cap this is an approximation: a term dropped and mentioned again
+--            starts over, so the lightest terms can differ between arrival orders.
+local CAPS = {
+  {prefix = 'y:', kept = 100, keep = 'newest'},      -- actions towards employees
+  {prefix = 'r:pb:', kept = 50, keep = 'newest'},    -- problems (processors/problems.py)
+  {prefix = 'r:rs:', kept = 50, keep = 'newest'},    -- their resolutions
+  {prefix = 'd:kw:', kept = 300, keep = 'heaviest'}, -- keyword weights
+}
 local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect', 'calls'}
 
 local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
@@ -79,9 +91,13 @@ end
 -- the survivor's fields, changed in memory and written once (reset per event) -------
 
 local cur, old, dirty, dropped, ids_added
-local trail_grew
+local grew  -- field prefixes (2 and 5 characters) that gained a field in this event
 
 local function put(f, v)
+  if cur[f] == nil then
+    grew[string.sub(f, 1, 2)] = true
+    grew[string.sub(f, 1, 5)] = true
+  end
   if old[f] == nil then old[f] = cur[f] or ABSENT end
   cur[f] = v
   dirty[f] = true
@@ -117,10 +133,7 @@ local function combine(f, v)
   elseif kind == 'e:' then add_float(f, tonumber(v))
   elseif kind == 'a:' or kind == 't:' or kind == 'r:' then keep_larger(f, v)
   elseif kind == 'y:' then
-    if not cur[f] then
-      put(f, v)
-      trail_grew = true
-    end
+    if not cur[f] then put(f, v) end
   elseif kind == 'n:' then
     local calm = cur['r:calm']
     if (not cur[f]) and ((not calm) or string.sub(f, 3) > calm) then put(f, v) end
@@ -270,7 +283,7 @@ local function apply_one(raw)
   end
 
   cur, old, dirty, dropped, ids_added = {}, {}, {}, {}, {}
-  trail_grew = false
+  grew = {}
   local cid
   local losers = {}
   if #found == 0 then
@@ -300,14 +313,24 @@ local function apply_one(raw)
   for f, v in pairs(d.fields) do combine(f, v) end
   add_int('m:version', 1)
   move_spend(spend_before, tonumber(cur['e:amount']))
-  if trail_grew then
-    local trail = {}
-    for f, _ in pairs(cur) do
-      if string.sub(f, 1, 2) == 'y:' then table.insert(trail, f) end
-    end
-    if #trail > ACTIONS_KEPT then
-      table.sort(trail)
-      for i = 1, #trail - ACTIONS_KEPT do drop(trail[i]) end
+  for _, cap in ipairs(CAPS) do
+    if grew[cap.prefix] then
+      local family, n = {}, #cap.prefix
+      for f, _ in pairs(cur) do
+        if string.sub(f, 1, n) == cap.prefix then table.insert(family, f) end
+      end
+      if #family > cap.kept then
+        if cap.keep == 'heaviest' then  -- lightest first; ties: the larger name first
+          table.sort(family, function(a, b)
+            local x, y = tonumber(cur[a]), tonumber(cur[b])
+            if x ~= y then return x < y end
+            return a > b
+          end)
+        else
+          table.sort(family)  -- oldest first
+        end
+        for i = 1, #family - cap.kept do drop(family[i]) end
+      end
     end
   end
   if dirty['r:calm'] then

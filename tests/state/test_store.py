@@ -394,3 +394,90 @@ def test_feedback_counts_offers_once_per_event(redis_settings: Settings) -> None
     assert json.loads(done.stdout) == [
         {"phase": "proposal", "product": "solar", "offers": 2, "accepted": 1, "rate": 0.5}
     ]
+
+
+def said(eid: str, minute: int, keywords: list[str], intent: str | None = None) -> bytes:
+    """An inbound chat message's delta with the keywords and intent its reading found."""
+    raw = event(
+        eid,
+        "chat.message",
+        f"2026-11-0{1 + minute // 1440}T{minute % 1440 // 60:02d}:{minute % 60:02d}:00Z",
+        "wecom",
+        {"im_id": "talker"},
+        {"conversation_id": "c", "direction": "inbound", "employee_id": "e", "text": "……"},
+    )
+    parsed = INPUT_EVENT_ADAPTER.validate_python(raw)
+    built = build_delta(parsed, DELTAS, keywords=keywords, intent=intent)
+    return built.to_json(1_800_000_000_000, 86_400_000)
+
+
+def rated(eid: str, minute: int) -> bytes:
+    """A feedback with a satisfaction score: a problem resolution."""
+    raw = event(
+        eid,
+        "feedback.recorded",
+        f"2026-11-0{1 + minute // 1440}T{minute % 1440 // 60:02d}:{minute % 60:02d}:00Z",
+        "crm",
+        {"im_id": "talker"},
+        {"satisfaction": 4},
+    )
+    return build_delta(INPUT_EVENT_ADAPTER.validate_python(raw), DELTAS).to_json(
+        1_800_000_000_000, 86_400_000
+    )
+
+
+def hash_fields(settings: Settings, prefix: bytes) -> dict[bytes, bytes]:
+    client = redis.Redis.from_url(settings.redis_url)
+    key = f"{settings.redis_key_prefix}c:{{{customer_id_for('im_id:talker')}}}:p"
+    return {f: v for f, v in client.hgetall(key).items() if f.startswith(prefix)}
+
+
+def apply_deltas(settings: Settings, deltas: list[bytes]) -> None:
+    async def go() -> None:
+        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        try:
+            for start in range(0, len(deltas), 50):
+                await store.apply(deltas[start : start + 50])
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_problems_and_resolutions_keep_the_newest_fifty_in_any_order(
+    redis_url: str, unique: str
+) -> None:
+    deltas = [said(f"pb{i:03d}", 2 * i, [], "complaint") for i in range(70)]
+    deltas += [rated(f"rs{i:03d}", 2 * i + 1) for i in range(70)]
+    kept = []
+    for attempt in range(3):
+        random.Random(attempt).shuffle(deltas)
+        settings = Settings(redis_url=redis_url, redis_key_prefix=f"pb{unique}{attempt}:")
+        apply_deltas(settings, deltas)
+        problems, resolutions = hash_fields(settings, b"r:pb:"), hash_fields(settings, b"r:rs:")
+        assert len(problems) == len(resolutions) == 50
+        kept.append((problems, resolutions))
+        doc = run(profile(settings, "im_id", "talker"))
+        assert doc is not None
+        newest = doc["problems"][0]
+        assert newest["event_id"] == "pb069" and newest["resolution"]["event_id"] == "rs069"
+    assert kept[0] == kept[1] == kept[2]
+    # the oldest kept problem is number 20 of 70
+    assert min(kept[0][0]).decode().startswith("r:pb:")
+    assert b"pb020" in min(kept[0][0]) and b"rs020" in min(kept[0][1])
+
+
+def test_a_customer_keeps_the_heaviest_three_hundred_keywords(redis_settings: Settings) -> None:
+    # "common" is in every message; each message adds two terms of its own
+    deltas = [
+        said(f"kw{i:03d}", i, ["common", f"only{i:03d}a", f"only{i:03d}b"]) for i in range(200)
+    ]
+    apply_deltas(redis_settings, deltas)
+    weights = hash_fields(redis_settings, b"d:kw:")
+    assert len(weights) == 300
+    assert b"d:kw:common" in weights
+    # decayed weights: the newest terms are the heaviest, so the oldest went first
+    assert b"d:kw:only199a" in weights and b"d:kw:only051a" in weights
+    assert b"d:kw:only050b" not in weights and b"d:kw:only000a" not in weights
+    doc = run(profile(redis_settings, "im_id", "talker"))
+    assert doc is not None and doc["keywords"][0]["term"] == "common"
