@@ -426,10 +426,15 @@ class BatchPipeline:
             extra={"topic": record.topic, "partition": record.partition, "reason": codes[0]},
         )
 
-    async def _read_now(self, request: ReadRequest) -> Reading:
-        if not (request.words or request.fact_texts or request.images):
-            return Reading.empty(request.size)
-        return await asyncio.wrap_future(self.models.submit(request))
+    def _submit(self, request: ReadRequest) -> asyncio.Future[Reading]:
+        """The request's reading, from the models — or at once when there is nothing to
+        read (no round trip to the model process)."""
+        loop = asyncio.get_running_loop()
+        if request.words or request.fact_texts or request.images:
+            return asyncio.wrap_future(self.models.submit(request), loop=loop)
+        nothing = loop.create_future()
+        nothing.set_result(Reading.empty(request.size))
+        return nothing
 
     async def _reading(
         self, decoded: list[InputEvent | Rejection], reading: asyncio.Future[Reading]
@@ -444,7 +449,7 @@ class BatchPipeline:
         except Exception as exc:
             log.warning("the models failed on a chunk; reading it again", extra=_error(exc))
         try:
-            return await self._read_now(ReadRequest.of(decoded, self.ocr))
+            return await self._submit(ReadRequest.of(decoded, self.ocr))
         except Exception as exc:
             log.warning(
                 "the models failed on a chunk twice; reading it event by event", extra=_error(exc)
@@ -452,17 +457,18 @@ class BatchPipeline:
         parts = []
         for index, event in enumerate(decoded):
             try:
-                parts.append(await self._read_now(ReadRequest.of([event], self.ocr)))
+                parts.append(await self._submit(ReadRequest.of([event], self.ocr)))
             except Exception as exc:
-                await self._read_now(_PROBE)  # raises if the models fail on anything
+                await self._submit(_PROBE)  # raises if the models fail on anything
                 decoded[index] = Rejection(
                     f"unprocessable: the models failed on it ({type(exc).__name__})"
                 )
                 parts.append(Reading.empty(1))
         return Reading.joined(parts)
 
-    def _with_prosody(self, decoded: Sequence[InputEvent | Rejection], reading: Reading) -> Reading:
-        """The reading with each customer call turn's emotion fused with its voice."""
+    def _received(self, decoded: Sequence[InputEvent | Rejection], reading: Reading) -> Reading:
+        """A chunk's reading as its deltas need it: each customer call turn's emotion fused
+        with its voice; the models' times go to the metrics."""
         for index, event in enumerate(decoded):
             emotion = reading.emotions[index]
             if isinstance(event, CallSegment) and emotion is not None:
@@ -675,14 +681,10 @@ class BatchPipeline:
     def read_ahead(self, records: Sequence[InputRecord]) -> ReadAhead:
         """Decode a batch and queue its chunks for the models, in order; call it as soon
         as the batch arrives (reading never depends on state)."""
-        loop = asyncio.get_running_loop()
         size = self.settings.redis_chunk_events
         chunks = [records[start : start + size] for start in range(0, len(records), size)]
         decoded = [self._parse(chunk) for chunk in chunks]
-        readings = [
-            asyncio.wrap_future(self.models.submit(ReadRequest.of(d, self.ocr)), loop=loop)
-            for d in decoded
-        ]
+        readings = [self._submit(ReadRequest.of(d, self.ocr)) for d in decoded]
         return ReadAhead(records, chunks, decoded, readings)
 
     async def prepare(
@@ -715,7 +717,7 @@ class BatchPipeline:
                 ahead.chunks, ahead.decoded, ahead.readings, strict=True
             ):
                 # deltas never depend on earlier answers of the store
-                read = self._with_prosody(decoded, await self._reading(decoded, reading))
+                read = self._received(decoded, await self._reading(decoded, reading))
                 accepted, deltas = self._deltas(chunk, decoded, read, outcome, now_ms)
                 # Queue this chunk's update (the store sends it as soon as the previous
                 # one is answered), then build the previous chunk's outputs meanwhile.
