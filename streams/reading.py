@@ -268,7 +268,8 @@ class ModelProcess:
 
     Requests and readings cross a pipe pickled (texts in, labels and scores out: small
     beside the model's work). If the child dies (say, killed for memory), the chunks
-    it held fail, the batch is retried, and the next request starts a new child.
+    it held fail and the pipeline reads them again (``BatchPipeline._reading``): the
+    next request starts a new child.
     """
 
     def __init__(
