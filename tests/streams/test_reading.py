@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from portrait.config import Settings
 from portrait.state.store import RedisProfileStore
 from processors.envelope import Rejection, decode_event
 from streams.pipeline import BatchPipeline, InputRecord
-from streams.reading import ModelProcess, ModelThread, Reading, ReadRequest, _read_in_child
+from streams.reading import (
+    ModelProcess,
+    ModelThread,
+    Reader,
+    Reading,
+    ReadRequest,
+    _read_in_child,
+)
 from tests.conftest import event
 from tests.images import EN_CARD, card_b64
 from tests.streams.test_pipeline import Sink
@@ -196,15 +204,29 @@ def _last_emotions(sink: Sink) -> list[str]:
     ]
 
 
-def _run_poisoned(pipeline: BatchPipeline, sink: Sink) -> None:
+def _on_thread(redis_settings: Settings) -> tuple[BatchPipeline, Reader]:
+    """A pipeline whose models read on a thread (facts off), and the reader to break."""
+    settings = redis_settings.model_copy(update={"facts_enabled": False})
+    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
+    assert isinstance(pipeline.models, ModelThread)
+    return pipeline, pipeline.models.reader
+
+
+def _closing(pipeline: BatchPipeline, work: Awaitable[Any]) -> None:
+    """Run ``work``, then close the pipeline and its store."""
+
     async def scenario() -> None:
         try:
-            await asyncio.wait_for(pipeline.run(_batch_with_poison(), sink.deliver), 120)
+            await asyncio.wait_for(work, 120)
         finally:
             pipeline.close()
             await pipeline.store.close()
 
     asyncio.run(scenario())
+
+
+def _run_poisoned(pipeline: BatchPipeline, sink: Sink) -> None:
+    _closing(pipeline, pipeline.run(_batch_with_poison(), sink.deliver))
 
 
 def _assert_only_the_poison_rejected(sink: Sink) -> None:
@@ -217,10 +239,7 @@ def _assert_only_the_poison_rejected(sink: Sink) -> None:
 def test_an_input_the_models_fail_on_goes_to_the_dlq_and_the_rest_applies(
     redis_settings: Settings,
 ) -> None:
-    settings = redis_settings.model_copy(update={"facts_enabled": False})
-    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
-    assert isinstance(pipeline.models, ModelThread)
-    reader = pipeline.models.reader
+    pipeline, reader = _on_thread(redis_settings)
     read = reader.read
 
     def failing(request: ReadRequest) -> Reading:
@@ -251,21 +270,11 @@ def test_an_input_that_kills_the_model_process_goes_to_the_dlq(redis_settings: S
 def test_models_that_fail_on_everything_fail_the_batch_and_reject_nothing(
     redis_settings: Settings,
 ) -> None:
-    settings = redis_settings.model_copy(update={"facts_enabled": False})
-    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
-    assert isinstance(pipeline.models, ModelThread)
+    pipeline, reader = _on_thread(redis_settings)
 
     def broken(_request: ReadRequest) -> Reading:
         raise OSError("model file unreadable")
 
-    pipeline.models.reader.read = broken  # type: ignore[method-assign]
-
-    async def scenario() -> None:
-        try:
-            await pipeline.prepare(_batch_with_poison())
-        finally:
-            pipeline.close()
-            await pipeline.store.close()
-
+    reader.read = broken  # type: ignore[method-assign]
     with pytest.raises(OSError):
-        asyncio.run(scenario())
+        _closing(pipeline, pipeline.prepare(_batch_with_poison()))
