@@ -70,29 +70,25 @@ def run_emotion_bench(base: Settings, messages: int, as_json: bool) -> int:
     stack = LocalStack(base)
     try:
         stack.up()
-        settings = _settings_for(base, "emotion")
-        _fill(settings, settings.topic("chat"), chat_events(messages, texts))
         quiet = {"PORTRAIT_LOG_LEVEL": "WARNING"}
-        worker = _subprocess_contender(
-            "portrait-emotion",
-            settings,
-            [sys.executable, "-m", "portrait.cli", "worker"],
-            settings.topic("profile-changes"),
-            messages,
-            quiet | EMOTION_ONLY,
-        )
-        full_settings = _settings_for(base, "understanding")
-        _fill(full_settings, full_settings.topic("chat"), chat_events(messages, texts))
-        full = _subprocess_contender(
-            "portrait-understanding",
-            full_settings,
-            [sys.executable, "-m", "portrait.cli", "worker"],
-            full_settings.topic("profile-changes"),
-            messages,
-            quiet,
-        )
+        measured = []
+        # the worker reading emotion only, then the worker with every reader on
+        for name, env in (("emotion", quiet | EMOTION_ONLY), ("understanding", quiet)):
+            settings = _settings_for(base, name)
+            _fill(settings, settings.topic("chat"), chat_events(messages, texts))
+            measured.append(
+                _subprocess_contender(
+                    f"portrait-{name}",
+                    settings,
+                    [sys.executable, "-m", "portrait.cli", "worker"],
+                    settings.topic("profile-changes"),
+                    messages,
+                    env,
+                )
+            )
     finally:
         stack.down()
+    worker, full = measured
     summary: dict[str, Any] = {
         "messages": messages,
         "model_messages_per_second": round(model_rate, 1),
