@@ -157,6 +157,11 @@ class Settings(BaseSettings):
             escalate_value=self.escalate_value,
         )
 
+    @property
+    def reads_images(self) -> bool:
+        """Chat images are read: OCR on, and the fact extraction it feeds on."""
+        return self.facts_enabled and self.ocr_enabled
+
     def image_policy(self) -> ImagePolicy:
         """Where chat images may be read from, and their size and time limits."""
         return ImagePolicy(

@@ -170,7 +170,7 @@ class BatchPipeline:
         self._stats_raw: Counter[str] = Counter()
         self._stats: dict[str, dict[str, ProductStats]] = {}
         self.retention_ms = settings.dedup_retention_seconds * 1000
-        self.ocr = settings.facts_enabled and settings.ocr_enabled
+        self.ocr = settings.reads_images
         self.models = model_runner(settings)
         self.customer_model = default_customer_model() if settings.scores_enabled else None
         self._last_scores: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()

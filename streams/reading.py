@@ -121,7 +121,7 @@ class Reader:
             if settings.facts_enabled
             else None
         )
-        self.ocr = settings.facts_enabled and settings.ocr_enabled
+        self.ocr = settings.reads_images
         self.stopwords = load_stopwords(settings.stopwords_file)
         self.encoder: SentenceEncoder | None = None
         if self.emotion_model is not None:
