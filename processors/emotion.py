@@ -14,13 +14,16 @@ from typing import Any
 from models.emotion import EmotionResult
 from portrait.events import CallSegment, ChannelEvent, ChatMessage, InputEvent
 from processors.attributes import event_order
+from processors.layout import CALM as LAYOUT_CALM
+from processors.layout import NEGATIVE_STREAK, NEGATIVES
 from processors.preferences import decay_weight
 
 LAST = "r:emotion_last"
-CALM = "r:calm"
+CALM = LAYOUT_CALM
 WEIGHT = "e:w"
 WEIGHTED_VALENCE = "e:wv"
-NEGATIVE = "n:"
+NEGATIVE = NEGATIVES.prefix
+STREAK = NEGATIVE_STREAK[len(NEGATIVE) :]  # the streak's name in the n: section
 
 
 def text_to_read(event: InputEvent) -> str | None:
@@ -56,14 +59,20 @@ def emotion_fields(
 def emotion_document(
     registers: dict[str, str], sums: dict[str, str], negatives: dict[str, str]
 ) -> dict[str, Any]:
-    """``profile.emotion`` from the ``r:``, ``e:`` and ``n:`` sections (prefix removed)."""
+    """``profile.emotion`` from the ``r:``, ``e:`` and ``n:`` sections (prefix removed);
+    the state keeps the negative messages newer than the latest calm one and answers
+    their number as the streak."""
     last = registers.get(LAST[2:])
     weight = float(sums.get(WEIGHT[2:], 0.0))
-    calm = registers.get(CALM[2:], "")
     return {
         "last": last.split("\t", 1)[1] if last else None,
         "average": round(float(sums.get(WEIGHTED_VALENCE[2:], 0.0)) / weight, 4)
         if weight > 0
         else None,
-        "negative_streak": sum(1 for order in negatives if order > calm),
+        "negative_streak": negative_streak(negatives),
     }
+
+
+def negative_streak(negatives: dict[str, str]) -> int:
+    """Negative messages since the latest calm one, from the ``n:`` section."""
+    return int(negatives.get(STREAK, 0))

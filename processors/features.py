@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from processors.emotion import negative_streak
+
 FEATURES: tuple[str, ...] = (
     "log_events",  # interaction volume
     "active_days",  # first_seen → last_seen
@@ -49,7 +51,6 @@ def feature_vector(sections: dict[str, dict[str, str]]) -> np.ndarray:
     weight = float(sums.get("w", 0.0))
     paid, overdue = _count(counts, "act:bill_paid"), _count(counts, "act:bill_overdue")
     joined, ignored = _count(counts, "act:campaign_joined"), _count(counts, "act:campaign_ignored")
-    calm = sections["r"].get("calm", "")
     values = [
         math.log1p(events),
         days,
@@ -57,7 +58,7 @@ def feature_vector(sections: dict[str, dict[str, str]]) -> np.ndarray:
         float(len(channels)),
         entropy,
         float(sums.get("wv", 0.0)) / weight if weight > 0 else math.nan,
-        float(sum(1 for order in sections["n"] if order > calm)),
+        float(negative_streak(sections["n"])),
         _count(counts, "act:complaint"),
         paid / (paid + overdue) if paid + overdue else math.nan,
         overdue,

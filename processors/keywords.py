@@ -17,10 +17,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from processors.layout import KEYWORDS
+
 DEFAULT_STOPWORDS_FILE = (
     Path(__file__).resolve().parents[1] / "portrait" / "settings" / "stopwords.txt"
 )
-KEYWORD = "kw:"  # prefix of keyword weights in the profile hash's d: section
+KEYWORD = KEYWORDS.prefix[2:]  # prefix of keyword weights in the d: section
 MAX_TERM_CHARS = 32
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -66,7 +68,7 @@ def terms(text: str, stopwords: frozenset[str]) -> list[str]:
 
 def keyword_fields(found: Sequence[str], weight: float) -> dict[str, float]:
     """Profile-hash operands: one decayed weight per term of a message."""
-    return {f"d:{KEYWORD}{term}": weight for term in found}
+    return {f"{KEYWORDS.prefix}{term}": weight for term in found}
 
 
 def keywords_document(

@@ -8,10 +8,10 @@ outcome or a satisfaction score is a resolution register ``r:rs:<order>``. A pro
 resolution is the earliest resolution at or after it: both kinds of register are
 order-keyed, so the pairing is the same whatever order the events arrived in.
 
-The state script keeps a customer's newest 50 problems and newest 50 resolutions (the
-same ones in any arrival order). ``profile.problems`` lists the newest ``SHOWN``
-problems; ``portrait problems --like`` ranks the kept ones by the embedding similarity
-of their texts.
+The state script keeps a customer's newest 20 problems and newest 20 resolutions (the
+same ones in any arrival order; ``processors/layout.py``). ``profile.problems`` lists the
+newest ``SHOWN`` problems; ``portrait problems --like`` ranks the kept ones by the
+embedding similarity of their texts.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import numpy as np
 from models.encoder import SentenceEncoder
 from portrait.events import CallEnded, FeedbackRecorded, InputEvent
 from processors.attributes import decode_register, encode_register, event_order, iso_from_ms
+from processors.layout import PROBLEMS, RESOLUTIONS
 
-PROBLEM, RESOLUTION = "pb:", "rs:"  # register prefixes in the profile hash's r: section
+# register prefixes in the r: section (each family kept in its own sorted set)
+PROBLEM, RESOLUTION = PROBLEMS.prefix[2:], RESOLUTIONS.prefix[2:]
 TEXT_CHARS = 280
 SHOWN = 10
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.attributes import event_order, iso_from_ms
+from processors.layout import ACTIONS
 
 FRIEND, GROUP, MESSAGES, RECENT = "friend:", "grp:", "msg:", "emp:"
 
@@ -64,8 +65,8 @@ def interaction_fields(employee_id: str, weight: float) -> dict[str, int | float
     return {f"c:{MESSAGES}{employee_id}": 1, f"d:{RECENT}{employee_id}": weight}
 
 
-ACTION = "y:"
-ACTIONS_SHOWN = 50
+ACTION = ACTIONS.prefix
+ACTIONS_SHOWN = ACTIONS.shown
 
 
 def action_fields(

@@ -1,31 +1,40 @@
 -- Apply input events' ProfileDeltas to the customers they belong to, one after another.
 --
--- ARGV[1]: key prefix; ARGV[2..]: one delta per event, as JSON (processors/profile.py
--- ProfileDelta). Answers one string per delta, in order. Each event is applied by
--- apply_one below, in one script, so that no crash or concurrent worker sees half of it:
+-- ARGV[1]: key prefix; ARGV[2]: options as JSON ({"kw_shown": n, "kw_watch": [terms]}:
+-- how many keywords an answer shows, and terms whose weights it always carries);
+-- ARGV[3..]: one delta per event, as JSON (processors/profile.py ProfileDelta). Answers
+-- one string per delta, in order. Each event is applied by apply_one below, in one
+-- script, so that no crash or concurrent worker sees half of it:
 --   1. resolve the event's identifiers through the identity index;
 --   2. if a resolved customer has seen this event id, answer "dup" with the outputs
 --      still pending delivery (so a redelivery after a crash re-emits them);
 --   3. merge every other resolved customer into the survivor (earliest first_seen,
 --      ties: the smaller id) with the same typed operations the delta uses;
 --   4. apply the delta, bump the version, record the event id;
---   5. answer (and keep as pending until delivery is confirmed) the customer's fields
---      and the old value of every field that changed — or, for a quiet delta (replay),
---      only the customer id, keeping nothing pending.
+--   5. answer (and keep as pending until delivery is confirmed) the customer's profile
+--      hash, the views of its families and the old value of every field that changed —
+--      or, for a quiet delta (replay), only the customer id, keeping nothing pending.
 -- An event whose data makes apply_one fail answers "error"; the others still apply.
 --
--- A customer's profile is one hash whose field prefix gives its merge operation:
+-- The layout (key names, prefixes, families, caps, separators) is rendered from
+-- processors/layout.py at the line below. Work per event is proportional to what the
+-- event touches: the profile hash holds bounded fields only (its size follows the
+-- variety of the customer's data, not the number of events); what grows with history
+-- lives in one sorted set per family, kept to its cap by rank, read only as far as the
+-- document shows it.
+--
+-- Profile-hash field prefixes give the merge operation:
 --   c:  integer counter (add)         d:, e:  decayed weight / weighted sum (add)
 --   a:  attribute, t: tag, r: other register (keep the larger string: order key first)
---   y:  member of the trail of actions towards employees ("order\temployee" → action);
---       only the newest 100 are kept (CAPS below), whatever the arrival order
---   n:  member of a set of recent negative messages, named by their order key; kept
---       only while newer than the register r:calm (the latest non-negative message),
---       so the negative streak is the size of the set
 --   m:first_seen (min), m:last_seen (max), m:version (add: +1 per change, a merge adds
 --   the loser's, so the version counts every applied change whatever the order)
+-- Families (sorted sets, FAMILIES): y: actions towards employees and r:pb:/r:rs:
+-- problems and resolutions keep the newest (members "suffix US value", score 0, so the
+-- lexically largest order keys survive the cap in any arrival order); d:kw: keyword
+-- weights keep the heaviest (score = weight, added); n: negative messages are kept only
+-- while newer than r:calm (the latest non-negative message), so the streak is ZCARD.
 -- r:prod:<product> is the register "order\theld|declined" the call advice reads.
--- so applying events in any order, or merging in any order, gives the same content.
+-- So applying events in any order, or merging in any order, gives the same content.
 --
 -- Group analysis: {P}trend:<window start ms> counts messages, kw:<term> and in:<intent>
 -- of each applied event in its event-time window (streams/trends.py), listed in
@@ -34,29 +43,27 @@
 -- amount))); every change of a customer's e:amount, every merge and every erasure moves
 -- the customer between buckets, so indicators.wealth can be a percentile.
 --
--- Answer: fields separated by \30; lists inside a field by \31; an absent old value is
--- \29. Input validation keeps control characters out of every id, name and source.
+-- Answer: fields separated by RS; lists inside a field by US; an absent old value is
+-- ABSENT. Input validation keeps control characters out of every id, name and source.
 -- Per-customer keys share the hash tag {cid}; the identity index and merge partners are
 -- derived at run time, so the script needs a standalone Redis or a single shard.
 
 local P = ARGV[1]
-local RS, US, ABSENT = '\30', '\31', '\29'
+--@LAYOUT@
+local OPTIONS = cjson.decode(ARGV[2])
 
 local TRAIL_KEPT = 50
--- Families of fields kept to a size, so that a chatty customer's hash (read whole for
--- every event) stops growing: field prefix → how many are kept, and which:
---   newest   the largest names (order keys: the latest events), whatever the arrival
---            order — so the kept set is the same in any order;
---   heaviest the largest values (decayed weights; ties keep the smaller name). Beyond
---            the cap this is an approximation: a term dropped and mentioned again
---            starts over, so the lightest terms can differ between arrival orders.
-local CAPS = {
-  {prefix = 'y:', kept = 100, keep = 'newest'},      -- actions towards employees
-  {prefix = 'r:pb:', kept = 50, keep = 'newest'},    -- problems (processors/problems.py)
-  {prefix = 'r:rs:', kept = 50, keep = 'newest'},    -- their resolutions
-  {prefix = 'd:kw:', kept = 300, keep = 'heaviest'}, -- keyword weights
-}
-local FAMILY = {'p', 'ids', 'seen', 'pending', 'merged', 'redirect', 'calls'}
+local FAMILY_OF = {}  -- field prefix → family; family prefixes are 2 or 5 characters
+local NEGATIVES       -- the family whose size is the negative streak
+for _, fam in ipairs(FAMILIES) do
+  FAMILY_OF[fam.prefix] = fam
+  if fam.keep == 'heaviest' and OPTIONS.kw_shown then fam.shown = OPTIONS.kw_shown end
+  if fam.keep == 'since_calm' then NEGATIVES = fam end
+end
+
+local function family_of(f)
+  return FAMILY_OF[string.sub(f, 1, 5)] or FAMILY_OF[string.sub(f, 1, 2)]
+end
 
 local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
 local POPULATION = P .. 'pop:spend'
@@ -72,9 +79,44 @@ local function move_spend(before, after)
 end
 local function idxk(id) return P .. 'idx:' .. id end
 
+-- processed event ids: 8-byte hashes in one string per retention epoch -----------------
+
+local function id_hash(eid)
+  local hex = string.sub(redis.sha1hex(eid), 1, SEEN_HASH_BYTES * 2)
+  return (string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function seen_keys(cid, now, ret)
+  local epoch = math.floor(now / math.max(ret, 1))
+  return {ck(cid, 'seen:' .. string.format('%d', epoch)),
+          ck(cid, 'seen:' .. string.format('%d', epoch - 1))}
+end
+
+local function has_seen(cid, hash, now, ret)
+  for _, key in ipairs(seen_keys(cid, now, ret)) do
+    local blob = redis.call('GET', key)
+    if blob then
+      local from = 1
+      while true do
+        local at = string.find(blob, hash, from, true)
+        if not at then break end
+        if (at - 1) % SEEN_HASH_BYTES == 0 then return true end
+        from = at + 1
+      end
+    end
+  end
+  return false
+end
+
+local function delete_customer(cid, keep_redirect)
+  for _, s in ipairs(CUSTOMER_KEYS) do
+    if not (keep_redirect and s == 'redirect') then redis.call('DEL', ck(cid, s)) end
+  end
+end
+
 -- erasure ---------------------------------------------------------------------------
 
-local function erase(cid)
+local function erase(cid, now, ret)
   move_spend(tonumber(redis.call('HGET', ck(cid, 'p'), 'e:amount')), nil)
   for _, id in ipairs(redis.call('SMEMBERS', ck(cid, 'ids'))) do
     if redis.call('GET', idxk(id)) == cid then redis.call('DEL', idxk(id)) end
@@ -85,31 +127,21 @@ local function erase(cid)
   for _, call in ipairs(redis.call('SMEMBERS', ck(cid, 'calls'))) do
     redis.call('DEL', ck(cid, 'call:' .. call))
   end
-  for _, s in ipairs(FAMILY) do redis.call('DEL', ck(cid, s)) end
+  for _, key in ipairs(seen_keys(cid, now, ret)) do redis.call('DEL', key) end
+  delete_customer(cid, false)
 end
 
--- the survivor's fields, changed in memory and written once (reset per event) -------
+-- the survivor's state, changed in memory and written once (reset per event) ----------
 
-local cur, old, dirty, dropped, ids_added
-local grew  -- field prefixes (2 and 5 characters) that gained a field in this event
+local cur, old, dirty, ids_added
+local added    -- family prefix → members added (or, by weight, changed) in this event
+local touched  -- view group → true when a family of the group changed in this event
+local cid      -- the survivor
 
 local function put(f, v)
-  if cur[f] == nil then
-    grew[string.sub(f, 1, 2)] = true
-    grew[string.sub(f, 1, 5)] = true
-  end
   if old[f] == nil then old[f] = cur[f] or ABSENT end
   cur[f] = v
   dirty[f] = true
-  dropped[f] = nil
-end
-
-local function drop(f)
-  if cur[f] == nil then return end
-  if old[f] == nil then old[f] = cur[f] end
-  cur[f] = nil
-  dirty[f] = nil
-  dropped[f] = true
 end
 
 local function add_int(f, n) put(f, string.format('%d', (tonumber(cur[f]) or 0) + n)) end
@@ -125,25 +157,102 @@ local function keep_extreme(f, v, want_smaller)
   end
 end
 
+-- families ----------------------------------------------------------------------------
+
+local function family_add(fam, f, v)
+  local key = ck(cid, fam.key)
+  local suffix = string.sub(f, #fam.prefix + 1)
+  if fam.keep == 'heaviest' then
+    local before = redis.call('ZSCORE', key, suffix)
+    if old[f] == nil then old[f] = before or ABSENT end
+    redis.call('ZINCRBY', key, v, suffix)
+    -- counted even when the term was there: a heavier term can pass one shown before
+    added[fam.prefix] = (added[fam.prefix] or 0) + 1
+  elseif fam.keep == 'since_calm' then
+    local calm = cur[CALM]
+    if calm and suffix <= calm then return end
+    if redis.call('ZADD', key, 'NX', 0, suffix) == 0 then return end
+    added[fam.prefix] = (added[fam.prefix] or 0) + 1
+  else  -- newest: set once, whatever value arrives later for the same name
+    local lo, hi = '[' .. suffix .. US, '(' .. suffix .. '\32'
+    if #redis.call('ZRANGEBYLEX', key, lo, hi, 'LIMIT', 0, 1) > 0 then return end
+    redis.call('ZADD', key, 0, suffix .. US .. v)
+    if old[f] == nil then old[f] = ABSENT end
+    added[fam.prefix] = (added[fam.prefix] or 0) + 1
+  end
+  touched[fam.view] = true
+end
+
+-- keep a family to its cap; a dropped member that was there before the event keeps its
+-- old value in the answer, so the worker can rebuild the document as it was
+local function family_cap(fam)
+  if fam.kept <= 0 or not added[fam.prefix] then return end
+  local key = ck(cid, fam.key)
+  local over = redis.call('ZCARD', key) - fam.kept
+  if over <= 0 then return end
+  if fam.keep == 'heaviest' then
+    local gone = redis.call('ZRANGE', key, 0, over - 1, 'WITHSCORES')
+    for i = 1, #gone, 2 do
+      local f = fam.prefix .. gone[i]
+      if old[f] == nil then old[f] = gone[i + 1] end
+    end
+  else
+    for _, member in ipairs(redis.call('ZRANGE', key, 0, over - 1)) do
+      local suffix, value = string.match(member, '^([^\31]*)\31(.*)$')
+      local f = fam.prefix .. suffix
+      if old[f] == nil then old[f] = value end
+    end
+  end
+  redis.call('ZREMRANGEBYRANK', key, 0, over - 1)
+end
+
+-- the members an answer shows: the newest or heaviest `shown` plus as many as the event
+-- added (so the document as it was before can be rebuilt), ties at the edge included
+local function family_view(fam, into)
+  local key = ck(cid, fam.key)
+  if fam.keep == 'since_calm' then
+    into[NEGATIVE_STREAK] = tostring(redis.call('ZCARD', key))
+    return
+  end
+  local count = -1
+  if fam.shown > 0 then count = fam.shown + (added[fam.prefix] or 0) end
+  if fam.keep == 'heaviest' then
+    local top = redis.call('ZREVRANGE', key, 0, count > 0 and count - 1 or -1, 'WITHSCORES')
+    for i = 1, #top, 2 do into[fam.prefix .. top[i]] = top[i + 1] end
+    if #top > 0 then
+      local edge = top[#top]
+      local ties = redis.call('ZRANGEBYSCORE', key, edge, edge, 'WITHSCORES')
+      for i = 1, #ties, 2 do into[fam.prefix .. ties[i]] = ties[i + 1] end
+    end
+    for _, term in ipairs(OPTIONS.kw_watch or {}) do
+      local w = redis.call('ZSCORE', key, term)
+      if w then into[fam.prefix .. term] = w end
+    end
+  else
+    local stop = count > 0 and count - 1 or -1
+    for _, member in ipairs(redis.call('ZREVRANGE', key, 0, stop)) do
+      local suffix, value = string.match(member, '^([^\31]*)\31(.*)$')
+      into[fam.prefix .. suffix] = value
+    end
+  end
+end
+
 -- one typed operation per field prefix: the same for a delta and for a merge
 local function combine(f, v)
+  local fam = family_of(f)
+  if fam then return family_add(fam, f, v) end
   local kind = string.sub(f, 1, 2)
   if kind == 'c:' then add_int(f, tonumber(v))
   elseif kind == 'd:' then add_float(f, tonumber(v))
   elseif kind == 'e:' then add_float(f, tonumber(v))
   elseif kind == 'a:' or kind == 't:' or kind == 'r:' then keep_larger(f, v)
-  elseif kind == 'y:' then
-    if not cur[f] then put(f, v) end
-  elseif kind == 'n:' then
-    local calm = cur['r:calm']
-    if (not cur[f]) and ((not calm) or string.sub(f, 3) > calm) then put(f, v) end
   elseif f == 'm:first_seen' then keep_extreme(f, tonumber(v), true)
   elseif f == 'm:last_seen' then keep_extreme(f, tonumber(v), false)
   elseif f == 'm:version' then add_int(f, tonumber(v))  -- merged: both customers' changes
   end
 end
 
-local function add_identifier(cid, id)
+local function add_identifier(id)
   if redis.call('SADD', ck(cid, 'ids'), id) == 1 then
     table.insert(ids_added, id)
     redis.call('SET', idxk(id), cid)
@@ -152,38 +261,60 @@ end
 
 -- merge -----------------------------------------------------------------------------
 
-local function first_seen(cid)
-  return tonumber(redis.call('HGET', ck(cid, 'p'), 'm:first_seen')) or math.huge
+local function first_seen(c)
+  return tonumber(redis.call('HGET', ck(c, 'p'), 'm:first_seen')) or math.huge
 end
 
-local function merge(loser, surv)
+-- costs in proportion to the loser's size (merges are rare)
+local function merge(loser, now, ret)
   move_spend(tonumber(redis.call('HGET', ck(loser, 'p'), 'e:amount')), nil)
   local flat = redis.call('HGETALL', ck(loser, 'p'))
   for i = 1, #flat, 2 do combine(flat[i], flat[i + 1]) end
-  for _, id in ipairs(redis.call('SMEMBERS', ck(loser, 'ids'))) do add_identifier(surv, id) end
-  redis.call('ZUNIONSTORE', ck(surv, 'seen'), 2, ck(surv, 'seen'), ck(loser, 'seen'),
-    'AGGREGATE', 'MAX')
+  for _, fam in ipairs(FAMILIES) do
+    local key = ck(loser, fam.key)
+    if fam.keep == 'heaviest' then
+      local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      for i = 1, #members, 2 do family_add(fam, fam.prefix .. members[i], members[i + 1]) end
+    elseif fam.keep == 'since_calm' then
+      for _, order in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+        family_add(fam, fam.prefix .. order, '1')
+      end
+    else
+      for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+        local suffix, value = string.match(member, '^([^\31]*)\31(.*)$')
+        family_add(fam, fam.prefix .. suffix, value)
+      end
+    end
+  end
+  for _, id in ipairs(redis.call('SMEMBERS', ck(loser, 'ids'))) do add_identifier(id) end
+  local into = seen_keys(cid, now, ret)
+  for i, key in ipairs(seen_keys(loser, now, ret)) do
+    local blob = redis.call('GET', key)
+    if blob then
+      redis.call('APPEND', into[i], blob)
+      redis.call('PEXPIRE', into[i], 2 * math.max(ret, 1))
+      redis.call('DEL', key)
+    end
+  end
   local pending = redis.call('HGETALL', ck(loser, 'pending'))
-  for i = 1, #pending, 2 do redis.call('HSETNX', ck(surv, 'pending'), pending[i], pending[i + 1]) end
+  for i = 1, #pending, 2 do redis.call('HSETNX', ck(cid, 'pending'), pending[i], pending[i + 1]) end
   -- live call sessions follow the customer (a merge mid-call keeps its advice)
   for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
-    local from, to = ck(loser, 'call:' .. call), ck(surv, 'call:' .. call)
+    local from, to = ck(loser, 'call:' .. call), ck(cid, 'call:' .. call)
     local session = redis.call('HGETALL', from)
     for i = 1, #session, 2 do redis.call('HSETNX', to, session[i], session[i + 1]) end
     local ttl = redis.call('PTTL', from)
     if ttl > 0 and redis.call('PTTL', to) < ttl then redis.call('PEXPIRE', to, ttl) end
-    redis.call('SADD', ck(surv, 'calls'), call)
+    redis.call('SADD', ck(cid, 'calls'), call)
     redis.call('DEL', from)
   end
   local merged = redis.call('SMEMBERS', ck(loser, 'merged'))
   table.insert(merged, loser)
   for _, m in ipairs(merged) do
-    redis.call('SADD', ck(surv, 'merged'), m)
-    redis.call('SET', ck(m, 'redirect'), surv)
+    redis.call('SADD', ck(cid, 'merged'), m)
+    redis.call('SET', ck(m, 'redirect'), cid)
   end
-  for _, s in ipairs(FAMILY) do
-    if s ~= 'redirect' then redis.call('DEL', ck(loser, s)) end
-  end
+  delete_customer(loser, true)
 end
 
 -- call sessions (seed 003) ---------------------------------------------------------
@@ -268,23 +399,23 @@ local function apply_one(raw)
   if d.erase then
     local tomb = P .. 'erasure:' .. d.eid
     if redis.call('EXISTS', tomb) == 1 then return 'dup' end
-    for _, c in ipairs(found) do erase(c) end
+    for _, c in ipairs(found) do erase(c, d.now, d.ret) end
     redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))
     if #found == 0 then return 'noop' end
     return 'erased' .. RS .. table.concat(found, US)
   end
 
+  local hash = id_hash(d.eid)
   for _, c in ipairs(found) do
-    if redis.call('ZSCORE', ck(c, 'seen'), d.eid) then
+    if has_seen(c, hash, d.now, d.ret) then
       local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
       if pending then return 'dup' .. RS .. c .. RS .. pending end
       return 'dup' .. RS .. c
     end
   end
 
-  cur, old, dirty, dropped, ids_added = {}, {}, {}, {}, {}
-  grew = {}
-  local cid
+  cur, old, dirty, ids_added = {}, {}, {}, {}
+  added, touched = {}, {}
   local losers = {}
   if #found == 0 then
     cid = d.newcid
@@ -300,45 +431,24 @@ local function apply_one(raw)
   local flat = redis.call('HGETALL', ck(cid, 'p'))
   for i = 1, #flat, 2 do cur[flat[i]] = flat[i + 1] end
   local spend_before = tonumber(cur['e:amount'])
+  local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
   for _, c in ipairs(found) do
     if c ~= cid then
-      merge(c, cid)
+      merge(c, d.now, d.ret)
       table.insert(losers, c)
     end
   end
 
-  for _, id in ipairs(d.ids) do add_identifier(cid, id) end
+  for _, id in ipairs(d.ids) do add_identifier(id) end
   keep_extreme('m:first_seen', d.ts, true)
   keep_extreme('m:last_seen', d.ts, false)
   for f, v in pairs(d.fields) do combine(f, v) end
   add_int('m:version', 1)
   move_spend(spend_before, tonumber(cur['e:amount']))
-  for _, cap in ipairs(CAPS) do
-    if grew[cap.prefix] then
-      local family, n = {}, #cap.prefix
-      for f, _ in pairs(cur) do
-        if string.sub(f, 1, n) == cap.prefix then table.insert(family, f) end
-      end
-      if #family > cap.kept then
-        if cap.keep == 'heaviest' then  -- lightest first; ties: the larger name first
-          table.sort(family, function(a, b)
-            local x, y = tonumber(cur[a]), tonumber(cur[b])
-            if x ~= y then return x < y end
-            return a > b
-          end)
-        else
-          table.sort(family)  -- oldest first
-        end
-        for i = 1, #family - cap.kept do drop(family[i]) end
-      end
-    end
-  end
-  if dirty['r:calm'] then
-    -- negatives older than the latest calm message no longer count towards the streak
-    local calm = cur['r:calm']
-    for f, _ in pairs(cur) do
-      if string.sub(f, 1, 2) == 'n:' and string.sub(f, 3) <= calm then drop(f) end
-    end
+  for _, fam in ipairs(FAMILIES) do family_cap(fam) end
+  if dirty[CALM] then
+    -- negatives up to the latest calm message no longer count towards the streak
+    redis.call('ZREMRANGEBYLEX', ck(cid, NEGATIVES.key), '-', '[' .. cur[CALM])
   end
 
   -- written in slices: unpack() has a limit, and a merge can dirty many fields
@@ -352,9 +462,6 @@ local function apply_one(raw)
     end
   end
   if #writes > 0 then redis.call('HSET', ck(cid, 'p'), unpack(writes)) end
-  local gone = {}
-  for f, _ in pairs(dropped) do table.insert(gone, f) end
-  if #gone > 0 then redis.call('HDEL', ck(cid, 'p'), unpack(gone)) end
 
   local prompt = ''
   if d.call then prompt = call_event(cid, d.call, d.ts) end
@@ -371,16 +478,24 @@ local function apply_one(raw)
     redis.call('ZADD', P .. 'trend:index', d.trend.w, string.format('%d', d.trend.w))
   end
 
-  local seen = ck(cid, 'seen')
-  redis.call('ZADD', seen, d.now, d.eid)
-  redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', d.now - d.ret))
+  local seen = seen_keys(cid, d.now, d.ret)[1]
+  redis.call('APPEND', seen, hash)
+  redis.call('PEXPIRE', seen, 2 * math.max(d.ret, 1))
   -- replay: state only, no outputs to build or keep pending
   if d.quiet then return 'ok' .. RS .. cid end
 
+  -- the answer: the bounded profile hash, each family's view, and what changed
+  local view = {}
+  for _, fam in ipairs(FAMILIES) do
+    if touched[fam.view] or fam.keep ~= 'newest' then family_view(fam, view) end
+  end
+  if view[NEGATIVE_STREAK] ~= streak_before then old[NEGATIVE_STREAK] = streak_before end
   local after, before = {}, {}
-  for f, v in pairs(cur) do
-    table.insert(after, f)
-    table.insert(after, v)
+  for _, source in ipairs({cur, view}) do
+    for f, v in pairs(source) do
+      table.insert(after, f)
+      table.insert(after, v)
+    end
   end
   for f, v in pairs(old) do
     table.insert(before, f)
@@ -399,7 +514,7 @@ local function apply_one(raw)
 end
 
 local answers = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local ok, answer = pcall(apply_one, ARGV[i])
   if ok then
     answers[#answers + 1] = answer

@@ -10,25 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, Protocol
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from portrait import metrics
 from portrait.config import Settings
 from processors.assist import CallAdvice
+from processors.layout import ABSENT, FAMILIES, NEGATIVE_STREAK, lua_constants
+from processors.layout import RECORD_SEP as RS
+from processors.layout import UNIT_SEP as US
+from processors.needs import load_rules
 from processors.profile import StoredState
 
-# Separators of the state script's answer (see apply_event.lua).
-RS, US, ABSENT = "\x1e", "\x1f", "\x1d"
+LAYOUT_MARK = "--@LAYOUT@"
 
 
 def _lua(name: str) -> str:
-    return files("portrait.state").joinpath(name).read_text(encoding="utf-8")
+    """A state script's source, with the layout of ``processors/layout.py`` rendered in."""
+    source = files("portrait.state").joinpath(name).read_text(encoding="utf-8")
+    return source.replace(LAYOUT_MARK, lua_constants())
+
+
+def watched_keywords(rules: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The keyword terms the needs rules ask about: the state script always answers
+    their weights, so a rule holds whatever the term's rank."""
+    terms = {term.lower() for rule in rules for term in rule.get("keywords_any", ())}
+    return sorted(terms)
 
 
 def _text(value: bytes | str) -> str:
@@ -117,6 +130,19 @@ class ApplyResult:
         )
 
 
+def family_fields(prefix: str, keep: str, members: Any) -> dict[str, str]:
+    """A family's members as profile fields (``prefix + name`` → value)."""
+    if keep == "since_calm":
+        return {NEGATIVE_STREAK: str(int(members))}
+    if keep == "heaviest":
+        return {prefix + _text(name): repr(float(score)) for name, score in members}
+    out = {}
+    for member in members:
+        name, value = _text(member).split(US, 1)
+        out[prefix + name] = value
+    return out
+
+
 class ProfileStore(Protocol):
     """Where profiles live. Implementations must apply each delta atomically and idempotently."""
 
@@ -160,9 +186,21 @@ class RedisProfileStore:
     a caller may start the next chunk's update before it has read the previous answer.
     """
 
-    def __init__(self, url: str, prefix: str = "portrait:", **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "portrait:",
+        *,
+        keywords_shown: int = 10,
+        keywords_watched: Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
+        """``keywords_shown``: the top-K the documents show; ``keywords_watched``: terms
+        whose weights every answer carries (default: those of the default needs rules)."""
         self.prefix = prefix
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, **options)
+        watched = watched_keywords(load_rules()) if keywords_watched is None else keywords_watched
+        self._script_options = orjson.dumps({"kw_shown": keywords_shown, "kw_watch": list(watched)})
         self._apply_src = _lua("apply_event.lua")
         self._ack_src = _lua("ack_outputs.lua")
         self._shas: tuple[str, str] | None = None
@@ -172,7 +210,14 @@ class RedisProfileStore:
     @classmethod
     def for_settings(cls, settings: Settings) -> RedisProfileStore:
         """The store of these settings (URL, key prefix, password and TLS options)."""
-        return cls(settings.redis_url, settings.redis_key_prefix, **settings.redis_options())
+        document = settings.document()
+        return cls(
+            settings.redis_url,
+            settings.redis_key_prefix,
+            keywords_shown=document.keywords_top_k,
+            keywords_watched=watched_keywords(document.needs_rules),
+            **settings.redis_options(),
+        )
 
     def key(self, customer_id: str, section: str) -> str:
         """Key of one part of a customer's key family."""
@@ -194,7 +239,8 @@ class RedisProfileStore:
                 sha = self._shas[0] if is_apply else self._shas[1]
                 started = time.perf_counter()
                 try:
-                    answer = await self.redis.evalsha(sha, 0, self.prefix, *args)
+                    extra = (self._script_options,) if is_apply else ()
+                    answer = await self.redis.evalsha(sha, 0, self.prefix, *extra, *args)
                 except NoScriptError:
                     self._shas = None
                     continue
@@ -235,16 +281,24 @@ class RedisProfileStore:
         return current if await self.redis.exists(self.key(current, "p")) else None
 
     async def load(self, customer_id: str) -> StoredState | None:
+        """The profile hash and every family whole, as one flat map (the layout's
+        prefixes), read in one transaction."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hgetall(self.key(customer_id, "p"))
         pipe.smembers(self.key(customer_id, "ids"))
-        fields, ids = await pipe.execute()
+        for family in FAMILIES:
+            key = self.key(customer_id, family.key)
+            if family.keep == "since_calm":
+                pipe.zcard(key)
+            else:
+                pipe.zrange(key, 0, -1, withscores=family.keep == "heaviest")
+        fields, ids, *families = await pipe.execute()
         if not fields:
             return None
-        return {
-            "fields": {k.decode("utf-8"): v.decode("utf-8") for k, v in fields.items()},
-            "ids": sorted(i.decode("utf-8") for i in ids),
-        }
+        flat = {_text(k): _text(v) for k, v in fields.items()}
+        for family, members in zip(FAMILIES, families, strict=True):
+            flat.update(family_fields(family.prefix, family.keep, members))
+        return {"fields": flat, "ids": sorted(i.decode("utf-8") for i in ids)}
 
     async def product_stats(self) -> dict[str, str]:
         """The phase × product feedback counters (``processors.assist.parse_stats``)."""

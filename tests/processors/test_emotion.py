@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 from models.emotion import EmotionResult
 from portrait.events import INPUT_EVENT_ADAPTER
 from processors.emotion import emotion_document, emotion_fields, text_to_read
-from processors.profile import DeltaSettings, build_delta, sections_of
+from processors.profile import DeltaSettings, build_delta
 from tests.conftest import event
 
 NEG = EmotionResult("negative", {"negative": 0.9, "neutral": 0.05, "positive": 0.05}, "anger", 0.8)
@@ -66,11 +66,10 @@ def test_negative_and_calm_messages_make_different_fields() -> None:
     assert calm["e:wv"] == calm["e:w"] * POS.valence  # type: ignore[operator]
 
 
-def test_document_counts_only_negatives_after_the_latest_calm_message() -> None:
+def test_document_reads_the_streak_the_state_keeps() -> None:
     registers = {"emotion_last": "000000000000009|z\tnegative", "calm": "000000000000005|c"}
     sums = {"w": "2.0", "wv": "-1.0"}
-    negatives = {"000000000000003|a": "1", "000000000000007|b": "1", "000000000000009|z": "1"}
-    assert emotion_document(registers, sums, negatives) == {
+    assert emotion_document(registers, sums, {"streak": "2"}) == {
         "last": "negative",
         "average": -0.5,
         "negative_streak": 2,
@@ -91,5 +90,5 @@ def test_delta_carries_emotion_when_given() -> None:
     )
     delta = build_delta(chat, DeltaSettings(timezone=ZoneInfo("UTC")), NEG)
     assert delta.fields["r:emotion_last"].endswith("\tnegative")  # type: ignore[union-attr]
-    sections = sections_of({k: str(v) for k, v in delta.fields.items()})
-    assert emotion_document(sections["r"], sections["e"], sections["n"])["negative_streak"] == 1
+    negatives = [name for name in delta.fields if name.startswith("n:")]
+    assert len(negatives) == 1 and negatives[0][2:] == delta.fields["r:emotion_last"][:-9]

@@ -20,6 +20,7 @@ from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import find_customer, get_profile
 from portrait.state.store import ApplyResult, RedisProfileStore
 from processors.identity import customer_id_for
+from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, RESOLUTIONS, Family
 from processors.profile import DeltaSettings, build_delta
 from tests.conftest import event, settings_env
 
@@ -283,9 +284,14 @@ def test_emotion_is_the_same_in_any_arrival_order(redis_url: str, unique: str) -
     assert -1 < seen[0]["average"] < 0
 
 
-def test_the_action_trail_keeps_the_newest_hundred_in_any_order(
-    redis_url: str, unique: str
-) -> None:
+def family_members(settings: Settings, customer: str, family: Family) -> list[bytes]:
+    """A family's stored members for a customer (names, or "name US value")."""
+    client = redis.Redis.from_url(settings.redis_url)
+    key = f"{settings.redis_key_prefix}c:{{{customer_id_for(customer)}}}:{family.key}"
+    return [bytes(m) for m in client.zrange(key, 0, -1)]
+
+
+def test_the_action_trail_keeps_the_newest_fifty_in_any_order(redis_url: str, unique: str) -> None:
     messages = [
         event(
             f"t{i:03d}",
@@ -306,16 +312,18 @@ def test_the_action_trail_keeps_the_newest_hundred_in_any_order(
         assert doc is not None
         trails.append(doc["actions"])
     assert trails[0] == trails[1]
-    assert len(trails[0]) == 50  # shown; 100 kept
+    assert len(trails[0]) == ACTIONS.shown == 50
     assert trails[0][0]["occurred_at"] == "2026-11-01T02:09:00.000Z"  # message 129
-    client = redis.Redis.from_url(redis_url)
     kept = [
-        f
-        for f in client.hkeys(f"y{unique}0:c:{{{customer_id_for('im_id:chatty')}}}:p")
-        if f.startswith(b"y:")
+        family_members(
+            Settings(redis_url=redis_url, redis_key_prefix=f"y{unique}{attempt}:"),
+            "im_id:chatty",
+            ACTIONS,
+        )
+        for attempt in range(2)
     ]
-    assert len(kept) == 100
-    assert min(kept).startswith(b"y:" + str(1793491200000 + 30 * 60_000).zfill(15).encode())
+    assert kept[0] == kept[1] and len(kept[0]) == ACTIONS.kept
+    assert min(kept[0]).startswith(str(1793491200000 + 80 * 60_000).zfill(15).encode())
 
 
 def spend(eid: str, customer: dict[str, Any], amount: float) -> dict[str, Any]:
@@ -426,10 +434,8 @@ def rated(eid: str, minute: int) -> bytes:
     )
 
 
-def hash_fields(settings: Settings, prefix: bytes) -> dict[bytes, bytes]:
-    client = redis.Redis.from_url(settings.redis_url)
-    key = f"{settings.redis_key_prefix}c:{{{customer_id_for('im_id:talker')}}}:p"
-    return {f: v for f, v in client.hgetall(key).items() if f.startswith(prefix)}
+def talker_family(settings: Settings, family: Family) -> list[bytes]:
+    return family_members(settings, "im_id:talker", family)
 
 
 def apply_deltas(settings: Settings, deltas: list[bytes]) -> None:
@@ -444,7 +450,7 @@ def apply_deltas(settings: Settings, deltas: list[bytes]) -> None:
     run(go())
 
 
-def test_problems_and_resolutions_keep_the_newest_fifty_in_any_order(
+def test_problems_and_resolutions_keep_the_newest_twenty_in_any_order(
     redis_url: str, unique: str
 ) -> None:
     deltas = [said(f"pb{i:03d}", 2 * i, [], "complaint") for i in range(70)]
@@ -454,30 +460,31 @@ def test_problems_and_resolutions_keep_the_newest_fifty_in_any_order(
         random.Random(attempt).shuffle(deltas)
         settings = Settings(redis_url=redis_url, redis_key_prefix=f"pb{unique}{attempt}:")
         apply_deltas(settings, deltas)
-        problems, resolutions = hash_fields(settings, b"r:pb:"), hash_fields(settings, b"r:rs:")
-        assert len(problems) == len(resolutions) == 50
+        problems = talker_family(settings, PROBLEMS)
+        resolutions = talker_family(settings, RESOLUTIONS)
+        assert len(problems) == PROBLEMS.kept and len(resolutions) == RESOLUTIONS.kept
         kept.append((problems, resolutions))
         doc = run(profile(settings, "im_id", "talker"))
         assert doc is not None
         newest = doc["problems"][0]
         assert newest["event_id"] == "pb069" and newest["resolution"]["event_id"] == "rs069"
     assert kept[0] == kept[1] == kept[2]
-    # the oldest kept problem is number 20 of 70
-    assert min(kept[0][0]).decode().startswith("r:pb:")
-    assert b"pb020" in min(kept[0][0]) and b"rs020" in min(kept[0][1])
+    # the oldest kept problem is number 50 of 70
+    assert b"pb050" in min(kept[0][0]) and b"rs050" in min(kept[0][1])
 
 
-def test_a_customer_keeps_the_heaviest_three_hundred_keywords(redis_settings: Settings) -> None:
+def test_a_customer_keeps_the_heaviest_hundred_keywords(redis_settings: Settings) -> None:
     # "common" is in every message; each message adds two terms of its own
     deltas = [
         said(f"kw{i:03d}", i, ["common", f"only{i:03d}a", f"only{i:03d}b"]) for i in range(200)
     ]
     apply_deltas(redis_settings, deltas)
-    weights = hash_fields(redis_settings, b"d:kw:")
-    assert len(weights) == 300
-    assert b"d:kw:common" in weights
-    # decayed weights: the newest terms are the heaviest, so the oldest went first
-    assert b"d:kw:only199a" in weights and b"d:kw:only051a" in weights
-    assert b"d:kw:only050b" not in weights and b"d:kw:only000a" not in weights
+    terms = set(talker_family(redis_settings, KEYWORDS))
+    assert len(terms) == KEYWORDS.kept == 100
+    assert b"common" in terms
+    # decayed weights: the newest terms are the heaviest, so the oldest went first; of
+    # two terms of equal weight at the edge the smaller name goes first
+    assert b"only199a" in terms and b"only151a" in terms and b"only150b" in terms
+    assert b"only150a" not in terms and b"only000a" not in terms
     doc = run(profile(redis_settings, "im_id", "talker"))
     assert doc is not None and doc["keywords"][0]["term"] == "common"

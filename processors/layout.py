@@ -1,0 +1,125 @@
+"""The state layout: key names, field prefixes, families, caps and separators.
+
+One source for what Python and the state script (``portrait/state/apply_event.lua``) both
+read and write. The script gets these values rendered into its source by
+:func:`lua_constants` (the line ``--@LAYOUT@``), so the two cannot disagree; a test
+checks that every name the script uses comes from here.
+
+A customer's state is a key family hash-tagged by the customer id (``{P}c:{cid}:<key>``):
+
+- ``p`` — the profile hash of bounded fields, the prefix giving the merge operation
+  (:data:`COUNT` add integer, :data:`WEIGHT` / :data:`SUM` add float, :data:`ATTRIBUTE`,
+  :data:`TAG`, :data:`REGISTER` keep the larger string, :data:`META` min/max/add). Its
+  size grows with the variety of the customer's data (channels, employees, attributes,
+  products, intents), never with the number of events.
+- one sorted set per :class:`Family` — the parts that grow with history: the action
+  trail, problems, resolutions, keyword weights and the recent negative messages. Each is
+  kept to its cap by rank (O(log n) per event), never by scanning the profile.
+- ``seen:<epoch>`` — processed event ids as 8-byte hashes appended to a string, one
+  string per retention epoch (``floor(now / retention)``); the current and previous
+  epochs are checked, so an id is remembered for one to two retention periods at
+  8 bytes an id.
+- ``ids``, ``pending``, ``merged``, ``redirect``, ``calls``, ``call:<id>`` — identifiers,
+  outputs awaiting delivery, merge bookkeeping and call sessions.
+
+The script answers with the bounded profile hash plus a *view* of each family: the
+members the document can show (newest or heaviest first), as fields with the family's
+prefix, so the document builders read one flat map whether it came from an update or a
+full load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Separators of the state script's answer: records, units, and "absent before".
+RECORD_SEP, UNIT_SEP, ABSENT = "\x1e", "\x1f", "\x1d"
+
+# Field prefixes of the profile hash (and of family views).
+COUNT, WEIGHT, SUM, ATTRIBUTE, TAG, REGISTER, META = "c:", "d:", "e:", "a:", "t:", "r:", "m:"
+
+SEEN_HASH_BYTES = 8
+"""Bytes of an event id's SHA-1 kept in the processed-id strings."""
+
+NEGATIVE_STREAK = "n:streak"
+"""The view field holding the number of negative messages since the latest calm one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A part of the profile that grows with history, kept in its own sorted set.
+
+    ``newest`` families keep the lexically largest names (order keys: the latest events)
+    whatever the arrival order, members ``name-suffix US value`` with score 0;
+    ``heaviest`` families keep the largest weights (member = name suffix, score = the
+    decayed weight; ties beyond the cap drop the smaller name first); ``since_calm``
+    holds order keys newer than the register ``r:calm`` (the negative streak).
+    ``shown`` is how many members an update's answer carries as the view (0 = all kept);
+    families of one ``view`` group are shown together (a resolution changes how the
+    problems before it read).
+    """
+
+    prefix: str
+    key: str
+    keep: str
+    kept: int
+    shown: int
+    view: str = ""
+
+
+ACTIONS = Family("y:", "act", "newest", kept=50, shown=50)
+PROBLEMS = Family("r:pb:", "pb", "newest", kept=20, shown=0, view="problems")
+RESOLUTIONS = Family("r:rs:", "rs", "newest", kept=20, shown=0, view="problems")
+KEYWORDS = Family("d:kw:", "kw", "heaviest", kept=100, shown=10)
+NEGATIVES = Family("n:", "neg", "since_calm", kept=0, shown=0)
+
+FAMILIES: tuple[Family, ...] = (ACTIONS, PROBLEMS, RESOLUTIONS, KEYWORDS, NEGATIVES)
+
+CALM = "r:calm"
+"""The register of the latest non-negative message's order key."""
+
+CUSTOMER_KEYS: tuple[str, ...] = (
+    "p",
+    "ids",
+    "pending",
+    "merged",
+    "redirect",
+    "calls",
+    *(family.key for family in FAMILIES),
+)
+"""Keys of a customer's family besides call sessions and processed-id strings."""
+
+
+def family_of(name: str) -> Family | None:
+    """The family a field name belongs to, or None for a profile-hash field."""
+    for family in FAMILIES:
+        if name.startswith(family.prefix):
+            return family
+    return None
+
+
+def _lua_string(text: str) -> str:
+    return "'" + "".join(f"\\{ord(ch)}" if ord(ch) < 32 else ch for ch in text) + "'"
+
+
+def lua_constants() -> str:
+    """The layout as Lua definitions, rendered into the state script at ``--@LAYOUT@``."""
+    families = ",\n".join(
+        f"  {{prefix = {_lua_string(f.prefix)}, key = {_lua_string(f.key)}, "
+        f"keep = {_lua_string(f.keep)}, kept = {f.kept}, shown = {f.shown}, "
+        f"view = {_lua_string(f.view or f.key)}}}"
+        for f in FAMILIES
+    )
+    keys = ", ".join(_lua_string(key) for key in CUSTOMER_KEYS)
+    return "\n".join(
+        [
+            "-- rendered from processors/layout.py",
+            f"local RS, US, ABSENT = {_lua_string(RECORD_SEP)}, {_lua_string(UNIT_SEP)}, "
+            f"{_lua_string(ABSENT)}",
+            f"local SEEN_HASH_BYTES = {SEEN_HASH_BYTES}",
+            f"local NEGATIVE_STREAK = {_lua_string(NEGATIVE_STREAK)}",
+            f"local CALM = {_lua_string(CALM)}",
+            f"local FAMILIES = {{\n{families},\n}}",
+            f"local CUSTOMER_KEYS = {{{keys}}}",
+        ]
+    )

@@ -1,0 +1,204 @@
+"""The state layout: Python and the state script agree, answers carry what the document
+needs, and every family keeps the same content in any arrival or merge order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from importlib.resources import files
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+
+from models.emotion import EmotionResult
+from portrait.config import Settings
+from portrait.events import INPUT_EVENT_ADAPTER
+from portrait.lookup import find_customer
+from portrait.state.store import ApplyResult, RedisProfileStore, _lua
+from processors.document import DocumentSettings
+from processors.layout import CUSTOMER_KEYS, FAMILIES, NEGATIVE_STREAK, lua_constants
+from processors.needs import load_rules
+from processors.profile import (
+    FIELD_BUILDERS,
+    DeltaSettings,
+    build_delta,
+    changed_fields,
+    document_from_state,
+    update_of,
+)
+from tests.conftest import event
+
+DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
+DOCUMENT = DocumentSettings(needs_rules=load_rules())
+NOW_MS, RETENTION_MS = 1_800_000_000_000, 86_400_000
+
+
+def test_the_script_takes_every_layout_name_from_python() -> None:
+    raw = files("portrait.state").joinpath("apply_event.lua").read_text(encoding="utf-8")
+    code = "\n".join(line.split("--", 1)[0] for line in raw.splitlines())
+    for family in FAMILIES:
+        assert f"'{family.prefix}'" not in code and f"'{family.key}'" not in code
+    for literal in (f"'{NEGATIVE_STREAK}'", "'r:calm'", "'\\30'", "'\\31'", "'\\29'"):
+        assert literal not in code
+    rendered = _lua("apply_event.lua")
+    assert "--@LAYOUT@" not in rendered and lua_constants() in rendered
+    for family in FAMILIES:
+        assert f"prefix = '{family.prefix}', key = '{family.key}'" in rendered
+        assert f"kept = {family.kept}, shown = {family.shown}, view = " in rendered
+    assert all(f"'{key}'" in rendered for key in CUSTOMER_KEYS)
+
+
+FREQUENT = [f"often{i}" for i in range(11)] + ["solar"]
+RARE = [f"term{i:03d}" for i in range(160)]
+LABELS = ("negative", "neutral", "positive")
+
+
+def _emotion(label: str) -> EmotionResult:
+    scores = dict.fromkeys(LABELS, 0.1)
+    scores[label] = 0.8
+    return EmotionResult(label, scores, None, None)
+
+
+def workload(seed: int = 3, per_person: int = 70) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Three people (each past every cap: actions, keywords, problems, resolutions, with
+    negative streaks), then events that merge them: (envelope, reading) pairs."""
+    rng = random.Random(seed)
+    people = [{"im_id": "wx-a"}, {"phone": "13900000002"}, {"email": "c@example.com"}]
+    out = []
+    for p, customer in enumerate(people):
+        for i in range(per_person):
+            minute = p * 1000 + i * 7
+            at = f"2026-11-{1 + minute // 1440:02d}T{minute % 1440 // 60:02d}:{minute % 60:02d}:00Z"
+            eid = f"w{p}-{i:03d}"
+            roll = rng.random()
+            if roll < 0.2:
+                body = event(eid, "feedback.recorded", at, "crm", customer, {"satisfaction": 4})
+                out.append((body, {}))
+            elif roll < 0.26:
+                payload = {"employee_id": f"e{i % 4}", "relation": "friend", "action": "added"}
+                out.append((event(eid, "relation.changed", at, "wecom", customer, payload), {}))
+            else:
+                payload = {
+                    "conversation_id": f"c{p}",
+                    "direction": "inbound",
+                    "employee_id": f"e{i % 4}",
+                    "text": "……",
+                }
+                reading = {
+                    "emotion": _emotion(rng.choice(LABELS)),
+                    "keywords": [rng.choice(FREQUENT), *rng.sample(RARE, 2)],
+                    "intent": "complaint" if rng.random() < 0.4 else None,
+                }
+                out.append((event(eid, "chat.message", at, "wecom", customer, payload), reading))
+    links = [{"im_id": "wx-a", "phone": "13900000002"}, {"email": "c@example.com", "im_id": "wx-a"}]
+    for j, customer in enumerate(links):
+        body = event(f"link{j}", "channel.event", "2026-11-03T09:00:00Z", "app", customer, {})
+        body["payload"] = {"action": "login"}
+        out.append((body, {}))
+    return out
+
+
+def _delta(body: dict[str, Any], reading: dict[str, Any]) -> bytes:
+    parsed = INPUT_EVENT_ADAPTER.validate_python(body)
+    built = build_delta(
+        parsed,
+        DELTAS,
+        reading.get("emotion"),
+        keywords=reading.get("keywords", ()),
+        intent=reading.get("intent"),
+    )
+    return built.to_json(NOW_MS, RETENTION_MS)
+
+
+async def _document(store: RedisProfileStore, cid: str) -> dict[str, Any]:
+    state = await store.load(cid) or {"fields": {}, "ids": []}
+    return document_from_state(cid, state, {}, DOCUMENT)
+
+
+def test_every_answer_gives_the_document_a_full_load_gives(redis_settings: Settings) -> None:
+    """The worker builds changes from the answer's bounded views: before and after, every
+    field must equal what a full load builds — through caps, streaks and merges."""
+
+    async def scenario() -> int:
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        checked = 0
+        try:
+            documents: dict[str, dict[str, Any]] = {}
+            for body, reading in workload():
+                [result] = await store.apply([_delta(body, reading)])
+                assert result.status == "ok" and result.state is not None
+                cid = result.customer_id or ""
+                empty = document_from_state(cid, {"fields": {}, "ids": []}, {}, DOCUMENT)
+                before = documents.get(cid, empty)
+                after = await _document(store, cid)
+                update = update_of(result.state, result.old, result.ids_added)
+                changes = {c["field"]: c for c in changed_fields(update, None, DOCUMENT)}
+                for name in FIELD_BUILDERS:
+                    if before[name] == after[name]:
+                        assert name not in changes, (body["event_id"], name)
+                    else:
+                        assert changes[name]["old"] == before[name], (body["event_id"], name)
+                        assert changes[name]["new"] == after[name], (body["event_id"], name)
+                        checked += 1
+                documents[cid] = after
+                for loser in result.merged:
+                    documents.pop(loser, None)
+        finally:
+            await store.close()
+        return checked
+
+    assert asyncio.run(scenario()) > 500
+
+
+def _families(client: redis.Redis, prefix: str, cid: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for family in FAMILIES:
+        members = client.zrange(f"{prefix}c:{{{cid}}}:{family.key}", 0, -1, withscores=True)
+        out[family.key] = [(m, float(f"{s:.12g}")) for m, s in members]  # sums in any order
+    # Beyond its cap the keyword family is an approximation (a rare term dropped and
+    # mentioned again starts over), so only its heaviest part is the same in any order.
+    heaviest = sorted(out["kw"], key=lambda pair: (-pair[1], pair[0]))
+    out["kw"] = (len(heaviest), heaviest[:10])
+    return out
+
+
+def test_families_and_merges_are_the_same_in_any_order(redis_url: str, unique: str) -> None:
+    """Shuffled arrival of the same events, merges included: the same document and the
+    same members of every family (of the keyword weights, the heaviest)."""
+    events = workload(seed=11, per_person=60)
+    client = redis.Redis.from_url(redis_url)
+    seen: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for attempt in range(4):
+        order = events[:]
+        random.Random(attempt).shuffle(order)
+        prefix = f"f{unique}{attempt}:"
+
+        async def go(prefix: str = prefix, order: list[Any] = order) -> tuple[Any, str]:
+            store = RedisProfileStore(redis_url, prefix)
+            try:
+                for start in range(0, len(order), 25):
+                    chunk = order[start : start + 25]
+                    results: list[ApplyResult] = await store.apply([_delta(*e) for e in chunk])
+                    assert {r.status for r in results} == {"ok"}
+                cid = await find_customer(store, "email", "c@example.com")
+                assert cid is not None
+                document = await _document(store, cid)
+                return {k: v for k, v in document.items() if k != "customer_id"}, cid
+            finally:
+                await store.close()
+
+        document, cid = asyncio.run(go())
+        seen.append((document, _families(client, prefix, cid)))
+    first_document, first_families = seen[0]
+    assert first_document["version"] == len(events)
+    assert first_document["stats"]["events_total"] == len(events)
+    assert len(first_document["problems"]) == 10 and first_document["keywords"]
+    for document, families in seen[1:]:
+        assert document == first_document
+        assert families == first_families
+    # every capped family reached its cap (caps apply, and apply alike in every order)
+    for family in FAMILIES:
+        if family.kept:
+            kept = first_families[family.key]
+            assert (kept[0] if family.key == "kw" else len(kept)) == family.kept, family.key
