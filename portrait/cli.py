@@ -518,6 +518,17 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.growth:
+        from portrait.bench.growth import run_growth_bench
+
+        run_growth_bench(
+            settings,
+            chats=args.chats,
+            channel=args.channel_events,
+            history=args.history,
+            as_json=args.json,
+        )
+        return 0
     if args.replay:
         from portrait.bench.replay import run_replay_bench
 
@@ -659,6 +670,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--rate", type=int, default=200, help="segments per second for --prompts")
     bench.add_argument("--seconds", type=float, default=20.0, help="how long --prompts sends")
+    bench.add_argument(
+        "--growth",
+        action="store_true",
+        help="fresh customers against customers with a long history: events/s, Redis µs, bytes",
+    )
+    bench.add_argument("--history", type=int, default=500, help="events per mature customer")
+    bench.add_argument("--chats", type=int, default=2000, help="chat events per --growth run")
+    bench.add_argument(
+        "--channel-events", type=int, default=3000, help="channel events per --growth run"
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
