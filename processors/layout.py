@@ -32,8 +32,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Separators of the state script's answer: records, units, and "absent before".
+# Separators of the state script's answer: records, units, "absent before", and the
+# family views (one after another, their members as the sorted sets hold them).
 RECORD_SEP, UNIT_SEP, ABSENT = "\x1e", "\x1f", "\x1d"
+VIEW_SEP, MEMBER_SEP = "\x1c", "\x1b"
 
 # Field prefixes of the profile hash (and of family views).
 COUNT, WEIGHT, SUM, ATTRIBUTE, TAG, REGISTER, META = "c:", "d:", "e:", "a:", "t:", "r:", "m:"
@@ -51,12 +53,14 @@ class Family:
 
     ``newest`` families keep the lexically largest names (order keys: the latest events)
     whatever the arrival order, members ``name-suffix US value`` with score 0;
-    ``heaviest`` families keep the largest weights (member = name suffix, score = the
-    decayed weight; ties beyond the cap drop the smaller name first); ``since_calm``
+    ``heaviest`` families keep the largest weights (member = name suffix, score = minus
+    the decayed weight, so rank order is the document's order: heaviest first, ties the
+    smaller name first; beyond the cap the lightest go, of equal weights the larger name); ``since_calm``
     holds order keys newer than the register ``r:calm`` (the negative streak).
     ``shown`` is how many members an update's answer carries as the view (0 = all kept);
     families of one ``view`` group are shown together (a resolution changes how the
-    problems before it read).
+    problems before it read); a family with ``since`` (another family's prefix) shows
+    its members from that family's oldest shown one on.
     """
 
     prefix: str
@@ -65,11 +69,12 @@ class Family:
     kept: int
     shown: int
     view: str = ""
+    since: str = ""
 
 
 ACTIONS = Family("y:", "act", "newest", kept=50, shown=50)
-PROBLEMS = Family("r:pb:", "pb", "newest", kept=20, shown=0, view="problems")
-RESOLUTIONS = Family("r:rs:", "rs", "newest", kept=20, shown=0, view="problems")
+PROBLEMS = Family("r:pb:", "pb", "newest", kept=20, shown=10, view="problems")
+RESOLUTIONS = Family("r:rs:", "rs", "newest", kept=20, shown=0, view="problems", since="r:pb:")
 KEYWORDS = Family("d:kw:", "kw", "heaviest", kept=100, shown=10)
 NEGATIVES = Family("n:", "neg", "since_calm", kept=0, shown=0)
 
@@ -107,7 +112,7 @@ def lua_constants() -> str:
     families = ",\n".join(
         f"  {{prefix = {_lua_string(f.prefix)}, key = {_lua_string(f.key)}, "
         f"keep = {_lua_string(f.keep)}, kept = {f.kept}, shown = {f.shown}, "
-        f"view = {_lua_string(f.view or f.key)}}}"
+        f"view = {_lua_string(f.view or f.key)}, since = {_lua_string(f.since)}}}"
         for f in FAMILIES
     )
     keys = ", ".join(_lua_string(key) for key in CUSTOMER_KEYS)
@@ -116,6 +121,7 @@ def lua_constants() -> str:
             "-- rendered from processors/layout.py",
             f"local RS, US, ABSENT = {_lua_string(RECORD_SEP)}, {_lua_string(UNIT_SEP)}, "
             f"{_lua_string(ABSENT)}",
+            f"local VS, MS = {_lua_string(VIEW_SEP)}, {_lua_string(MEMBER_SEP)}",
             f"local SEEN_HASH_BYTES = {SEEN_HASH_BYTES}",
             f"local NEGATIVE_STREAK = {_lua_string(NEGATIVE_STREAK)}",
             f"local CALM = {_lua_string(CALM)}",

@@ -31,7 +31,7 @@
 -- Families (sorted sets, FAMILIES): y: actions towards employees and r:pb:/r:rs:
 -- problems and resolutions keep the newest (members "suffix US value", score 0, so the
 -- lexically largest order keys survive the cap in any arrival order); d:kw: keyword
--- weights keep the heaviest (score = weight, added); n: negative messages are kept only
+-- weights keep the heaviest (score = minus the weight, added); n: negative messages are kept only
 -- while newer than r:calm (the latest non-negative message), so the streak is ZCARD.
 -- r:prod:<product> is the register "order\theld|declined" the call advice reads.
 -- So applying events in any order, or merging in any order, gives the same content.
@@ -44,7 +44,7 @@
 -- the customer between buckets, so indicators.wealth can be a percentile.
 --
 -- Answer: fields separated by RS; lists inside a field by US; an absent old value is
--- ABSENT. Input validation keeps control characters out of every id, name and source.
+-- ABSENT; the family views last, separated by VS, their members by MS. Input validation keeps control characters out of every id, name and source.
 -- Per-customer keys share the hash tag {cid}; the identity index and merge partners are
 -- derived at run time, so the script needs a standalone Redis or a single shard.
 
@@ -135,6 +135,7 @@ end
 
 local cur, old, dirty, ids_added
 local added    -- family prefix → members added (or, by weight, changed) in this event
+local oldest   -- family prefix → the oldest member shown before or after the event
 local touched  -- view group → true when a family of the group changed in this event
 local cid      -- the survivor
 
@@ -159,13 +160,39 @@ end
 
 -- families ----------------------------------------------------------------------------
 
+-- A heaviest family stores minus the weight as the score, so that rank order is the
+-- document's order (heaviest first, ties: the smaller name first): the view is a plain
+-- range, and the cap drops the largest ranks (the lightest; ties: the larger name).
+local function weight_of(score)
+  if not score then return ABSENT end
+  return string.format('%.17g', -tonumber(score))
+end
+
+-- the old weights of the terms an event adds to, in one call
+local function family_prefetch(fields)
+  for _, fam in ipairs(FAMILIES) do
+    if fam.keep == 'heaviest' then
+      local names, terms = {}, {}
+      for f, _ in pairs(fields) do
+        if old[f] == nil and string.sub(f, 1, #fam.prefix) == fam.prefix then
+          table.insert(names, f)
+          table.insert(terms, string.sub(f, #fam.prefix + 1))
+        end
+      end
+      if #terms > 0 then
+        local scores = redis.call('ZMSCORE', ck(cid, fam.key), unpack(terms))
+        for i, f in ipairs(names) do old[f] = weight_of(scores[i]) end
+      end
+    end
+  end
+end
+
 local function family_add(fam, f, v)
   local key = ck(cid, fam.key)
   local suffix = string.sub(f, #fam.prefix + 1)
   if fam.keep == 'heaviest' then
-    local before = redis.call('ZSCORE', key, suffix)
-    if old[f] == nil then old[f] = before or ABSENT end
-    redis.call('ZINCRBY', key, v, suffix)
+    if old[f] == nil then old[f] = weight_of(redis.call('ZSCORE', key, suffix)) end
+    redis.call('ZINCRBY', key, -tonumber(v), suffix)
     -- counted even when the term was there: a heavier term can pass one shown before
     added[fam.prefix] = (added[fam.prefix] or 0) + 1
   elseif fam.keep == 'since_calm' then
@@ -173,10 +200,8 @@ local function family_add(fam, f, v)
     if calm and suffix <= calm then return end
     if redis.call('ZADD', key, 'NX', 0, suffix) == 0 then return end
     added[fam.prefix] = (added[fam.prefix] or 0) + 1
-  else  -- newest: set once, whatever value arrives later for the same name
-    local lo, hi = '[' .. suffix .. US, '(' .. suffix .. '\32'
-    if #redis.call('ZRANGEBYLEX', key, lo, hi, 'LIMIT', 0, 1) > 0 then return end
-    redis.call('ZADD', key, 0, suffix .. US .. v)
+  else  -- newest: set once (a name holds its event's order key, so its value is fixed)
+    if redis.call('ZADD', key, 'NX', 0, suffix .. US .. v) == 0 then return end
     if old[f] == nil then old[f] = ABSENT end
     added[fam.prefix] = (added[fam.prefix] or 0) + 1
   end
@@ -191,50 +216,66 @@ local function family_cap(fam)
   local over = redis.call('ZCARD', key) - fam.kept
   if over <= 0 then return end
   if fam.keep == 'heaviest' then
-    local gone = redis.call('ZRANGE', key, 0, over - 1, 'WITHSCORES')
+    local gone = redis.call('ZRANGE', key, fam.kept, -1, 'WITHSCORES')
     for i = 1, #gone, 2 do
       local f = fam.prefix .. gone[i]
-      if old[f] == nil then old[f] = gone[i + 1] end
+      if old[f] == nil then old[f] = weight_of(gone[i + 1]) end
     end
+    redis.call('ZREMRANGEBYRANK', key, fam.kept, -1)
+    return
   else
     for _, member in ipairs(redis.call('ZRANGE', key, 0, over - 1)) do
       local suffix, value = string.match(member, '^([^\31]*)\31(.*)$')
       local f = fam.prefix .. suffix
-      if old[f] == nil then old[f] = value end
+      if old[f] == nil then
+        old[f] = value
+        -- it was shown before: a view that starts from this family starts here
+        if (not oldest[fam.prefix]) or member < oldest[fam.prefix] then
+          oldest[fam.prefix] = member
+        end
+      end
     end
   end
   redis.call('ZREMRANGEBYRANK', key, 0, over - 1)
 end
 
--- the members an answer shows: the newest or heaviest `shown` plus as many as the event
--- added (so the document as it was before can be rebuilt), ties at the edge included
-local function family_view(fam, into)
+-- The members an answer shows, as the sorted set holds them (joined by MS: the worker
+-- splits them, so the script does no per-member work): the newest or heaviest `shown`
+-- plus as many as the event changed (so the document as it was before can be rebuilt
+-- from the old values), ties at the edge included; a family that names another in
+-- `since` shows its members from that family's oldest shown one on (the resolutions a
+-- shown problem can pair with). `oldest` records each family's oldest shown member.
+local function family_view(fam)
   local key = ck(cid, fam.key)
-  if fam.keep == 'since_calm' then
-    into[NEGATIVE_STREAK] = tostring(redis.call('ZCARD', key))
-    return
+  if fam.keep == 'since_calm' then return tostring(redis.call('ZCARD', key)) end
+  local stop = -1
+  if fam.shown > 0 then stop = fam.shown + (added[fam.prefix] or 0) - 1 end
+  if fam.keep == 'heaviest' then  -- scores are minus the weights (see weight_of)
+    local top = redis.call('ZRANGE', key, 0, stop, 'WITHSCORES')
+    local watched = OPTIONS.kw_watch or {}
+    if #watched > 0 then
+      for i, w in ipairs(redis.call('ZMSCORE', key, unpack(watched))) do
+        if w then
+          table.insert(top, watched[i])
+          table.insert(top, w)
+        end
+      end
+    end
+    return table.concat(top, MS)
   end
-  local count = -1
-  if fam.shown > 0 then count = fam.shown + (added[fam.prefix] or 0) end
-  if fam.keep == 'heaviest' then
-    local top = redis.call('ZREVRANGE', key, 0, count > 0 and count - 1 or -1, 'WITHSCORES')
-    for i = 1, #top, 2 do into[fam.prefix .. top[i]] = top[i + 1] end
-    if #top > 0 then
-      local edge = top[#top]
-      local ties = redis.call('ZRANGEBYSCORE', key, edge, edge, 'WITHSCORES')
-      for i = 1, #ties, 2 do into[fam.prefix .. ties[i]] = ties[i + 1] end
-    end
-    for _, term in ipairs(OPTIONS.kw_watch or {}) do
-      local w = redis.call('ZSCORE', key, term)
-      if w then into[fam.prefix .. term] = w end
-    end
+  local members
+  if fam.since ~= '' then
+    local from = oldest[fam.since]
+    if not from then return '' end
+    members = redis.call('ZRANGEBYLEX', key, '[' .. from, '+')
   else
-    local stop = count > 0 and count - 1 or -1
-    for _, member in ipairs(redis.call('ZREVRANGE', key, 0, stop)) do
-      local suffix, value = string.match(member, '^([^\31]*)\31(.*)$')
-      into[fam.prefix .. suffix] = value
+    members = redis.call('ZREVRANGE', key, 0, stop)
+    local last = members[#members]
+    if last and ((not oldest[fam.prefix]) or last < oldest[fam.prefix]) then
+      oldest[fam.prefix] = last
     end
   end
+  return table.concat(members, MS)
 end
 
 -- one typed operation per field prefix: the same for a delta and for a merge
@@ -274,7 +315,9 @@ local function merge(loser, now, ret)
     local key = ck(loser, fam.key)
     if fam.keep == 'heaviest' then
       local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-      for i = 1, #members, 2 do family_add(fam, fam.prefix .. members[i], members[i + 1]) end
+      for i = 1, #members, 2 do
+        family_add(fam, fam.prefix .. members[i], -tonumber(members[i + 1]))
+      end
     elseif fam.keep == 'since_calm' then
       for _, order in ipairs(redis.call('ZRANGE', key, 0, -1)) do
         family_add(fam, fam.prefix .. order, '1')
@@ -415,7 +458,7 @@ local function apply_one(raw)
   end
 
   cur, old, dirty, ids_added = {}, {}, {}, {}
-  added, touched = {}, {}
+  added, touched, oldest = {}, {}, {}
   local losers = {}
   if #found == 0 then
     cid = d.newcid
@@ -442,6 +485,7 @@ local function apply_one(raw)
   for _, id in ipairs(d.ids) do add_identifier(id) end
   keep_extreme('m:first_seen', d.ts, true)
   keep_extreme('m:last_seen', d.ts, false)
+  family_prefetch(d.fields)
   for f, v in pairs(d.fields) do combine(f, v) end
   add_int('m:version', 1)
   move_spend(spend_before, tonumber(cur['e:amount']))
@@ -485,17 +529,18 @@ local function apply_one(raw)
   if d.quiet then return 'ok' .. RS .. cid end
 
   -- the answer: the bounded profile hash, each family's view, and what changed
-  local view = {}
-  for _, fam in ipairs(FAMILIES) do
-    if touched[fam.view] or fam.keep ~= 'newest' then family_view(fam, view) end
-  end
-  if view[NEGATIVE_STREAK] ~= streak_before then old[NEGATIVE_STREAK] = streak_before end
-  local after, before = {}, {}
-  for _, source in ipairs({cur, view}) do
-    for f, v in pairs(source) do
-      table.insert(after, f)
-      table.insert(after, v)
+  local views = {}
+  for i, fam in ipairs(FAMILIES) do
+    views[i] = ''
+    if touched[fam.view] or fam.keep ~= 'newest' then views[i] = family_view(fam) end
+    if fam.keep == 'since_calm' and views[i] ~= streak_before then
+      old[NEGATIVE_STREAK] = streak_before
     end
+  end
+  local after, before = {}, {}
+  for f, v in pairs(cur) do
+    table.insert(after, f)
+    table.insert(after, v)
   end
   for f, v in pairs(old) do
     table.insert(before, f)
@@ -508,6 +553,7 @@ local function apply_one(raw)
     table.concat(after, US),
     table.concat(before, US),
     prompt,
+    table.concat(views, VS),
   }, RS)
   redis.call('HSET', ck(cid, 'pending'), d.eid, body)
   return 'ok' .. RS .. cid .. RS .. body

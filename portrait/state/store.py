@@ -22,7 +22,15 @@ from redis.exceptions import NoScriptError
 from portrait import metrics
 from portrait.config import Settings
 from processors.assist import CallAdvice
-from processors.layout import ABSENT, FAMILIES, NEGATIVE_STREAK, lua_constants
+from processors.layout import (
+    ABSENT,
+    FAMILIES,
+    MEMBER_SEP,
+    NEGATIVE_STREAK,
+    VIEW_SEP,
+    Family,
+    lua_constants,
+)
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
 from processors.needs import load_rules
@@ -118,24 +126,31 @@ class ApplyResult:
 
     @classmethod
     def _applied(cls, customer_id: str, body: list[str]) -> ApplyResult:
-        merged, ids_added, ids, after, before, prompt = body
+        merged, ids_added, ids, after, before, prompt, views = body
+        fields = _pairs(after)
+        for family, view in zip(FAMILIES, views.split(VIEW_SEP), strict=True):
+            if view:
+                fields.update(family_fields(family, view.split(MEMBER_SEP)))
         return cls(
             "ok",
             customer_id=customer_id,
             merged=_split(merged),
-            state={"fields": _pairs(after), "ids": _split(ids)},
+            state={"fields": fields, "ids": _split(ids)},
             old={k: (None if v == ABSENT else v) for k, v in _pairs(before).items()},
             ids_added=_split(ids_added),
             prompt=CallAdvice.parse(_split(prompt)) if prompt else None,
         )
 
 
-def family_fields(prefix: str, keep: str, members: Any) -> dict[str, str]:
-    """A family's members as profile fields (``prefix + name`` → value)."""
-    if keep == "since_calm":
-        return {NEGATIVE_STREAK: str(int(members))}
-    if keep == "heaviest":
-        return {prefix + _text(name): repr(float(score)) for name, score in members}
+def family_fields(family: Family, members: Sequence[Any]) -> dict[str, str]:
+    """A family's members as the sorted set holds them (for ``heaviest`` families, name
+    and score one after the other, the score being minus the weight; for the negatives,
+    their number alone) as profile fields: ``prefix + name`` → value."""
+    prefix = family.prefix
+    if family.keep == "since_calm":
+        return {NEGATIVE_STREAK: _text(members[0])}
+    if family.keep == "heaviest":
+        return {prefix + _text(n): repr(-float(w)) for n, w in zip(members[::2], members[1::2])}
     out = {}
     for member in members:
         name, value = _text(member).split(US, 1)
@@ -290,14 +305,20 @@ class RedisProfileStore:
             key = self.key(customer_id, family.key)
             if family.keep == "since_calm":
                 pipe.zcard(key)
+            elif family.keep == "heaviest":
+                pipe.zrange(key, 0, -1, withscores=True, score_cast_func=_text)
             else:
-                pipe.zrange(key, 0, -1, withscores=family.keep == "heaviest")
+                pipe.zrange(key, 0, -1)
         fields, ids, *families = await pipe.execute()
         if not fields:
             return None
         flat = {_text(k): _text(v) for k, v in fields.items()}
         for family, members in zip(FAMILIES, families, strict=True):
-            flat.update(family_fields(family.prefix, family.keep, members))
+            if family.keep == "since_calm":
+                members = [str(members)]
+            elif family.keep == "heaviest":
+                members = [x for pair in members for x in pair]
+            flat.update(family_fields(family, members))
         return {"fields": flat, "ids": sorted(i.decode("utf-8") for i in ids)}
 
     async def product_stats(self) -> dict[str, str]:

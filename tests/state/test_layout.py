@@ -158,7 +158,7 @@ def _families(client: redis.Redis, prefix: str, cid: str) -> dict[str, Any]:
         out[family.key] = [(m, float(f"{s:.12g}")) for m, s in members]  # sums in any order
     # Beyond its cap the keyword family is an approximation (a rare term dropped and
     # mentioned again starts over), so only its heaviest part is the same in any order.
-    heaviest = sorted(out["kw"], key=lambda pair: (-pair[1], pair[0]))
+    heaviest = sorted(out["kw"], key=lambda pair: (pair[1], pair[0]))  # scores: -weight
     out["kw"] = (len(heaviest), heaviest[:10])
     return out
 
