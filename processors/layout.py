@@ -55,8 +55,9 @@ class Family:
     whatever the arrival order, members ``name-suffix US value`` with score 0;
     ``heaviest`` families keep the largest weights (member = name suffix, score = minus
     the decayed weight, so rank order is the document's order: heaviest first, ties the
-    smaller name first; beyond the cap the lightest go, of equal weights the larger name); ``since_calm``
-    holds order keys newer than the register ``r:calm`` (the negative streak).
+    smaller name first; beyond the cap the lightest go, of equal weights the larger
+    name); ``since_calm`` holds order keys newer than the register ``r:calm`` (the
+    negative streak).
     ``shown`` is how many members an update's answer carries as the view (0 = all kept);
     families of one ``view`` group are shown together (a resolution changes how the
     problems before it read); a family with ``since`` (another family's prefix) shows

@@ -150,7 +150,8 @@ def family_fields(family: Family, members: Sequence[Any]) -> dict[str, str]:
     if family.keep == "since_calm":
         return {NEGATIVE_STREAK: _text(members[0])}
     if family.keep == "heaviest":
-        return {prefix + _text(n): repr(-float(w)) for n, w in zip(members[::2], members[1::2])}
+        pairs = zip(members[::2], members[1::2], strict=True)
+        return {prefix + _text(name): repr(-float(score)) for name, score in pairs}
     out = {}
     for member in members:
         name, value = _text(member).split(US, 1)
