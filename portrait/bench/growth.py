@@ -84,22 +84,32 @@ def chat_events(tag: str, count: int, customers: list[str], texts: list[str]) ->
     return out
 
 
-def channel_events(tag: str, count: int, customers: list[str]) -> list[Any]:
-    """``count`` channel events spread over ``customers`` (account numbers)."""
+PRODUCTS = ("solar", "smart_meter", "ev_charger", "autopay", "green_tariff", "insurance")
+
+
+def channel_events(tag: str, count: int, customers: list[str], texts: list[str]) -> list[Any]:
+    """``count`` channel events spread over ``customers`` (account numbers): actions with
+    amounts and attributes, purchases with items, every fourth with a review text."""
     out = []
     for i in range(count):
         account = customers[i % len(customers)]
+        action = ACTIONS[(i * 5) % len(ACTIONS)]
+        payload: dict[str, Any] = {
+            "action": action,
+            "amount": round(1 + (i * 37) % 500, 2),
+            "attributes": {"city": ("上海", "北京", "London")[i % 3]},
+        }
+        if action in ("purchase", "business_handled"):
+            payload["items"] = [PRODUCTS[i % len(PRODUCTS)]]
+        if i % 4 == 0:
+            payload["text"] = texts[(i * 7919) % len(texts)]
         body = {
             "event_id": f"{tag}-{i:06d}",
             "type": "channel.event",
             "occurred_at": _moment(i),
             "source": SOURCES[i % len(SOURCES)],
             "customer": {"account_no": account},
-            "payload": {
-                "action": ACTIONS[(i * 5) % len(ACTIONS)],
-                "amount": round(1 + (i * 37) % 500, 2),
-                "attributes": {"city": ("上海", "北京", "London")[i % 3]},
-            },
+            "payload": payload,
         }
         out.append(("channel-events", account, body))
     return out
@@ -234,11 +244,17 @@ def run_growth_bench(
                     chat_events("chat-mature", chats, mature_chat, texts),
                     chat_events("chat-past", history * len(mature_chat), mature_chat, texts),
                 ),
-                ("channel-fresh", channel_events("channel-fresh", channel, fresh_channel), None),
+                (
+                    "channel-fresh",
+                    channel_events("channel-fresh", channel, fresh_channel, texts),
+                    None,
+                ),
                 (
                     "channel-mature",
-                    channel_events("channel-mature", channel, mature_channel),
-                    channel_events("channel-past", history * len(mature_channel), mature_channel),
+                    channel_events("channel-mature", channel, mature_channel, texts),
+                    channel_events(
+                        "channel-past", history * len(mature_channel), mature_channel, texts
+                    ),
                 ),
             ]
             for name, events, history_events in plan:
