@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/portrait bench --emotion
 	$(BIN)/portrait bench --prompts
 	$(BIN)/portrait bench --replay
+	$(BIN)/portrait bench --growth
 
 schemas: install
 	$(BIN)/portrait schemas

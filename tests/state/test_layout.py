@@ -17,7 +17,14 @@ from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import find_customer
 from portrait.state.store import ApplyResult, RedisProfileStore, _lua
 from processors.document import DocumentSettings
-from processors.layout import CUSTOMER_KEYS, FAMILIES, NEGATIVE_STREAK, lua_constants
+from processors.identity import customer_id_for
+from processors.layout import (
+    CUSTOMER_KEYS,
+    FAMILIES,
+    NEGATIVE_STREAK,
+    SEEN_HASH_BYTES,
+    lua_constants,
+)
 from processors.needs import load_rules
 from processors.profile import (
     FIELD_BUILDERS,
@@ -202,3 +209,35 @@ def test_families_and_merges_are_the_same_in_any_order(redis_url: str, unique: s
         if family.kept:
             kept = first_families[family.key]
             assert (kept[0] if family.key == "kw" else len(kept)) == family.kept, family.key
+
+
+def test_processed_ids_take_eight_bytes_and_last_one_to_two_retention_periods(
+    redis_settings: Settings,
+) -> None:
+    body = event("dup-1", "channel.event", "2026-11-01T09:00:00Z", "app", {"phone": "1"}, {})
+    body["payload"] = {"action": "login"}
+    parsed = INPUT_EVENT_ADAPTER.validate_python(body)
+    retention = 3_600_000
+    start = (NOW_MS // retention) * retention  # the start of an epoch
+
+    def at(now_ms: int) -> bytes:
+        return build_delta(parsed, DELTAS).to_json(now_ms, retention)
+
+    async def statuses() -> list[str]:
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        try:
+            end = start + 2 * retention
+            moments = [start, start + retention - 1, end - 1, end]
+            return [(await store.apply([at(now)]))[0].status for now in moments]
+        finally:
+            await store.close()
+
+    # seen in its epoch and the next one; forgotten two epochs on (applied again)
+    assert asyncio.run(statuses()) == ["ok", "dup", "dup", "ok"]
+    client = redis.Redis.from_url(redis_settings.redis_url)
+    cid = customer_id_for("phone:1")
+    strings = {
+        key: client.strlen(key)
+        for key in client.scan_iter(f"{redis_settings.redis_key_prefix}c:{{{cid}}}:seen:*")
+    }
+    assert sorted(strings.values()) == [SEEN_HASH_BYTES, SEEN_HASH_BYTES]  # two epochs, one id
