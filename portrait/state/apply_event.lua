@@ -31,8 +31,9 @@
 -- Families (sorted sets, FAMILIES): y: actions towards employees and r:pb:/r:rs:
 -- problems and resolutions keep the newest (members "suffix US value", score 0, so the
 -- lexically largest order keys survive the cap in any arrival order); d:kw: keyword
--- weights keep the heaviest (score = minus the weight, added); n: negative messages are kept only
--- while newer than r:calm (the latest non-negative message), so the streak is ZCARD.
+-- weights keep the heaviest (score = minus the weight, added); n: negative messages are
+-- kept only while newer than r:calm (the latest non-negative message), so the streak is
+-- ZCARD.
 -- r:prod:<product> is the register "order\theld|declined" the call advice reads.
 -- So applying events in any order, or merging in any order, gives the same content.
 --
@@ -44,7 +45,8 @@
 -- the customer between buckets, so indicators.wealth can be a percentile.
 --
 -- Answer: fields separated by RS; lists inside a field by US; an absent old value is
--- ABSENT; the family views last, separated by VS, their members by MS. Input validation keeps control characters out of every id, name and source.
+-- ABSENT; the family views last, separated by VS, their members by MS. Input validation
+-- keeps control characters out of every id, name and source.
 -- Per-customer keys share the hash tag {cid}; the identity index and merge partners are
 -- derived at run time, so the script needs a standalone Redis or a single shard.
 
