@@ -120,8 +120,8 @@ def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     from models.encoder import load_encoder
     from portrait.lookup import find_customer
     from portrait.state.store import RedisProfileStore
+    from processors.document import sections_of
     from processors.problems import all_problems, most_similar
-    from processors.profile import sections_of
 
     chosen = _one_identifier(args, "problems")
     if chosen is None:

@@ -7,9 +7,9 @@ from typing import Any
 
 from models.customer_model import CustomerModel, default_customer_model
 from portrait.state.store import ProfileStore
-from processors.document import DocumentSettings
+from processors.document import DocumentSettings, document_from_state, sections_of
 from processors.identity import normalise_identifier
-from processors.profile import document_from_state, sections_of
+from processors.indicators import Population
 from processors.scores import score_sections
 
 
@@ -52,5 +52,6 @@ async def profile_by_id(
         return None
     scorer = model or default_customer_model()
     [scores] = score_sections(scorer, [sections_of(state["fields"])])
-    document_settings = replace(settings or DocumentSettings(), population=await store.population())
+    population = Population.of(await store.population())
+    document_settings = replace(settings or DocumentSettings(), population=population)
     return document_from_state(customer_id, state, scores, document_settings)

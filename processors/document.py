@@ -1,12 +1,37 @@
-"""The settings that shape how stored state reads as a profile document."""
+"""The profile document (DESIGN.md "Profile document") built from stored state.
+
+Owns how stored fields read as a document: :func:`sections_of` groups a customer's
+stored fields by kind, :class:`ProfileView` builds each top-level field from them (the
+parts several fields share — intents, emotion, indicators — once), and
+:data:`FIELD_BUILDERS` says which stored fields each top-level field reads, so an update
+rebuilds only the fields whose inputs it wrote (:func:`changed_fields`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, TypedDict
 
-from processors.relationships import ClosenessWeights
+from processors.assist import PRODUCT, products_document
+from processors.attributes import decode_register, iso_from_ms
+from processors.emotion import emotion_document
+from processors.identity import split_identifier_key
+from processors.indicators import Population, indicators
+from processors.intents import intents_document
+from processors.keywords import KEYWORD, keywords_document
+from processors.layout import ACTIONS, KEYWORDS, NEGATIVES, PROBLEMS, RESOLUTIONS
+from processors.needs import needs
+from processors.preferences import decay_weight
+from processors.problems import problems_document
+from processors.relationships import (
+    ClosenessWeights,
+    actions_towards_employees,
+    relationships,
+)
+from processors.roles import roles
+from processors.scores import EMPTY_SCORES
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +42,257 @@ class DocumentSettings:
     closeness: ClosenessWeights = field(default_factory=ClosenessWeights)
     half_life_days: float = 30.0
     permissions: Mapping[str, list[str]] = field(default_factory=dict)
-    population: Mapping[str, int] = field(default_factory=dict)
+    population: Population = field(default_factory=Population)
     """Customers per spend bucket (the store's ``pop:spend``), for ``indicators.wealth``."""
     keywords_top_k: int = 10
     needs_rules: Sequence[Mapping[str, Any]] = ()
     """The latent-needs rule table (``processors.needs``)."""
+
+
+DEFAULT_DOCUMENT = DocumentSettings()
+
+
+class StoredState(TypedDict):
+    """One customer's state as the store gives it: fields (profile hash and family
+    views, by the layout's prefixes) and identifiers."""
+
+    fields: dict[str, str]
+    ids: list[str]
+
+
+Sections = dict[str, dict[str, str]]
+"""Stored fields grouped by their one-letter kind (``m c d a t r e n y``), prefix removed."""
+
+_KINDS = ("m", "c", "d", "a", "t", "r", "e", "n", "y")
+
+
+def sections_of(fields: dict[str, str]) -> Sections:
+    """Group stored fields by kind in one pass."""
+    out: Sections = {kind: {} for kind in _KINDS}
+    for name, value in fields.items():
+        section = out.get(name[0])
+        if section is not None:
+            section[name[2:]] = value
+    return out
+
+
+class ProfileView:
+    """One customer's stored state as document fields; each is built on first use."""
+
+    def __init__(self, sections: Sections, ids: list[str], settings: DocumentSettings) -> None:
+        self.sections = sections
+        self.ids = ids
+        self.settings = settings
+
+    def version(self) -> int:
+        return int(self.sections["m"].get("version", 0))
+
+    def identifiers(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {
+            "phone": [],
+            "account_no": [],
+            "im_id": [],
+            "email": [],
+            "customer_id": [],
+        }
+        for key in sorted(self.ids):
+            kind, value = split_identifier_key(key)
+            out.setdefault(kind, []).append(value)
+        return out
+
+    def attributes(self) -> dict[str, Any]:
+        out = {}
+        for name, stored in sorted(self.sections["a"].items()):
+            payload = decode_register(stored)
+            if payload.get("value") is not None:
+                out[name] = payload
+        return out
+
+    def tags(self) -> list[str]:
+        return sorted(name for name, stored in self.sections["t"].items() if stored.endswith("\t1"))
+
+    def stats(self) -> dict[str, Any]:
+        meta, counts = self.sections["m"], self.sections["c"]
+        first_seen, last_seen = meta.get("first_seen"), meta.get("last_seen")
+        return {
+            "events_total": int(counts.get("events_total", 0)),
+            "by_channel": {
+                name[3:]: int(value) for name, value in sorted(counts.items()) if name[:3] == "ch:"
+            },
+            "first_seen": iso_from_ms(int(first_seen)) if first_seen else None,
+            "last_seen": iso_from_ms(int(last_seen)) if last_seen else None,
+        }
+
+    def preferences(self) -> dict[str, Any]:
+        # One pass over the weights ("ch:<source>" and "tod:<bucket>"); the heaviest
+        # wins, ties go to the smaller name.
+        channel = bucket = ""
+        channel_weight = bucket_weight = -1.0
+        for name, value in self.sections["d"].items():
+            if name[:3] == "ch:":
+                weight, key = float(value), name[3:]
+                if weight > channel_weight or (weight == channel_weight and key < channel):
+                    channel, channel_weight = key, weight
+            elif name[:4] == "tod:":
+                weight, key = float(value), name[4:]
+                if weight > bucket_weight or (weight == bucket_weight and key < bucket):
+                    bucket, bucket_weight = key, weight
+        return {"channel": channel or None, "time_of_day": bucket or None}
+
+    @cached_property
+    def emotion(self) -> dict[str, Any]:
+        return emotion_document(self.sections["r"], self.sections["e"], self.sections["n"])
+
+    def relationships(self) -> list[dict[str, Any]]:
+        sections = self.sections
+        return relationships(sections["r"], sections["c"], sections["d"], self.settings.closeness)
+
+    @cached_property
+    def indicators(self) -> dict[str, Any]:
+        return indicators(self.sections, self.settings.half_life_days, self.settings.population)
+
+    def roles(self) -> list[dict[str, Any]]:
+        return roles(self.sections["r"], self.settings.permissions)
+
+    def actions(self) -> list[dict[str, Any]]:
+        return actions_towards_employees(self.sections["y"])
+
+    def products(self) -> Any:
+        return products_document(self.sections["r"])
+
+    def keywords(self) -> Any:
+        last_seen = int(self.sections["m"].get("last_seen", 0))
+        latest = decay_weight(last_seen, self.settings.half_life_days) if last_seen else 1.0
+        return keywords_document(self.sections["d"], latest, self.settings.keywords_top_k)
+
+    @cached_property
+    def intents(self) -> Any:
+        return intents_document(self.sections["c"])
+
+    def problems(self) -> Any:
+        return problems_document(self.sections["r"])
+
+    def needs(self) -> Any:
+        if not self.settings.needs_rules:
+            return []
+        weights = self.sections["d"]
+        # indicators and emotion are built only when a rule gets as far as them
+        return needs(
+            self.settings.needs_rules,
+            self.intents,
+            lambda term: f"{KEYWORD}{term}" in weights,
+            lambda: self.indicators,
+            lambda: int(self.emotion["negative_streak"]),
+        )
+
+
+IDENTIFIERS = "ids"
+"""A read that stands for the identifier set rather than a stored field."""
+
+_STATS = ("c:events_total", "c:ch:", "m:first_seen", "m:last_seen")
+_EMOTION = ("r:emotion_last", "e:w", NEGATIVES.prefix)
+_INDICATORS = ("d:ch:", "m:last_seen", "c:act:", "r:friend:", "r:grp:", "e:amount")
+_INTENTS = ("c:in:",)
+
+FIELD_BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[ProfileView], Any]]] = {
+    "version": (("m:version",), ProfileView.version),
+    "identifiers": ((IDENTIFIERS,), ProfileView.identifiers),
+    "attributes": (("a:",), ProfileView.attributes),
+    "tags": (("t:",), ProfileView.tags),
+    "stats": (_STATS, ProfileView.stats),
+    "preferences": (("d:ch:", "d:tod:"), ProfileView.preferences),
+    "emotion": (_EMOTION, lambda view: view.emotion),
+    "relationships": (
+        ("r:friend:", "r:grp:", "c:msg:", "d:emp:"),
+        ProfileView.relationships,
+    ),
+    "indicators": (_INDICATORS, lambda view: view.indicators),
+    "roles": (("r:role:",), ProfileView.roles),
+    "actions": ((ACTIONS.prefix,), ProfileView.actions),
+    "products": ((PRODUCT,), ProfileView.products),
+    "keywords": ((KEYWORDS.prefix, "m:last_seen"), ProfileView.keywords),
+    "intents": (_INTENTS, lambda view: view.intents),
+    "needs": (
+        (*_INTENTS, KEYWORDS.prefix, *_INDICATORS, *_EMOTION),
+        ProfileView.needs,
+    ),
+    "problems": ((PROBLEMS.prefix, RESOLUTIONS.prefix), ProfileView.problems),
+}
+"""Document fields built from stored state, with the stored-field prefixes they read
+(``tests/state/test_layout.py`` checks every one against full loads)."""
+
+
+def document_from_state(
+    customer_id: str,
+    state: StoredState,
+    scores: dict[str, Any] | None = None,
+    settings: DocumentSettings = DEFAULT_DOCUMENT,
+) -> dict[str, Any]:
+    """The profile document for stored state.
+
+    ``scores`` is ``profile.scores`` as the customer-feature model gives it (see
+    ``processors.scores``); without it the scores are empty.
+    """
+    view = ProfileView(sections_of(state["fields"]), state["ids"], settings)
+    built = {name: build(view) for name, (_, build) in FIELD_BUILDERS.items()}
+    return {
+        "customer_id": customer_id,
+        **built,
+        "scores": scores if scores is not None else dict(EMPTY_SCORES),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A customer's stored state after an update and, rebuilt from the old values, before."""
+
+    after: Sections
+    before: Sections
+    ids_after: list[str]
+    ids_before: list[str]
+    written: tuple[str, ...]
+    """Names of the stored fields the update wrote (plus ``IDENTIFIERS`` when it added
+    identifiers)."""
+
+
+def update_of(after: StoredState, old: dict[str, str | None], ids_added: list[str]) -> Update:
+    """The before/after view of one update (``old``: field → value before, None = absent)."""
+    kinds = {name[0] for name in old}
+    after_sections = sections_of(after["fields"])
+    before = {k: dict(v) if k in kinds else v for k, v in after_sections.items()}
+    for name, value in old.items():
+        section = before.get(name[0])
+        if section is None:
+            continue
+        if value is None:
+            section.pop(name[2:], None)
+        else:
+            section[name[2:]] = value
+    added = set(ids_added)
+    ids_before = [key for key in after["ids"] if key not in added]
+    written = (*old, IDENTIFIERS) if added else tuple(old)
+    return Update(after_sections, before, after["ids"], ids_before, written)
+
+
+def changed_fields(
+    update: Update,
+    derived: dict[str, tuple[Any, Any]] | None = None,
+    settings: DocumentSettings = DEFAULT_DOCUMENT,
+) -> list[dict[str, Any]]:
+    """Top-level document fields that differ before and after an update, old and new.
+
+    Only the fields that read a written stored field are built. ``derived`` gives
+    (old, new) of fields computed elsewhere, such as model scores.
+    """
+    before = ProfileView(update.before, update.ids_before, settings)
+    after = ProfileView(update.after, update.ids_after, settings)
+    changes = []
+    for name, (reads, build) in FIELD_BUILDERS.items():
+        if any(written.startswith(reads) for written in update.written):
+            previous, current = build(before), build(after)
+            if previous != current:
+                changes.append({"field": name, "old": previous, "new": current})
+    for name, (previous, current) in (derived or {}).items():
+        if previous != current:
+            changes.append({"field": name, "old": previous, "new": current})
+    return changes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from processors.preferences import DECAY_EPOCH_MS
@@ -34,23 +35,38 @@ def spend_bucket(amount: float) -> int:
     return math.floor(math.log(1 + amount) / math.log(2) * 4)
 
 
-def wealth(amount: float | None, population: Mapping[str, int]) -> float | None:
+@dataclass(frozen=True, slots=True)
+class Population:
+    """Customers per spend bucket (the store's ``pop:spend``), read once per batch and
+    asked for many customers' percentiles."""
+
+    counts: Mapping[int, int] = field(default_factory=dict)
+    total: int = 0
+
+    @classmethod
+    def of(cls, stored: Mapping[str, int]) -> Population:
+        """The population from the stored histogram (bucket → customers)."""
+        counts = {int(bucket): int(count) for bucket, count in stored.items() if int(count) > 0}
+        return cls(counts, sum(counts.values()))
+
+    def below(self, bucket: int) -> int:
+        """Customers in buckets lower than ``bucket``."""
+        return sum(count for other, count in self.counts.items() if other < bucket)
+
+
+def wealth(amount: float | None, population: Population) -> float | None:
     """Spend percentile among customers with spend (module docstring), or None."""
-    if amount is None:
-        return None
-    counts = {int(bucket): count for bucket, count in population.items() if int(count) > 0}
-    total = sum(counts.values())
-    if total == 0:
+    if amount is None or population.total == 0:
         return None
     own = spend_bucket(amount)
-    below = sum(count for bucket, count in counts.items() if bucket < own)
-    return round((below + 0.5 * counts.get(own, 0)) / total, 4)
+    share = population.below(own) + 0.5 * population.counts.get(own, 0)
+    return round(share / population.total, 4)
 
 
 def indicators(
     sections: dict[str, dict[str, str]],
     half_life_days: float,
-    population: Mapping[str, int] | None = None,
+    population: Population | None = None,
 ) -> dict[str, Any]:
     """``profile.indicators`` from stored sections (``sections_of``)."""
     counts, weights, registers = sections["c"], sections["d"], sections["r"]
@@ -69,7 +85,7 @@ def indicators(
         ),
         "wealth": wealth(
             float(sections["e"]["amount"]) if "amount" in sections["e"] else None,
-            population or {},
+            population or Population(),
         ),
         "campaign_participation": _ratio(
             float(counts.get("act:campaign_joined", 0)),

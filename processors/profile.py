@@ -1,4 +1,4 @@
-"""The profile: what each input event changes, and the document built from stored state.
+"""The profile delta: what each input event changes in a customer's stored state.
 
 An event becomes a :class:`ProfileDelta` made only of operations that commute — counters
 that add, decayed weights that add, min/max timestamps, last-writer-wins registers
@@ -6,17 +6,16 @@ that add, decayed weights that add, min/max timestamps, last-writer-wins registe
 with the same operations, merges two customers; so any order of the same events, and any
 merge order, leaves the same profile content.
 
-:func:`document_from_state` turns stored state (as the state script returns it) into the
-profile document of DESIGN.md; :func:`changed_fields` lists what differs between two.
+How stored state reads as the profile document is ``processors/document.py``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -39,42 +38,32 @@ from processors.assist import (
     call_session_delta,
     feedback_counts,
     product_fields,
-    products_document,
 )
 from processors.attributes import (
-    decode_register,
     encode_register,
     iso_from_ms,
     normalise_attribute_name,
     normalise_attribute_value,
     order_key,
 )
-from processors.document import DocumentSettings
-from processors.emotion import emotion_document, emotion_fields, text_to_read
+from processors.emotion import emotion_fields, text_to_read
 from processors.facts import SourcedFact
 from processors.identity import (
     customer_id_for,
     identifier_keys,
     normalise_identifier,
-    split_identifier_key,
 )
-from processors.indicators import indicators
-from processors.intents import intent_fields, intents_document
-from processors.keywords import KEYWORD, keyword_fields, keywords_document
-from processors.needs import needs
+from processors.intents import intent_fields
+from processors.keywords import keyword_fields
+from processors.layout import ATTRIBUTE, COUNT, TAG, WEIGHT
 from processors.preferences import decay_weight, time_of_day
-from processors.problems import problem_fields, problems_document, resolution_fields
+from processors.problems import problem_fields, resolution_fields
 from processors.relationships import (
     action_fields,
-    actions_towards_employees,
     interaction_fields,
     relation_fields,
-    relationships,
 )
-from processors.roles import role_fields, roles
-from processors.scores import EMPTY_SCORES
-
-DEFAULT_DOCUMENT = DocumentSettings()
+from processors.roles import role_fields
 
 MANUAL_SOURCE = "manual"
 HOLDING_ACTIONS = frozenset({"purchase", "business_handled"})
@@ -315,256 +304,3 @@ def build_delta(
     )
     delta.fields = fields
     return delta
-
-
-# --- stored state → document ----------------------------------------------------------
-
-COUNT, WEIGHT, ATTRIBUTE, TAG, META = "c:", "d:", "a:", "t:", "m:"
-
-
-class StoredState(TypedDict):
-    """One customer's state as the state script returns it: the profile hash and id set."""
-
-    fields: dict[str, str]
-    ids: list[str]
-
-
-Sections = dict[str, dict[str, str]]
-"""Profile hash fields grouped by their one-letter kind (``m c d a t``), prefix removed."""
-
-
-def sections_of(fields: dict[str, str]) -> Sections:
-    """Group stored fields by kind in one pass."""
-    out: Sections = {
-        "m": {},
-        "c": {},
-        "d": {},
-        "a": {},
-        "t": {},
-        "r": {},
-        "e": {},
-        "n": {},
-        "y": {},
-    }
-    for name, value in fields.items():
-        section = out.get(name[0])
-        if section is not None:
-            section[name[2:]] = value
-    return out
-
-
-def _identifiers(_: Sections, ids: list[str], _settings: DocumentSettings) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {
-        "phone": [],
-        "account_no": [],
-        "im_id": [],
-        "email": [],
-        "customer_id": [],
-    }
-    for key in sorted(ids):
-        kind, value = split_identifier_key(key)
-        out.setdefault(kind, []).append(value)
-    return out
-
-
-def _attributes(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
-    out = {}
-    for name, stored in sorted(sections["a"].items()):
-        payload = decode_register(stored)
-        if payload.get("value") is not None:
-            out[name] = payload
-    return out
-
-
-def _tags(sections: Sections, _: list[str], _settings: DocumentSettings) -> list[str]:
-    return sorted(name for name, stored in sections["t"].items() if stored.endswith("\t1"))
-
-
-def _stats(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
-    meta, counts = sections["m"], sections["c"]
-    first_seen = meta.get("first_seen")
-    last_seen = meta.get("last_seen")
-    return {
-        "events_total": int(counts.get("events_total", 0)),
-        "by_channel": {
-            name[3:]: int(value) for name, value in sorted(counts.items()) if name[:3] == "ch:"
-        },
-        "first_seen": iso_from_ms(int(first_seen)) if first_seen else None,
-        "last_seen": iso_from_ms(int(last_seen)) if last_seen else None,
-    }
-
-
-def _preferences(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
-    # One pass over the weights ("ch:<source>" and "tod:<bucket>"); the heaviest wins,
-    # ties go to the smaller name.
-    channel = bucket = ""
-    channel_weight = bucket_weight = -1.0
-    for name, value in sections["d"].items():
-        weight = float(value)
-        if name[:3] == "ch:":
-            key = name[3:]
-            if weight > channel_weight or (weight == channel_weight and key < channel):
-                channel, channel_weight = key, weight
-        elif name[:4] == "tod:":
-            key = name[4:]
-            if weight > bucket_weight or (weight == bucket_weight and key < bucket):
-                bucket, bucket_weight = key, weight
-    return {"channel": channel or None, "time_of_day": bucket or None}
-
-
-def _emotion(sections: Sections, _: list[str], _settings: DocumentSettings) -> dict[str, Any]:
-    return emotion_document(sections["r"], sections["e"], sections["n"])
-
-
-def _version(sections: Sections, _: list[str], _settings: DocumentSettings) -> int:
-    return int(sections["m"].get("version", 0))
-
-
-def _relationships(
-    sections: Sections, _: list[str], settings: DocumentSettings
-) -> list[dict[str, Any]]:
-    return relationships(sections["r"], sections["c"], sections["d"], settings.closeness)
-
-
-def _actions(sections: Sections, _: list[str], __: DocumentSettings) -> list[dict[str, Any]]:
-    return actions_towards_employees(sections["y"])
-
-
-def _roles(sections: Sections, _: list[str], settings: DocumentSettings) -> list[dict[str, Any]]:
-    return roles(sections["r"], settings.permissions)
-
-
-def _indicators(sections: Sections, _: list[str], settings: DocumentSettings) -> dict[str, Any]:
-    return indicators(sections, settings.half_life_days, settings.population)
-
-
-def _products(sections: Sections, _: list[str], _settings: DocumentSettings) -> Any:
-    return products_document(sections["r"])
-
-
-def _keywords(sections: Sections, _: list[str], settings: DocumentSettings) -> Any:
-    last_seen = int(sections["m"].get("last_seen", 0))
-    latest = decay_weight(last_seen, settings.half_life_days) if last_seen else 1.0
-    return keywords_document(sections["d"], latest, settings.keywords_top_k)
-
-
-def _intents(sections: Sections, _: list[str], _settings: DocumentSettings) -> Any:
-    return intents_document(sections["c"])
-
-
-def _problems(sections: Sections, _: list[str], _settings: DocumentSettings) -> Any:
-    return problems_document(sections["r"])
-
-
-def _needs(sections: Sections, ids: list[str], settings: DocumentSettings) -> Any:
-    if not settings.needs_rules:
-        return []
-    # indicators and emotion are built only when a rule gets as far as them
-    return needs(
-        settings.needs_rules,
-        _intents(sections, ids, settings),
-        lambda term: f"{KEYWORD}{term}" in sections["d"],
-        lambda: _indicators(sections, ids, settings),
-        lambda: int(_emotion(sections, ids, settings)["negative_streak"]),
-    )
-
-
-FIELD_BUILDERS: dict[str, tuple[str, Callable[[Sections, list[str], DocumentSettings], Any]]] = {
-    "version": ("m", _version),
-    "identifiers": ("", _identifiers),
-    "attributes": ("a", _attributes),
-    "tags": ("t", _tags),
-    "stats": ("cm", _stats),
-    "preferences": ("d", _preferences),
-    "emotion": ("ren", _emotion),
-    "relationships": ("rcd", _relationships),
-    "indicators": ("mcdr", _indicators),
-    "roles": ("r", _roles),
-    "actions": ("y", _actions),
-    "products": ("r", _products),
-    "keywords": ("dm", _keywords),
-    "intents": ("c", _intents),
-    "needs": ("cdmren", _needs),
-    "problems": ("r", _problems),
-}
-"""Document fields built from stored state, with the kinds of stored fields they read."""
-
-
-def document_from_state(
-    customer_id: str,
-    state: StoredState,
-    scores: dict[str, Any] | None = None,
-    settings: DocumentSettings = DEFAULT_DOCUMENT,
-) -> dict[str, Any]:
-    """The profile document (DESIGN.md "Profile document") for stored state.
-
-    ``scores`` is ``profile.scores`` as the customer-feature model gives it (see
-    ``processors.scores``); without it the scores are empty.
-    """
-    sections = sections_of(state["fields"])
-    built = {
-        name: build(sections, state["ids"], settings) for name, (_, build) in FIELD_BUILDERS.items()
-    }
-    return {
-        "customer_id": customer_id,
-        **built,
-        "scores": scores if scores is not None else dict(EMPTY_SCORES),
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """A customer's stored state after an update and, rebuilt from the old values, before."""
-
-    after: Sections
-    before: Sections
-    ids_after: list[str]
-    ids_before: list[str]
-    written: frozenset[str]
-
-    @property
-    def ids_changed(self) -> bool:
-        """True when the update added identifiers."""
-        return len(self.ids_after) != len(self.ids_before)
-
-
-def update_of(after: StoredState, old: dict[str, str | None], ids_added: list[str]) -> Update:
-    """The before/after view of one update (``old``: hash field → value before, None = absent)."""
-    written = frozenset(name[0] for name in old)
-    after_sections = sections_of(after["fields"])
-    before = {k: dict(v) if k in written else v for k, v in after_sections.items()}
-    for name, value in old.items():
-        section = before.get(name[0])
-        if section is None:
-            continue
-        if value is None:
-            section.pop(name[2:], None)
-        else:
-            section[name[2:]] = value
-    added = set(ids_added)
-    ids_before = [key for key in after["ids"] if key not in added]
-    return Update(after_sections, before, after["ids"], ids_before, written)
-
-
-def changed_fields(
-    update: Update,
-    derived: dict[str, tuple[Any, Any]] | None = None,
-    settings: DocumentSettings = DEFAULT_DOCUMENT,
-) -> list[dict[str, Any]]:
-    """Top-level document fields that differ before and after an update, old and new.
-
-    Only the fields that read a written kind of stored field are built. ``derived`` gives
-    (old, new) of fields computed elsewhere, such as model scores.
-    """
-    changes = []
-    for name, (kinds, build) in FIELD_BUILDERS.items():
-        touched = update.ids_changed if not kinds else not update.written.isdisjoint(kinds)
-        if touched:
-            previous = build(update.before, update.ids_before, settings)
-            current = build(update.after, update.ids_after, settings)
-            if previous != current:
-                changes.append({"field": name, "old": previous, "new": current})
-    for name, (previous, current) in (derived or {}).items():
-        if previous != current:
-            changes.append({"field": name, "old": previous, "new": current})
-    return changes

@@ -48,17 +48,12 @@ from processors.assist import (
     prompt_reasons,
 )
 from processors.attributes import iso_from_ms
+from processors.document import Update, changed_fields, document_from_state, update_of
 from processors.emotion import emotion_document
 from processors.envelope import Rejection, decode_event
 from processors.features import feature_vector
-from processors.profile import (
-    DeltaSettings,
-    Update,
-    build_delta,
-    changed_fields,
-    document_from_state,
-    update_of,
-)
+from processors.indicators import Population
+from processors.profile import DeltaSettings, build_delta
 from processors.relationships import became_friend, connected_employees
 from processors.scores import score_sections
 from streams.reading import Reading, ReadRequest, model_runner
@@ -702,7 +697,8 @@ class BatchPipeline:
         emitted: set[str] = set()
         emitted_at = _now_iso()
         # one population snapshot per batch: wealth is a percentile among all customers
-        self.document = replace(self.document, population=await self.store.population())
+        population = Population.of(await self.store.population())
+        self.document = replace(self.document, population=population)
         # one statistics snapshot per batch; the batch's own feedback is added as it goes
         self._stats_raw = Counter(
             {name: int(count) for name, count in (await self.store.product_stats()).items()}

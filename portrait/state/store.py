@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError
 from portrait import metrics
 from portrait.config import Settings
 from processors.assist import CallAdvice
+from processors.document import StoredState
 from processors.layout import (
     ABSENT,
     FAMILIES,
@@ -34,7 +35,6 @@ from processors.layout import (
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
 from processors.needs import load_rules
-from processors.profile import StoredState
 
 LAYOUT_MARK = "--@LAYOUT@"
 

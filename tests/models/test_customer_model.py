@@ -17,8 +17,8 @@ from models.customer_model import (
     r2_by_target,
 )
 from models.customer_sim import TARGETS, simulate
+from processors.document import sections_of
 from processors.features import FEATURES, feature_vector
-from processors.profile import sections_of
 from processors.scores import EMPTY_SCORES, score_sections
 
 

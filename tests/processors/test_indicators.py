@@ -2,9 +2,9 @@ import math
 
 import pytest
 
+from processors.document import sections_of
 from processors.indicators import indicators
 from processors.preferences import DECAY_EPOCH_MS, decay_weight
-from processors.profile import sections_of
 
 DAY = 86_400_000
 

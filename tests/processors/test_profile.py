@@ -5,16 +5,9 @@ import pytest
 
 from portrait.events import INPUT_EVENT_ADAPTER, ProfileDocument
 from processors.attributes import encode_register, order_key
+from processors.document import StoredState, changed_fields, document_from_state, update_of
 from processors.identity import customer_id_for
-from processors.profile import (
-    DeltaSettings,
-    ProfileDelta,
-    StoredState,
-    build_delta,
-    changed_fields,
-    document_from_state,
-    update_of,
-)
+from processors.profile import DeltaSettings, ProfileDelta, build_delta
 from tests.conftest import event
 
 SETTINGS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))

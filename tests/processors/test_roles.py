@@ -2,7 +2,8 @@ from zoneinfo import ZoneInfo
 
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
-from processors.profile import DeltaSettings, build_delta, document_from_state
+from processors.document import document_from_state
+from processors.profile import DeltaSettings, build_delta
 from processors.roles import role_fields, roles
 from tests.conftest import event
 

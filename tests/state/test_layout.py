@@ -16,7 +16,13 @@ from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import find_customer
 from portrait.state.store import ApplyResult, RedisProfileStore, _lua
-from processors.document import DocumentSettings
+from processors.document import (
+    FIELD_BUILDERS,
+    DocumentSettings,
+    changed_fields,
+    document_from_state,
+    update_of,
+)
 from processors.identity import customer_id_for
 from processors.layout import (
     CUSTOMER_KEYS,
@@ -26,14 +32,7 @@ from processors.layout import (
     lua_constants,
 )
 from processors.needs import load_rules
-from processors.profile import (
-    FIELD_BUILDERS,
-    DeltaSettings,
-    build_delta,
-    changed_fields,
-    document_from_state,
-    update_of,
-)
+from processors.profile import DeltaSettings, build_delta
 from tests.conftest import event
 
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
@@ -59,6 +58,7 @@ def test_the_script_takes_every_layout_name_from_python() -> None:
 FREQUENT = [f"often{i}" for i in range(11)] + ["solar"]
 RARE = [f"term{i:03d}" for i in range(160)]
 LABELS = ("negative", "neutral", "positive")
+CHANNEL_ACTIONS = ("purchase", "bill_paid", "bill_overdue", "share", "campaign_joined", "login")
 
 
 def _emotion(label: str) -> EmotionResult:
@@ -83,8 +83,21 @@ def workload(seed: int = 3, per_person: int = 70) -> list[tuple[dict[str, Any], 
                 body = event(eid, "feedback.recorded", at, "crm", customer, {"satisfaction": 4})
                 out.append((body, {}))
             elif roll < 0.26:
-                payload = {"employee_id": f"e{i % 4}", "relation": "friend", "action": "added"}
+                action = ("added", "removed")[i % 5 == 0]
+                relation = ("friend", "group")[i % 3 == 0]
+                payload = {"employee_id": f"e{i % 4}", "relation": relation, "action": action}
+                if relation == "group":
+                    payload["group_id"] = f"g{i % 2}"
                 out.append((event(eid, "relation.changed", at, "wecom", customer, payload), {}))
+            elif roll < 0.36:  # business on an account: spend, bills, products, attributes
+                payload = {
+                    "action": rng.choice(CHANNEL_ACTIONS),
+                    "amount": rng.choice([0, 12.5, 300]),
+                    "items": [rng.choice(["solar", "meter"])],
+                    "attributes": {"city": rng.choice(["上海", "北京"]), "role": "holder"},
+                }
+                owner = {**customer, "account_no": f"acct-{p}"}
+                out.append((event(eid, "channel.event", at, "app", owner, payload), {}))
             else:
                 payload = {
                     "conversation_id": f"c{p}",
