@@ -18,7 +18,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import orjson
 
 from models.encoder import DEFAULT_ENCODER, SentenceEncoder, load_encoder
 from models.runtime import cpu_session
+from processors.emotion import EmotionResult
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 POLARITY_ONNX = "emotion-polarity.onnx"
@@ -47,30 +47,6 @@ _FINE_POLARITY = {
     "surprise": "positive",
     "neutral": "neutral",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class EmotionResult:
-    """Polarity label with the three class scores, and the finer emotion when consistent."""
-
-    label: str
-    scores: dict[str, float]
-    emotion: str | None
-    emotion_score: float | None
-
-    @property
-    def valence(self) -> float:
-        """P(positive) − P(negative), in −1…1: the value the profile's average tracks."""
-        return self.scores["positive"] - self.scores["negative"]
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``portrait emotion`` output)."""
-        return {
-            "label": self.label,
-            "scores": self.scores,
-            "emotion": self.emotion,
-            "emotion_score": self.emotion_score,
-        }
 
 
 def char_ngrams(text: str) -> list[str]:

@@ -14,22 +14,13 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from processors.intents import SentenceEncoder as SentenceEncoder
+
 DEFAULT_ENCODER = "use-multilingual-v3"
-
-
-class SentenceEncoder(Protocol):
-    """Texts in, L2-normalised float32 vectors out (one row per text)."""
-
-    name: str
-    dimension: int
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed a batch of texts."""
-        ...
 
 
 class UniversalSentenceEncoder:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from portrait.config import Settings
+
 
 class ImageError(Exception):
     """An image reference that yields no image; ``str()`` is a stable reason code."""
@@ -32,6 +34,16 @@ class ImagePolicy:
     image_dir: Path | None = None
     fetch_urls: bool = False
     fetch_timeout_seconds: float = 3.0
+
+
+def image_policy(settings: Settings) -> ImagePolicy:
+    """Where chat images may be read from, and their size and time limits."""
+    return ImagePolicy(
+        max_bytes=settings.ocr_max_image_bytes,
+        image_dir=settings.ocr_image_dir,
+        fetch_urls=settings.ocr_fetch_urls,
+        fetch_timeout_seconds=settings.ocr_fetch_timeout_seconds,
+    )
 
 
 def image_bytes(ref: str, policy: ImagePolicy) -> bytes:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from models.emotion import EmotionResult
 from portrait.events import Prosody
+from processors.emotion import EmotionResult
 
 AGITATED = 0.6
 CALM = 0.2

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from portrait.config import Settings, load_settings
+from processors.document import document_settings
 
 IDENTIFIER_FLAGS = {
     "customer_id": "--customer-id",
@@ -224,7 +225,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         try:
             registry = ModelRegistry(store.redis, settings.redis_key_prefix)
             model = await customer_model_in_use(registry, settings.customer_model_version)
-            return await get_profile(store, kind, value, model, settings.document())
+            return await get_profile(store, kind, value, model, document_settings(settings))
         finally:
             await store.close()
 

@@ -14,13 +14,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.ocr import ImagePolicy
-from processors.assist import DEFAULT_PROMPTS_FILE, AssistSettings
-from processors.document import DocumentSettings
-from processors.intents import DEFAULT_INTENTS_FILE
-from processors.keywords import DEFAULT_STOPWORDS_FILE
-from processors.needs import DEFAULT_NEEDS_FILE, load_rules
-from processors.relationships import ClosenessWeights
+SETTINGS_DIR = Path(__file__).resolve().parent / "settings"
+"""The shipped rule and catalogue files (each replaceable by its ``PORTRAIT_*_FILE``)."""
+DEFAULT_PROMPTS_FILE = SETTINGS_DIR / "prompts.json"
+DEFAULT_STOPWORDS_FILE = SETTINGS_DIR / "stopwords.txt"
+DEFAULT_INTENTS_FILE = SETTINGS_DIR / "intents.json"
+DEFAULT_NEEDS_FILE = SETTINGS_DIR / "needs.json"
+DEFAULT_FACTS_FILE = SETTINGS_DIR / "facts.json"
+DEFAULT_ROLES_FILE = SETTINGS_DIR / "roles.json"
 
 
 class Settings(BaseSettings):
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     closeness_group_weight: float = 1.0
     closeness_message_weight: float = 0.5
     closeness_recency_weight: float = 1.0
-    roles_file: Path = Path(__file__).resolve().parent / "settings" / "roles.json"
+    roles_file: Path = DEFAULT_ROLES_FILE
     emotion_enabled: bool = True
     model_process: bool = True
     embedding_model: str = "use-multilingual-v3"
@@ -76,7 +77,7 @@ class Settings(BaseSettings):
     escalate_value: float = Field(default=0.7, ge=0, le=1)
     prompts_file: Path = DEFAULT_PROMPTS_FILE
     facts_enabled: bool = True
-    facts_file: Path = Path(__file__).resolve().parent / "settings" / "facts.json"
+    facts_file: Path = DEFAULT_FACTS_FILE
     facts_link_identities: bool = False
     ocr_enabled: bool = True
     ocr_image_dir: Path | None = None
@@ -126,50 +127,10 @@ class Settings(BaseSettings):
             return self.session_timeout_seconds
         return 6.0 if self.profile == "local" else 45.0
 
-    def document(self) -> DocumentSettings:
-        """How stored state reads as a profile (closeness weights, recency half-life)."""
-        closeness = ClosenessWeights(
-            friend=self.closeness_friend_weight,
-            group=self.closeness_group_weight,
-            message=self.closeness_message_weight,
-            recency=self.closeness_recency_weight,
-        )
-        table = json.loads(self.roles_file.read_text(encoding="utf-8"))
-        permissions = {role: list(allowed) for role, allowed in table.items() if role[0] != "_"}
-        return DocumentSettings(
-            closeness,
-            self.preference_half_life_days,
-            permissions,
-            keywords_top_k=self.keywords_top_k,
-            needs_rules=load_rules(self.needs_file),
-        )
-
-    def assist(self) -> AssistSettings:
-        """Call phases, product-choice thresholds, session lifetimes, chat escalation."""
-        return AssistSettings(
-            boundaries_ms=self.assist_phase_boundaries_ms,
-            min_offers=self.assist_min_offers,
-            min_rate=self.assist_min_rate,
-            decline_days=self.assist_decline_days,
-            session_ttl_seconds=self.call_session_ttl_seconds,
-            ended_ttl_seconds=self.call_ended_ttl_seconds,
-            escalate_streak=self.escalate_negative_streak,
-            escalate_value=self.escalate_value,
-        )
-
     @property
     def reads_images(self) -> bool:
         """Chat images are read: OCR on, and the fact extraction it feeds on."""
         return self.facts_enabled and self.ocr_enabled
-
-    def image_policy(self) -> ImagePolicy:
-        """Where chat images may be read from, and their size and time limits."""
-        return ImagePolicy(
-            max_bytes=self.ocr_max_image_bytes,
-            image_dir=self.ocr_image_dir,
-            fetch_urls=self.ocr_fetch_urls,
-            fetch_timeout_seconds=self.ocr_fetch_timeout_seconds,
-        )
 
     def kafka_client_config(self) -> dict[str, str]:
         """Security settings for confluent-kafka clients (librdkafka names)."""

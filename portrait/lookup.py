@@ -6,11 +6,11 @@ from dataclasses import replace
 from typing import Any
 
 from models.customer_model import CustomerModel, default_customer_model
+from models.scorer import score_sections
 from portrait.state.store import ProfileStore
 from processors.document import DocumentSettings, document_from_state, sections_of
 from processors.identity import normalise_identifier
 from processors.indicators import Population
-from processors.scores import score_sections
 
 
 async def find_customer(store: ProfileStore, kind: str, value: str) -> str | None:

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from portrait.config import DEFAULT_PROMPTS_FILE, Settings
 from portrait.events import CallEnded, CallSegment, CallStarted, InputEvent
 from processors.attributes import event_order
 
 PHASES = ("opening", "discovery", "proposal", "closing")
 STATS_FIELD_SEPARATOR = "\t"
 PRODUCT = "r:prod:"
-DEFAULT_PROMPTS_FILE = Path(__file__).resolve().parent.parent / "portrait/settings/prompts.json"
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _PRODUCT_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
@@ -58,6 +58,20 @@ class AssistSettings:
     ended_ttl_seconds: int = 600
     escalate_streak: int = 3
     escalate_value: float = 0.7
+
+
+def assist_settings(settings: Settings) -> AssistSettings:
+    """Call phases, product-choice thresholds, session lifetimes, chat escalation."""
+    return AssistSettings(
+        boundaries_ms=settings.assist_phase_boundaries_ms,
+        min_offers=settings.assist_min_offers,
+        min_rate=settings.assist_min_rate,
+        decline_days=settings.assist_decline_days,
+        session_ttl_seconds=settings.call_session_ttl_seconds,
+        ended_ttl_seconds=settings.call_ended_ttl_seconds,
+        escalate_streak=settings.escalate_negative_streak,
+        escalate_value=settings.escalate_value,
+    )
 
 
 @dataclass(frozen=True, slots=True)

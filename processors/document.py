@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypedDict
 
+import orjson
+
+from portrait.config import Settings
 from processors.assist import PRODUCT, products_document
 from processors.attributes import decode_register, iso_from_ms
 from processors.emotion import emotion_document
@@ -22,7 +25,7 @@ from processors.indicators import Population, indicators
 from processors.intents import intents_document
 from processors.keywords import KEYWORD, keywords_document
 from processors.layout import ACTIONS, KEYWORDS, NEGATIVES, PROBLEMS, RESOLUTIONS
-from processors.needs import needs
+from processors.needs import load_rules, needs
 from processors.preferences import decay_weight
 from processors.problems import problems_document
 from processors.relationships import (
@@ -31,7 +34,6 @@ from processors.relationships import (
     relationships,
 )
 from processors.roles import roles
-from processors.scores import EMPTY_SCORES
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,35 @@ class DocumentSettings:
 
 
 DEFAULT_DOCUMENT = DocumentSettings()
+
+EMPTY_SCORES: dict[str, Any] = {
+    "value": None,
+    "loyalty": None,
+    "churn_risk": None,
+    "priority": None,
+    "model_version": None,
+}
+"""``profile.scores`` of a customer no model scored (``models/scorer.py`` gives the rest)."""
+
+
+def document_settings(settings: Settings) -> DocumentSettings:
+    """How stored state reads as a profile under these settings (closeness weights,
+    recency half-life, role permissions, keywords shown, needs rules)."""
+    closeness = ClosenessWeights(
+        friend=settings.closeness_friend_weight,
+        group=settings.closeness_group_weight,
+        message=settings.closeness_message_weight,
+        recency=settings.closeness_recency_weight,
+    )
+    table = orjson.loads(settings.roles_file.read_bytes())
+    permissions = {role: list(allowed) for role, allowed in table.items() if role[0] != "_"}
+    return DocumentSettings(
+        closeness,
+        settings.preference_half_life_days,
+        permissions,
+        keywords_top_k=settings.keywords_top_k,
+        needs_rules=load_rules(settings.needs_file),
+    )
 
 
 class StoredState(TypedDict):
@@ -231,7 +262,7 @@ def document_from_state(
     """The profile document for stored state.
 
     ``scores`` is ``profile.scores`` as the customer-feature model gives it (see
-    ``processors.scores``); without it the scores are empty.
+    ``models/scorer.py``); without it the scores are empty.
     """
     view = ProfileView(sections_of(state["fields"]), state["ids"], settings)
     built = {name: build(view) for name, (_, build) in FIELD_BUILDERS.items()}

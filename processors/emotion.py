@@ -9,14 +9,39 @@ stored as commutative state (see ``apply_event.lua``), so replays in any order a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from models.emotion import EmotionResult
 from portrait.events import CallSegment, ChannelEvent, ChatMessage, InputEvent
 from processors.attributes import event_order
 from processors.layout import CALM as LAYOUT_CALM
 from processors.layout import NEGATIVE_STREAK, NEGATIVES
 from processors.preferences import decay_weight
+
+
+@dataclass(frozen=True, slots=True)
+class EmotionResult:
+    """Polarity label with the three class scores, and the finer emotion when consistent."""
+
+    label: str
+    scores: dict[str, float]
+    emotion: str | None
+    emotion_score: float | None
+
+    @property
+    def valence(self) -> float:
+        """P(positive) − P(negative), in −1…1: the value the profile's average tracks."""
+        return self.scores["positive"] - self.scores["negative"]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``portrait emotion`` output)."""
+        return {
+            "label": self.label,
+            "scores": self.scores,
+            "emotion": self.emotion,
+            "emotion_score": self.emotion_score,
+        }
+
 
 LAST = "r:emotion_last"
 CALM = LAYOUT_CALM

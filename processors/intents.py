@@ -8,19 +8,28 @@ intent. Counts per intent live in the profile hash (``c:in:<intent>``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import orjson
 
-from models.encoder import SentenceEncoder
+from portrait.config import DEFAULT_INTENTS_FILE
 
-DEFAULT_INTENTS_FILE = (
-    Path(__file__).resolve().parents[1] / "portrait" / "settings" / "intents.json"
-)
 INTENT = "in:"  # prefix of intent counts in the profile hash's c: section
+
+
+class SentenceEncoder(Protocol):
+    """Texts in, L2-normalised float32 vectors out (one row per text)."""
+
+    name: str
+    dimension: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed a batch of texts."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

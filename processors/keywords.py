@@ -17,11 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from portrait.config import DEFAULT_STOPWORDS_FILE
 from processors.layout import KEYWORDS
 
-DEFAULT_STOPWORDS_FILE = (
-    Path(__file__).resolve().parents[1] / "portrait" / "settings" / "stopwords.txt"
-)
 KEYWORD = KEYWORDS.prefix[2:]  # prefix of keyword weights in the d: section
 MAX_TERM_CHARS = 32
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-DEFAULT_NEEDS_FILE = Path(__file__).resolve().parents[1] / "portrait" / "settings" / "needs.json"
+from portrait.config import DEFAULT_NEEDS_FILE
 
 
 def load_rules(path: Path = DEFAULT_NEEDS_FILE) -> list[dict[str, Any]]:

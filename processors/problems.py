@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from models.encoder import SentenceEncoder
 from portrait.events import CallEnded, FeedbackRecorded, InputEvent
 from processors.attributes import decode_register, encode_register, event_order, iso_from_ms
+from processors.intents import SentenceEncoder
 from processors.layout import PROBLEMS, RESOLUTIONS
 
 # register prefixes in the r: section (each family kept in its own sorted set)

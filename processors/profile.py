@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from models.emotion import EmotionResult
 from portrait.events import (
     CallStarted,
     ChannelEvent,
@@ -46,7 +45,7 @@ from processors.attributes import (
     normalise_attribute_value,
     order_key,
 )
-from processors.emotion import emotion_fields, text_to_read
+from processors.emotion import EmotionResult, emotion_fields, text_to_read
 from processors.facts import SourcedFact
 from processors.identity import (
     customer_id_for,

@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from models.customer_model import default_customer_model
-from models.emotion import EmotionResult
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
 from models.prosody import fuse
+from models.scorer import score_sections
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import (
@@ -41,6 +41,7 @@ from processors.assist import (
     CallAdvice,
     ProductStats,
     PromptTemplates,
+    assist_settings,
     chat_response,
     language_of,
     parse_stats,
@@ -48,14 +49,19 @@ from processors.assist import (
     prompt_reasons,
 )
 from processors.attributes import iso_from_ms
-from processors.document import Update, changed_fields, document_from_state, update_of
-from processors.emotion import emotion_document
+from processors.document import (
+    Update,
+    changed_fields,
+    document_from_state,
+    document_settings,
+    update_of,
+)
+from processors.emotion import EmotionResult, emotion_document
 from processors.envelope import Rejection, decode_event
 from processors.features import feature_vector
 from processors.indicators import Population
 from processors.profile import DeltaSettings, build_delta
 from processors.relationships import became_friend, connected_employees
-from processors.scores import score_sections
 from streams.reading import Reading, ReadRequest, model_runner
 
 log = logging.getLogger("portrait.pipeline")
@@ -154,7 +160,7 @@ class BatchPipeline:
             timezone=ZoneInfo(settings.timezone),
             half_life_days=settings.preference_half_life_days,
             attribute_confidence=settings.attribute_confidence,
-            assist=settings.assist(),
+            assist=assist_settings(settings),
             link_fact_identities=settings.facts_link_identities,
             problem_intents=settings.problem_intents,
             trends_window_ms=settings.trends_window_seconds * 1000,
@@ -180,7 +186,7 @@ class BatchPipeline:
         )
         self._model_checked = 0.0
         self._learner_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
-        self.document = settings.document()
+        self.document = document_settings(settings)
         self.profile_topic = settings.topic("profile-changes")
         self.dlq_topic = settings.topic("dlq")
 

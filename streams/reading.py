@@ -23,12 +23,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from models.emotion import EmotionResult, default_model
+from models.emotion import default_model
 from models.encoder import SentenceEncoder, load_encoder
-from models.ocr import ImageError, TextReader, decode_image, image_bytes
+from models.entities import ChineseEntities, EnglishEntities
+from models.ocr import ImageError, TextReader, decode_image, image_bytes, image_policy
 from portrait.config import Settings
 from portrait.events import InputEvent
-from processors.emotion import text_to_read
+from processors.emotion import EmotionResult, text_to_read
 from processors.envelope import Rejection
 from processors.facts import (
     OCR_SOURCE,
@@ -117,7 +118,9 @@ class Reader:
         self.settings = settings
         self.emotion_model = default_model() if settings.emotion_enabled else None
         self.facts = (
-            FactExtractor(FactCatalogue.load(settings.facts_file))
+            FactExtractor(
+                ChineseEntities(), EnglishEntities(), FactCatalogue.load(settings.facts_file)
+            )
             if settings.facts_enabled
             else None
         )
@@ -137,7 +140,7 @@ class Reader:
             if settings.intents_enabled and self.encoder is not None
             else None
         )
-        self.image_policy = settings.image_policy()
+        self.image_policy = image_policy(settings)
         self._text_reader: TextReader | None = None  # loaded with the first image
 
     def warm(self) -> None:

@@ -32,6 +32,7 @@ from models.customer_model import default_customer_model
 from portrait.config import Settings
 from portrait.lookup import profile_by_id
 from portrait.state.store import RedisProfileStore
+from processors.document import document_settings
 from streams.kafka import INPUT_TOPICS, client_config
 from streams.pipeline import BatchPipeline, InputRecord, OutputRecord
 
@@ -282,8 +283,8 @@ async def verify(live: Settings, rebuilt: Settings) -> dict[str, list[str]]:
     try:
         rebuilt_ids = await customer_ids(rebuilt_store)
         for cid in rebuilt_ids:
-            theirs = await profile_by_id(rebuilt_store, cid, model, rebuilt.document())
-            ours = await profile_by_id(live_store, cid, model, live.document())
+            theirs = await profile_by_id(rebuilt_store, cid, model, document_settings(rebuilt))
+            ours = await profile_by_id(live_store, cid, model, document_settings(live))
             if ours is None:
                 report[cid] = ["(missing live)"]
             elif theirs is not None and (paths := differences(ours, theirs)):

@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError
 from portrait import metrics
 from portrait.config import Settings
 from processors.assist import CallAdvice
-from processors.document import StoredState
+from processors.document import StoredState, document_settings
 from processors.layout import (
     ABSENT,
     FAMILIES,
@@ -226,7 +226,7 @@ class RedisProfileStore:
     @classmethod
     def for_settings(cls, settings: Settings) -> RedisProfileStore:
         """The store of these settings (URL, key prefix, password and TLS options)."""
-        document = settings.document()
+        document = document_settings(settings)
         return cls(
             settings.redis_url,
             settings.redis_key_prefix,

@@ -17,9 +17,9 @@ from models.customer_model import (
     r2_by_target,
 )
 from models.customer_sim import TARGETS, simulate
-from processors.document import sections_of
+from models.scorer import score_sections
+from processors.document import EMPTY_SCORES, sections_of
 from processors.features import FEATURES, feature_vector
-from processors.scores import EMPTY_SCORES, score_sections
 
 
 def test_simulator_is_deterministic_and_shaped() -> None:

@@ -1,8 +1,7 @@
 from zoneinfo import ZoneInfo
 
-from models.emotion import EmotionResult
 from portrait.events import INPUT_EVENT_ADAPTER
-from processors.emotion import emotion_document, emotion_fields, text_to_read
+from processors.emotion import EmotionResult, emotion_document, emotion_fields, text_to_read
 from processors.profile import DeltaSettings, build_delta
 from tests.conftest import event
 

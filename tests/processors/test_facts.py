@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from models.entities import ChineseEntities, EnglishEntities
 from models.ocr import ImageError, ImagePolicy, TextReader, decode_image, image_bytes
 from processors.facts import Fact, FactExtractor, best_per_attribute, birthdays, phones
 from tests.images import EN_CARD, ZH_CARD, card_png
@@ -14,7 +15,7 @@ from tests.images import EN_CARD, ZH_CARD, card_png
 
 @pytest.fixture(scope="module")
 def extractor() -> FactExtractor:
-    return FactExtractor()
+    return FactExtractor(ChineseEntities(), EnglishEntities())
 
 
 def facts(found: list[Fact]) -> dict[str, str]:

@@ -2,7 +2,7 @@ from zoneinfo import ZoneInfo
 
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
-from processors.document import document_from_state
+from processors.document import document_from_state, document_settings
 from processors.profile import DeltaSettings, build_delta
 from processors.roles import role_fields, roles
 from tests.conftest import event
@@ -19,7 +19,7 @@ def test_a_role_attribute_is_a_role_on_each_account_of_the_event() -> None:
 
 
 def test_roles_come_with_the_configured_permissions() -> None:
-    table = Settings().document().permissions
+    table = document_settings(Settings()).permissions
     registers = {"role:A-1": "1|e\tfamily_member", "role:B-9": "1|f\tmystery", "calm": "x"}
     assert roles(registers, table) == [
         {
@@ -44,7 +44,7 @@ def test_the_profile_shows_roles_from_a_channel_event() -> None:
         INPUT_EVENT_ADAPTER.validate_python(raw), DeltaSettings(timezone=ZoneInfo("UTC"))
     )
     state = {"fields": {k: str(v) for k, v in delta.fields.items()}, "ids": delta.identifiers}
-    document = document_from_state("c-1", state, None, Settings().document())  # type: ignore[arg-type]
+    document = document_from_state("c-1", state, None, document_settings(Settings()))  # type: ignore[arg-type]
     [role] = document["roles"]
     assert role["account_no"] == "A-1" and role["role"] == "account_holder"
     assert "close_account" in role["permissions"]

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from models.emotion import EmotionResult
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import find_customer
@@ -23,6 +22,7 @@ from processors.document import (
     document_from_state,
     update_of,
 )
+from processors.emotion import EmotionResult
 from processors.identity import customer_id_for
 from processors.layout import (
     CUSTOMER_KEYS,

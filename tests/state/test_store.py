@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 
-from models.emotion import EmotionResult
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import find_customer, get_profile
 from portrait.state.store import ApplyResult, RedisProfileStore
+from processors.emotion import EmotionResult
 from processors.identity import customer_id_for
 from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, RESOLUTIONS, Family
 from processors.profile import DeltaSettings, build_delta

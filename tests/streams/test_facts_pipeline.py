@@ -12,6 +12,7 @@ import pytest
 from portrait.config import Settings
 from portrait.lookup import profile_by_id
 from portrait.state.store import RedisProfileStore
+from processors.document import document_settings
 from streams.pipeline import InputRecord
 from tests.conftest import event, settings_env
 from tests.images import ZH_CARD, card_b64
@@ -41,7 +42,7 @@ def profile(settings: Settings, sink: Sink) -> dict[str, Any]:
     async def load() -> dict[str, Any]:
         store = RedisProfileStore.for_settings(settings)
         try:
-            found = await profile_by_id(store, customer_id, None, settings.document())
+            found = await profile_by_id(store, customer_id, None, document_settings(settings))
         finally:
             await store.close()
         assert found is not None

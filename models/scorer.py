@@ -13,18 +13,9 @@ from typing import Any
 import numpy as np
 
 from models.customer_model import CustomerModel, priority_tier
+from processors.document import EMPTY_SCORES, Sections
 from processors.emotion import emotion_document
 from processors.features import feature_vector
-
-Sections = dict[str, dict[str, str]]
-
-EMPTY_SCORES: dict[str, Any] = {
-    "value": None,
-    "loyalty": None,
-    "churn_risk": None,
-    "priority": None,
-    "model_version": None,
-}
 
 
 def score_sections(model: CustomerModel | None, states: Sequence[Sections]) -> list[dict[str, Any]]:
