@@ -7,15 +7,29 @@ as they change. The pipeline scores all customers of a chunk in one model call.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from models.customer_model import CustomerModel, priority_tier
-from processors.document import EMPTY_SCORES, Sections
+from models.customer_model import CustomerModel, default_customer_model, priority_tier
+from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
+from portrait import metrics
+from portrait.config import Settings
+from portrait.state.registry import ModelRegistry, customer_model_in_use
+from processors.document import EMPTY_SCORES, Sections, Update
 from processors.emotion import emotion_document
 from processors.features import feature_vector
+
+log = logging.getLogger("portrait.scorer")
+
+Scores = dict[str, Any]
+"""``profile.scores``: value, loyalty, churn_risk, priority, model_version."""
 
 
 def score_sections(model: CustomerModel | None, states: Sequence[Sections]) -> list[dict[str, Any]]:
@@ -36,3 +50,129 @@ def score_sections(model: CustomerModel | None, states: Sequence[Sections]) -> l
             }
         )
     return documents
+
+
+class Scorer:
+    """``profile.scores`` for the pipeline: the customer-feature model in use, the scores
+    it last gave each customer, online learning from feedback, and the model registry.
+
+    ``model`` None scores nothing (every score empty). ``learner`` takes feedback with a
+    satisfaction score; a learning round that passes its quality check becomes the model
+    in use and is published to ``registry``. Every 30 s the scorer follows the registry's
+    current version, or ``pinned`` when set.
+    """
+
+    def __init__(
+        self,
+        model: CustomerModel | None,
+        learner: CustomerLearner | None = None,
+        registry: ModelRegistry | None = None,
+        pinned: str = "",
+    ) -> None:
+        self.model = model
+        self.learner = learner
+        self.registry = registry
+        self.pinned = pinned
+        self._last: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
+        self._checked = 0.0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
+
+    @classmethod
+    def for_settings(cls, settings: Settings, registry: ModelRegistry | None) -> Scorer:
+        """The shipped model (when scores are on), learning every ``learn_every`` rated
+        feedbacks (when above 0)."""
+        if not settings.scores_enabled:
+            return cls(None)
+        model = default_customer_model()
+        learner = None
+        if settings.learn_every > 0:
+            learner = CustomerLearner(
+                model.version, learn_every=settings.learn_every, tolerance=settings.learn_tolerance
+            )
+        return cls(model, learner, registry, settings.customer_model_version)
+
+    def close(self) -> None:
+        """Stop the learning thread."""
+        self._thread.shutdown(wait=False)
+
+    def score(self, customers: Sequence[tuple[str, Update]]) -> list[tuple[Scores, Scores]]:
+        """(old, new) ``profile.scores`` of each (customer id, update), in one model call.
+
+        A customer's new scores are remembered with its version, so its next update
+        reuses them as its old scores instead of scoring the state before it again.
+        """
+        model = self.model
+        before: dict[int, Scores] = {}
+        missing = []
+        for index, (customer, update) in enumerate(customers):
+            known = self._last.get(customer)
+            if (
+                known is not None
+                and model is not None
+                and known[0] == update.before["m"].get("version")
+                and known[1]["model_version"] == model.version
+            ):
+                before[index] = known[1]
+            else:
+                missing.append(index)
+        started = time.perf_counter()
+        scored = score_sections(
+            model,
+            [customers[i][1].before for i in missing] + [u.after for _, u in customers],
+        )
+        if customers and model is not None:
+            metrics.MODEL_SECONDS.labels("customer").observe(time.perf_counter() - started)
+        before.update(zip(missing, scored, strict=False))
+        after = scored[len(missing) :]
+        for (customer, update), document in zip(customers, after, strict=True):
+            if document["model_version"] is not None:
+                for name in ("value", "loyalty", "churn_risk"):
+                    metrics.SCORES.labels(document["model_version"], name).observe(document[name])
+            self._last[customer] = (update.after["m"].get("version"), document)
+            self._last.move_to_end(customer)
+        while len(self._last) > 100_000:
+            self._last.popitem(last=False)
+        return [(before[i], after[i]) for i in range(len(customers))]
+
+    def observe_feedback(
+        self, satisfaction: int, accepted: bool, update: Update, value: Any
+    ) -> None:
+        """A rated feedback becomes a training example (its customer's state after it)."""
+        if self.learner is None:
+            return
+        labels = labels_from_feedback(satisfaction, accepted, 0.5 if value is None else value)
+        self.learner.observe(feature_vector(update.after), labels)
+
+    async def learn_if_ready(self) -> None:
+        """A learning round when enough feedback waits; a good candidate becomes the
+        model in use and is published."""
+        if self.learner is None or not self.learner.ready or self.model is None:
+            return
+        number = await self.registry.next_number() if self.registry is not None else 0
+        version = f"{self.learner.base_version}+{number or self.learner.rounds + 1}"
+        loop = asyncio.get_running_loop()
+        candidate = await loop.run_in_executor(self._thread, self.learner.learn, version)
+        result = "accepted" if candidate.accepted else "rejected"
+        metrics.MODEL_UPDATES.labels("customer", result).inc()
+        log.info(
+            "customer model learning round",
+            extra={"reason": result, "events": self.learner.learn_every},
+        )
+        if not candidate.accepted:
+            return
+        self.model = model_from_candidate(candidate, self.model)
+        if self.registry is not None:
+            await self.registry.publish(candidate.version, candidate.onnx, candidate.quality)
+
+    async def follow_registry(self) -> None:
+        """Score with the pinned version, or the registry's current one (checked every
+        30 s)."""
+        if self.registry is None or self.model is None:
+            return
+        now = time.monotonic()
+        if now - self._checked < 30.0:
+            return
+        self._checked = now
+        wanted = self.pinned or await self.registry.current()
+        if wanted and wanted != self.model.version:
+            self.model = await customer_model_in_use(self.registry, wanted)

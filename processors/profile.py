@@ -12,7 +12,7 @@ How stored state reads as the profile document is ``processors/document.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -103,6 +103,9 @@ class ProfileDelta:
     """The call session change (``processors.assist.call_session_delta``)."""
     trend: dict[str, Any] | None = None
     """Group-analysis counts: window start ms ``w``, expiry ms ``exp``, hash fields ``keys``."""
+    whole: bool = False
+    """Answer every family's view, not only the touched ones: a friend added gets the
+    whole profile (``profile.snapshot``) built from the answer."""
 
     def to_json(self, now_ms: int, retention_ms: int, *, quiet: bool = False) -> bytes:
         """The delta as the state script reads it (its ARGV). ``quiet`` (replay): the
@@ -124,6 +127,8 @@ class ProfileDelta:
             body["trend"] = self.trend
         if quiet:
             body["quiet"] = True
+        elif self.whole:
+            body["whole"] = True
         return orjson.dumps(body)
 
 
@@ -159,6 +164,228 @@ def _attribute_registers(
     return registers
 
 
+@dataclass(slots=True)
+class Reading:
+    """What the models read in an event's text and images (all optional)."""
+
+    emotion: EmotionResult | None = None
+    facts: Sequence[SourcedFact] = ()
+    keywords: Sequence[str] = ()
+    intent: str | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    """One event's delta while the builders fill it in: what they read, what they write."""
+
+    event: InputEvent
+    settings: DeltaSettings
+    reading: Reading
+    product_stats: Mapping[str, Mapping[str, ProductStats]]
+    occurred_ms: int
+    delta: ProfileDelta
+    fields: dict[str, int | float | str]
+
+    @property
+    def weight(self) -> float:
+        """The event's recency weight (``processors.preferences.decay_weight``)."""
+        return decay_weight(self.occurred_ms, self.settings.half_life_days)
+
+
+# --- what each event type writes --------------------------------------------------------
+
+
+def _relation(change: Change, event: RelationChanged) -> None:
+    payload, ms, eid = event.payload, change.occurred_ms, event.event_id
+    change.fields.update(
+        action_fields(payload.employee_id, f"{payload.relation}_{payload.action}", ms, eid)
+    )
+    change.fields.update(
+        relation_fields(
+            payload.employee_id, payload.relation, payload.action, payload.group_id, ms, eid
+        )
+    )
+    # a friend added gets the whole profile (profile.snapshot), built from the answer
+    change.delta.whole = payload.relation == "friend" and payload.action == "added"
+
+
+def _chat(change: Change, event: ChatMessage) -> None:
+    payload = event.payload
+    change.fields.update(interaction_fields(payload.employee_id, change.weight))
+    if payload.direction == "inbound":
+        change.fields.update(
+            action_fields(payload.employee_id, "message", change.occurred_ms, event.event_id)
+        )
+
+
+def _call_started(change: Change, event: CallStarted) -> None:
+    agent = event.payload.agent_id
+    change.fields.update(interaction_fields(agent, change.weight))
+    change.fields.update(action_fields(agent, "call", change.occurred_ms, event.event_id))
+
+
+def _channel_event(change: Change, event: ChannelEvent) -> None:
+    payload, fields = event.payload, change.fields
+    # behaviour counts and spend feed the customer features (processors/features.py)
+    fields[COUNT + "act:" + payload.action] = 1
+    if payload.action in HOLDING_ACTIONS:
+        fields.update(product_fields(payload.items, "held", change.occurred_ms, event.event_id))
+    if payload.amount:
+        fields["e:amount"] = float(payload.amount)
+    _roles(change, payload.attributes)
+    confidence = change.settings.attribute_confidence
+    fields.update(_attribute_registers(payload.attributes, event.source, confidence, False, event))
+
+
+def _source_imported(change: Change, event: SourceImported) -> None:
+    payload, fields = event.payload, change.fields
+    for interaction in payload.interactions:
+        action = interaction.get("action")
+        if isinstance(action, str) and _NAME.fullmatch(action):
+            fields[COUNT + "act:" + action] = int(fields.get(COUNT + "act:" + action, 0)) + 1
+    _roles(change, payload.attributes)
+    default = change.settings.attribute_confidence
+    confidence = default if payload.confidence is None else payload.confidence
+    fields.update(_attribute_registers(payload.attributes, event.source, confidence, False, event))
+
+
+def _roles(change: Change, attributes: Mapping[str, Any]) -> None:
+    accounts = [k.split(":", 1)[1] for k in change.delta.identifiers if k.startswith("account_no:")]
+    change.fields.update(
+        role_fields(dict(attributes), accounts, change.occurred_ms, change.event.event_id)
+    )
+
+
+def _profile_edited(change: Change, event: ProfileEdited) -> None:
+    edits: dict[str, Any] = dict(event.payload.set)
+    edits.update({name: None for name in event.payload.unset})
+    change.fields.update(_attribute_registers(edits, MANUAL_SOURCE, 1.0, True, event))
+    order = order_key(True, change.occurred_ms, event.event_id)
+    for tag in event.payload.tags_remove:
+        change.fields[TAG + tag] = f"{order}\t0"
+    for tag in event.payload.tags_add:
+        change.fields[TAG + tag] = f"{order}\t1"
+
+
+def _feedback(change: Change, event: FeedbackRecorded) -> None:
+    feedback = event.payload
+    change.delta.product_stats = feedback_counts(feedback.phase, feedback.product, feedback.outcome)
+    if feedback.product and feedback.outcome in ("accepted", "declined"):
+        status = "held" if feedback.outcome == "accepted" else "declined"
+        change.fields.update(
+            product_fields([feedback.product], status, change.occurred_ms, event.event_id)
+        )
+
+
+EVENT_BUILDERS: dict[str, Callable[[Change, Any], None]] = {
+    "relation.changed": _relation,
+    "chat.message": _chat,
+    "call.started": _call_started,
+    "channel.event": _channel_event,
+    "source.imported": _source_imported,
+    "profile.edited": _profile_edited,
+    "feedback.recorded": _feedback,
+}
+"""Event type → what that type of event writes (call turns and ends: only the
+contributors below)."""
+
+
+# --- what every event contributes, one concern each --------------------------------------
+
+
+def _counts(change: Change) -> None:
+    change.fields[COUNT + "events_total"] = 1
+    change.fields[COUNT + "ch:" + change.event.source] = 1
+
+
+def _emotion(change: Change) -> None:
+    emotion = change.reading.emotion
+    if emotion is not None:
+        settings = change.settings
+        change.fields.update(
+            emotion_fields(
+                emotion, change.occurred_ms, change.event.event_id, settings.half_life_days
+            )
+        )
+
+
+def _preferences(change: Change) -> None:
+    """Events the customer initiated at that moment shape channel and time preferences."""
+    if _counts_as_activity(change.event):
+        bucket = time_of_day(change.event.occurred_at, change.settings.timezone)
+        change.fields[WEIGHT + "ch:" + change.event.source] = change.weight
+        change.fields[WEIGHT + "tod:" + bucket] = change.weight
+
+
+def _keywords_and_intent(change: Change) -> None:
+    keywords, intent = change.reading.keywords, change.reading.intent
+    if keywords:
+        change.fields.update(keyword_fields(keywords, change.weight))
+    change.fields.update(intent_fields(intent))
+    if keywords or intent:  # group analysis: counted into the event-time window
+        window = change.settings.trends_window_ms
+        change.delta.trend = {
+            "w": change.occurred_ms - change.occurred_ms % window,
+            "exp": change.settings.trends_retention_ms,
+            "keys": [f"kw:{term}" for term in keywords] + ([f"in:{intent}"] if intent else []),
+        }
+
+
+def _problems(change: Change) -> None:
+    event, ms = change.event, change.occurred_ms
+    words = text_to_read(event)
+    if words is not None:
+        intents = change.settings.problem_intents
+        change.fields.update(
+            problem_fields(words, change.reading.intent, intents, ms, event.event_id)
+        )
+    change.fields.update(resolution_fields(event, ms))
+
+
+def _facts(change: Change) -> None:
+    for source, fact in change.reading.facts:
+        change.fields.update(
+            _attribute_registers(
+                {fact.name: fact.value}, source, fact.confidence, False, change.event
+            )
+        )
+
+
+def _call_session(change: Change) -> None:
+    emotion = change.reading.emotion
+    change.delta.call = call_session_delta(
+        change.event,
+        emotion.label if emotion else None,
+        change.product_stats,
+        change.settings.assist,
+    )
+
+
+CONTRIBUTORS: tuple[Callable[[Change], None], ...] = (
+    _counts,
+    _emotion,
+    _preferences,
+    _keywords_and_intent,
+    _problems,
+    _facts,
+    _call_session,
+)
+"""What every applied event contributes, whatever its type (each a no-op when its
+concern does not apply)."""
+
+
+def _identifiers(event: InputEvent, facts: Sequence[SourcedFact], link: bool) -> list[str]:
+    """The event's identifier keys; with ``link``, phones and e-mails found in its text."""
+    identifiers = identifier_keys(event.customer)
+    if link:
+        for _, fact in facts:
+            if fact.name in ("phone", "email"):
+                key = f"{fact.name}:{normalise_identifier(fact.name, fact.value)}"
+                if key not in identifiers:
+                    identifiers.append(key)
+    return identifiers
+
+
 def build_delta(
     event: InputEvent,
     settings: DeltaSettings,
@@ -171,14 +398,11 @@ def build_delta(
     """The state change for one validated input event (and its text's emotion, if read);
     ``product_stats`` (phase → product) ranks the products a call turn may recommend;
     ``facts`` are what the extractors found in its text and images (source, fact);
-    ``keywords`` and ``intent`` those of the customer's words in it."""
-    identifiers = identifier_keys(event.customer)
-    if settings.link_fact_identities:
-        for _, fact in facts:
-            if fact.name in ("phone", "email"):
-                key = f"{fact.name}:{normalise_identifier(fact.name, fact.value)}"
-                if key not in identifiers:
-                    identifiers.append(key)
+    ``keywords`` and ``intent`` those of the customer's words in it.
+
+    The event type's builder (:data:`EVENT_BUILDERS`) writes what only that type
+    writes; every contributor (:data:`CONTRIBUTORS`) adds its concern's part."""
+    identifiers = _identifiers(event, facts, settings.link_fact_identities)
     occurred_ms = _to_ms(event.occurred_at)
     delta = ProfileDelta(
         event_id=event.event_id,
@@ -189,117 +413,19 @@ def build_delta(
     if isinstance(event, CustomerErasure):
         delta.erase = True
         return delta
-
-    fields: dict[str, int | float | str] = {
-        COUNT + "events_total": 1,
-        COUNT + "ch:" + event.source: 1,
-    }
-    if emotion is not None:
-        fields.update(emotion_fields(emotion, occurred_ms, event.event_id, settings.half_life_days))
-    if _counts_as_activity(event):
-        weight = decay_weight(occurred_ms, settings.half_life_days)
-        bucket = time_of_day(event.occurred_at, settings.timezone)
-        fields[WEIGHT + "ch:" + event.source] = weight
-        fields[WEIGHT + "tod:" + bucket] = weight
-
-    if isinstance(event, RelationChanged):
-        payload = event.payload
-        fields.update(
-            action_fields(
-                payload.employee_id,
-                f"{payload.relation}_{payload.action}",
-                occurred_ms,
-                event.event_id,
-            )
-        )
-        fields.update(
-            relation_fields(
-                payload.employee_id,
-                payload.relation,
-                payload.action,
-                payload.group_id,
-                occurred_ms,
-                event.event_id,
-            )
-        )
-    elif isinstance(event, ChatMessage):
-        weight = decay_weight(occurred_ms, settings.half_life_days)
-        fields.update(interaction_fields(event.payload.employee_id, weight))
-        if event.payload.direction == "inbound":
-            fields.update(
-                action_fields(event.payload.employee_id, "message", occurred_ms, event.event_id)
-            )
-    elif isinstance(event, CallStarted):
-        weight = decay_weight(occurred_ms, settings.half_life_days)
-        fields.update(interaction_fields(event.payload.agent_id, weight))
-        fields.update(action_fields(event.payload.agent_id, "call", occurred_ms, event.event_id))
-
-    if isinstance(event, ChannelEvent | SourceImported):
-        accounts = [key.split(":", 1)[1] for key in identifiers if key.startswith("account_no:")]
-        fields.update(role_fields(event.payload.attributes, accounts, occurred_ms, event.event_id))
-    if isinstance(event, ChannelEvent):
-        # behaviour counts and spend feed the customer features (processors/features.py)
-        fields[COUNT + "act:" + event.payload.action] = 1
-        if event.payload.action in HOLDING_ACTIONS:
-            fields.update(product_fields(event.payload.items, "held", occurred_ms, event.event_id))
-        if event.payload.amount:
-            fields["e:amount"] = float(event.payload.amount)
-        fields.update(
-            _attribute_registers(
-                event.payload.attributes, event.source, settings.attribute_confidence, False, event
-            )
-        )
-    elif isinstance(event, SourceImported):
-        for interaction in event.payload.interactions:
-            action = interaction.get("action")
-            if isinstance(action, str) and _NAME.fullmatch(action):
-                fields[COUNT + "act:" + action] = int(fields.get(COUNT + "act:" + action, 0)) + 1
-        confidence = event.payload.confidence
-        fields.update(
-            _attribute_registers(
-                event.payload.attributes,
-                event.source,
-                settings.attribute_confidence if confidence is None else confidence,
-                False,
-                event,
-            )
-        )
-    elif isinstance(event, ProfileEdited):
-        edits: dict[str, Any] = dict(event.payload.set)
-        edits.update({name: None for name in event.payload.unset})
-        fields.update(_attribute_registers(edits, MANUAL_SOURCE, 1.0, True, event))
-        order = order_key(True, occurred_ms, event.event_id)
-        for tag in event.payload.tags_remove:
-            fields[TAG + tag] = f"{order}\t0"
-        for tag in event.payload.tags_add:
-            fields[TAG + tag] = f"{order}\t1"
-    if isinstance(event, FeedbackRecorded):
-        feedback = event.payload
-        delta.product_stats = feedback_counts(feedback.phase, feedback.product, feedback.outcome)
-        if feedback.product and feedback.outcome in ("accepted", "declined"):
-            status = "held" if feedback.outcome == "accepted" else "declined"
-            fields.update(product_fields([feedback.product], status, occurred_ms, event.event_id))
-    if keywords:
-        fields.update(keyword_fields(keywords, decay_weight(occurred_ms, settings.half_life_days)))
-    fields.update(intent_fields(intent))
-    words = text_to_read(event)
-    if words is not None:
-        fields.update(
-            problem_fields(words, intent, settings.problem_intents, occurred_ms, event.event_id)
-        )
-    fields.update(resolution_fields(event, occurred_ms))
-    if keywords or intent:  # group analysis: counted into the event-time window
-        delta.trend = {
-            "w": occurred_ms - occurred_ms % settings.trends_window_ms,
-            "exp": settings.trends_retention_ms,
-            "keys": [f"kw:{term}" for term in keywords] + ([f"in:{intent}"] if intent else []),
-        }
-    for source, fact in facts:
-        fields.update(
-            _attribute_registers({fact.name: fact.value}, source, fact.confidence, False, event)
-        )
-    delta.call = call_session_delta(
-        event, emotion.label if emotion else None, product_stats or {}, settings.assist
+    change = Change(
+        event,
+        settings,
+        Reading(emotion, facts, keywords, intent),
+        product_stats or {},
+        occurred_ms,
+        delta,
+        {},
     )
-    delta.fields = fields
+    builder = EVENT_BUILDERS.get(event.type)
+    if builder is not None:
+        builder(change, event)
+    for contribute in CONTRIBUTORS:  # after the type's own: facts override its attributes
+        contribute(change)
+    delta.fields = change.fields
     return delta

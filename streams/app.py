@@ -129,7 +129,7 @@ def create_app(settings: Settings) -> faust.App:
         state["store"] = store
         state["producer"] = ConfirmedProducer(settings)
         registry = ModelRegistry(store.redis, settings.redis_key_prefix)
-        pipeline = BatchPipeline(settings, store, registry)
+        pipeline = BatchPipeline.for_settings(settings, store, registry)
         await pipeline.start_models()  # before the first batch waits on them
         state["pipeline"] = pipeline
 

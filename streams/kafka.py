@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from portrait.config import Settings
-from streams.pipeline import OutputRecord
+from streams.records import OutputRecord
 
 log = logging.getLogger("portrait.kafka")
 

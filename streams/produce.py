@@ -12,7 +12,7 @@ import orjson
 from portrait.config import Settings
 from portrait.events import INPUT_TOPIC_BY_TYPE, CustomerRef
 from processors.identity import identifier_keys
-from streams.pipeline import OutputRecord
+from streams.records import OutputRecord
 
 
 class Unroutable(ValueError):

@@ -12,6 +12,7 @@ small machines where a second copy of the Python runtime does not pay).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
@@ -27,6 +28,7 @@ from models.emotion import default_model
 from models.encoder import SentenceEncoder, load_encoder
 from models.entities import ChineseEntities, EnglishEntities
 from models.ocr import ImageError, TextReader, decode_image, image_bytes, image_policy
+from portrait import metrics
 from portrait.config import Settings
 from portrait.events import InputEvent
 from processors.emotion import EmotionResult, text_to_read
@@ -319,3 +321,68 @@ def model_runner(settings: Settings) -> ModelRunner:
     if settings.model_process:
         return ModelProcess(settings)
     return ModelThread(settings)
+
+
+# a text any working model reads: tells a failing input from failing models
+_PROBE = ReadRequest(1, [(0, "好的，谢谢")], [], [])
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    return {"error": type(exc).__name__}
+
+
+class ChunkReading:
+    """Hands chunks to a :class:`ModelRunner` from the event loop, and gets every chunk
+    read even when the models fail on it."""
+
+    def __init__(self, runner: ModelRunner, reads_images: bool) -> None:
+        self.runner = runner
+        self.reads_images = reads_images
+
+    def submit(self, decoded: Sequence[InputEvent | Rejection]) -> asyncio.Future[Reading]:
+        """The chunk's reading, from the models — or at once when there is nothing to
+        read (no round trip to the model process)."""
+        request = ReadRequest.of(decoded, self.reads_images)
+        loop = asyncio.get_running_loop()
+        if request.words or request.fact_texts or request.images:
+            return asyncio.wrap_future(self.runner.submit(request), loop=loop)
+        nothing = loop.create_future()
+        nothing.set_result(Reading.empty(request.size))
+        return nothing
+
+    async def settle(
+        self, decoded: list[InputEvent | Rejection], reading: asyncio.Future[Reading]
+    ) -> Reading:
+        """A chunk's reading, also when the models fail on it (an exception, or the model
+        process died): the chunk is read again, then event by event. An event the models
+        fail on alone is rejected in ``decoded`` (``unprocessable``), so one bad input
+        cannot hold the worker up — unless they also fail on a plain probe text: then the
+        fault is not the input's, and this raises (the batch is retried). The models'
+        times go to the metrics."""
+        try:
+            read = await reading
+        except Exception as exc:
+            log.warning("the models failed on a chunk; reading it again", extra=_error(exc))
+            read = await self._again(decoded)
+        for model, seconds in read.seconds.items():
+            metrics.MODEL_SECONDS.labels(model).observe(seconds)
+        return read
+
+    async def _again(self, decoded: list[InputEvent | Rejection]) -> Reading:
+        try:
+            return await self.submit(decoded)
+        except Exception as exc:
+            log.warning(
+                "the models failed on a chunk twice; reading it event by event", extra=_error(exc)
+            )
+        parts = []
+        for index, event in enumerate(decoded):
+            try:
+                parts.append(await self.submit([event]))
+            except Exception as exc:
+                await asyncio.wrap_future(self.runner.submit(_PROBE))  # fails if models do
+                decoded[index] = Rejection(
+                    f"unprocessable: the models failed on it ({type(exc).__name__})"
+                )
+                parts.append(Reading.empty(1))
+        return Reading.joined(parts)

@@ -101,7 +101,7 @@ async def replay(
         }
     )
     store = RedisProfileStore.for_settings(target)
-    pipeline = BatchPipeline(target, store, emit=False)
+    pipeline = BatchPipeline.for_settings(target, store, emit=False)
     summary = ReplaySummary()
     loop = asyncio.get_running_loop()
 

@@ -22,7 +22,7 @@ import orjson
 
 from portrait.config import Settings
 from processors.attributes import iso_from_ms
-from streams.pipeline import OutputRecord
+from streams.records import OutputRecord
 
 Deliver = Callable[[Sequence[OutputRecord]], Awaitable[None]]
 

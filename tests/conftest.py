@@ -5,18 +5,18 @@ Nothing here touches a server the tests did not start.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from portrait.config import Settings
 from portrait.stack import free_port, port_answers, redis_command, stop_process, tansu_command
+
+pytest_plugins = ["tests.support.pipeline", "tests.support.worker"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,27 +78,3 @@ def stack_settings(redis_url: str, kafka_bootstrap: str, unique: str) -> Setting
         consumer_group=f"portrait-{unique}",
         http_port=free_port(),
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a subprocess these settings."""
-    return dict(os.environ) | settings.as_env()
-
-
-def event(
-    event_id: str,
-    type_: str,
-    occurred_at: str,
-    source: str,
-    customer: dict[str, Any],
-    payload: dict[str, Any],
-) -> dict[str, Any]:
-    """An input envelope."""
-    return {
-        "event_id": event_id,
-        "type": type_,
-        "occurred_at": occurred_at,
-        "source": source,
-        "customer": customer,
-        "payload": payload,
-    }

@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from portrait.config import Settings
 from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
 from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed
-from streams.pipeline import OutputRecord
+from streams.records import OutputRecord
 
 SOURCES = ("app", "web", "wechat", "hotline", "online_service", "marketing")
 ACTIONS = ("login", "page_view", "bill_paid", "business_handled", "purchase", "share")

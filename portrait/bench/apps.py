@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from portrait.config import Settings, load_settings
 from streams.kafka import ConfirmedProducer
-from streams.pipeline import OutputRecord
+from streams.records import OutputRecord
 
 
 def _app(settings: Settings) -> tuple[faust.App, Any, Any]:

@@ -20,7 +20,7 @@ from models.train_emotion import DATA, load_rows
 from portrait.bench import _fill, _settings_for, _subprocess_contender
 from portrait.config import Settings
 from portrait.stack import LocalStack, on_free_ports
-from streams.pipeline import OutputRecord
+from streams.records import OutputRecord
 
 
 def chat_events(count: int, texts: list[str], customers: int = 2000) -> list[OutputRecord]:

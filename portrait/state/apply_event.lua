@@ -534,7 +534,7 @@ local function apply_one(raw)
   local views = {}
   for i, fam in ipairs(FAMILIES) do
     views[i] = ''
-    if touched[fam.view] or fam.keep ~= 'newest' then views[i] = family_view(fam) end
+    if touched[fam.view] or fam.keep ~= 'newest' or d.whole then views[i] = family_view(fam) end
     if fam.keep == 'since_calm' and views[i] ~= streak_before then
       old[NEGATIVE_STREAK] = streak_before
     end

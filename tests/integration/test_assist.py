@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from portrait.config import Settings
-from tests.conftest import settings_env
-from tests.integration.test_worker import PORTRAIT, outputs, produce, wait_for, worker
-from tests.streams.test_assist_pipeline import (
+from tests.support.envelopes import (
     ANGRY_EN,
     ANGRY_ZH,
     HAPPY_EN,
@@ -19,13 +17,15 @@ from tests.streams.test_assist_pipeline import (
     HISTORY,
     QUESTION_ZH,
     call,
+    settings_env,
 )
+from tests.support.worker import PORTRAIT, StartWorker, outputs, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def test_calls_get_phase_aware_prompts_in_their_language(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, worker: StartWorker
 ) -> None:
     settings = stack_settings
     zh = call(

@@ -8,9 +8,16 @@ from typing import Any
 import pytest
 
 from portrait.config import Settings
-from tests.conftest import event
-from tests.images import EN_CARD, card_png
-from tests.integration.test_worker import http_get, outputs, produce, profile_get, wait_for, worker
+from tests.support.envelopes import event
+from tests.support.images import EN_CARD, card_png
+from tests.support.worker import (
+    StartWorker,
+    http_get,
+    outputs,
+    produce,
+    profile_get,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +39,9 @@ def values(doc: dict[str, Any]) -> dict[str, str]:
     return {name: a["value"] for name, a in doc["attributes"].items()}
 
 
-def test_worker_reads_facts_from_text_and_a_card(stack_settings: Settings, tmp_path: Path) -> None:
+def test_worker_reads_facts_from_text_and_a_card(
+    stack_settings: Settings, tmp_path: Path, worker: StartWorker
+) -> None:
     images = tmp_path / "images"
     images.mkdir()
     (images / "card.png").write_bytes(card_png(EN_CARD))

@@ -11,17 +11,8 @@ import pytest
 import redis
 
 from portrait.config import Settings
-from tests.conftest import event, settings_env
-from tests.integration.test_worker import (
-    PORTRAIT,
-    chan,
-    chat,
-    outputs,
-    produce,
-    wait_for,
-    worker,
-)
-from tests.streams.test_assist_pipeline import HISTORY, TURNS, call
+from tests.support.envelopes import HISTORY, TURNS, call, chan, chat, event, settings_env
+from tests.support.worker import PORTRAIT, StartWorker, outputs, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +56,7 @@ def run_replay(settings: Settings, namespace: str, *args: str) -> tuple[int, dic
 
 
 def test_replay_rebuilds_the_live_profiles_exactly(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, worker: StartWorker
 ) -> None:
     settings = stack_settings
     first, second, split = (f"{settings.redis_key_prefix}rebuilt-{n}:" for n in (1, 2, 3))

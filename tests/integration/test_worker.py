@@ -7,106 +7,30 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 import redis
 
 from portrait.config import Settings
-from portrait.stack import stop_process
-from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
-from streams.produce import route
-from tests.conftest import event, settings_env
+from tests.support.envelopes import chan, chat, event, settings_env
+from tests.support.worker import (
+    PORTRAIT,
+    StartWorker,
+    http_get,
+    outputs,
+    produce,
+    profile_get,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-PORTRAIT = [sys.executable, "-m", "portrait.cli"]
-
-
-@contextmanager
-def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A running worker process; stopped (SIGTERM, then SIGKILL) on exit."""
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [*PORTRAIT, "worker"],
-            env=settings_env(settings),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        stop_process(process)
-
-
-def http_get(settings: Settings, path: str) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{settings.http_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def produce(settings: Settings, events: list[dict[str, Any]], topic: str | None = None) -> None:
-    ensure_topics(settings)
-    lines = [e if isinstance(e, bytes) else orjson.dumps(e) for e in events]
-    produce_confirmed(make_producer(settings), [route(settings, line, topic) for line in lines])
-
-
-def profile_get(settings: Settings, *args: str) -> tuple[int, dict[str, Any] | None, str]:
-    done = subprocess.run(
-        [*PORTRAIT, "profile", "get", *args, "--json"],
-        env=settings_env(settings),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    body = json.loads(done.stdout) if done.returncode == 0 else None
-    return done.returncode, body, done.stderr.decode()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def outputs(settings: Settings, short: str) -> list[dict[str, Any]]:
-    records = read_topic(settings, settings.topic(short), timeout=30, idle_timeout=3)
-    return [orjson.loads(value) for _, value in records]
-
-
-def chan(eid: str, at: str, source: str, customer: dict[str, Any], **attrs: Any) -> dict[str, Any]:
-    return event(
-        eid, "channel.event", at, source, customer, {"action": "page_view", "attributes": attrs}
-    )
-
-
-def chat(eid: str, at: str, customer: dict[str, Any], text: str) -> dict[str, Any]:
-    return event(
-        eid,
-        "chat.message",
-        at,
-        "wecom",
-        customer,
-        {"conversation_id": "conv-9", "direction": "inbound", "employee_id": "emp-1", "text": text},
-    )
 
 
 def test_worker_builds_profiles_merges_and_rejects_bad_input(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, worker: StartWorker
 ) -> None:
     settings = stack_settings
     first = [
@@ -250,7 +174,7 @@ def applied_total(settings: Settings) -> int:
 
 
 def test_worker_killed_mid_stream_loses_and_doubles_nothing(
-    stack_settings: Settings, tmp_path: Path
+    stack_settings: Settings, tmp_path: Path, worker: StartWorker
 ) -> None:
     settings = stack_settings.model_copy(update={"batch_max_events": 100})
     customers, total = 40, 6000
@@ -283,7 +207,9 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(
     assert {c["source_event_id"] for c in changed} == {e["event_id"] for e in events}
 
 
-def test_erase_command_removes_every_trace(stack_settings: Settings, tmp_path: Path) -> None:
+def test_erase_command_removes_every_trace(
+    stack_settings: Settings, tmp_path: Path, worker: StartWorker
+) -> None:
     settings = stack_settings
     produce(
         settings,

@@ -21,7 +21,7 @@ from processors.assist import (
     rank_products,
     stats_field,
 )
-from tests.conftest import event
+from tests.support.envelopes import event
 
 
 @pytest.mark.parametrize(

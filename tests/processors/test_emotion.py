@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 from portrait.events import INPUT_EVENT_ADAPTER
 from processors.emotion import EmotionResult, emotion_document, emotion_fields, text_to_read
 from processors.profile import DeltaSettings, build_delta
-from tests.conftest import event
+from tests.support.envelopes import event
 
 NEG = EmotionResult("negative", {"negative": 0.9, "neutral": 0.05, "positive": 0.05}, "anger", 0.8)
 POS = EmotionResult("positive", {"negative": 0.1, "neutral": 0.1, "positive": 0.8}, "joy", 0.7)

@@ -3,7 +3,7 @@ import pytest
 
 from portrait.events import ChannelEvent, ChatMessage
 from processors.envelope import Rejection, decode_event
-from tests.conftest import event
+from tests.support.envelopes import event
 
 GOOD = event(
     "e1",

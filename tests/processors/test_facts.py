@@ -10,7 +10,7 @@ import pytest
 from models.entities import ChineseEntities, EnglishEntities
 from models.ocr import ImageError, ImagePolicy, TextReader, decode_image, image_bytes
 from processors.facts import Fact, FactExtractor, best_per_attribute, birthdays, phones
-from tests.images import EN_CARD, ZH_CARD, card_png
+from tests.support.images import EN_CARD, ZH_CARD, card_png
 
 
 @pytest.fixture(scope="module")

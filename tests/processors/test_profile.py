@@ -8,7 +8,7 @@ from processors.attributes import encode_register, order_key
 from processors.document import StoredState, changed_fields, document_from_state, update_of
 from processors.identity import customer_id_for
 from processors.profile import DeltaSettings, ProfileDelta, build_delta
-from tests.conftest import event
+from tests.support.envelopes import event
 
 SETTINGS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
 

@@ -5,7 +5,7 @@ from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import document_from_state, document_settings
 from processors.profile import DeltaSettings, build_delta
 from processors.roles import role_fields, roles
-from tests.conftest import event
+from tests.support.envelopes import event
 
 
 def test_a_role_attribute_is_a_role_on_each_account_of_the_event() -> None:

@@ -33,7 +33,7 @@ from processors.layout import (
 )
 from processors.needs import load_rules
 from processors.profile import DeltaSettings, build_delta
-from tests.conftest import event
+from tests.support.envelopes import event
 
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
 DOCUMENT = DocumentSettings(needs_rules=load_rules())

@@ -22,7 +22,7 @@ from processors.emotion import EmotionResult
 from processors.identity import customer_id_for
 from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, RESOLUTIONS, Family
 from processors.profile import DeltaSettings, build_delta
-from tests.conftest import event, settings_env
+from tests.support.envelopes import chan, event, settings_env
 
 T = TypeVar("T")
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
@@ -51,12 +51,6 @@ async def profile(settings: Settings, kind: str, value: str) -> dict[str, Any] |
         return await get_profile(store, kind, value)
     finally:
         await store.close()
-
-
-def chan(eid: str, at: str, source: str, customer: dict[str, Any], **attrs: Any) -> dict[str, Any]:
-    return event(
-        eid, "channel.event", at, source, customer, {"action": "page_view", "attributes": attrs}
-    )
 
 
 def edit(eid: str, at: str, customer: dict[str, Any], **payload: Any) -> dict[str, Any]:

@@ -9,63 +9,19 @@ import redis
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from streams.pipeline import InputRecord
-from tests.conftest import event
-from tests.streams.test_pipeline import Sink, run_batch
-
-HAPPY_ZH = "太好了，非常满意，谢谢你们"
-ANGRY_ZH = "你们太差劲了，我要投诉"
-QUESTION_ZH = "我想问一下这个月的账单"
-HAPPY_EN = "Great, that sounds perfect, thank you so much"
-ANGRY_EN = "This is the worst service ever, I am absolutely disgusted and want to complain"
-
-
-def at(seconds: int) -> str:
-    return f"2026-11-20T10:{seconds // 60:02d}:{seconds % 60:02d}+08:00"
-
-
-def feedback(eid: str, product: str, outcome: str, phase: str = "proposal") -> dict[str, Any]:
-    payload = {"call_id": "old", "product": product, "phase": phase, "outcome": outcome}
-    return event(eid, "feedback.recorded", at(0), "hotline", {"phone": "999"}, payload)
-
-
-HISTORY = (
-    [feedback(f"f-m{i}", "smart_meter", "accepted") for i in range(3)]
-    + [feedback("f-m3", "smart_meter", "declined")]  # 4/6 = 0.67
-    + [feedback("f-g0", "green_tariff", "accepted")]
-    + [feedback(f"f-g{i}", "green_tariff", "declined") for i in (1, 2)]  # 2/5 = 0.4
-    + [feedback(f"f-a{i}", "autopay", "declined") for i in range(5)]  # 1/7: below 0.3
+from streams.records import InputRecord
+from streams.testing import ListSink
+from tests.support.envelopes import (
+    ANGRY_EN,
+    HAPPY_EN,
+    HISTORY,
+    TURNS,
+    at,
+    call,
+    event,
+    feedback,
 )
-
-
-def call(
-    call_id: str, customer: dict[str, Any], turns: list[tuple[str, str, int]]
-) -> list[dict[str, Any]]:
-    """call.started, one segment per (speaker, text, offset s), call.ended."""
-    events = [
-        event(
-            f"{call_id}-s",
-            "call.started",
-            at(0),
-            "hotline",
-            customer,
-            {"call_id": call_id, "agent_id": "agent-li"},
-        )
-    ]
-    for seq, (speaker, text, offset) in enumerate(turns, start=1):
-        payload = {
-            "call_id": call_id,
-            "seq": seq,
-            "speaker": speaker,
-            "text": text,
-            "offset_ms": offset * 1000,
-        }
-        events.append(
-            event(f"{call_id}-{seq}", "call.segment", at(offset), "hotline", customer, payload)
-        )
-    end = {"call_id": call_id, "outcome": "resolved"}
-    events.append(event(f"{call_id}-e", "call.ended", at(400), "hotline", customer, end))
-    return events
+from tests.support.pipeline import RunBatch
 
 
 def batch(events: list[dict[str, Any]]) -> list[InputRecord]:
@@ -76,22 +32,14 @@ def batch(events: list[dict[str, Any]]) -> list[InputRecord]:
     ]
 
 
-def prompts(sink: Sink) -> list[dict[str, Any]]:
+def prompts(sink: ListSink) -> list[dict[str, Any]]:
     return [e for e in sink.events() if e["type"] == "agent.prompt"]
 
 
-TURNS = [
-    ("customer", QUESTION_ZH, 10),  # opening, neutral → introduce_or_answer
-    ("agent", HAPPY_ZH, 20),  # agent turns never prompt
-    ("customer", HAPPY_ZH, 150),  # proposal, positive → smart_meter
-    ("customer", HAPPY_ZH, 160),  # same advice: no new prompt
-    ("customer", ANGRY_ZH, 170),  # negative → soothe_and_close
-    ("customer", ANGRY_ZH, 180),  # unchanged
-]
-
-
-def test_a_call_prompts_whenever_its_advice_changes(redis_settings: Settings) -> None:
-    sink = Sink()
+def test_a_call_prompts_whenever_its_advice_changes(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
+    sink = ListSink()
     run_batch(redis_settings, batch(HISTORY + call("c1", {"phone": "138"}, TURNS)), sink)
     got = prompts(sink)
     assert [(p["kind"], p["product"], p["phase"], p["source_event_id"]) for p in got] == [
@@ -110,7 +58,9 @@ def test_a_call_prompts_whenever_its_advice_changes(redis_settings: Settings) ->
     ] * 3
 
 
-def test_held_and_declined_products_are_skipped(redis_settings: Settings) -> None:
+def test_held_and_declined_products_are_skipped(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
     holder = {"phone": "139"}
     bought = event(
         "buy",
@@ -123,14 +73,14 @@ def test_held_and_declined_products_are_skipped(redis_settings: Settings) -> Non
     declined = feedback("f-x", "green_tariff", "declined", phase="discovery")
     declined["customer"] = holder
     turns = [("customer", HAPPY_EN, 150)]
-    sink = Sink()
+    sink = ListSink()
     run_batch(redis_settings, batch([*HISTORY, bought, *call("c2", holder, turns)]), sink)
     [first] = prompts(sink)
     assert (first["product"], first["text"].startswith("The customer sounds positive")) == (
         "green_tariff",
         True,
     )
-    sink = Sink()
+    sink = ListSink()
     run_batch(redis_settings, batch([declined, *call("c3", holder, turns)]), sink)
     [second] = prompts(sink)  # nothing proven is left for this customer
     assert (second["kind"], second["product"]) == ("introduce_or_answer", None)
@@ -139,11 +89,12 @@ def test_held_and_declined_products_are_skipped(redis_settings: Settings) -> Non
 
 def test_a_redelivered_batch_re_emits_its_prompts_with_the_same_ids(
     redis_settings: Settings,
+    run_batch: RunBatch,
 ) -> None:
     events = HISTORY + call("c4", {"phone": "140"}, TURNS)
-    failing = Sink(failures=1)  # the first delivery fails after the state was applied
+    failing = ListSink(failures=1)  # the first delivery fails after the state was applied
     run_batch(redis_settings, batch(events), failing)
-    again = Sink()  # the worker died before acking: Kafka redelivers the batch
+    again = ListSink()  # the worker died before acking: Kafka redelivers the batch
     run_batch(redis_settings, batch(events), again)
     first = [(p["prompt_id"], p["kind"]) for p in prompts(failing)]
     assert [kind for _, kind in first] == [
@@ -154,7 +105,9 @@ def test_a_redelivered_batch_re_emits_its_prompts_with_the_same_ids(
     assert prompts(again) == []  # delivered and confirmed: nothing twice
 
 
-def test_chat_soothes_then_escalates_a_negative_streak(redis_settings: Settings) -> None:
+def test_chat_soothes_then_escalates_a_negative_streak(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
     def chat(eid: str, text: str, second: int) -> dict[str, Any]:
         payload = {
             "conversation_id": "conv-9",
@@ -164,7 +117,7 @@ def test_chat_soothes_then_escalates_a_negative_streak(redis_settings: Settings)
         }
         return event(eid, "chat.message", at(second), "wecom", {"im_id": "wx9"}, payload)
 
-    sink = Sink()
+    sink = ListSink()
     messages = [
         chat("m1", HAPPY_EN, 1),
         chat("m2", ANGRY_EN, 2),
@@ -183,12 +136,12 @@ def test_chat_soothes_then_escalates_a_negative_streak(redis_settings: Settings)
     assert "3 negative messages in a row" in got[2]["reasons"]
 
 
-def test_erasure_removes_call_sessions(redis_settings: Settings) -> None:
+def test_erasure_removes_call_sessions(redis_settings: Settings, run_batch: RunBatch) -> None:
     customer = {"phone": "141"}
-    run_batch(redis_settings, batch(call("c5", customer, TURNS[:1])), Sink())
+    run_batch(redis_settings, batch(call("c5", customer, TURNS[:1])), ListSink())
     client = redis.Redis.from_url(redis_settings.redis_url)
     pattern = f"{redis_settings.redis_key_prefix}c:*:call*"
     assert len(list(client.scan_iter(pattern))) == 2  # the session and the list of calls
     erase = event("x", "customer.erasure", at(500), "crm", customer, {})
-    run_batch(redis_settings, batch([erase]), Sink())
+    run_batch(redis_settings, batch([erase]), ListSink())
     assert list(client.scan_iter(f"{redis_settings.redis_key_prefix}*{{*")) == []

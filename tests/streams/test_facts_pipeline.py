@@ -13,29 +13,14 @@ from portrait.config import Settings
 from portrait.lookup import profile_by_id
 from portrait.state.store import RedisProfileStore
 from processors.document import document_settings
-from streams.pipeline import InputRecord
-from tests.conftest import event, settings_env
-from tests.images import ZH_CARD, card_b64
-from tests.integration.test_worker import PORTRAIT
-from tests.streams.test_pipeline import Sink, run_batch
+from streams.testing import ListSink, input_records
+from tests.support.envelopes import event, media_chat, settings_env
+from tests.support.images import ZH_CARD, card_b64
+from tests.support.pipeline import RunBatch
+from tests.support.worker import PORTRAIT
 
 
-def chat(eid: str, when: str, text: str | None = None, images: list[str] | None = None) -> Any:
-    payload: dict[str, Any] = {
-        "conversation_id": "c-f",
-        "direction": "inbound",
-        "employee_id": "emp-1",
-        "text": text,
-        "images": images or [],
-    }
-    return event(eid, "chat.message", when, "wecom", {"im_id": "wx-facts"}, payload)
-
-
-def records(events: list[dict[str, Any]]) -> list[InputRecord]:
-    return [InputRecord("t.chat", 0, i, b"k", orjson.dumps(e)) for i, e in enumerate(events)]
-
-
-def profile(settings: Settings, sink: Sink) -> dict[str, Any]:
+def profile(settings: Settings, sink: ListSink) -> dict[str, Any]:
     """The stored profile document of the customer the batch changed."""
     [customer_id] = {e["customer_id"] for e in sink.events() if e["type"] == "profile.changed"}
 
@@ -51,17 +36,21 @@ def profile(settings: Settings, sink: Sink) -> dict[str, Any]:
     return asyncio.run(load())
 
 
-def attributes(settings: Settings, sink: Sink) -> dict[str, Any]:
+def attributes(settings: Settings, sink: ListSink) -> dict[str, Any]:
     return dict(profile(settings, sink)["attributes"])
 
 
-def test_card_image_and_text_facts_become_attributes(redis_settings: Settings) -> None:
-    sink = Sink()
+def test_card_image_and_text_facts_become_attributes(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
+    sink = ListSink()
     events = [
-        chat("f1", "2026-11-20T10:00:00+08:00", images=[card_b64(ZH_CARD), "bm90IGFuIGltYWdl"]),
-        chat("f2", "2026-11-20T10:05:00+08:00", "我的生日是1988年8月8日，我住在上海"),
+        media_chat(
+            "f1", "2026-11-20T10:00:00+08:00", images=[card_b64(ZH_CARD), "bm90IGFuIGltYWdl"]
+        ),
+        media_chat("f2", "2026-11-20T10:05:00+08:00", "我的生日是1988年8月8日，我住在上海"),
     ]
-    outcome = run_batch(redis_settings, records(events), sink)
+    outcome = run_batch(redis_settings, input_records("t.chat", events), sink)
     assert outcome.outcomes == {("t.chat", "ok"): 2}  # the unreadable image does not stop f1
     [dlq] = [e for e in sink.events() if e["type"] == "dlq.record"]
     assert dlq["reason"] == "image_undecodable: image 1 image_undecodable"
@@ -82,7 +71,7 @@ def test_card_image_and_text_facts_become_attributes(redis_settings: Settings) -
     assert profile(redis_settings, sink)["identifiers"]["phone"] == []
 
 
-def test_a_manual_value_is_never_overridden(redis_settings: Settings) -> None:
+def test_a_manual_value_is_never_overridden(redis_settings: Settings, run_batch: RunBatch) -> None:
     edit = event(
         "m1",
         "profile.edited",
@@ -91,34 +80,42 @@ def test_a_manual_value_is_never_overridden(redis_settings: Settings) -> None:
         {"im_id": "wx-facts"},
         {"editor_id": "emp-1", "set": {"name": "王晓明"}},
     )
-    sink = Sink()
+    sink = ListSink()
     run_batch(
         redis_settings,
-        records([edit, chat("f3", "2026-11-20T10:00:00+08:00", "你好，我叫王小明")]),
+        input_records(
+            "t.chat", [edit, media_chat("f3", "2026-11-20T10:00:00+08:00", "你好，我叫王小明")]
+        ),
         sink,
     )
     name = attributes(redis_settings, sink)["name"]
     assert (name["value"], name["source"]) == ("王晓明", "manual")
 
 
-def test_linking_extracted_identities_is_configuration(redis_settings: Settings) -> None:
+def test_linking_extracted_identities_is_configuration(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
     settings = redis_settings.model_copy(update={"facts_link_identities": True})
-    sink = Sink()
-    run_batch(settings, records([chat("f4", "2026-11-20T10:00:00+08:00", "电话13900001111")]), sink)
+    sink = ListSink()
+    run_batch(
+        settings,
+        input_records("t.chat", [media_chat("f4", "2026-11-20T10:00:00+08:00", "电话13900001111")]),
+        sink,
+    )
     assert profile(settings, sink)["identifiers"]["phone"] == ["13900001111"]
 
 
-def test_keywords_intents_and_needs_build_up(redis_settings: Settings) -> None:
-    sink = Sink()
+def test_keywords_intents_and_needs_build_up(redis_settings: Settings, run_batch: RunBatch) -> None:
+    sink = ListSink()
     texts = [
         "又停电了，冰箱里的东西都坏了",
         "停电第二次了，什么时候恢复供电",
         "我交电费晚了，有滞纳金吗",
     ]
     events = [
-        chat(f"k{i}", f"2026-11-2{i}T10:00:00+08:00", text) for i, text in enumerate(texts, 1)
+        media_chat(f"k{i}", f"2026-11-2{i}T10:00:00+08:00", text) for i, text in enumerate(texts, 1)
     ]
-    run_batch(redis_settings, records(events), sink)
+    run_batch(redis_settings, input_records("t.chat", events), sink)
     doc = profile(redis_settings, sink)
     assert doc["intents"] == {"outage": 2, "payment": 1}
     # mentioned one and two days before the latest event, with a 30-day half-life
@@ -137,7 +134,9 @@ def test_keywords_intents_and_needs_build_up(redis_settings: Settings) -> None:
     assert [eid for eid, _ in needs_changes] == ["k2", "k3"]
 
 
-def test_problems_with_resolutions_and_the_problems_command(redis_settings: Settings) -> None:
+def test_problems_with_resolutions_and_the_problems_command(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
     ended = event(
         "pe",
         "call.ended",
@@ -147,13 +146,13 @@ def test_problems_with_resolutions_and_the_problems_command(redis_settings: Sett
         {"call_id": "call-1", "outcome": "resolved"},
     )
     events = [
-        chat("pb1", "2026-11-20T10:00:00+08:00", "又停电了，冰箱里的东西都坏了"),
-        chat("pb2", "2026-11-20T11:00:00+08:00", "我要投诉，你们客服态度太差了"),
+        media_chat("pb1", "2026-11-20T10:00:00+08:00", "又停电了，冰箱里的东西都坏了"),
+        media_chat("pb2", "2026-11-20T11:00:00+08:00", "我要投诉，你们客服态度太差了"),
         ended,
-        chat("pb3", "2026-11-21T09:00:00+08:00", "账单上多扣了我两百块钱"),
-        chat("pb4", "2026-11-21T09:30:00+08:00", "谢谢你们"),  # not a problem
+        media_chat("pb3", "2026-11-21T09:00:00+08:00", "账单上多扣了我两百块钱"),
+        media_chat("pb4", "2026-11-21T09:30:00+08:00", "谢谢你们"),  # not a problem
     ]
-    run_batch(redis_settings, records(events), sink := Sink())
+    run_batch(redis_settings, input_records("t.chat", events), sink := ListSink())
     problems = profile(redis_settings, sink)["problems"]
     assert [(p["event_id"], p["intent"]) for p in problems] == [
         ("pb3", "billing"),

@@ -13,41 +13,10 @@ from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import ApplyResult, RedisProfileStore
-from streams.pipeline import BatchOutcome, BatchPipeline, InputRecord, OutputRecord
-from tests.conftest import event
-
-
-class Sink:
-    """Collects delivered outputs; can be told to fail the next deliveries."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.records: list[OutputRecord] = []
-        self.failures = failures
-
-    async def deliver(self, records: Sequence[OutputRecord]) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("broker unavailable")
-        self.records.extend(records)
-
-    def events(self) -> list[dict[str, Any]]:
-        return [orjson.loads(r.value) for r in self.records]
-
-
-def records(topic: str, values: list[bytes]) -> list[InputRecord]:
-    return [InputRecord(topic, 0, i, b"k", v) for i, v in enumerate(values)]
-
-
-def run_batch(settings: Settings, batch: list[InputRecord], sink: Sink) -> BatchOutcome:
-    async def go() -> BatchOutcome:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
-        try:
-            return await BatchPipeline(settings, store).run(batch, sink.deliver)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
+from streams.pipeline import BatchOutcome, BatchPipeline
+from streams.testing import ListSink, input_records
+from tests.support.envelopes import event
+from tests.support.pipeline import RunBatch
 
 CHAT = event(
     "p1",
@@ -59,11 +28,11 @@ CHAT = event(
 )
 
 
-def test_good_and_bad_records_in_one_batch(redis_settings: Settings) -> None:
-    sink = Sink()
+def test_good_and_bad_records_in_one_batch(redis_settings: Settings, run_batch: RunBatch) -> None:
+    sink = ListSink()
     bad = b"\x00\xffnot json"
     outcome = run_batch(
-        redis_settings, records("t.chat", [orjson.dumps(CHAT), bad, orjson.dumps(CHAT)]), sink
+        redis_settings, input_records("t.chat", [orjson.dumps(CHAT), bad, orjson.dumps(CHAT)]), sink
     )
     kinds = [e["type"] for e in sink.events()]
     assert kinds == ["dlq.record", "profile.changed"]  # the duplicate emits nothing new
@@ -80,9 +49,9 @@ def test_good_and_bad_records_in_one_batch(redis_settings: Settings) -> None:
     }
 
 
-def test_outputs_follow_the_contract(redis_settings: Settings) -> None:
-    sink = Sink()
-    run_batch(redis_settings, records("t.chat", [orjson.dumps(CHAT)]), sink)
+def test_outputs_follow_the_contract(redis_settings: Settings, run_batch: RunBatch) -> None:
+    sink = ListSink()
+    run_batch(redis_settings, input_records("t.chat", [orjson.dumps(CHAT)]), sink)
     [changed] = sink.events()
     OUTPUT_MODELS["profile.changed"].model_validate(changed)
     assert changed["source_event_id"] == "p1" and changed["version"] == 1
@@ -91,17 +60,21 @@ def test_outputs_follow_the_contract(redis_settings: Settings) -> None:
     assert stats["old"]["events_total"] == 0 and stats["new"]["events_total"] == 1
 
 
-def test_failed_delivery_is_retried_with_the_same_outputs(redis_settings: Settings) -> None:
-    sink = Sink(failures=2)
-    run_batch(redis_settings, records("t.chat", [orjson.dumps(CHAT)]), sink)
+def test_failed_delivery_is_retried_with_the_same_outputs(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
+    sink = ListSink(failures=2)
+    run_batch(redis_settings, input_records("t.chat", [orjson.dumps(CHAT)]), sink)
     [changed] = sink.events()
     assert changed["version"] == 1  # applied once, re-emitted from the pending record
-    retry_sink = Sink()
-    run_batch(redis_settings, records("t.chat", [orjson.dumps(CHAT)]), retry_sink)
+    retry_sink = ListSink()
+    run_batch(redis_settings, input_records("t.chat", [orjson.dumps(CHAT)]), retry_sink)
     assert retry_sink.records == []  # confirmed: a later duplicate emits nothing
 
 
-def test_merge_emits_profile_merged_naming_both(redis_settings: Settings) -> None:
+def test_merge_emits_profile_merged_naming_both(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
     second = event(
         "p2",
         "channel.event",
@@ -118,9 +91,9 @@ def test_merge_emits_profile_merged_naming_both(redis_settings: Settings) -> Non
         {"phone": "138", "im_id": "wx"},
         {"action": "bill_paid", "amount": 12.5},
     )
-    sink = Sink()
+    sink = ListSink()
     run_batch(
-        redis_settings, records("t.ch", [orjson.dumps(e) for e in (CHAT, second, link)]), sink
+        redis_settings, input_records("t.ch", [orjson.dumps(e) for e in (CHAT, second, link)]), sink
     )
     merged = [e for e in sink.events() if e["type"] == "profile.merged"]
     assert len(merged) == 1
@@ -146,12 +119,12 @@ class FlakyStore(RedisProfileStore):
 
 
 def test_a_lost_redis_connection_retries_the_batch(redis_settings: Settings) -> None:
-    async def go() -> Sink:
+    async def go() -> ListSink:
         store = FlakyStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
-        sink = Sink()
+        sink = ListSink()
         try:
-            await BatchPipeline(redis_settings, store).run(
-                records("t.chat", [orjson.dumps(CHAT)]), sink.deliver
+            await BatchPipeline.for_settings(redis_settings, store).run(
+                input_records("t.chat", [orjson.dumps(CHAT)]), sink.deliver
             )
         finally:
             await store.close()
@@ -169,12 +142,12 @@ class RefusingStore(RedisProfileStore):
 
 
 def test_an_event_the_state_script_rejects_goes_to_the_dlq(redis_settings: Settings) -> None:
-    async def go() -> tuple[Sink, BatchOutcome]:
+    async def go() -> tuple[ListSink, BatchOutcome]:
         store = RefusingStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
-        sink = Sink()
+        sink = ListSink()
         try:
-            outcome = await BatchPipeline(redis_settings, store).run(
-                records("t.chat", [orjson.dumps(CHAT)]), sink.deliver
+            outcome = await BatchPipeline.for_settings(redis_settings, store).run(
+                input_records("t.chat", [orjson.dumps(CHAT)]), sink.deliver
             )
         finally:
             await store.close()
@@ -205,21 +178,22 @@ def test_feedback_feeds_a_learning_round_and_the_registry(redis_settings: Settin
     async def go() -> tuple[BatchPipeline, str | None]:
         store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
         registry = ModelRegistry(store.redis, settings.redis_key_prefix)
-        pipeline = BatchPipeline(settings, store, registry)
+        pipeline = BatchPipeline.for_settings(settings, store, registry)
         try:
             await pipeline.run(
-                records("t.commands", [feedback(n) for n in range(5)]), Sink().deliver
+                input_records("t.commands", [feedback(n) for n in range(5)]), ListSink().deliver
             )
             return pipeline, await registry.current()
         finally:
             await store.close()
 
     pipeline, current = asyncio.run(go())
-    assert pipeline.learner is not None and pipeline.learner.rounds == 1
-    assert not pipeline.learner.ready  # the examples were used
+    scorer = pipeline.scorer
+    assert scorer.learner is not None and scorer.learner.rounds == 1
+    assert not scorer.learner.ready  # the examples were used
     if current is not None:  # accepted: every worker now scores with the new version
-        assert pipeline.customer_model is not None
-        assert current == pipeline.customer_model.version and current.endswith("+1")
+        assert scorer.model is not None
+        assert current == scorer.model.version and current.endswith("+1")
 
 
 def relation(eid: str, at: str, action: str) -> dict[str, Any]:
@@ -235,12 +209,13 @@ def relation(eid: str, at: str, action: str) -> dict[str, Any]:
 
 def test_a_new_friend_gets_a_snapshot_and_later_changes_notify_them(
     redis_settings: Settings,
+    run_batch: RunBatch,
 ) -> None:
     later_chat = {**CHAT, "event_id": "p9", "occurred_at": "2026-11-02T10:00:00+08:00"}
-    sink = Sink()
+    sink = ListSink()
     run_batch(
         redis_settings,
-        records(
+        input_records(
             "t.chat",
             [
                 orjson.dumps(relation("r1", "2026-11-01T09:00:00+08:00", "added")),
@@ -257,10 +232,10 @@ def test_a_new_friend_gets_a_snapshot_and_later_changes_notify_them(
     closeness = next(c for c in chatted["changed"] if c["field"] == "relationships")
     assert {r["employee_id"] for r in closeness["new"]} == {"emp-7", "emp1"}
 
-    removal = Sink()
+    removal = ListSink()
     run_batch(
         redis_settings,
-        records(
+        input_records(
             "t.chat",
             [
                 orjson.dumps(relation("r2", "2026-11-03T09:00:00+08:00", "removed")),

@@ -3,7 +3,7 @@ import pytest
 
 from portrait.config import Settings
 from streams.produce import Unroutable, jsonl_lines, route
-from tests.conftest import event
+from tests.support.envelopes import event
 
 SETTINGS = Settings(topic_prefix="p.")
 

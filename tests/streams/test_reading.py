@@ -20,7 +20,7 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.state.store import RedisProfileStore
 from processors.envelope import Rejection, decode_event
-from streams.pipeline import BatchPipeline, InputRecord
+from streams.pipeline import BatchPipeline
 from streams.reading import (
     ModelProcess,
     ModelThread,
@@ -29,9 +29,10 @@ from streams.reading import (
     ReadRequest,
     _read_in_child,
 )
-from tests.conftest import event
-from tests.images import EN_CARD, card_b64
-from tests.streams.test_pipeline import Sink
+from streams.records import InputRecord
+from streams.testing import ListSink
+from tests.support.envelopes import event
+from tests.support.images import EN_CARD, card_b64
 
 
 def chat(eid: str, text: str | None, images: list[str] | None = None) -> dict[str, Any]:
@@ -114,17 +115,17 @@ def test_a_killed_model_process_is_replaced_and_the_batch_retried(
         update={"model_process": True, "facts_enabled": False, "scores_enabled": False}
     )
 
-    async def scenario() -> tuple[int, int, Sink]:
+    async def scenario() -> tuple[int, int, ListSink]:
         store = RedisProfileStore.for_settings(settings)
-        pipeline = BatchPipeline(settings, store)
-        models = pipeline.models
+        pipeline = BatchPipeline.for_settings(settings, store)
+        models = pipeline.reading.runner
         assert isinstance(models, ModelProcess)
         try:
             await pipeline.start_models()
             first = await asyncio.wrap_future(models._start().submit(os.getpid))
             os.kill(first, signal.SIGKILL)
             assert _wait_gone(first)
-            sink = Sink()
+            sink = ListSink()
             batch = [
                 InputRecord("t.chat", 0, i, b"k", orjson.dumps(raw))
                 for i, raw in enumerate(CHUNK[:2])
@@ -194,7 +195,7 @@ def _batch_with_poison() -> list[InputRecord]:
     ]
 
 
-def _last_emotions(sink: Sink) -> list[str]:
+def _last_emotions(sink: ListSink) -> list[str]:
     return [
         change["new"]["last"]
         for e in sink.events()
@@ -207,9 +208,10 @@ def _last_emotions(sink: Sink) -> list[str]:
 def _on_thread(redis_settings: Settings) -> tuple[BatchPipeline, Reader]:
     """A pipeline whose models read on a thread (facts off), and the reader to break."""
     settings = redis_settings.model_copy(update={"facts_enabled": False})
-    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
-    assert isinstance(pipeline.models, ModelThread)
-    return pipeline, pipeline.models.reader
+    pipeline = BatchPipeline.for_settings(settings, RedisProfileStore.for_settings(settings))
+    runner = pipeline.reading.runner
+    assert isinstance(runner, ModelThread)
+    return pipeline, runner.reader
 
 
 def _closing(pipeline: BatchPipeline, work: Awaitable[Any]) -> None:
@@ -225,11 +227,11 @@ def _closing(pipeline: BatchPipeline, work: Awaitable[Any]) -> None:
     asyncio.run(scenario())
 
 
-def _run_poisoned(pipeline: BatchPipeline, sink: Sink) -> None:
+def _run_poisoned(pipeline: BatchPipeline, sink: ListSink) -> None:
     _closing(pipeline, pipeline.run(_batch_with_poison(), sink.deliver))
 
 
-def _assert_only_the_poison_rejected(sink: Sink) -> None:
+def _assert_only_the_poison_rejected(sink: ListSink) -> None:
     dlq = [e for e in sink.events() if e["type"] == "dlq.record"]
     assert [(d["offset"], d["reason"].split(":")[0]) for d in dlq] == [(1, "unprocessable")]
     assert POISON.encode() not in orjson.dumps(dlq[0]["reason"])
@@ -249,7 +251,7 @@ def test_an_input_the_models_fail_on_goes_to_the_dlq_and_the_rest_applies(
 
     reader.read = failing  # type: ignore[method-assign]
     dropped = metrics.DLQ.labels("unprocessable")._value.get()
-    sink = Sink()
+    sink = ListSink()
     _run_poisoned(pipeline, sink)
     _assert_only_the_poison_rejected(sink)
     assert metrics.DLQ.labels("unprocessable")._value.get() == dropped + 1
@@ -259,10 +261,10 @@ def test_an_input_that_kills_the_model_process_goes_to_the_dlq(redis_settings: S
     settings = redis_settings.model_copy(
         update={"model_process": True, "facts_enabled": False, "scores_enabled": False}
     )
-    pipeline = BatchPipeline(settings, RedisProfileStore.for_settings(settings))
-    pipeline.models.close()
-    pipeline.models = ModelProcess(settings, read=crash_on_poison)
-    sink = Sink()
+    pipeline = BatchPipeline.for_settings(settings, RedisProfileStore.for_settings(settings))
+    pipeline.reading.runner.close()
+    pipeline.reading.runner = ModelProcess(settings, read=crash_on_poison)
+    sink = ListSink()
     _run_poisoned(pipeline, sink)
     _assert_only_the_poison_rejected(sink)
 

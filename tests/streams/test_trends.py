@@ -13,12 +13,12 @@ import redis.asyncio as aioredis
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from streams.pipeline import OutputRecord
+from streams.records import OutputRecord
+from streams.testing import ListSink, input_records
 from streams.trends import emit_closed_windows
-from tests.conftest import settings_env
-from tests.integration.test_worker import PORTRAIT
-from tests.streams.test_facts_pipeline import chat, records
-from tests.streams.test_pipeline import Sink, run_batch
+from tests.support.envelopes import media_chat, settings_env
+from tests.support.pipeline import RunBatch
+from tests.support.worker import PORTRAIT
 
 TEXTS = [
     ("t1", "2026-11-20T10:05:00+08:00", "又停电了，冰箱里的东西都坏了"),
@@ -38,10 +38,12 @@ def emit(settings: Settings, deliver: Any) -> int:
     return asyncio.run(go())
 
 
-def test_windows_are_counted_once_and_emitted_once(redis_settings: Settings) -> None:
-    batch = records([chat(eid, at, text) for eid, at, text in TEXTS])
-    run_batch(redis_settings, batch, Sink())
-    run_batch(redis_settings, batch, Sink())  # redelivered: counted once
+def test_windows_are_counted_once_and_emitted_once(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
+    batch = input_records("t.chat", [media_chat(eid, at, text) for eid, at, text in TEXTS])
+    run_batch(redis_settings, batch, ListSink())
+    run_batch(redis_settings, batch, ListSink())  # redelivered: counted once
     sent: list[OutputRecord] = []
 
     async def deliver(out: Sequence[OutputRecord]) -> None:
@@ -71,8 +73,14 @@ def test_windows_are_counted_once_and_emitted_once(redis_settings: Settings) -> 
     assert day["messages"] == 3 and day["intents"] == {"outage": 2, "billing": 1}
 
 
-def test_a_failed_delivery_releases_the_window(redis_settings: Settings) -> None:
-    run_batch(redis_settings, records([chat("u1", TEXTS[0][1], TEXTS[0][2])]), Sink())
+def test_a_failed_delivery_releases_the_window(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
+    run_batch(
+        redis_settings,
+        input_records("t.chat", [media_chat("u1", TEXTS[0][1], TEXTS[0][2])]),
+        ListSink(),
+    )
 
     async def broken(_out: Sequence[OutputRecord]) -> None:
         raise RuntimeError("broker unavailable")
@@ -87,9 +95,11 @@ def test_a_failed_delivery_releases_the_window(redis_settings: Settings) -> None
     assert emit(redis_settings, deliver) == 1 and len(sent) == 1
 
 
-def test_an_open_window_waits(redis_settings: Settings) -> None:
+def test_an_open_window_waits(redis_settings: Settings, run_batch: RunBatch) -> None:
     settings = redis_settings.model_copy(update={"trends_window_seconds": 10 * 365 * 86400})
-    run_batch(settings, records([chat("o1", TEXTS[0][1], TEXTS[0][2])]), Sink())
+    run_batch(
+        settings, input_records("t.chat", [media_chat("o1", TEXTS[0][1], TEXTS[0][2])]), ListSink()
+    )
 
     async def deliver(_out: Sequence[OutputRecord]) -> None:
         raise AssertionError("an open window was emitted")

@@ -1,0 +1,236 @@
+"""Every output event, built through the typed models that generate its JSON Schema.
+
+Owns the shape of what Portrait emits: ``profile.changed``, ``profile.merged``,
+``profile.erased``, ``profile.snapshot``, ``agent.prompt`` and ``dlq.record``
+(``trends.window`` is built by ``streams/trends.py`` from the same models). Building
+through :mod:`portrait.events` means an output that drifts from its schema fails here,
+in the pipeline's tests, instead of in a subscriber. Ids are deterministic, so an output
+re-emitted after a crash carries the same id.
+
+It also decides which prompt an applied event calls for (:func:`plan_prompt`, DESIGN.md
+"Agent prompt"): the call advice the state script answered, or the chat emotion response.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from portrait.events import (
+    AgentPrompt,
+    CallSegment,
+    ChatMessage,
+    DlqRecord,
+    FieldChange,
+    InputEvent,
+    ProfileChanged,
+    ProfileDocument,
+    ProfileErased,
+    ProfileMerged,
+    ProfileSnapshot,
+)
+from processors.assist import (
+    AssistSettings,
+    CallAdvice,
+    chat_response,
+    language_of,
+    prompt_id,
+    prompt_reasons,
+)
+
+Output = ProfileChanged | ProfileMerged | ProfileErased | ProfileSnapshot | AgentPrompt | DlqRecord
+
+
+def output_event_id(kind: str, source_event_id: str, customer_id: str) -> str:
+    """Deterministic id of an output, so a re-emitted output carries the same id."""
+    digest = hashlib.sha256(f"{kind}|{source_event_id}|{customer_id}".encode()).hexdigest()
+    return digest[:32]
+
+
+def encode(output: Output) -> bytes:
+    """An output as the JSON its topic carries (fields never set are left out, so a call
+    prompt has no ``conversation_id`` and a chat prompt no ``call_id``)."""
+    return output.model_dump_json(exclude_unset=True).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What every profile output of one applied input shares."""
+
+    source_event_id: str
+    customer_id: str
+    version: int
+    notify: list[str]
+    emitted_at: str
+
+
+def profile_changed(applied: Applied, changes: Sequence[dict[str, Any]]) -> ProfileChanged:
+    """The top-level fields an input changed, old and new."""
+    return ProfileChanged(
+        type="profile.changed",
+        event_id=output_event_id("profile.changed", applied.source_event_id, applied.customer_id),
+        source_event_id=applied.source_event_id,
+        customer_id=applied.customer_id,
+        version=applied.version,
+        notify=applied.notify,
+        changed=[FieldChange(**change) for change in changes],
+        emitted_at=applied.emitted_at,
+    )
+
+
+def profile_merged(applied: Applied, merged_id: str) -> ProfileMerged:
+    """``merged_id`` now redirects to the survivor ``applied.customer_id``."""
+    return ProfileMerged(
+        type="profile.merged",
+        event_id=output_event_id("profile.merged", applied.source_event_id, merged_id),
+        source_event_id=applied.source_event_id,
+        customer_id=applied.customer_id,
+        merged_id=merged_id,
+        version=applied.version,
+        notify=applied.notify,
+        emitted_at=applied.emitted_at,
+    )
+
+
+def profile_snapshot(
+    applied: Applied, employee_id: str, document: dict[str, Any]
+) -> ProfileSnapshot:
+    """The whole profile for an employee who just added the customer as a friend."""
+    return ProfileSnapshot(
+        type="profile.snapshot",
+        event_id=output_event_id("profile.snapshot", applied.source_event_id, applied.customer_id),
+        source_event_id=applied.source_event_id,
+        customer_id=applied.customer_id,
+        version=applied.version,
+        notify=[employee_id],
+        employee_id=employee_id,
+        profile=ProfileDocument.model_validate(document),
+        emitted_at=applied.emitted_at,
+    )
+
+
+def profile_erased(source_event_id: str, customer_id: str, emitted_at: str) -> ProfileErased:
+    """A customer removed by ``customer.erasure``."""
+    return ProfileErased(
+        type="profile.erased",
+        event_id=output_event_id("profile.erased", source_event_id, customer_id),
+        source_event_id=source_event_id,
+        customer_id=customer_id,
+        version=0,
+        notify=[],
+        emitted_at=emitted_at,
+    )
+
+
+def dlq_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+    rejected_at: str,
+) -> DlqRecord:
+    """A rejected input: its original bytes, where they came from, and why."""
+    where = f"{topic}|{partition}|{offset}"
+    return DlqRecord(
+        type="dlq.record",
+        event_id=hashlib.sha256(where.encode()).hexdigest()[:32],
+        reason=reason,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key_b64=base64.b64encode(key).decode() if key is not None else None,
+        value_b64=base64.b64encode(value or b"").decode(),
+        rejected_at=rejected_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPlan:
+    """The prompt an applied event calls for, before its wording."""
+
+    channel: str  # "call" or "chat"
+    kind: str
+    agent_id: str
+    where: dict[str, str]  # {"call_id": …} or {"conversation_id": …}
+    phase: str | None
+    product: str | None
+    reasons: list[str]
+    language: str
+    rate: float | None
+
+
+def plan_prompt(
+    event: InputEvent,
+    emotion: str | None,
+    advice: CallAdvice | None,
+    negative_streak: int,
+    value: float | None,
+    settings: AssistSettings,
+) -> PromptPlan | None:
+    """A customer call turn whose advice changed gets the call prompt; an inbound chat
+    message the emotion response (``processors.assist.chat_response``); else None."""
+    if emotion is None:
+        return None
+    if isinstance(event, CallSegment) and advice is not None:
+        return PromptPlan(
+            "call",
+            advice.kind,
+            advice.agent_id or "unassigned",
+            {"call_id": event.payload.call_id},
+            advice.phase,
+            advice.product,
+            prompt_reasons(advice, emotion),
+            language_of(event.payload.text),
+            advice.rate,
+        )
+    if isinstance(event, ChatMessage) and event.payload.direction == "inbound":
+        response = chat_response(emotion, negative_streak, value, settings)
+        if response is None:
+            return None
+        kind, reasons = response
+        return PromptPlan(
+            "chat",
+            kind,
+            event.payload.employee_id,
+            {"conversation_id": event.payload.conversation_id},
+            None,
+            None,
+            reasons,
+            language_of(event.payload.text),
+            None,
+        )
+    return None
+
+
+def agent_prompt(
+    plan: PromptPlan,
+    source_event_id: str,
+    customer_id: str,
+    emotion: str,
+    text: str,
+    latency_ms: float,
+    emitted_at: str,
+) -> AgentPrompt:
+    """The ``agent.prompt`` of a plan, worded (``text``) in the customer's language."""
+    return AgentPrompt(
+        type="agent.prompt",
+        event_id=output_event_id("agent.prompt", source_event_id, customer_id),
+        source_event_id=source_event_id,
+        customer_id=customer_id,
+        emitted_at=emitted_at,
+        prompt_id=prompt_id(source_event_id, plan.agent_id),
+        agent_id=plan.agent_id,
+        kind=plan.kind,  # type: ignore[arg-type]
+        emotion=emotion,  # type: ignore[arg-type]
+        phase=plan.phase,
+        product=plan.product,
+        text=text,
+        reasons=plan.reasons,
+        latency_ms=round(latency_ms, 1),
+        **plan.where,
+    )

@@ -1,0 +1,197 @@
+"""The records an applied event goes out as: profile events, a snapshot for a new
+friend, an agent prompt; and DLQ records for what was rejected.
+
+The pipeline hands each applied event here with its before/after view and scores;
+``processors/outputs.py`` builds every event through the typed models, and this module
+addresses them to their topics, words prompts and counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from portrait import metrics
+from portrait.config import Settings
+from portrait.events import InputEvent, RelationChanged
+from portrait.state.store import ApplyResult
+from processors.assist import AssistSettings, PromptTemplates, assist_settings
+from processors.attributes import iso_from_ms
+from processors.document import DocumentSettings, Update, changed_fields, document_from_state
+from processors.emotion import EmotionResult, negative_streak
+from processors.envelope import Rejection
+from processors.outputs import (
+    Applied,
+    agent_prompt,
+    dlq_record,
+    encode,
+    plan_prompt,
+    profile_changed,
+    profile_erased,
+    profile_merged,
+    profile_snapshot,
+)
+from processors.relationships import became_friend, connected_employees
+from streams.records import InputRecord, OutputRecord
+
+log = logging.getLogger("portrait.pipeline")
+
+Scores = dict[str, object]
+
+
+def now_iso() -> str:
+    """This moment as an RFC 3339 UTC timestamp."""
+    return iso_from_ms(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """An input the store applied (or answered as a redelivery), with what the outputs
+    are built from."""
+
+    record: InputRecord
+    event: InputEvent
+    emotion: EmotionResult | None
+    result: ApplyResult
+    update: Update
+    scores: tuple[Scores, Scores]
+
+
+class Outputs:
+    """Addresses, words and counts the outputs of a batch's events."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        document: DocumentSettings,
+        templates: PromptTemplates,
+        assist: AssistSettings | None = None,
+    ) -> None:
+        self.document = document
+        self.templates = templates
+        self.assist = assist or assist_settings(settings)
+        self.profile_topic = settings.topic("profile-changes")
+        self.prompt_topic = settings.topic("agent-prompts")
+        self.dlq_topic = settings.topic("dlq")
+
+    def applied(self, done: AppliedEvent, emitted_at: str) -> list[OutputRecord]:
+        """Every output of an applied event: merges, the change, the agent prompt it
+        calls for, and the whole profile for an employee who just became a friend. A
+        redelivery whose outputs were never confirmed gets all of them again (the same
+        ids: the state script kept its answer pending)."""
+        result, update = done.result, done.update
+        assert result.customer_id is not None
+        applied = Applied(
+            done.event.event_id,
+            result.customer_id,
+            int(update.after["m"].get("version", 0)),
+            connected_employees(update.after["r"]),
+            emitted_at,
+        )
+        key = applied.customer_id.encode()
+        out = [
+            OutputRecord(self.profile_topic, key, encode(profile_merged(applied, loser)))
+            for loser in result.merged
+        ]
+        changes = changed_fields(update, {"scores": done.scores}, self.document)
+        out.append(OutputRecord(self.profile_topic, key, encode(profile_changed(applied, changes))))
+        prompt = self._prompt(done)
+        if prompt is not None:
+            out.append(prompt)
+        event = done.event
+        if isinstance(event, RelationChanged):
+            employee = event.payload.employee_id
+            if became_friend(employee, update.before["r"], update.after["r"]):
+                assert result.state is not None
+                state = result.state
+                document = document_from_state(
+                    applied.customer_id, state, dict(done.scores[1]), self.document
+                )
+                snapshot = profile_snapshot(applied, employee, document)
+                out.append(OutputRecord(self.profile_topic, key, encode(snapshot)))
+        return out
+
+    def _prompt(self, done: AppliedEvent) -> OutputRecord | None:
+        """The agent prompt an applied event calls for, if any."""
+        emotion = done.emotion
+        if emotion is None or done.result.customer_id is None:
+            return None
+        value = done.scores[1].get("value")
+        plan = plan_prompt(
+            done.event,
+            emotion.label,
+            done.result.prompt,
+            negative_streak(done.update.after["n"]),
+            value if isinstance(value, float) else None,
+            self.assist,
+        )
+        if plan is None:
+            return None
+        now_ms = time.time() * 1000
+        arrived = done.record.timestamp_ms
+        latency_ms = max(now_ms - arrived, 0.0) if arrived else 0.0
+        metrics.PROMPTS.labels(plan.channel, plan.kind).inc()
+        metrics.PROMPT_LATENCY.observe(latency_ms / 1000)
+        text = self.templates.render(
+            plan.channel, plan.kind, plan.language, plan.product, plan.rate
+        )
+        prompt = agent_prompt(
+            plan,
+            done.event.event_id,
+            done.result.customer_id,
+            emotion.label,
+            text,
+            latency_ms,
+            iso_from_ms(now_ms),
+        )
+        return OutputRecord(self.prompt_topic, plan.agent_id.encode(), encode(prompt))
+
+    def erased(
+        self, source_event_id: str, customers: Sequence[str], emitted_at: str
+    ) -> list[OutputRecord]:
+        """``profile.erased`` for each customer an erasure removed."""
+        return [
+            OutputRecord(
+                self.profile_topic,
+                cid.encode(),
+                encode(profile_erased(source_event_id, cid, emitted_at)),
+            )
+            for cid in customers
+        ]
+
+    def rejected(self, record: InputRecord, rejection: Rejection) -> OutputRecord:
+        """The DLQ record of a rejected input, counted and logged (no values)."""
+        metrics.DLQ.labels(rejection.code).inc()
+        log.warning(
+            "rejected input",
+            extra={"topic": record.topic, "partition": record.partition, "reason": rejection.code},
+        )
+        return self._dlq(record, rejection)
+
+    def _dlq(self, record: InputRecord, rejection: Rejection) -> OutputRecord:
+        body = dlq_record(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            rejection.reason,
+            now_iso(),
+        )
+        return OutputRecord(self.dlq_topic, record.key, encode(body))
+
+    def images_rejected(
+        self, record: InputRecord, errors: Sequence[tuple[int, str]]
+    ) -> OutputRecord:
+        """One DLQ record for a message's unreadable images (the message still applies)."""
+        codes = sorted({code for _, code in errors})
+        where = ", ".join(f"image {index} {code}" for index, code in errors)
+        for _, code in errors:
+            metrics.DLQ.labels(code).inc()
+        log.warning(
+            "unreadable image",
+            extra={"topic": record.topic, "partition": record.partition, "reason": codes[0]},
+        )
+        return self._dlq(record, Rejection(f"{codes[0]}: {where}"))

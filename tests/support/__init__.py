@@ -1,0 +1,1 @@
+"""Helpers and fixtures shared by the test modules (loaded by ``tests/conftest.py``)."""

@@ -1,0 +1,35 @@
+"""Fixtures that run the batch pipeline on the session Redis without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from portrait.config import Settings
+from portrait.state.store import RedisProfileStore
+from streams.pipeline import BatchOutcome, BatchPipeline
+from streams.records import InputRecord
+from streams.testing import ListSink
+
+RunBatch = Callable[[Settings, list[InputRecord], ListSink], BatchOutcome]
+
+
+def _run_batch(settings: Settings, batch: list[InputRecord], sink: ListSink) -> BatchOutcome:
+    async def go() -> BatchOutcome:
+        store = RedisProfileStore.for_settings(settings)
+        pipeline = BatchPipeline.for_settings(settings, store)
+        try:
+            return await pipeline.run(batch, sink.deliver)
+        finally:
+            pipeline.close()
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def run_batch() -> RunBatch:
+    """Run one batch through a pipeline built from the settings, into the sink."""
+    return _run_batch

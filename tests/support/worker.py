@@ -1,0 +1,96 @@
+"""The real ``portrait worker`` as a fixture, and what integration tests ask of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from portrait.config import Settings
+from portrait.stack import stop_process
+from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
+from streams.produce import route
+from tests.support.envelopes import settings_env
+
+PORTRAIT = [sys.executable, "-m", "portrait.cli"]
+
+StartWorker = Callable[[Settings, Path], AbstractContextManager[subprocess.Popen[bytes]]]
+
+
+@contextmanager
+def _worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [*PORTRAIT, "worker"],
+            env=settings_env(settings),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def worker() -> StartWorker:
+    """``with worker(settings, log) as process:`` a running worker; stopped (SIGTERM,
+    then SIGKILL) on exit."""
+    return _worker
+
+
+def http_get(settings: Settings, path: str) -> tuple[int, str]:
+    """Status and body of a GET on the worker's HTTP port."""
+    url = f"http://127.0.0.1:{settings.http_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def produce(settings: Settings, events: list[Any], topic: str | None = None) -> None:
+    """Send events (dicts, or raw bytes) to their topics, confirmed."""
+    ensure_topics(settings)
+    lines = [e if isinstance(e, bytes) else orjson.dumps(e) for e in events]
+    produce_confirmed(make_producer(settings), [route(settings, line, topic) for line in lines])
+
+
+def profile_get(settings: Settings, *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    """``portrait profile get … --json``: exit code, document, stderr."""
+    done = subprocess.run(
+        [*PORTRAIT, "profile", "get", *args, "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    body = json.loads(done.stdout) if done.returncode == 0 else None
+    return done.returncode, body, done.stderr.decode()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def outputs(settings: Settings, short: str) -> list[dict[str, Any]]:
+    """Every event on an output topic (short name), decoded."""
+    records = read_topic(settings, settings.topic(short), timeout=30, idle_timeout=3)
+    return [orjson.loads(value) for _, value in records]
