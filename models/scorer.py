@@ -21,6 +21,7 @@ from models.customer_model import CustomerModel, default_customer_model, priorit
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
 from portrait import metrics
 from portrait.config import Settings
+from portrait.events import FeedbackRecorded, InputEvent
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from processors.document import EMPTY_SCORES, Sections, Update
 from processors.emotion import emotion_document
@@ -134,12 +135,16 @@ class Scorer:
             self._last.popitem(last=False)
         return [(before[i], after[i]) for i in range(len(customers))]
 
-    def observe_feedback(
-        self, satisfaction: int, accepted: bool, update: Update, value: Any
-    ) -> None:
-        """A rated feedback becomes a training example (its customer's state after it)."""
-        if self.learner is None:
+    def observe(self, event: InputEvent, update: Update, scores: Scores) -> None:
+        """A feedback with a satisfaction score becomes a training example (its
+        customer's state after it, labelled by the satisfaction and the outcome)."""
+        if self.learner is None or not isinstance(event, FeedbackRecorded):
             return
+        satisfaction = event.payload.satisfaction
+        if satisfaction is None:
+            return
+        value = scores["value"]
+        accepted = event.payload.outcome == "accepted"
         labels = labels_from_feedback(satisfaction, accepted, 0.5 if value is None else value)
         self.learner.observe(feature_vector(update.after), labels)
 

@@ -53,6 +53,18 @@ def _message_name(event_type: str) -> str:
     return event_type.replace(".", "_")
 
 
+def _message(event_type: str, is_input: bool) -> dict[str, Any]:
+    folder = "input" if is_input else "output"
+    return {
+        "name": event_type,
+        "contentType": "application/json",
+        "payload": {
+            "schemaFormat": "application/schema+json;version=draft-07",
+            "schema": {"$ref": f"{folder}/{event_type}.json"},
+        },
+    }
+
+
 def asyncapi_document(prefix: str = "portrait.") -> dict[str, Any]:
     """An AsyncAPI 3.0 document: every topic a channel, every event type a message whose
     payload is the committed JSON Schema; Portrait receives the inputs and sends the
@@ -85,15 +97,7 @@ def asyncapi_document(prefix: str = "portrait.") -> dict[str, Any]:
             ],
         }
         for event_type in event_types:
-            folder = "input" if is_input else "output"
-            messages[_message_name(event_type)] = {
-                "name": event_type,
-                "contentType": "application/json",
-                "payload": {
-                    "schemaFormat": "application/schema+json;version=draft-07",
-                    "schema": {"$ref": f"{folder}/{event_type}.json"},
-                },
-            }
+            messages[_message_name(event_type)] = _message(event_type, is_input)
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from portrait.config import Settings
 from portrait.events import (
     CallStarted,
     ChannelEvent,
@@ -34,6 +35,7 @@ from portrait.events import (
 from processors.assist import (
     AssistSettings,
     ProductStats,
+    assist_settings,
     call_session_delta,
     feedback_counts,
     product_fields,
@@ -130,6 +132,20 @@ class ProfileDelta:
         elif self.whole:
             body["whole"] = True
         return orjson.dumps(body)
+
+
+def delta_settings(settings: Settings) -> DeltaSettings:
+    """The settings that shape deltas, from the configuration."""
+    return DeltaSettings(
+        timezone=ZoneInfo(settings.timezone),
+        half_life_days=settings.preference_half_life_days,
+        attribute_confidence=settings.attribute_confidence,
+        assist=assist_settings(settings),
+        link_fact_identities=settings.facts_link_identities,
+        problem_intents=settings.problem_intents,
+        trends_window_ms=settings.trends_window_seconds * 1000,
+        trends_retention_ms=settings.trends_retention_seconds * 1000,
+    )
 
 
 def _to_ms(moment: datetime) -> int:

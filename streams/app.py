@@ -21,7 +21,9 @@ from portrait.config import Settings
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore
 from streams.kafka import INPUT_TOPICS, ConfirmedProducer
-from streams.pipeline import BatchPipeline, InputRecord, ReadAhead
+from streams.pipeline import BatchPipeline
+from streams.reading import ReadAhead
+from streams.records import InputRecord
 from streams.trends import emit_closed_windows
 
 log = logging.getLogger("portrait.worker")
@@ -92,10 +94,9 @@ def _record(message: Any) -> InputRecord:
     )
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the Faust app for these settings (nothing connects until it starts)."""
+def _faust_app(settings: Settings) -> faust.App:
     _App.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    app = _App(
+    return _App(
         settings.consumer_group,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         processing_guarantee="at_least_once",
@@ -113,6 +114,42 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         broker_credentials=settings.faust_credentials(),
     )
+
+
+class Clients:
+    """What the agent, timers and views share: opened by a start-up task."""
+
+    store: RedisProfileStore | None = None
+    producer: ConfirmedProducer | None = None
+    pipeline: BatchPipeline | None = None
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app for these settings (nothing connects until it starts)."""
+    app = _faust_app(settings)
+    clients = Clients()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def open_clients() -> None:
+        store = RedisProfileStore.for_settings(settings)
+        clients.store, clients.producer = store, ConfirmedProducer(settings)
+        registry = ModelRegistry(store.redis, settings.redis_key_prefix)
+        pipeline = BatchPipeline.for_settings(settings, store, registry)
+        await pipeline.start_models()  # before the first batch waits on them
+        clients.pipeline = pipeline
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    def close_models(_app: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        if clients.pipeline is not None:
+            clients.pipeline.close()
+
+    _add_agent(app, settings, clients)
+    _add_timers(app, settings, clients)
+    _add_views(app, clients)
+    return app
+
+
+def _add_agent(app: faust.App, settings: Settings, clients: Clients) -> None:
     inputs = app.topic(
         *(settings.topic(name) for name in INPUT_TOPICS),
         key_type=bytes,
@@ -121,22 +158,6 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         internal=False,
     )
-    state: dict[str, Any] = {}
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def open_clients() -> None:
-        store = RedisProfileStore.for_settings(settings)
-        state["store"] = store
-        state["producer"] = ConfirmedProducer(settings)
-        registry = ModelRegistry(store.redis, settings.redis_key_prefix)
-        pipeline = BatchPipeline.for_settings(settings, store, registry)
-        await pipeline.start_models()  # before the first batch waits on them
-        state["pipeline"] = pipeline
-
-    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
-    def close_models(_app: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
-        if "pipeline" in state:
-            state["pipeline"].close()
 
     @app.agent(inputs)  # type: ignore[untyped-decorator]
     async def process(stream: Any) -> None:
@@ -148,7 +169,8 @@ def create_app(settings: Settings) -> faust.App:
         async def apply_in_order() -> None:
             while True:
                 events, ahead = await batches.get()
-                await state["pipeline"].run(ahead.records, state["producer"].deliver, ahead)
+                assert clients.pipeline is not None and clients.producer is not None
+                await clients.pipeline.run(ahead.records, clients.producer.deliver, ahead)
                 for event in events:
                     await stream.ack(event)
                 metrics.READY.set(1)
@@ -158,9 +180,9 @@ def create_app(settings: Settings) -> faust.App:
             async for events in stream.noack_take(
                 settings.batch_max_events, within=settings.batch_max_wait_seconds
             ):
-                while "pipeline" not in state:  # the clients open in a task at start-up
+                while clients.pipeline is None:  # the clients open in a task at start-up
                     await app.sleep(0.05)
-                ahead = state["pipeline"].read_ahead([_record(e.message) for e in events])
+                ahead = clients.pipeline.read_ahead([_record(e.message) for e in events])
                 put = asyncio.ensure_future(batches.put((events, ahead)))
                 await asyncio.wait([put, applier], return_when=asyncio.FIRST_COMPLETED)
                 if applier.done():  # it ends only by failing: the agent fails with it
@@ -170,11 +192,13 @@ def create_app(settings: Settings) -> faust.App:
         finally:
             applier.cancel()
 
+
+def _add_timers(app: faust.App, settings: Settings, clients: Clients) -> None:
     @app.timer(settings.trends_check_seconds)  # type: ignore[untyped-decorator]
     async def emit_trends() -> None:
-        if "pipeline" in state:
+        if clients.pipeline is not None and clients.store and clients.producer:
             try:
-                await emit_closed_windows(state["store"].redis, settings, state["producer"].deliver)
+                await emit_closed_windows(clients.store.redis, settings, clients.producer.deliver)
             except Exception:  # the next tick retries; a timer must not die
                 log.exception("trends window emission failed")
 
@@ -183,6 +207,8 @@ def create_app(settings: Settings) -> faust.App:
         if app._consumer is not None:
             _observe_lag(app, set(app.consumer.assignment()))
 
+
+def _add_views(app: faust.App, clients: Clients) -> None:
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics_view(view: View, _request: Request) -> Response:
         return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -193,11 +219,10 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/readyz")  # type: ignore[untyped-decorator]
     async def readyz(view: View, _request: Request) -> Response:
-        store = state.get("store")
         checks = {"redis": False, "kafka": False, "partitions": False}
-        if store is not None:
+        if clients.store is not None:
             try:
-                checks["redis"] = await store.ping()
+                checks["redis"] = await clients.store.ping()
             except Exception:  # a probe reports, it does not raise
                 checks["redis"] = False
         consumer = app.consumer if app._consumer is not None else None
@@ -210,5 +235,3 @@ def create_app(settings: Settings) -> faust.App:
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status=200 if ready else 503,
         )
-
-    return app

@@ -18,30 +18,26 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
 
-from models.prosody import fuse
 from models.scorer import Scorer
 from portrait import metrics
 from portrait.config import Settings
-from portrait.events import CallSegment, FeedbackRecorded, InputEvent
+from portrait.events import InputEvent
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import ApplyResult, ProfileStore
-from processors.assist import PromptTemplates, assist_settings, parse_stats
-from processors.document import Update, document_settings, update_of
+from processors.assist import PromptTemplates, parse_stats
+from processors.document import document_settings, update_of
 from processors.emotion import EmotionResult
 from processors.envelope import Rejection, decode_event
 from processors.indicators import Population
-from processors.profile import DeltaSettings, build_delta
+from processors.profile import build_delta, delta_settings
 from streams.outputs import AppliedEvent, Outputs, now_iso
-from streams.reading import ChunkReading, Reading, model_runner
+from streams.reading import ChunkReading, ReadAhead, Reading, model_runner
 from streams.records import Deliver, InputRecord, OutputRecord
 
 log = logging.getLogger("portrait.pipeline")
-
-__all__ = ["BatchOutcome", "BatchPipeline", "InputRecord", "OutputRecord", "ReadAhead"]
 
 
 @dataclass(slots=True)
@@ -60,36 +56,6 @@ class Accepted:
     record: InputRecord
     event: InputEvent
     emotion: EmotionResult | None
-
-
-@dataclass(slots=True)
-class ReadAhead:
-    """A batch decoded, chunk by chunk, and handed to the models to read before it is
-    applied: the models read it while the batch before it is applied and delivered."""
-
-    records: Sequence[InputRecord]
-    chunks: list[Sequence[InputRecord]]
-    decoded: list[list[InputEvent | Rejection]]
-    readings: list[asyncio.Future[Reading]]
-
-    def cancel(self) -> None:
-        """Drop the readings not yet started (a batch given up on)."""
-        for reading in self.readings:
-            reading.cancel()
-
-
-def delta_settings(settings: Settings) -> DeltaSettings:
-    """The settings that shape deltas."""
-    return DeltaSettings(
-        timezone=ZoneInfo(settings.timezone),
-        half_life_days=settings.preference_half_life_days,
-        attribute_confidence=settings.attribute_confidence,
-        assist=assist_settings(settings),
-        link_fact_identities=settings.facts_link_identities,
-        problem_intents=settings.problem_intents,
-        trends_window_ms=settings.trends_window_seconds * 1000,
-        trends_retention_ms=settings.trends_retention_seconds * 1000,
-    )
 
 
 class BatchPipeline:
@@ -212,7 +178,7 @@ class BatchPipeline:
             for chunk, decoded, reading in zip(
                 ahead.chunks, ahead.decoded, ahead.readings, strict=True
             ):
-                read = self._fused(decoded, await self.reading.settle(decoded, reading))
+                read = await self.reading.settle(decoded, reading)
                 accepted, deltas = self._deltas(chunk, decoded, read, stats, outcome)
                 # queue this chunk's update (sent as soon as the previous one is answered),
                 # then build the previous chunk's outputs meanwhile
@@ -230,15 +196,6 @@ class BatchPipeline:
             if in_flight is not None and not in_flight.done():
                 in_flight.cancel()
         return outcome
-
-    @staticmethod
-    def _fused(decoded: Sequence[InputEvent | Rejection], reading: Reading) -> Reading:
-        """Each customer call turn's emotion fused with its voice."""
-        for index, event in enumerate(decoded):
-            emotion = reading.emotions[index]
-            if isinstance(event, CallSegment) and emotion is not None:
-                reading.emotions[index] = fuse(emotion, event.payload.prosody)
-        return reading
 
     def _deltas(
         self,
@@ -322,15 +279,7 @@ class BatchPipeline:
             outcome.confirm.append((result.customer_id or "", item.event.event_id))
             if first:
                 metrics.MERGES.inc(len(result.merged))
-                self._observe(item.event, update, pair[1])
-
-    def _observe(self, event: InputEvent, update: Update, scores: dict[str, Any]) -> None:
-        """A feedback with a satisfaction score teaches the scorer."""
-        if isinstance(event, FeedbackRecorded) and event.payload.satisfaction is not None:
-            accepted = event.payload.outcome == "accepted"
-            self.scorer.observe_feedback(
-                event.payload.satisfaction, accepted, update, scores["value"]
-            )
+                self.scorer.observe(item.event, update, pair[1])
 
     def _state_error(self, record: InputRecord, result: ApplyResult, outcome: BatchOutcome) -> None:
         """An event the state script failed on goes to the DLQ, counted."""

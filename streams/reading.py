@@ -28,9 +28,10 @@ from models.emotion import default_model
 from models.encoder import SentenceEncoder, load_encoder
 from models.entities import ChineseEntities, EnglishEntities
 from models.ocr import ImageError, TextReader, decode_image, image_bytes, image_policy
+from models.prosody import fuse
 from portrait import metrics
 from portrait.config import Settings
-from portrait.events import InputEvent
+from portrait.events import CallSegment, InputEvent
 from processors.emotion import EmotionResult, text_to_read
 from processors.envelope import Rejection
 from processors.facts import (
@@ -45,6 +46,7 @@ from processors.facts import (
 )
 from processors.intents import IntentMatcher, IntentTable
 from processors.keywords import load_stopwords, terms
+from streams.records import InputRecord
 
 log = logging.getLogger("portrait.reading")
 
@@ -331,6 +333,22 @@ def _error(exc: BaseException) -> dict[str, str]:
     return {"error": type(exc).__name__}
 
 
+@dataclass(slots=True)
+class ReadAhead:
+    """A batch decoded, chunk by chunk, and handed to the models to read before it is
+    applied: the models read it while the batch before it is applied and delivered."""
+
+    records: Sequence[InputRecord]
+    chunks: list[Sequence[InputRecord]]
+    decoded: list[list[InputEvent | Rejection]]
+    readings: list[asyncio.Future[Reading]]
+
+    def cancel(self) -> None:
+        """Drop the readings not yet started (a batch given up on)."""
+        for reading in self.readings:
+            reading.cancel()
+
+
 class ChunkReading:
     """Hands chunks to a :class:`ModelRunner` from the event loop, and gets every chunk
     read even when the models fail on it."""
@@ -357,8 +375,8 @@ class ChunkReading:
         process died): the chunk is read again, then event by event. An event the models
         fail on alone is rejected in ``decoded`` (``unprocessable``), so one bad input
         cannot hold the worker up — unless they also fail on a plain probe text: then the
-        fault is not the input's, and this raises (the batch is retried). The models'
-        times go to the metrics."""
+        fault is not the input's, and this raises (the batch is retried). Each customer
+        call turn's emotion is fused with its voice; the models' times go to the metrics."""
         try:
             read = await reading
         except Exception as exc:
@@ -366,6 +384,10 @@ class ChunkReading:
             read = await self._again(decoded)
         for model, seconds in read.seconds.items():
             metrics.MODEL_SECONDS.labels(model).observe(seconds)
+        for index, event in enumerate(decoded):  # a call turn's emotion, with its voice
+            emotion = read.emotions[index]
+            if isinstance(event, CallSegment) and emotion is not None:
+                read.emotions[index] = fuse(emotion, event.payload.prosody)
         return read
 
     async def _again(self, decoded: list[InputEvent | Rejection]) -> Reading:

@@ -34,7 +34,8 @@ from portrait.lookup import profile_by_id
 from portrait.state.store import RedisProfileStore
 from processors.document import document_settings
 from streams.kafka import INPUT_TOPICS, client_config
-from streams.pipeline import BatchPipeline, InputRecord, OutputRecord
+from streams.pipeline import BatchPipeline
+from streams.records import InputRecord, OutputRecord
 
 Progress = Callable[[int, float], None]
 
@@ -80,6 +81,29 @@ def _assignment(
     return partitions
 
 
+def _consumer(source: Settings) -> Consumer:
+    """A consumer of its own group (it commits nothing: a replay reads from positions)."""
+    return Consumer(
+        client_config(source)
+        | {
+            "group.id": f"portrait-replay-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+        }
+    )
+
+
+def _record(message: Any) -> InputRecord:
+    return InputRecord(
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.key(),
+        message.value(),
+    )
+
+
 async def replay(
     source: Settings,
     target: Settings,
@@ -91,15 +115,7 @@ async def replay(
 ) -> ReplaySummary:
     """Rebuild profiles from ``source``'s input topics into ``target``'s Redis namespace
     (this engine's ``share`` of the partitions)."""
-    consumer = Consumer(
-        client_config(source)
-        | {
-            "group.id": f"portrait-replay-{time.time_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 50,
-        }
-    )
+    consumer = _consumer(source)
     store = RedisProfileStore.for_settings(target)
     pipeline = BatchPipeline.for_settings(target, store, emit=False)
     summary = ReplaySummary()
@@ -120,13 +136,7 @@ async def replay(
         while True:
             batch = await fetching
             fetching = fetch()  # the next batch arrives while this one is applied
-            records = [
-                InputRecord(
-                    m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value()
-                )
-                for m in batch
-                if m.error() is None
-            ]
+            records = [_record(m) for m in batch if m.error() is None]
             now = time.monotonic()
             if not records:
                 if now - idle_since > idle_seconds:
@@ -208,6 +218,21 @@ def replay_parallel(
     ]
     for engine in engines:
         engine.start()
+    done = _collect(reports, engines, progress)
+    for engine in engines:
+        engine.join()
+    failed = [e.name for e in engines if e.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"replay engines failed: {', '.join(failed)}")
+    return _combined(list(done.values()))
+
+
+def _collect(
+    reports: Any, engines: list[Any], progress: Progress | None
+) -> dict[int, ReplaySummary]:
+    """The engines' summaries, reporting their progress as it comes; stops early when an
+    engine died."""
+    processes = len(engines)
     counts = [0] * processes
     done: dict[int, ReplaySummary] = {}
     started = time.monotonic()
@@ -225,12 +250,12 @@ def replay_parallel(
             counts[index] = value
         if progress is not None:
             progress(sum(counts), time.monotonic() - started)
-    for engine in engines:
-        engine.join()
-    failed = [e.name for e in engines if e.exitcode != 0]
-    if failed:
-        raise RuntimeError(f"replay engines failed: {', '.join(failed)}")
-    summaries = list(done.values())
+    return done
+
+
+def _combined(summaries: list[ReplaySummary]) -> ReplaySummary:
+    """One summary of several engines' (rate over the span from the first event any
+    engine applied to the last)."""
     total = ReplaySummary(events=sum(s.events for s in summaries))
     for part in summaries:
         total.outcomes.update(part.outcomes)

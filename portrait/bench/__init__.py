@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -226,6 +227,12 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
         )
     finally:
         stack.down()
+    summary = _summary(results, events, customers)
+    _print(summary, results, as_json)
+    return 0 if summary["lossless"] else 1
+
+
+def _summary(results: list[Measured], events: int, customers: int) -> dict[str, Any]:
     by_name = {r.name: r for r in results}
     summary = {
         "events": events,
@@ -248,6 +255,11 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
             by_name[name].outputs == events for name in ("portrait", "portrait-x2")
         ),
     }
+    return summary
+
+
+def _print(summary: dict[str, Any], results: list[Measured], as_json: bool) -> None:
+    events, customers = summary["events"], summary["customers"]
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -267,4 +279,3 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
             f"  nothing lost: {summary['lossless']}   "
             f"no duplicate outputs: {summary['no_duplicates']}"
         )
-    return 0 if summary["lossless"] else 1

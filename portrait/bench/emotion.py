@@ -99,21 +99,30 @@ def run_emotion_bench(base: Settings, messages: int, as_json: bool) -> int:
         "worker_all_models_vs_model": round(full.rate / model_rate, 3),
         "lossless": worker.unique == messages and full.unique == messages,
     }
+    _print(summary, chunk, as_json)
+    return 0 if summary["lossless"] else 1
+
+
+def _print(summary: dict[str, Any], chunk: int, as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(f"{messages} inbound chat messages with text, batches of {chunk}, one core")
+        model_rate = summary["model_messages_per_second"]
+        worker_rate = summary["worker_messages_per_second"]
+        full_rate = summary["worker_all_models_messages_per_second"]
+        print(
+            f"{summary['messages']} inbound chat messages with text, batches of {chunk}, one core"
+        )
         print(
             f"  model alone      {model_rate:8.0f} messages/s  "
             f"({summary['model_ms_per_message']} ms per message)"
         )
         print(
-            f"  worker + model   {worker.rate:8.0f} messages/s  "
+            f"  worker + model   {worker_rate:8.0f} messages/s  "
             f"({summary['worker_vs_model']}x the model alone; facts, keywords, intents off)"
         )
         print(
-            f"  worker, all      {full.rate:8.0f} messages/s  "
+            f"  worker, all      {full_rate:8.0f} messages/s  "
             f"({summary['worker_all_models_vs_model']}x; + facts, keywords, intents, needs)"
         )
         print(f"  nothing lost: {summary['lossless']}")
-    return 0 if summary["lossless"] else 1

@@ -91,55 +91,71 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(int(share * len(ordered)), len(ordered) - 1)] if ordered else 0.0
 
 
+CALLS = 40
+
+
+def _warm_up(producer: Any, topic: str, watcher: PromptWatcher) -> bool:
+    """Start every call and send one turn each, until the worker answers all of them."""
+    for call in range(CALLS):
+        producer.produce(topic, orjson.dumps(_started(call)), f"lat-call-{call:04d}")
+    for call in range(CALLS):
+        producer.produce(topic, orjson.dumps(_segment(call, 0, 0)), f"lat-call-{call:04d}")
+    producer.flush(10)
+    deadline = time.monotonic() + 120
+    while len(watcher.arrived) < CALLS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(watcher.arrived) >= CALLS
+
+
+def _send_paced(
+    producer: Any, topic: str, rate: int, seconds: float
+) -> tuple[dict[str, float], float]:
+    """``rate`` customer turns a second for ``seconds``, round-robin over the calls: when
+    each was handed to the producer, and how long sending took."""
+    sent: dict[str, float] = {}
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        target = started + i * interval
+        while (pause := target - time.perf_counter()) > 0:
+            time.sleep(min(pause, 0.002))
+        call, seq = i % CALLS, 1 + i // CALLS
+        body = _segment(call, seq, seq * 5_000)
+        sent[body["event_id"]] = time.time()
+        producer.produce(topic, orjson.dumps(body), f"lat-call-{call:04d}")
+        producer.poll(0)
+    producer.flush(10)
+    return sent, time.perf_counter() - started
+
+
+def _worker(settings: Settings) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "portrait.cli", "worker"],
+        env=dict(os.environ) | settings.as_env() | {"PORTRAIT_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def run_latency_bench(base: Settings, rate: int, seconds: float, as_json: bool) -> int:
     """Produce ``rate`` customer segments/s for ``seconds``; print p50/p99 latency."""
     base = on_free_ports(base)
     stack = LocalStack(base)
-    calls = 40
     try:
         stack.up()
         settings = _settings_for(base, "latency")
         ensure_topics(settings)
-        env_extra = {"PORTRAIT_LOG_LEVEL": "WARNING"}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "portrait.cli", "worker"],
-            env=dict(os.environ) | settings.as_env() | env_extra,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        worker = _worker(settings)
         watcher = PromptWatcher(settings)
         watcher.start()
         producer = make_producer(settings, **{"linger.ms": 0})
         topic = settings.topic("calls")
         try:
-            for call in range(calls):
-                producer.produce(topic, orjson.dumps(_started(call)), f"lat-call-{call:04d}")
-            # warm-up: one turn per call, until the worker answers all of them
-            for call in range(calls):
-                producer.produce(topic, orjson.dumps(_segment(call, 0, 0)), f"lat-call-{call:04d}")
-            producer.flush(10)
-            deadline = time.monotonic() + 120
-            while len(watcher.arrived) < calls and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if len(watcher.arrived) < calls:
+            if not _warm_up(producer, topic, watcher):
                 print("the worker did not answer the warm-up turns", file=sys.stderr)
                 return 1
-            sent: dict[str, float] = {}
-            total = int(rate * seconds)
-            interval = 1.0 / rate
-            started = time.perf_counter()
-            for i in range(total):
-                target = started + i * interval
-                while (pause := target - time.perf_counter()) > 0:
-                    time.sleep(min(pause, 0.002))
-                call, seq = i % calls, 1 + i // calls
-                body = _segment(call, seq, seq * 5_000)
-                sent[body["event_id"]] = time.time()
-                producer.produce(topic, orjson.dumps(body), f"lat-call-{call:04d}")
-                producer.poll(0)
-            producer.flush(10)
-            send_seconds = time.perf_counter() - started
+            sent, send_seconds = _send_paced(producer, topic, rate, seconds)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not all(k in watcher.arrived for k in sent):
                 time.sleep(0.1)
@@ -149,13 +165,19 @@ def run_latency_bench(base: Settings, rate: int, seconds: float, as_json: bool) 
             stop_process(worker)
     finally:
         stack.down()
+    summary = _summary(watcher, sent, send_seconds)
+    _print(summary, as_json)
+    return 0 if summary["lossless"] else 1
+
+
+def _summary(watcher: PromptWatcher, sent: dict[str, float], send_seconds: float) -> dict[str, Any]:
     latencies = [
         1000 * (watcher.arrived[k][0] - t) for k, t in sent.items() if k in watcher.arrived
     ]
     internal = [watcher.arrived[k][1] for k in sent if k in watcher.arrived]
-    summary = {
-        "segments": total,
-        "segments_per_second": round(total / send_seconds, 1),
+    return {
+        "segments": len(sent),
+        "segments_per_second": round(len(sent) / send_seconds, 1),
         "prompts": len(latencies),
         "p50_ms": round(_percentile(latencies, 0.50), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1),
@@ -163,22 +185,24 @@ def run_latency_bench(base: Settings, rate: int, seconds: float, as_json: bool) 
         "mean_ms": round(statistics.fmean(latencies), 1) if latencies else 0.0,
         "worker_latency_ms_p50": round(_percentile(internal, 0.50), 1),
         "worker_latency_ms_p99": round(_percentile(internal, 0.99), 1),
-        "lossless": len(latencies) == total,
+        "lossless": len(latencies) == len(sent),
     }
+
+
+def _print(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(
-            f"{total} customer call segments at {summary['segments_per_second']}/s, "
-            f"{calls} concurrent calls, one worker process"
-        )
-        print(
-            f"  produced → prompt consumed  p50 {summary['p50_ms']} ms  "
-            f"p99 {summary['p99_ms']} ms  max {summary['max_ms']} ms"
-        )
-        print(
-            f"  inside the worker (Kafka timestamp → prompt built)  "
-            f"p50 {summary['worker_latency_ms_p50']} ms  p99 {summary['worker_latency_ms_p99']} ms"
-        )
-        print(f"  every segment prompted: {summary['lossless']}")
-    return 0 if summary["lossless"] else 1
+        return
+    print(
+        f"{summary['segments']} customer call segments at {summary['segments_per_second']}/s, "
+        f"{CALLS} concurrent calls, one worker process"
+    )
+    print(
+        f"  produced → prompt consumed  p50 {summary['p50_ms']} ms  "
+        f"p99 {summary['p99_ms']} ms  max {summary['max_ms']} ms"
+    )
+    print(
+        f"  inside the worker (Kafka timestamp → prompt built)  "
+        f"p50 {summary['worker_latency_ms_p50']} ms  p99 {summary['worker_latency_ms_p99']} ms"
+    )
+    print(f"  every segment prompted: {summary['lossless']}")
