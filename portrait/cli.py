@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 
 from portrait.config import Settings, load_settings
+from portrait.errors import ServiceUnreachable, without_password
 from processors.document import document_settings
 
 IDENTIFIER_FLAGS = {
@@ -162,15 +164,16 @@ def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- trends -----------------------------------------------------------------------------
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def _seconds(text: str) -> int:
-    """``90``, ``30m``, ``1h``, ``7d`` → seconds."""
-    text = text.strip().lower()
-    if text and text[-1] in _UNITS:
-        return int(float(text[:-1]) * _UNITS[text[-1]])
-    return int(text)
+    """``90``, ``30m``, ``1h``, ``7d``, ``1h30m`` → seconds (a bare number is seconds)."""
+    from pytimeparse.timeparse import timeparse as parse
+
+    text = text.strip()
+    seconds = int(text) if text.isdigit() else parse(text)
+    if seconds is None:
+        raise SystemExit(f"portrait: not a duration: {text!r} (e.g. 90, 30m, 1h, 7d)")
+    return int(seconds)
 
 
 def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
@@ -246,6 +249,8 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from streams.imports import build_imports, parse_mapping
     from streams.kafka import ensure_topics, make_producer, produce_confirmed
     from streams.produce import route
@@ -261,14 +266,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     ensure_topics(settings)
     producer = make_producer(settings)
     step = 1000
-    for start in range(0, len(lines), step):
-        chunk = lines[start : start + step]
-        produce_confirmed(producer, [route(settings, line) for line in chunk])
-        done = start + len(chunk)
-        bar = "#" * (30 * done // len(lines))
-        print(f"\r[{bar:<30}] {done}/{len(lines)} rows", end="", file=sys.stderr, flush=True)
-    if lines:
-        print(file=sys.stderr)
+    with tqdm(total=len(lines), unit="rows", file=sys.stderr, disable=not lines) as bar:
+        for start in range(0, len(lines), step):
+            chunk = lines[start : start + step]
+            produce_confirmed(producer, [route(settings, line) for line in chunk])
+            bar.update(len(chunk))
     for reason in summary.reasons[:20]:
         print(reason, file=sys.stderr)
     print(f"accepted {summary.accepted}, rejected {summary.rejected}")
@@ -342,7 +344,9 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import datetime
 
     import redis
+    from tqdm import tqdm
 
+    from streams.kafka import check_broker
     from streams.replay import replay_parallel, verify
 
     prefix = args.namespace or f"replay-{time.strftime('%Y%m%d-%H%M%S')}:"
@@ -357,23 +361,24 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         print(f"namespace {prefix!r} is not empty; choose a fresh one", file=sys.stderr)
         return 2
     since_ms = int(datetime.fromisoformat(args.since).timestamp() * 1000) if args.since else None
+    check_broker(settings)
 
-    def progress(events: int, seconds: float) -> None:
-        rate = events / seconds if seconds > 0 else 0.0
-        print(f"\rreplayed {events:,} events  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+    with tqdm(unit="events", desc="replayed", file=sys.stderr) as bar:
 
-    summary = replay_parallel(
-        settings,
-        target,
-        args.processes,
-        since_ms=since_ms,
-        idle_seconds=args.idle_timeout,
-        progress=progress,
-    )
-    print(file=sys.stderr)
+        def progress(events: int, _seconds: float) -> None:
+            bar.update(events - bar.n)
+
+        summary = replay_parallel(
+            settings,
+            target,
+            args.processes,
+            since_ms=since_ms,
+            idle_seconds=args.idle_timeout,
+            progress=progress,
+        )
     result: dict[str, Any] = {
         "namespace": prefix,
-        "redis_url": target.redis_url,
+        "redis_url": without_password(target.redis_url),
         "events": summary.events,
         "customers": summary.customers,
         "outcomes": dict(summary.outcomes),
@@ -383,27 +388,33 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.verify:
         report = asyncio.run(verify(settings, target))
         result["differences"] = report
-    if args.json:
-        _print_json(result)
-    else:
-        print(
-            f"replayed {summary.events:,} events into {prefix!r} in {summary.seconds:.1f} s "
-            f"({summary.rate:,.0f}/s): {summary.customers:,} customers, "
-            + ", ".join(f"{kind} {count:,}" for kind, count in sorted(summary.outcomes.items()))
-        )
-        if args.verify:
-            if not result["differences"]:
-                print("verify: every rebuilt profile equals the live one")
-            for cid, paths in sorted(result["differences"].items()):
-                print(f"verify: {cid} differs at {', '.join(paths)}")
+    _print_replay(result, args.json, args.verify)
     return 1 if args.verify and result["differences"] else 0
+
+
+def _print_replay(result: dict[str, Any], as_json: bool, verified: bool) -> None:
+    if as_json:
+        _print_json(result)
+        return
+    outcomes = ", ".join(f"{kind} {count:,}" for kind, count in sorted(result["outcomes"].items()))
+    print(
+        f"replayed {result['events']:,} events into {result['namespace']!r} in "
+        f"{result['seconds']:.1f} s ({result['events_per_second']:,.0f}/s): "
+        f"{result['customers']:,} customers, {outcomes}"
+    )
+    if verified:
+        if not result["differences"]:
+            print("verify: every rebuilt profile equals the live one")
+        for cid, paths in sorted(result["differences"].items()):
+            print(f"verify: {cid} differs at {', '.join(paths)}")
 
 
 def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-    from streams.kafka import client_config
+    from streams.kafka import check_broker, client_config
 
+    check_broker(settings)
     topic = (
         args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic(args.topic)
     )
@@ -552,6 +563,9 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``portrait`` command."""
     parser = argparse.ArgumentParser(prog="portrait", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="start, stop or show the embedded local Kafka + Redis")
@@ -686,10 +700,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``portrait`` console script."""
+    """Entry point of the ``portrait`` console script.
+
+    A service that does not answer is one line on stderr (which address, and how to
+    start the local stack) and exit code 3 (Redis) or 4 (Kafka), without a traceback
+    unless ``--debug``.
+    """
+    import redis.exceptions
+
     args = build_parser().parse_args(argv)
-    code: int = args.func(load_settings(), args)
+    settings = load_settings()
+    try:
+        code: int = args.func(settings, args)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        return _unreachable(ServiceUnreachable("Redis", settings.redis_url), exc, args.debug)
+    except ServiceUnreachable as exc:
+        return _unreachable(exc, exc, args.debug)
     return code
+
+
+def _unreachable(error: ServiceUnreachable, cause: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(cause)
+    print(f"portrait: {error.hint()}", file=sys.stderr)
+    return error.exit_code
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from portrait.config import Settings
+from portrait.errors import ServiceUnreachable
 from streams.records import OutputRecord
 
 log = logging.getLogger("portrait.kafka")
@@ -29,9 +30,46 @@ def all_topics(settings: Settings) -> list[str]:
     return [settings.topic(name) for name in INPUT_TOPICS + OUTPUT_TOPICS]
 
 
+class OncePerInterval(logging.Filter):
+    """Lets a message through once per ``seconds`` (librdkafka repeats a failing
+    connection's error many times a second)."""
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = record.getMessage()
+        now = time.monotonic()
+        if now - self._last.get(key, -self.seconds) < self.seconds:
+            return False
+        self._last[key] = now
+        return True
+
+
+RDKAFKA_LOG = logging.getLogger("portrait.rdkafka")
+RDKAFKA_LOG.addFilter(OncePerInterval())
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
-    """Settings every confluent-kafka client shares."""
-    return {"bootstrap.servers": settings.kafka_bootstrap} | settings.kafka_client_config()
+    """Settings every confluent-kafka client shares; librdkafka logs through Python
+    logging (``portrait.rdkafka``), each message at most once per 30 s."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "logger": RDKAFKA_LOG,
+    } | settings.kafka_client_config()
+
+
+def check_broker(settings: Settings, timeout: float = 5.0) -> AdminClient:
+    """An admin client of a broker that answered; :class:`ServiceUnreachable` if none
+    did within ``timeout`` seconds."""
+    admin = AdminClient(client_config(settings))
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ServiceUnreachable("Kafka", settings.kafka_bootstrap) from exc
+    return admin
 
 
 def topic_config(settings: Settings) -> dict[str, str]:
@@ -41,7 +79,7 @@ def topic_config(settings: Settings) -> dict[str, str]:
 
 def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
     """Create every missing Portrait topic with explicit configs; returns those created."""
-    admin = AdminClient(client_config(settings))
+    admin = check_broker(settings, timeout=min(timeout, 5.0))
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [t for t in all_topics(settings) if t not in existing]
     if not wanted:

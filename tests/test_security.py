@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from portrait.config import Settings
-from streams.kafka import client_config
+from streams.kafka import RDKAFKA_LOG, client_config
 
 
 def test_plaintext_by_default() -> None:
@@ -13,6 +13,7 @@ def test_plaintext_by_default() -> None:
     assert client_config(settings) == {
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "PLAINTEXT",
+        "logger": RDKAFKA_LOG,
     }
     assert settings.faust_credentials() is None and settings.redis_options() == {}
 
