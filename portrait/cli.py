@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import traceback
@@ -86,6 +87,9 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from streams.worker import run_worker, run_workers
 
+    if args.lane is not None:
+        settings = settings.model_copy(update={"lane": args.lane})
+        os.environ["PORTRAIT_LANE"] = args.lane  # and to the processes it starts
     if args.processes > 1:
         return run_workers(settings, args.processes)
     run_worker(settings)
@@ -550,7 +554,13 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.prompts:
         from portrait.bench.latency import run_latency_bench
 
-        return run_latency_bench(settings, rate=args.rate, seconds=args.seconds, as_json=args.json)
+        return run_latency_bench(
+            settings,
+            rate=args.rate,
+            seconds=args.seconds,
+            as_json=args.json,
+            backlog=args.backlog,
+        )
     if args.emotion:
         from portrait.bench.emotion import run_emotion_bench
 
@@ -574,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(func=cmd_stack)
 
     worker = sub.add_parser("worker", help="run the Faust worker")
+    worker.add_argument(
+        "--lane",
+        choices=["all", "realtime", "bulk"],
+        default=None,
+        help="the lanes this worker serves (default PORTRAIT_LANE, all): realtime reads "
+        "calls and chat, bulk the channel events and commands",
+    )
     worker.add_argument(
         "--processes",
         type=int,
@@ -691,6 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fresh customers against customers with a long history: events/s, Redis µs, bytes",
     )
     bench.add_argument("--history", type=int, default=500, help="events per mature customer")
+    bench.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="--prompts: channel events produced at once before the segments (and a run "
+        "without segments, for the drain rate)",
+    )
     bench.add_argument("--chats", type=int, default=2000, help="chat events per --growth run")
     bench.add_argument(
         "--channel-events", type=int, default=3000, help="channel events per --growth run"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -20,9 +21,10 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore
-from streams.kafka import INPUT_TOPICS, ConfirmedProducer
+from streams.kafka import ConfirmedProducer
+from streams.lanes import LANES, Urgency, consumer_group, lanes_for
 from streams.pipeline import BatchPipeline
-from streams.reading import ReadAhead
+from streams.reading import GatedRunner, ReadAhead, model_runner
 from streams.records import InputRecord
 from streams.trends import emit_closed_windows
 
@@ -97,7 +99,7 @@ def _record(message: Any) -> InputRecord:
 def _faust_app(settings: Settings) -> faust.App:
     _App.fetch_max_wait_ms = settings.fetch_max_wait_ms
     return _App(
-        settings.consumer_group,
+        consumer_group(settings.consumer_group, settings.lane),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.effective_session_timeout,
@@ -116,73 +118,117 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
+@dataclass
+class Lane:
+    """One lane's pipeline and producer (``streams/lanes.py``)."""
+
+    pipeline: BatchPipeline
+    producer: ConfirmedProducer
+
+
+@dataclass
 class Clients:
-    """What the agent, timers and views share: opened by a start-up task."""
+    """What the agents, timers and views share: opened by a start-up task."""
 
     store: RedisProfileStore | None = None
     producer: ConfirmedProducer | None = None
-    pipeline: BatchPipeline | None = None
+    lanes: dict[str, Lane] = field(default_factory=dict)
+    urgency: Urgency = field(default_factory=Urgency)
+
+    @property
+    def ready(self) -> bool:
+        """Every lane's pipeline is built and its models are loaded."""
+        return bool(self.lanes)
 
 
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for these settings (nothing connects until it starts)."""
     app = _faust_app(settings)
     clients = Clients()
+    lanes = lanes_for(settings.lane)
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_clients() -> None:
-        store = RedisProfileStore.for_settings(settings)
-        clients.store, clients.producer = store, ConfirmedProducer(settings)
-        registry = ModelRegistry(store.redis, settings.redis_key_prefix)
-        pipeline = BatchPipeline.for_settings(settings, store, registry)
-        await pipeline.start_models()  # before the first batch waits on them
-        clients.pipeline = pipeline
+        clients.store, clients.producer = _store(settings), ConfirmedProducer(settings)
+        runner = model_runner(settings)  # one model process, shared by the lanes
+        opened: dict[str, Lane] = {}
+        for name in lanes:
+            bulk = name == "bulk"
+            store = clients.store if not opened else _store(settings)
+            registry = ModelRegistry(store.redis, settings.redis_key_prefix)
+            pipeline = BatchPipeline.for_settings(
+                settings,
+                store,
+                registry,
+                runner=GatedRunner(runner) if bulk and len(lanes) > 1 else runner,
+                pause=clients.urgency.wait_quiet if bulk else None,
+            )
+            producer = clients.producer if not opened else ConfirmedProducer(settings)
+            opened[name] = Lane(pipeline, producer)
+        await asyncio.wrap_future(runner.start())  # before the first batch waits on it
+        clients.lanes = opened
 
     @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
     def close_models(_app: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
-        if clients.pipeline is not None:
-            clients.pipeline.close()
+        for lane in clients.lanes.values():
+            lane.pipeline.close()
 
-    _add_agent(app, settings, clients)
+    for name in lanes:
+        _add_agent(app, settings, clients, name)
     _add_timers(app, settings, clients)
     _add_views(app, clients)
     return app
 
 
-def _add_agent(app: faust.App, settings: Settings, clients: Clients) -> None:
+def _store(settings: Settings) -> RedisProfileStore:
+    return RedisProfileStore.for_settings(settings)
+
+
+def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) -> None:
     inputs = app.topic(
-        *(settings.topic(name) for name in INPUT_TOPICS),
+        *(settings.topic(name) for name in LANES[lane]),
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
         internal=False,
     )
+    realtime = lane == "realtime"
+    batch_max = settings.realtime_batch_max_events if realtime else settings.batch_max_events
 
-    @app.agent(inputs)  # type: ignore[untyped-decorator]
+    @app.agent(inputs, name=f"portrait-{lane}")  # type: ignore[untyped-decorator]
     async def process(stream: Any) -> None:
         # Two stages: this loop takes a batch and hands it to the models at once; the
         # applier applies batches in arrival order and acknowledges them. So the models
-        # read the next batch while the one before it is applied and delivered.
+        # read the next batch while the one before it is applied and delivered. A
+        # realtime batch is urgent from the moment it is taken until it is acknowledged.
         batches: asyncio.Queue[tuple[list[Any], ReadAhead]] = asyncio.Queue(maxsize=1)
 
         async def apply_in_order() -> None:
             while True:
                 events, ahead = await batches.get()
-                assert clients.pipeline is not None and clients.producer is not None
-                await clients.pipeline.run(ahead.records, clients.producer.deliver, ahead)
-                for event in events:
-                    await stream.ack(event)
+                chosen = clients.lanes[lane]
+                try:
+                    await chosen.pipeline.run(ahead.records, chosen.producer.deliver, ahead)
+                    for event in events:
+                        await stream.ack(event)
+                finally:
+                    if realtime:
+                        clients.urgency.end()
                 metrics.READY.set(1)
 
         applier = asyncio.ensure_future(apply_in_order())
         try:
             async for events in stream.noack_take(
-                settings.batch_max_events, within=settings.batch_max_wait_seconds
+                batch_max, within=settings.batch_max_wait_seconds
             ):
-                while clients.pipeline is None:  # the clients open in a task at start-up
+                while not clients.ready:  # the clients open in a task at start-up
                     await app.sleep(0.05)
-                ahead = clients.pipeline.read_ahead([_record(e.message) for e in events])
+                if realtime:
+                    clients.urgency.begin()
+                ahead = clients.lanes[lane].pipeline.read_ahead(
+                    [_record(e.message) for e in events]
+                )
                 put = asyncio.ensure_future(batches.put((events, ahead)))
                 await asyncio.wait([put, applier], return_when=asyncio.FIRST_COMPLETED)
                 if applier.done():  # it ends only by failing: the agent fails with it
@@ -196,7 +242,7 @@ def _add_agent(app: faust.App, settings: Settings, clients: Clients) -> None:
 def _add_timers(app: faust.App, settings: Settings, clients: Clients) -> None:
     @app.timer(settings.trends_check_seconds)  # type: ignore[untyped-decorator]
     async def emit_trends() -> None:
-        if clients.pipeline is not None and clients.store and clients.producer:
+        if clients.ready and clients.store and clients.producer:
             try:
                 await emit_closed_windows(clients.store.redis, settings, clients.producer.deliver)
             except Exception:  # the next tick retries; a timer must not die

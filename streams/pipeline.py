@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +34,7 @@ from processors.envelope import Rejection, decode_event
 from processors.indicators import Population
 from processors.profile import build_delta, delta_settings
 from streams.outputs import AppliedEvent, Outputs, now_iso
-from streams.reading import ChunkReading, ReadAhead, Reading, model_runner
+from streams.reading import ChunkReading, ModelRunner, ReadAhead, Reading, model_runner
 from streams.records import Deliver, InputRecord, OutputRecord
 
 log = logging.getLogger("portrait.pipeline")
@@ -70,15 +70,18 @@ class BatchPipeline:
         outputs: Outputs,
         *,
         emit: bool = True,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``emit=False`` (replay) applies state only: no outputs are built or kept
-        pending, nothing is scored."""
+        pending, nothing is scored. ``pause`` is awaited before each chunk (the bulk lane
+        waits there while a realtime batch is in flight: ``streams/lanes.py``)."""
         self.settings = settings
         self.store = store
         self.reading = reading
         self.scorer = scorer
         self.outputs = outputs
         self.emit = emit
+        self.pause = pause
         self.deltas = delta_settings(settings)
         self.retention_ms = settings.dedup_retention_seconds * 1000
 
@@ -90,14 +93,17 @@ class BatchPipeline:
         registry: ModelRegistry | None = None,
         *,
         emit: bool = True,
+        runner: ModelRunner | None = None,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> BatchPipeline:
-        """The pipeline these settings describe: their model runner, scorer (the
-        registry's model, learning from feedback) and prompt templates."""
-        reading = ChunkReading(model_runner(settings), settings.reads_images)
+        """The pipeline these settings describe: their model runner (or ``runner``, one
+        another pipeline shares), scorer (the registry's model, learning from feedback)
+        and prompt templates."""
+        reading = ChunkReading(runner or model_runner(settings), settings.reads_images)
         scorer = Scorer.for_settings(settings, registry) if emit else Scorer(None)
         templates = PromptTemplates.load(settings.prompts_file)
         outputs = Outputs(settings, document_settings(settings), templates)
-        return cls(settings, store, reading, scorer, outputs, emit=emit)
+        return cls(settings, store, reading, scorer, outputs, emit=emit, pause=pause)
 
     async def start_models(self) -> None:
         """Load every model now, before the first batch waits on one."""
@@ -178,6 +184,8 @@ class BatchPipeline:
             for chunk, decoded, reading in zip(
                 ahead.chunks, ahead.decoded, ahead.readings, strict=True
             ):
+                if self.pause is not None:
+                    await self.pause()
                 read = await self.reading.settle(decoded, reading)
                 accepted, deltas = self._deltas(chunk, decoded, read, stats, outcome)
                 # queue this chunk's update (sent as soon as the previous one is answered),

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -316,6 +319,64 @@ class ModelProcess:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+class GatedRunner:
+    """Sends requests to a shared runner one at a time: another user of the same runner
+    (the realtime lane) then waits behind at most one of these in the model process's
+    queue. The shared runner is started and closed by its owner."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self.runner = runner
+        self._waiting: deque[tuple[ReadRequest, concurrent.futures.Future[Reading]]] = deque()
+        self._busy = False
+        self._lock = threading.RLock()  # a request that completes at once calls back here
+
+    def start(self) -> concurrent.futures.Future[Any]:
+        return self.runner.start()
+
+    def submit(self, request: ReadRequest) -> concurrent.futures.Future[Reading]:
+        outer: concurrent.futures.Future[Reading] = concurrent.futures.Future()
+        with self._lock:
+            self._waiting.append((request, outer))
+            if not self._busy:
+                self._send_next()
+        return outer
+
+    def _send_next(self) -> None:
+        while self._waiting:
+            request, outer = self._waiting.popleft()
+            if not outer.set_running_or_notify_cancel():  # dropped while it waited
+                continue
+            self._busy = True
+            try:
+                inner = self.runner.submit(request)
+            except Exception as exc:
+                outer.set_exception(exc)
+                continue
+            inner.add_done_callback(functools.partial(self._finished, outer=outer))
+            return
+        self._busy = False
+
+    def _finished(
+        self,
+        inner: concurrent.futures.Future[Reading],
+        *,
+        outer: concurrent.futures.Future[Reading],
+    ) -> None:
+        error = inner.exception() if not inner.cancelled() else RuntimeError("read cancelled")
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(inner.result())
+        with self._lock:
+            self._send_next()
+
+    def close(self) -> None:
+        with self._lock:
+            for _, outer in self._waiting:
+                outer.cancel()
+            self._waiting.clear()
 
 
 def model_runner(settings: Settings) -> ModelRunner:

@@ -23,10 +23,11 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from portrait.bench import _settings_for
+from portrait.bench import _settings_for, bench_events
 from portrait.config import Settings
 from portrait.stack import LocalStack, on_free_ports, stop_process
-from streams.kafka import client_config, ensure_topics, make_producer
+from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed
+from streams.records import OutputRecord
 
 PLEASED = ("太好了，非常满意，谢谢你们", "Great, that sounds perfect, thank you so much")
 UPSET = ("你们太差劲了，我要投诉", "This is the worst service ever, I want to complain")
@@ -73,7 +74,8 @@ class PromptWatcher(threading.Thread):
         self.consumer.assign(
             [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions.partitions]
         )
-        self.arrived: dict[str, tuple[float, float]] = {}
+        self.arrived: dict[str, tuple[float, float, float]] = {}
+        """source event id → (arrival here, the worker's latency_ms, Kafka timestamp s)."""
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -82,7 +84,8 @@ class PromptWatcher(threading.Thread):
                 if message.error() is None:
                     now = time.time()
                     body = orjson.loads(message.value() or b"{}")
-                    self.arrived[body["source_event_id"]] = (now, body["latency_ms"])
+                    stamp = message.timestamp()[1] / 1000
+                    self.arrived[body["source_event_id"]] = (now, body["latency_ms"], stamp)
         self.consumer.close()
 
 
@@ -138,42 +141,99 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
-def run_latency_bench(base: Settings, rate: int, seconds: float, as_json: bool) -> int:
-    """Produce ``rate`` customer segments/s for ``seconds``; print p50/p99 latency."""
+def run_latency_bench(
+    base: Settings, rate: int, seconds: float, as_json: bool, backlog: int = 0
+) -> int:
+    """Produce ``rate`` customer segments/s for ``seconds``; print p50/p99 latency. With
+    ``backlog``: first that many channel events at once, and the backlog's drain rate
+    measured twice, with the segments and in a run without them."""
     base = on_free_ports(base)
     stack = LocalStack(base)
     try:
         stack.up()
-        settings = _settings_for(base, "latency")
-        ensure_topics(settings)
-        worker = _worker(settings)
-        watcher = PromptWatcher(settings)
-        watcher.start()
-        producer = make_producer(settings, **{"linger.ms": 0})
-        topic = settings.topic("calls")
-        try:
-            if not _warm_up(producer, topic, watcher):
-                print("the worker did not answer the warm-up turns", file=sys.stderr)
-                return 1
-            sent, send_seconds = _send_paced(producer, topic, rate, seconds)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not all(k in watcher.arrived for k in sent):
-                time.sleep(0.1)
-        finally:
-            watcher.stopping.set()
-            watcher.join(5)
-            stop_process(worker)
+        summary = _run(base, "latency", rate, seconds, backlog)
+        if backlog:
+            alone = _run(base, "drain", 0, seconds, backlog)
+            summary["drain_events_per_second_alone"] = alone["drain_events_per_second"]
+            summary["drain_ratio"] = round(
+                summary["drain_events_per_second"] / alone["drain_events_per_second"], 3
+            )
     finally:
         stack.down()
-    summary = _summary(watcher, sent, send_seconds)
     _print(summary, as_json)
     return 0 if summary["lossless"] else 1
+
+
+def _run(base: Settings, name: str, rate: int, seconds: float, backlog: int) -> dict[str, Any]:
+    """One worker on fresh topics: warm-up, the backlog (if any), then the paced turns."""
+    settings = _settings_for(base, name)
+    ensure_topics(settings)
+    worker = _worker(settings)
+    watcher = PromptWatcher(settings)
+    watcher.start()
+    producer = make_producer(settings, **{"linger.ms": 0})
+    topic = settings.topic("calls")
+    sent: dict[str, float] = {}
+    send_seconds = 0.0
+    try:
+        if not _warm_up(producer, topic, watcher):
+            raise RuntimeError("the worker did not answer the warm-up turns")
+        if backlog:
+            bulk = make_producer(settings, **{"linger.ms": 20})
+            produce_confirmed(
+                bulk,
+                [
+                    OutputRecord(settings.topic("channel-events"), e.key, e.value)
+                    for e in bench_events(backlog, max(backlog // 10, 1))
+                ],
+            )
+        if rate:
+            sent, send_seconds = _send_paced(producer, topic, rate, seconds)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(k in watcher.arrived for k in sent):
+            time.sleep(0.1)
+        drain = _drain_rate(settings, backlog) if backlog else 0.0
+    finally:
+        watcher.stopping.set()
+        watcher.join(5)
+        stop_process(worker)
+    summary: dict[str, Any] = _summary(watcher, sent, send_seconds) if rate else {"lossless": True}
+    summary["backlog"] = backlog
+    summary["drain_events_per_second"] = round(drain, 1)
+    return summary
+
+
+def _drain_rate(settings: Settings, backlog: int, timeout: float = 600.0) -> float:
+    """Backlog events per second, from the Kafka timestamps of their first and last
+    ``profile.changed`` (waits until every one of them is out)."""
+    topic = settings.topic("profile-changes")
+    consumer = Consumer(
+        client_config(settings) | {"group.id": "bench-drain", "enable.auto.commit": False}
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    stamps: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(stamps) < backlog and time.monotonic() < deadline:
+            for message in consumer.consume(5000, 0.2):
+                if message.error() is None:
+                    body = orjson.loads(message.value() or b"{}")
+                    source = body.get("source_event_id", "")
+                    if body.get("type") == "profile.changed" and source.startswith("b-"):
+                        stamps[source] = message.timestamp()[1] / 1000
+    finally:
+        consumer.close()
+    if len(stamps) < 2:
+        return 0.0
+    return len(stamps) / (max(stamps.values()) - min(stamps.values()))
 
 
 def _summary(watcher: PromptWatcher, sent: dict[str, float], send_seconds: float) -> dict[str, Any]:
     latencies = [
         1000 * (watcher.arrived[k][0] - t) for k, t in sent.items() if k in watcher.arrived
     ]
+    stamped = [1000 * (watcher.arrived[k][2] - t) for k, t in sent.items() if k in watcher.arrived]
     internal = [watcher.arrived[k][1] for k in sent if k in watcher.arrived]
     return {
         "segments": len(sent),
@@ -185,6 +245,8 @@ def _summary(watcher: PromptWatcher, sent: dict[str, float], send_seconds: float
         "mean_ms": round(statistics.fmean(latencies), 1) if latencies else 0.0,
         "worker_latency_ms_p50": round(_percentile(internal, 0.50), 1),
         "worker_latency_ms_p99": round(_percentile(internal, 0.99), 1),
+        "kafka_timestamps_p50_ms": round(_percentile(stamped, 0.50), 1),
+        "kafka_timestamps_p99_ms": round(_percentile(stamped, 0.99), 1),
         "lossless": len(latencies) == len(sent),
     }
 
@@ -193,6 +255,13 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
         return
+    if summary["backlog"]:
+        print(
+            f"behind a backlog of {summary['backlog']} channel events produced at once: "
+            f"drained at {summary['drain_events_per_second']:.0f}/s with the segments, "
+            f"{summary['drain_events_per_second_alone']:.0f}/s without "
+            f"({summary['drain_ratio']}x)"
+        )
     print(
         f"{summary['segments']} customer call segments at {summary['segments_per_second']}/s, "
         f"{CALLS} concurrent calls, one worker process"
@@ -204,5 +273,9 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     print(
         f"  inside the worker (Kafka timestamp → prompt built)  "
         f"p50 {summary['worker_latency_ms_p50']} ms  p99 {summary['worker_latency_ms_p99']} ms"
+    )
+    print(
+        f"  segment produced → prompt Kafka timestamp  p50 {summary['kafka_timestamps_p50_ms']} "
+        f"ms  p99 {summary['kafka_timestamps_p99_ms']} ms"
     )
     print(f"  every segment prompted: {summary['lossless']}")
