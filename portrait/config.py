@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     topic_retention_ms: int = 7 * 24 * 3600 * 1000
 
     consumer_group: str = "portrait-worker"
-    batch_max_events: int = Field(default=1000, ge=1)
+    batch_max_events: int = Field(default=250, ge=1)
     batch_max_wait_seconds: float = Field(default=0.01, gt=0)
     realtime_batch_max_events: int = Field(default=100, ge=1)
     lane: Literal["all", "realtime", "bulk"] = "all"

@@ -185,6 +185,7 @@ def _store(settings: Settings) -> RedisProfileStore:
 
 
 def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) -> None:
+    realtime = lane == "realtime"
     inputs = app.topic(
         *(settings.topic(name) for name in LANES[lane]),
         key_type=bytes,
@@ -193,7 +194,6 @@ def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) 
         value_serializer="raw",
         internal=False,
     )
-    realtime = lane == "realtime"
     batch_max = settings.realtime_batch_max_events if realtime else settings.batch_max_events
 
     @app.agent(inputs, name=f"portrait-{lane}")  # type: ignore[untyped-decorator]
