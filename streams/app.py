@@ -96,10 +96,10 @@ def _record(message: Any) -> InputRecord:
     )
 
 
-def _faust_app(settings: Settings) -> faust.App:
+def _faust_app(settings: Settings, lane: str, web: bool) -> faust.App:
     _App.fetch_max_wait_ms = settings.fetch_max_wait_ms
     return _App(
-        consumer_group(settings.consumer_group, settings.lane),
+        consumer_group(settings.consumer_group, lane),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         processing_guarantee="at_least_once",
         broker_session_timeout=settings.effective_session_timeout,
@@ -108,6 +108,7 @@ def _faust_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,
         topic_disable_leader=True,
+        web_enabled=web,
         web_port=settings.http_port,
         web_bind="127.0.0.1" if settings.profile == "local" else "0.0.0.0",
         web_in_thread=False,
@@ -141,11 +142,14 @@ class Clients:
         return bool(self.lanes)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the Faust app for these settings (nothing connects until it starts)."""
-    app = _faust_app(settings)
-    clients = Clients()
+def create_apps(settings: Settings) -> list[faust.App]:
+    """The Faust apps of a worker for these settings, one per lane, each with its own
+    consumer (nothing connects until they start). The first serves HTTP and runs the
+    timers."""
     lanes = lanes_for(settings.lane)
+    apps = {name: _faust_app(settings, name, web=index == 0) for index, name in enumerate(lanes)}
+    app = next(iter(apps.values()))
+    clients = Clients()
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_clients() -> None:
@@ -173,11 +177,11 @@ def create_app(settings: Settings) -> faust.App:
         for lane in clients.lanes.values():
             lane.pipeline.close()
 
-    for name in lanes:
-        _add_agent(app, settings, clients, name)
-    _add_timers(app, settings, clients)
-    _add_views(app, clients)
-    return app
+    for name, lane_app in apps.items():
+        _add_agent(lane_app, settings, clients, name)
+    _add_timers(list(apps.values()), settings, clients)
+    _add_views(list(apps.values()), clients)
+    return list(apps.values())
 
 
 def _store(settings: Settings) -> RedisProfileStore:
@@ -239,7 +243,9 @@ def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) 
             applier.cancel()
 
 
-def _add_timers(app: faust.App, settings: Settings, clients: Clients) -> None:
+def _add_timers(apps: list[faust.App], settings: Settings, clients: Clients) -> None:
+    app = apps[0]
+
     @app.timer(settings.trends_check_seconds)  # type: ignore[untyped-decorator]
     async def emit_trends() -> None:
         if clients.ready and clients.store and clients.producer:
@@ -250,11 +256,14 @@ def _add_timers(app: faust.App, settings: Settings, clients: Clients) -> None:
 
     @app.timer(5.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
-        if app._consumer is not None:
-            _observe_lag(app, set(app.consumer.assignment()))
+        for lane_app in apps:  # each lane has its own consumer
+            if lane_app._consumer is not None:
+                _observe_lag(lane_app, set(lane_app.consumer.assignment()))
 
 
-def _add_views(app: faust.App, clients: Clients) -> None:
+def _add_views(apps: list[faust.App], clients: Clients) -> None:
+    app = apps[0]
+
     @app.page("/metrics")  # type: ignore[untyped-decorator]
     async def metrics_view(view: View, _request: Request) -> Response:
         return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -271,10 +280,10 @@ def _add_views(app: faust.App, clients: Clients) -> None:
                 checks["redis"] = await clients.store.ping()
             except Exception:  # a probe reports, it does not raise
                 checks["redis"] = False
-        consumer = app.consumer if app._consumer is not None else None
-        if consumer is not None:
+        consumers = [a.consumer for a in apps if a._consumer is not None]
+        if len(consumers) == len(apps):  # every lane's consumer, with its partitions
             checks["kafka"] = True
-            checks["partitions"] = bool(consumer.assignment())
+            checks["partitions"] = all(bool(c.assignment()) for c in consumers)
         ready = all(checks.values())
         metrics.READY.set(1 if ready else 0)
         return view.json(

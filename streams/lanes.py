@@ -10,16 +10,19 @@ connections and producers:
   ``chat``), in small batches;
 - the **bulk** lane reads the rest (``channel-events``, ``commands``) in large ones.
 
-They share the event loop, the model process and Redis, so the realtime lane gets each of
-them first: the bulk lane waits before every chunk while a realtime batch is in flight
-(:class:`Urgency`), and sends its reading requests to the model process one at a time
-(:class:`~streams.reading.GatedRunner`), so a call turn waits behind at most one bulk
-chunk anywhere. When calls are quiet nothing waits, so a backlog drains at full speed.
+Each lane is its own Faust app with its own consumer (consumer group ``<group>`` for
+bulk, ``<group>-realtime`` for realtime), so a call turn is never fetched behind bulk
+records: with one consumer for both, turns still stalled 200–800 ms before their agent
+got them. They share the event loop, the model process and Redis, so the realtime lane
+gets each first: the bulk lane waits before every chunk while a realtime batch is in
+flight (:class:`Urgency`), and sends its reading requests to the model process one at a
+time (:class:`~streams.reading.GatedRunner`), so a call turn waits behind at most one
+bulk chunk anywhere. When calls are quiet nothing waits, so a backlog drains at full
+speed.
 
 ``portrait worker --lane realtime|bulk`` runs one lane (a Deployment each, scaled by
-their own lag); such workers use the consumer group ``<group>-<lane>``. ``all`` (the
-default) runs both lanes in one process and one group: run either lane workers or
-``all`` workers for a deployment, not both.
+their own lag); ``all`` (the default) runs both in one process. The groups are the same
+either way, so lane workers and ``all`` workers can serve one deployment together.
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ LANES: dict[str, tuple[str, ...]] = {
 
 
 def lanes_for(choice: str) -> list[str]:
-    """The lanes a worker started with ``--lane choice`` runs."""
-    return list(LANES) if choice == "all" else [choice]
+    """The lanes a worker started with ``--lane choice`` runs, the bulk lane first (its
+    app serves HTTP and runs the timers when both run)."""
+    return ["bulk", "realtime"] if choice == "all" else [choice]
 
 
-def consumer_group(base: str, choice: str) -> str:
-    """The consumer group of a worker running ``choice`` (``all``: the base group)."""
-    return base if choice == "all" else f"{base}-{choice}"
+def consumer_group(base: str, lane: str) -> str:
+    """A lane's consumer group: the base group for bulk, ``<base>-realtime`` for the
+    realtime lane, whether a worker runs one lane or both."""
+    return base if lane == "bulk" else f"{base}-{lane}"
 
 
 class Urgency:

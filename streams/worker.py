@@ -14,7 +14,7 @@ import faust
 
 from portrait.config import Settings
 from portrait.logs import configure_logging
-from streams.app import create_app
+from streams.app import create_apps
 from streams.kafka import ensure_topics
 
 log = logging.getLogger("portrait.worker")
@@ -31,7 +31,7 @@ def run_worker(settings: Settings) -> None:
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = create_app(settings)
+    apps = create_apps(settings)
     # Batches allocate many short-lived objects; collecting the young generation every
     # 700 allocations (the default) spends more time scanning than it frees.
     gc.set_threshold(50_000, 20, 100)
@@ -41,7 +41,7 @@ def run_worker(settings: Settings) -> None:
     # --backlog 50000 --rate 10), the drain rate unchanged.
     sys.setswitchinterval(0.001)
     worker = faust.Worker(
-        app,
+        *apps,
         loglevel=settings.log_level,
         override_logging=False,
         quiet=True,

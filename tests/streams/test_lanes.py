@@ -102,6 +102,6 @@ def test_bulk_waits_while_realtime_is_in_flight_but_not_forever() -> None:
 
 def test_lanes_split_the_inputs_and_name_their_groups() -> None:
     assert sorted(t for topics in LANES.values() for t in topics) == sorted(INPUT_TOPICS)
-    assert lanes_for("all") == ["realtime", "bulk"] and lanes_for("bulk") == ["bulk"]
-    assert consumer_group("portrait", "all") == "portrait"
+    assert lanes_for("all") == ["bulk", "realtime"] and lanes_for("bulk") == ["bulk"]
+    assert consumer_group("portrait", "bulk") == "portrait"
     assert consumer_group("portrait", "realtime") == "portrait-realtime"
