@@ -21,6 +21,7 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.schemas import SCHEMA_DIR, asyncapi_document
 from streams.kafka import all_topics
+from streams.lanes import LANES, consumer_group
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -172,10 +173,16 @@ def test_workers_are_wired_to_config_secrets_probes_and_partitions() -> None:
     assert deployment["spec"]["replicas"] <= scaled["maxReplicaCount"] <= partitions
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert scaled["cooldownPeriod"] >= 300  # no rebalance storms
-    [trigger] = scaled["triggers"]
-    assert trigger["type"] == "kafka"
-    assert trigger["metadata"]["consumerGroup"] == config["PORTRAIT_CONSUMER_GROUP"]
-    assert "TriggerAuthentication/" + trigger["authenticationRef"]["name"] in objects
+    # one trigger per lane's consumer group (streams/lanes.py), each on a topic it reads
+    group = config["PORTRAIT_CONSUMER_GROUP"]
+    by_group = {t["metadata"]["consumerGroup"]: t for t in scaled["triggers"]}
+    assert set(by_group) == {consumer_group(group, lane) for lane in LANES}
+    for lane, topics in LANES.items():
+        trigger = by_group[consumer_group(group, lane)]
+        assert trigger["type"] == "kafka"
+        short = trigger["metadata"]["topic"].removeprefix(config["PORTRAIT_TOPIC_PREFIX"])
+        assert short in topics
+        assert "TriggerAuthentication/" + trigger["authenticationRef"]["name"] in objects
     monitor = objects["ServiceMonitor/portrait-worker"]["spec"]
     service = objects["Service/portrait-worker"]["spec"]
     assert monitor["endpoints"][0]["port"] == service["ports"][0]["name"]
