@@ -17,7 +17,7 @@ import concurrent.futures
 import functools
 import logging
 import multiprocessing
-import signal
+import os
 import threading
 import time
 from collections import deque
@@ -49,6 +49,7 @@ from processors.facts import (
 )
 from processors.intents import IntentMatcher, IntentTable
 from processors.keywords import load_stopwords, terms
+from streams import model_child
 from streams.records import InputRecord
 
 log = logging.getLogger("portrait.reading")
@@ -240,25 +241,14 @@ class ModelThread:
 _child_reader: Reader | None = None
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to end this process when its parent ends (even by SIGKILL)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the pool's pipes end it instead
-        pass
-
-
-def _start_child(settings: Settings) -> None:
-    """The model process's initializer: load and warm every model once."""
+def start_reader() -> None:
+    """Load and warm every model once, in the model process (``streams/model_child.py``
+    calls this after the death signal)."""
     global _child_reader
-    _die_with_parent()
-    # Ctrl-C reaches the whole process group; the worker decides when this process ends
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from portrait.config import load_settings
     from portrait.logs import configure_logging
 
+    settings = load_settings()
     configure_logging(settings.log_level)
     _child_reader = Reader(settings)
     _child_reader.warm()
@@ -297,8 +287,8 @@ class ModelProcess:
                 max_workers=1,
                 # spawn: a fork would copy the worker's threads and sockets mid-use
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_child,
-                initargs=(self.settings,),
+                initializer=model_child.start,
+                initargs=(os.getpid(), self.settings.as_env()),
             )
         return self._pool
 

@@ -173,6 +173,40 @@ def test_the_model_process_ends_with_the_process_that_started_it() -> None:
             parent.kill()
 
 
+_STARTING = (
+    "import os, sys, time\n"
+    "from multiprocessing import resource_tracker\n"
+    "from portrait.config import Settings\n"
+    "from streams.reading import ModelProcess\n"
+    "models = ModelProcess(Settings())\n"
+    "pool = models._start()\n"
+    "pool.submit(os.getpid)\n"
+    "[child] = list(pool._processes)\n"
+    "print(child, resource_tracker._resource_tracker._pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize("after_seconds", [0.0, 0.3, 1.0, 2.5])
+def test_a_worker_killed_while_its_model_process_starts_leaves_nothing_behind(
+    after_seconds: float,
+) -> None:
+    """Killed before the child asked for the death signal (interpreter start, imports),
+    or while it loads the models: the child and the resource tracker end within 2 s."""
+    parent = subprocess.Popen([sys.executable, "-c", _STARTING], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        child, tracker = (int(pid) for pid in parent.stdout.readline().split())
+        time.sleep(after_seconds)
+        parent.kill()  # SIGKILL: no exit handler runs
+        parent.wait(10)
+        assert _wait_gone(child, 2.0), "the model process outlived the worker"
+        assert _wait_gone(tracker, 2.0), "the resource tracker outlived the worker"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
 POISON = "POISON-PILL 这句话让模型出错"
 
 
