@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import socket
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ class ImagePolicy:
     image_dir: Path | None = None
     fetch_urls: bool = False
     fetch_timeout_seconds: float = 3.0
+    allowed_hosts: frozenset[str] = frozenset()
+    """Hosts fetched even though they resolve to a non-public address."""
 
 
 def image_policy(settings: Settings) -> ImagePolicy:
@@ -43,7 +48,40 @@ def image_policy(settings: Settings) -> ImagePolicy:
         image_dir=settings.ocr_image_dir,
         fetch_urls=settings.ocr_fetch_urls,
         fetch_timeout_seconds=settings.ocr_fetch_timeout_seconds,
+        allowed_hosts=frozenset(host.lower() for host in settings.ocr_allowed_hosts),
     )
+
+
+def _check_host(url: str, policy: ImagePolicy) -> None:
+    """Refuse a URL whose host resolves to an address that is not public — private,
+    loopback, link-local (cloud metadata at 169.254.169.254), shared or reserved —
+    unless the host is allowed (server-side request forgery: a chat image URL must not
+    make the worker fetch from inside the network)."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if not host:
+        raise ImageError("image_url_refused")
+    if host in policy.allowed_hosts:
+        return
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise ImageError("image_fetch_failed") from exc
+    for *_, address in found:
+        if not ipaddress.ip_address(str(address[0]).split("%", 1)[0]).is_global:
+            raise ImageError("image_url_refused")
+
+
+def _opener(policy: ImagePolicy) -> urllib.request.OpenerDirector:
+    """An opener whose redirects are checked like the first URL."""
+
+    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(
+            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+        ) -> Any:
+            _check_host(newurl, policy)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(CheckedRedirects)
 
 
 def image_bytes(ref: str, policy: ImagePolicy) -> bytes:
@@ -52,9 +90,13 @@ def image_bytes(ref: str, policy: ImagePolicy) -> bytes:
     if ref.startswith(("http://", "https://")):
         if not policy.fetch_urls:
             raise ImageError("image_url_disabled")
+        _check_host(ref, policy)
         try:
-            with urllib.request.urlopen(ref, timeout=policy.fetch_timeout_seconds) as response:
+            opener = _opener(policy)
+            with opener.open(ref, timeout=policy.fetch_timeout_seconds) as response:
                 data = bytes(response.read(policy.max_bytes + 1))
+        except ImageError:
+            raise
         except (OSError, ValueError) as exc:
             raise ImageError("image_fetch_failed") from exc
     elif not ref.startswith("data:") and ("." in ref or ref.startswith("/")):

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     facts_link_identities: bool = False
     ocr_enabled: bool = True
     ocr_image_dir: Path | None = None
+    ocr_allowed_hosts: tuple[str, ...] = ()
     ocr_fetch_urls: bool = False
     ocr_max_image_bytes: int = Field(default=5_000_000, ge=1)
     ocr_fetch_timeout_seconds: float = Field(default=3.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,11 @@ def test_urls_are_fetched_only_when_enabled_and_within_limits() -> None:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/redirect.png":  # to another host name of this machine
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{port}/card.png")
+                self.end_headers()
+                return
             if self.path == "/slow.png":
                 threading.Event().wait(2.0)
             body = png if self.path != "/big.png" else png * 10
@@ -182,11 +188,19 @@ def test_urls_are_fetched_only_when_enabled_and_within_limits() -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    policy = ImagePolicy(max_bytes=len(png) * 2, fetch_urls=True, fetch_timeout_seconds=0.5)
+    base = f"http://127.0.0.1:{port}"
+    public_only = ImagePolicy(max_bytes=len(png) * 2, fetch_urls=True)
+    policy = replace(public_only, fetch_timeout_seconds=0.5, allowed_hosts=frozenset({"127.0.0.1"}))
     try:
+        # loopback, private, link-local (cloud metadata) hosts: refused unless allowed
+        for url in (f"{base}/card.png", "http://10.0.0.7/a.png", "http://169.254.169.254/x"):
+            with pytest.raises(ImageError, match="image_url_refused"):
+                image_bytes(url, public_only)
         assert image_bytes(f"{base}/card.png", policy) == png
+        with pytest.raises(ImageError, match="image_url_refused"):  # redirects are checked
+            image_bytes(f"{base}/redirect.png", policy)
         for path, reason in [
             ("/big.png", "image_too_large"),
             ("/missing.png", "image_fetch_failed"),
