@@ -45,8 +45,10 @@ def test_worker_reads_facts_from_text_and_a_card(
     images = tmp_path / "images"
     images.mkdir()
     (images / "card.png").write_bytes(card_png(EN_CARD))
+    # the trends timer waits until the three messages are in (each lane takes what it
+    # has fetched, so they may be applied in separate batches); a second run emits
     settings = stack_settings.model_copy(
-        update={"ocr_image_dir": images, "trends_check_seconds": 1.0}
+        update={"ocr_image_dir": images, "trends_check_seconds": 3600.0}
     )
     produce(
         settings,
@@ -66,8 +68,10 @@ def test_worker_reads_facts_from_text_and_a_card(
             timeout=90,
             what="three profiles",
         )
-        wait_for(lambda: bool(outputs(settings, "trends")), what="a trends.window event")
         metrics = http_get(settings, "/metrics")[1]
+    emitting = settings.model_copy(update={"trends_check_seconds": 1.0})
+    with worker(emitting, tmp_path / "worker.log"):
+        wait_for(lambda: bool(outputs(settings, "trends")), what="a trends.window event")
     zh = profile_get(settings, "--im-id", "wx-zh")[1]
     en = profile_get(settings, "--im-id", "wx-en")[1]
     card = profile_get(settings, "--im-id", "wx-card")[1]
