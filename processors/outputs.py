@@ -66,33 +66,29 @@ class Applied:
     notify: list[str]
     emitted_at: str
 
+    def fields(self, kind: str, named: str | None = None) -> dict[str, Any]:
+        """The fields every profile output of this input carries, for output ``kind``
+        (its id derived from the customer ``named``, by default the one applied to)."""
+        return {
+            "type": kind,
+            "event_id": output_event_id(kind, self.source_event_id, named or self.customer_id),
+            "source_event_id": self.source_event_id,
+            "customer_id": self.customer_id,
+            "version": self.version,
+            "notify": self.notify,
+            "emitted_at": self.emitted_at,
+        }
+
 
 def profile_changed(applied: Applied, changes: Sequence[dict[str, Any]]) -> ProfileChanged:
     """The top-level fields an input changed, old and new."""
-    return ProfileChanged(
-        type="profile.changed",
-        event_id=output_event_id("profile.changed", applied.source_event_id, applied.customer_id),
-        source_event_id=applied.source_event_id,
-        customer_id=applied.customer_id,
-        version=applied.version,
-        notify=applied.notify,
-        changed=[FieldChange(**change) for change in changes],
-        emitted_at=applied.emitted_at,
-    )
+    changed = [FieldChange(**change) for change in changes]
+    return ProfileChanged(**applied.fields("profile.changed"), changed=changed)
 
 
 def profile_merged(applied: Applied, merged_id: str) -> ProfileMerged:
     """``merged_id`` now redirects to the survivor ``applied.customer_id``."""
-    return ProfileMerged(
-        type="profile.merged",
-        event_id=output_event_id("profile.merged", applied.source_event_id, merged_id),
-        source_event_id=applied.source_event_id,
-        customer_id=applied.customer_id,
-        merged_id=merged_id,
-        version=applied.version,
-        notify=applied.notify,
-        emitted_at=applied.emitted_at,
-    )
+    return ProfileMerged(**applied.fields("profile.merged", merged_id), merged_id=merged_id)
 
 
 def profile_snapshot(
@@ -100,15 +96,9 @@ def profile_snapshot(
 ) -> ProfileSnapshot:
     """The whole profile for an employee who just added the customer as a friend."""
     return ProfileSnapshot(
-        type="profile.snapshot",
-        event_id=output_event_id("profile.snapshot", applied.source_event_id, applied.customer_id),
-        source_event_id=applied.source_event_id,
-        customer_id=applied.customer_id,
-        version=applied.version,
-        notify=[employee_id],
+        **applied.fields("profile.snapshot") | {"notify": [employee_id]},
         employee_id=employee_id,
         profile=ProfileDocument.model_validate(document),
-        emitted_at=applied.emitted_at,
     )
 
 
