@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     consumer_group: str = "portrait-worker"
     batch_max_events: int = Field(default=250, ge=1)
     batch_max_wait_seconds: float = Field(default=0.01, gt=0)
-    realtime_batch_max_events: int = Field(default=100, ge=1)
+    realtime_batch_max_events: int = Field(default=250, ge=1)
     lane: Literal["all", "realtime", "bulk"] = "all"
     fetch_max_wait_ms: int = Field(default=20, ge=1)
     redis_chunk_events: int = Field(default=250, ge=1)

@@ -7,8 +7,8 @@ draining a 50,000-event channel backlog, segment → prompt took p50 4.1 s / p99
 connections and producers:
 
 - the **realtime** lane reads the topics whose events can prompt someone (``calls``,
-  ``chat``), in small batches;
-- the **bulk** lane reads the rest (``channel-events``, ``commands``) in large ones.
+  ``chat``);
+- the **bulk** lane reads the rest (``channel-events``, ``commands``).
 
 Each lane is its own Faust app with its own consumer (consumer group ``<group>`` for
 bulk, ``<group>-realtime`` for realtime), so a call turn is never fetched behind bulk
