@@ -153,12 +153,13 @@ def create_apps(settings: Settings) -> list[faust.App]:
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_clients() -> None:
-        clients.store, clients.producer = _store(settings), ConfirmedProducer(settings)
+        clients.store = RedisProfileStore.for_settings(settings)
+        clients.producer = ConfirmedProducer(settings)
         runner = model_runner(settings)  # one model process, shared by the lanes
         opened: dict[str, Lane] = {}
         for name in lanes:
             bulk = name == "bulk"
-            store = clients.store if not opened else _store(settings)
+            store = clients.store if not opened else RedisProfileStore.for_settings(settings)
             registry = ModelRegistry(store.redis, settings.redis_key_prefix)
             pipeline = BatchPipeline.for_settings(
                 settings,
@@ -182,10 +183,6 @@ def create_apps(settings: Settings) -> list[faust.App]:
     _add_timers(list(apps.values()), settings, clients)
     _add_views(list(apps.values()), clients)
     return list(apps.values())
-
-
-def _store(settings: Settings) -> RedisProfileStore:
-    return RedisProfileStore.for_settings(settings)
 
 
 def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) -> None:
