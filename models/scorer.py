@@ -119,7 +119,8 @@ class Scorer:
         started = time.perf_counter()
         scored = score_sections(
             model,
-            [customers[i][1].before for i in missing] + [u.after for _, u in customers],
+            [customers[i][1].held("before") for i in missing]
+            + [u.held("after") for _, u in customers],
         )
         if customers and model is not None:
             metrics.MODEL_SECONDS.labels("customer").observe(time.perf_counter() - started)
@@ -146,7 +147,7 @@ class Scorer:
         value = scores["value"]
         accepted = event.payload.outcome == "accepted"
         labels = labels_from_feedback(satisfaction, accepted, 0.5 if value is None else value)
-        self.learner.observe(feature_vector(update.after), labels)
+        self.learner.observe(feature_vector(update.held("after")), labels)
 
     async def learn_if_ready(self) -> None:
         """A learning round when enough feedback waits; a good candidate becomes the

@@ -217,8 +217,38 @@ def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
 # --- profile ----------------------------------------------------------------------------
 
 
+def cmd_account(settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.lookup import get_account
+    from portrait.state.store import RedisProfileStore
+
+    async def lookup() -> dict[str, Any] | None:
+        store = RedisProfileStore.for_settings(settings)
+        try:
+            return await get_account(store, args.account_no, document_settings(settings))
+        finally:
+            await store.close()
+
+    account = asyncio.run(lookup())
+    if account is None:
+        print(f"no account {args.account_no}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(account)
+        return 0
+    print(f"account {account['account_no']}  version {account['version']}")
+    for person in account["people"]:
+        print(f"  {person['customer_id']}  {person['role'] or '-'}")
+    stats = account["stats"]
+    print(
+        f"  events {stats['events_total']}  first {stats['first_seen']}  last {stats['last_seen']}"
+    )
+    for name, value in account["indicators"].items():
+        print(f"  {name}: {value}")
+    return 0
+
+
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.lookup import get_profile
+    from portrait.lookup import SeveralPeople, get_profile
     from portrait.state.registry import ModelRegistry, customer_model_in_use
     from portrait.state.store import RedisProfileStore
 
@@ -236,7 +266,14 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    profile = asyncio.run(lookup())
+    try:
+        profile = asyncio.run(lookup())
+    except SeveralPeople as several:
+        print(
+            f"{several.count} people hold account {value}: use portrait account get",
+            file=sys.stderr,
+        )
+        return 2
     if profile is None:
         print(f"no customer with {IDENTIFIER_FLAGS[kind]} {value}", file=sys.stderr)
         return 1
@@ -611,6 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
         get.add_argument(flag, dest=kind)
     get.add_argument("--json", action="store_true", help="print the profile document as JSON")
     get.set_defaults(func=cmd_profile)
+
+    account = sub.add_parser("account", help="look an account up")
+    account_sub = account.add_subparsers(dest="account_action", required=True)
+    account_get = account_sub.add_parser("get", help="print an account: people, stats")
+    account_get.add_argument("--account-no", required=True)
+    account_get.add_argument("--json", action="store_true", help="print the account as JSON")
+    account_get.set_defaults(func=cmd_account)
 
     problems = sub.add_parser(
         "problems", help="a customer's past problems; --like: the 3 most similar to a text"

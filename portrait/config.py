@@ -22,6 +22,7 @@ DEFAULT_INTENTS_FILE = SETTINGS_DIR / "intents.json"
 DEFAULT_NEEDS_FILE = SETTINGS_DIR / "needs.json"
 DEFAULT_FACTS_FILE = SETTINGS_DIR / "facts.json"
 DEFAULT_ROLES_FILE = SETTINGS_DIR / "roles.json"
+DEFAULT_IDENTITY_FILE = SETTINGS_DIR / "identity.json"
 
 
 class Settings(BaseSettings):
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     closeness_message_weight: float = 0.5
     closeness_recency_weight: float = 1.0
     roles_file: Path = DEFAULT_ROLES_FILE
+    identity_file: Path = DEFAULT_IDENTITY_FILE
+    default_region: str = "CN"
     emotion_enabled: bool = True
     model_process: bool = True
     embedding_model: str = "use-multilingual-v3"

@@ -13,7 +13,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 IDENTIFIER_TYPES: tuple[str, ...] = ("customer_id", "account_no", "phone", "im_id", "email")
-"""Identifier kinds, in the order that picks the one a new customer's id derives from."""
+"""Identifier kinds an event's ``customer`` may carry."""
+PERSON_KINDS: tuple[str, ...] = ("customer_id", "phone", "im_id", "email")
+"""Kinds that identify a person, in the order that picks the one a new person's id
+derives from (DESIGN.md "People and accounts")."""
+ACCOUNT_KIND = "account_no"
+"""The kind that identifies an account several people can share."""
 
 # Control characters separate fields in stored state; no id, name or source may carry one.
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
@@ -323,11 +328,55 @@ class RoleOnAccount(_Model):
 
 
 class Identifiers(_Model):
+    """Person identifiers (phones in E.164); accounts are in ``accounts``."""
+
     phone: list[str]
-    account_no: list[str]
     im_id: list[str]
     email: list[str]
     customer_id: list[str] = Field(default_factory=list)
+
+
+class AccountStats(_Model):
+    events_total: int
+    by_channel: dict[str, int]
+    first_seen: str | None
+    last_seen: str | None
+
+
+class HeldAccount(_Model):
+    """An account the person holds, with their role on it and the account's own data."""
+
+    account_no: str
+    role: str | None
+    permissions: list[str]
+    stats: AccountStats
+    indicators: Indicators
+    version: int
+
+
+class IdentityRejection(_Model):
+    """An identifier the identity rules refused (never its value)."""
+
+    kind: str
+    reason: Literal["blocked", "limit", "conflict"]
+    count: int
+
+
+class AccountPerson(_Model):
+    customer_id: str
+    role: str | None
+
+
+class AccountDocument(_Model):
+    """An account: what ``portrait account get --json`` prints."""
+
+    account_no: str
+    people: list[AccountPerson]
+    stats: AccountStats
+    indicators: Indicators
+    behaviour: dict[str, int] = Field(description="events per action on the account")
+    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    version: int
 
 
 class Resolution(_Model):
@@ -363,6 +412,8 @@ class ProfileDocument(_Model):
     relationships: list[Relationship]
     needs: list[Need]
     roles: list[RoleOnAccount] = Field(default_factory=list)
+    accounts: list[HeldAccount] = Field(default_factory=list)
+    identity_rejections: list[IdentityRejection] = Field(default_factory=list)
     actions: list[EmployeeAction] = Field(default_factory=list)
     products: list[ProductHolding] = Field(default_factory=list)
     intents: dict[str, int] = Field(
@@ -393,6 +444,23 @@ class ProfileChanged(_Output):
     """The top-level profile fields an input changed, each with its old and new value."""
 
     type: Literal["profile.changed"]
+    version: int
+    notify: list[str]
+    changed: list[FieldChange]
+
+
+class AccountChanged(_Model):
+    """The account fields an input changed (key: the account number); ``notify`` = the
+    employees connected to any of its people."""
+
+    type: Literal["account.changed"]
+    event_id: str
+    source_event_id: str
+    account_no: str
+    customer_id: str | None = Field(
+        default=None, description="the person whose event changed it, if any"
+    )
+    emitted_at: str
     version: int
     notify: list[str]
     changed: list[FieldChange]
@@ -471,6 +539,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "profile.changed": ProfileChanged,
     "profile.merged": ProfileMerged,
     "profile.erased": ProfileErased,
+    "account.changed": AccountChanged,
     "profile.snapshot": ProfileSnapshot,
     "agent.prompt": AgentPrompt,
     "trends.window": TrendsWindow,

@@ -7,20 +7,57 @@ from typing import Any
 
 from models.customer_model import CustomerModel, default_customer_model
 from models.scorer import score_sections
+from portrait.events import ACCOUNT_KIND
 from portrait.state.store import ProfileStore
-from processors.document import DocumentSettings, document_from_state, sections_of
+from processors.accounts import holding
+from processors.document import (
+    DocumentSettings,
+    account_document,
+    document_from_state,
+    sections_of,
+)
 from processors.identity import normalise_identifier
 from processors.indicators import Population
 
 
-async def find_customer(store: ProfileStore, kind: str, value: str) -> str | None:
-    """Live customer id for an identifier (``customer_id`` also matches Portrait's own ids)."""
+class SeveralPeople(LookupError):
+    """An account number names an account held by more than one person."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} people hold this account")
+        self.count = count
+
+
+async def find_customer(
+    store: ProfileStore, kind: str, value: str, region: str = "CN"
+) -> str | None:
+    """Live customer id for an identifier (``customer_id`` also matches Portrait's own
+    ids). An ``account_no`` finds the one person linked to the account; several raise
+    :class:`SeveralPeople`."""
     if kind == "customer_id":
         own = await store.follow(value.strip())
         if own is not None:
             return own
-    found = await store.resolve(f"{kind}:{normalise_identifier(kind, value)}")
+    if kind == ACCOUNT_KIND:
+        account = await store.load_account(value.strip())
+        people = sorted(account.people) if account else []
+        if len(people) > 1:
+            raise SeveralPeople(len(people))
+        return await store.follow(people[0]) if people else None
+    found = await store.resolve(f"{kind}:{normalise_identifier(kind, value, region)}")
     return await store.follow(found) if found else None
+
+
+async def get_account(
+    store: ProfileStore, account_no: str, settings: DocumentSettings | None = None
+) -> dict[str, Any] | None:
+    """The account document for an account number, or None when no account has it."""
+    account = await store.load_account(account_no.strip())
+    if account is None:
+        return None
+    population = Population.of(await store.population())
+    document_settings = replace(settings or DocumentSettings(), population=population)
+    return account_document(account_no.strip(), account, document_settings)
 
 
 async def get_profile(
@@ -34,7 +71,8 @@ async def get_profile(
 
     ``model`` scores it (the version the workers use; default: the shipped one).
     """
-    customer_id = await find_customer(store, kind, value)
+    region = settings.region if settings is not None else "CN"
+    customer_id = await find_customer(store, kind, value, region)
     if customer_id is None:
         return None
     return await profile_by_id(store, customer_id, model, settings)
@@ -50,8 +88,10 @@ async def profile_by_id(
     state = await store.load(customer_id)
     if state is None:
         return None
+    accounts = await store.accounts_of(customer_id)
     scorer = model or default_customer_model()
-    [scores] = score_sections(scorer, [sections_of(state["fields"])])
+    held = {number: sections_of(account.fields) for number, account in accounts.items()}
+    [scores] = score_sections(scorer, [holding(sections_of(state["fields"]), held)])
     population = Population.of(await store.population())
     document_settings = replace(settings or DocumentSettings(), population=population)
-    return document_from_state(customer_id, state, scores, document_settings)
+    return document_from_state(customer_id, state, scores, document_settings, accounts)

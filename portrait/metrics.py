@@ -15,6 +15,11 @@ EVENTS = Counter(
 OUTPUTS = Counter("portrait_outputs_total", "Output events delivered, by topic.", ["topic"])
 DLQ = Counter("portrait_dlq_total", "Records sent to the DLQ, by reason code.", ["reason"])
 MERGES = Counter("portrait_merges_total", "Customers merged into another customer.")
+IDENTITY_REJECTIONS = Counter(
+    "portrait_identity_rejections_total",
+    "Identifiers the identity rules refused, by kind and reason (blocked, limit, conflict).",
+    ["kind", "reason"],
+)
 BATCH_SIZE = Histogram(
     "portrait_batch_size_events",
     "Events per processed batch.",

@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 import orjson
 
 from portrait.config import Settings
+from processors.accounts import AccountState, behaviour, holding, people_document, role_name
 from processors.assist import PRODUCT, products_document
 from processors.attributes import decode_register, iso_from_ms
 from processors.emotion import emotion_document
@@ -24,7 +25,16 @@ from processors.identity import split_identifier_key
 from processors.indicators import Population, indicators
 from processors.intents import intents_document
 from processors.keywords import KEYWORD, keywords_document
-from processors.layout import ACTIONS, KEYWORDS, NEGATIVES, PROBLEMS, RESOLUTIONS
+from processors.layout import (
+    ACTIONS,
+    COUNT,
+    KEYWORDS,
+    NEGATIVES,
+    PROBLEMS,
+    REJECTED,
+    RESOLUTIONS,
+    ROLE,
+)
 from processors.needs import load_rules, needs
 from processors.preferences import decay_weight
 from processors.problems import problems_document
@@ -49,6 +59,8 @@ class DocumentSettings:
     keywords_top_k: int = 10
     needs_rules: Sequence[Mapping[str, Any]] = ()
     """The latent-needs rule table (``processors.needs``)."""
+    region: str = "CN"
+    """Where a phone number without a country code is from (identity rules)."""
 
 
 DEFAULT_DOCUMENT = DocumentSettings()
@@ -80,6 +92,7 @@ def document_settings(settings: Settings) -> DocumentSettings:
         permissions,
         keywords_top_k=settings.keywords_top_k,
         needs_rules=load_rules(settings.needs_file),
+        region=settings.default_region,
     )
 
 
@@ -108,24 +121,31 @@ def sections_of(fields: dict[str, str]) -> Sections:
 
 
 class ProfileView:
-    """One customer's stored state as document fields; each is built on first use."""
+    """One customer's stored state as document fields; each is built on first use.
+    ``accounts``: the accounts the person holds (number → state), which their
+    ``accounts`` field shows and their indicators count."""
 
-    def __init__(self, sections: Sections, ids: list[str], settings: DocumentSettings) -> None:
+    def __init__(
+        self,
+        sections: Sections,
+        ids: list[str],
+        settings: DocumentSettings,
+        accounts: Mapping[str, AccountState] | None = None,
+    ) -> None:
         self.sections = sections
         self.ids = ids
         self.settings = settings
+        self.held = accounts or {}
+
+    @cached_property
+    def account_sections(self) -> dict[str, Sections]:
+        return {number: sections_of(state.fields) for number, state in self.held.items()}
 
     def version(self) -> int:
         return int(self.sections["m"].get("version", 0))
 
     def identifiers(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {
-            "phone": [],
-            "account_no": [],
-            "im_id": [],
-            "email": [],
-            "customer_id": [],
-        }
+        out: dict[str, list[str]] = {"phone": [], "im_id": [], "email": [], "customer_id": []}
         for key in sorted(self.ids):
             kind, value = split_identifier_key(key)
             out.setdefault(kind, []).append(value)
@@ -180,7 +200,43 @@ class ProfileView:
 
     @cached_property
     def indicators(self) -> dict[str, Any]:
+        """Counting the accounts the person holds (``processors.accounts.holding``)."""
+        sections = holding(self.sections, self.account_sections)
+        return indicators(sections, self.settings.half_life_days, self.settings.population)
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """Each account held: number, the person's role and its permissions, and the
+        account's own stats, indicators and version; by account number."""
+        registers = self.sections["r"]
+        out = []
+        for number in sorted(self.held):
+            role = role_name(registers.get(ROLE[2:] + number, ""))
+            view = ProfileView(self.account_sections[number], [], self.settings)
+            out.append(
+                {
+                    "account_no": number,
+                    "role": role,
+                    "permissions": sorted(self.settings.permissions.get(role or "", [])),
+                    "stats": view.stats(),
+                    "indicators": view.own_indicators(),
+                    "version": view.version(),
+                }
+            )
+        return out
+
+    def own_indicators(self) -> dict[str, Any]:
+        """Indicators of this state alone (an account's)."""
         return indicators(self.sections, self.settings.half_life_days, self.settings.population)
+
+    def identity_rejections(self) -> list[dict[str, Any]]:
+        """Identifiers the identity rules refused: kind, reason and how many times (never
+        the value)."""
+        out = []
+        for name, count in sorted(self.sections["c"].items()):
+            if name.startswith(REJECTED):
+                kind, _, reason = name[len(REJECTED) :].partition(":")
+                out.append({"kind": kind, "reason": reason, "count": int(count)})
+        return out
 
     def roles(self) -> list[dict[str, Any]]:
         return roles(self.sections["r"], self.settings.permissions)
@@ -219,10 +275,12 @@ class ProfileView:
 
 IDENTIFIERS = "ids"
 """A read that stands for the identifier set rather than a stored field."""
+ACCOUNTS = "accts"
+"""A read that stands for the person's account links."""
 
 _STATS = ("c:events_total", "c:ch:", "m:first_seen", "m:last_seen")
 _EMOTION = ("r:emotion_last", "e:w", NEGATIVES.prefix)
-_INDICATORS = ("d:ch:", "m:last_seen", "c:act:", "r:friend:", "r:grp:", "e:amount")
+_INDICATORS = ("d:ch:", "m:last_seen", "c:act:", "r:friend:", "r:grp:", "e:amount", ACCOUNTS)
 _INTENTS = ("c:in:",)
 
 FIELD_BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[ProfileView], Any]]] = {
@@ -238,7 +296,9 @@ FIELD_BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[ProfileView], Any]]] 
         ProfileView.relationships,
     ),
     "indicators": (_INDICATORS, lambda view: view.indicators),
-    "roles": (("r:role:",), ProfileView.roles),
+    "roles": ((ROLE,), ProfileView.roles),
+    "accounts": ((ROLE, ACCOUNTS), ProfileView.accounts),
+    "identity_rejections": ((COUNT + REJECTED,), ProfileView.identity_rejections),
     "actions": ((ACTIONS.prefix,), ProfileView.actions),
     "products": ((PRODUCT,), ProfileView.products),
     "keywords": ((KEYWORDS.prefix, "m:last_seen"), ProfileView.keywords),
@@ -258,19 +318,60 @@ def document_from_state(
     state: StoredState,
     scores: dict[str, Any] | None = None,
     settings: DocumentSettings = DEFAULT_DOCUMENT,
+    accounts: Mapping[str, AccountState] | None = None,
 ) -> dict[str, Any]:
-    """The profile document for stored state.
+    """The profile document for stored state and the accounts the person holds.
 
     ``scores`` is ``profile.scores`` as the customer-feature model gives it (see
     ``models/scorer.py``); without it the scores are empty.
     """
-    view = ProfileView(sections_of(state["fields"]), state["ids"], settings)
+    view = ProfileView(sections_of(state["fields"]), state["ids"], settings, accounts)
     built = {name: build(view) for name, (_, build) in FIELD_BUILDERS.items()}
     return {
         "customer_id": customer_id,
         **built,
         "scores": scores if scores is not None else dict(EMPTY_SCORES),
     }
+
+
+ACCOUNT_FIELDS: dict[str, Callable[[ProfileView], Any]] = {
+    "stats": ProfileView.stats,
+    "indicators": ProfileView.own_indicators,
+    "behaviour": lambda view: behaviour(view.sections["c"]),
+    "attributes": ProfileView.attributes,
+    "version": ProfileView.version,
+}
+"""The account document's fields built from its own stored state (``people`` aside)."""
+
+
+def account_document(
+    account_no: str, state: AccountState, settings: DocumentSettings = DEFAULT_DOCUMENT
+) -> dict[str, Any]:
+    """The account document (DESIGN.md "People and accounts"): number, people with
+    their roles, stats, indicators, behaviour trail (counts per action), version."""
+    view = ProfileView(sections_of(state.fields), [], settings)
+    built = {name: build(view) for name, build in ACCOUNT_FIELDS.items()}
+    return {"account_no": account_no, "people": people_document(state.people), **built}
+
+
+def account_changes(
+    before: Sections | None,
+    after: Sections,
+    people: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None,
+    settings: DocumentSettings = DEFAULT_DOCUMENT,
+) -> list[dict[str, Any]]:
+    """The account document's fields that differ (``before`` None: built from
+    ``after`` only, as for a link), ``people`` (old, new) when they may have changed."""
+    changes = []
+    if before is not None:
+        old_view, new_view = ProfileView(before, [], settings), ProfileView(after, [], settings)
+        for name, build in ACCOUNT_FIELDS.items():
+            previous, current = build(old_view), build(new_view)
+            if previous != current:
+                changes.append({"field": name, "old": previous, "new": current})
+    if people is not None and people[0] != people[1]:
+        changes.append({"field": "people", "old": people[0], "new": people[1]})
+    return changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +384,30 @@ class Update:
     ids_before: list[str]
     written: tuple[str, ...]
     """Names of the stored fields the update wrote (plus ``IDENTIFIERS`` when it added
-    identifiers)."""
+    identifiers, ``ACCOUNTS`` when it linked accounts)."""
+    accounts_after: Mapping[str, AccountState] = field(default_factory=dict)
+    accounts_before: Mapping[str, AccountState] = field(default_factory=dict)
+
+    def held(self, which: str) -> Sections:
+        """The ``after`` or ``before`` sections with the accounts held added in
+        (``processors.accounts.holding``): what indicators and features read."""
+        sections, accounts = (
+            (self.after, self.accounts_after)
+            if which == "after"
+            else (self.before, self.accounts_before)
+        )
+        return holding(sections, {n: sections_of(a.fields) for n, a in accounts.items()})
 
 
-def update_of(after: StoredState, old: dict[str, str | None], ids_added: list[str]) -> Update:
-    """The before/after view of one update (``old``: field → value before, None = absent)."""
+def update_of(
+    after: StoredState,
+    old: dict[str, str | None],
+    ids_added: list[str],
+    accounts: Mapping[str, AccountState] | None = None,
+    links_added: Sequence[str] = (),
+) -> Update:
+    """The before/after view of one update (``old``: field → value before, None = absent;
+    ``accounts``: those held after it, ``links_added`` those it linked)."""
     kinds = {name[0] for name in old}
     after_sections = sections_of(after["fields"])
     before = {k: dict(v) if k in kinds else v for k, v in after_sections.items()}
@@ -302,7 +422,13 @@ def update_of(after: StoredState, old: dict[str, str | None], ids_added: list[st
     added = set(ids_added)
     ids_before = [key for key in after["ids"] if key not in added]
     written = (*old, IDENTIFIERS) if added else tuple(old)
-    return Update(after_sections, before, after["ids"], ids_before, written)
+    accounts = accounts or {}
+    if links_added:
+        written = (*written, ACCOUNTS)
+    accounts_before = {n: a for n, a in accounts.items() if n not in links_added}
+    return Update(
+        after_sections, before, after["ids"], ids_before, written, accounts, accounts_before
+    )
 
 
 def changed_fields(
@@ -315,8 +441,8 @@ def changed_fields(
     Only the fields that read a written stored field are built. ``derived`` gives
     (old, new) of fields computed elsewhere, such as model scores.
     """
-    before = ProfileView(update.before, update.ids_before, settings)
-    after = ProfileView(update.after, update.ids_after, settings)
+    before = ProfileView(update.before, update.ids_before, settings, update.accounts_before)
+    after = ProfileView(update.after, update.ids_after, settings, update.accounts_after)
     changes = []
     for name, (reads, build) in FIELD_BUILDERS.items():
         if any(written.startswith(reads) for written in update.written):

@@ -21,6 +21,8 @@ A customer's state is a key family hash-tagged by the customer id (``{P}c:{cid}:
   8 bytes an id.
 - ``ids``, ``pending``, ``merged``, ``redirect``, ``calls``, ``call:<id>`` — identifiers,
   outputs awaiting delivery, merge bookkeeping and call sessions.
+- ``accts`` / ``people`` — a person's account numbers / an account's people. An account
+  is an entity of its own (:data:`ACCOUNT_ENTITY`), never an identifier of a person.
 
 The script answers with the bounded profile hash plus a *view* of each family: the
 members the document can show (newest or heaviest first), as fields with the family's
@@ -36,9 +38,23 @@ from dataclasses import dataclass
 # family views (one after another, their members as the sorted sets hold them).
 RECORD_SEP, UNIT_SEP, ABSENT = "\x1e", "\x1f", "\x1d"
 VIEW_SEP, MEMBER_SEP = "\x1c", "\x1b"
+ENTITY_SEP = "\x1a"
+"""Between the answers for each account of an account-only event."""
 
 # Field prefixes of the profile hash (and of family views).
 COUNT, WEIGHT, SUM, ATTRIBUTE, TAG, REGISTER, META = "c:", "d:", "e:", "a:", "t:", "r:", "m:"
+
+REJECTED = "rej:"
+"""Counters ``c:rej:<kind>:<reason>``: identifiers the identity rules rejected."""
+ROLE = "r:role:"
+"""The register ``r:role:<account no>`` (order TAB role): the person's role on an account."""
+FRIEND, GROUP = "friend:", "grp:"
+"""Relation registers ``r:friend:<employee>`` and ``r:grp:<employee>:<8-hex group
+hash>``, whose value ends in TAB ``added`` while the relation is active."""
+ACCOUNT_ENTITY = "acct:"
+"""An account's entity id is this prefix and its number: its key family is
+``{P}c:{acct:<no>}:<key>``, with the same profile hash, families and processed ids as a
+person's (an account has stats, a behaviour trail and indicators of its own)."""
 
 SEEN_HASH_BYTES = 8
 """Bytes of an event id's SHA-1 kept in the processed-id strings."""
@@ -91,9 +107,13 @@ CUSTOMER_KEYS: tuple[str, ...] = (
     "merged",
     "redirect",
     "calls",
+    "accts",
+    "people",
     *(family.key for family in FAMILIES),
 )
-"""Keys of a customer's family besides call sessions and processed-id strings."""
+"""Keys of a customer's (or an account's) family besides call sessions and processed-id
+strings; ``accts`` (a person's account numbers) and ``people`` (an account's customer
+ids) are the links between people and accounts."""
 
 
 def family_of(name: str) -> Family | None:
@@ -123,6 +143,12 @@ def lua_constants() -> str:
             f"local RS, US, ABSENT = {_lua_string(RECORD_SEP)}, {_lua_string(UNIT_SEP)}, "
             f"{_lua_string(ABSENT)}",
             f"local VS, MS = {_lua_string(VIEW_SEP)}, {_lua_string(MEMBER_SEP)}",
+            f"local ES = {_lua_string(ENTITY_SEP)}",
+            f"local REJECTED = {_lua_string(COUNT + REJECTED)}",
+            f"local ROLE = {_lua_string(ROLE)}",
+            f"local ACCOUNT_ENTITY = {_lua_string(ACCOUNT_ENTITY)}",
+            f"local FRIEND, GROUP = {_lua_string(REGISTER + FRIEND)}, "
+            f"{_lua_string(REGISTER + GROUP)}",
             f"local SEEN_HASH_BYTES = {SEEN_HASH_BYTES}",
             f"local NEGATIVE_STREAK = {_lua_string(NEGATIVE_STREAK)}",
             f"local CALM = {_lua_string(CALM)}",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from portrait.events import (
+    AccountChanged,
     AgentPrompt,
     CallSegment,
     ChatMessage,
@@ -41,7 +42,15 @@ from processors.assist import (
     prompt_reasons,
 )
 
-Output = ProfileChanged | ProfileMerged | ProfileErased | ProfileSnapshot | AgentPrompt | DlqRecord
+Output = (
+    AccountChanged
+    | ProfileChanged
+    | ProfileMerged
+    | ProfileErased
+    | ProfileSnapshot
+    | AgentPrompt
+    | DlqRecord
+)
 
 
 def output_event_id(kind: str, source_event_id: str, customer_id: str) -> str:
@@ -84,6 +93,30 @@ def profile_changed(applied: Applied, changes: Sequence[dict[str, Any]]) -> Prof
     """The top-level fields an input changed, old and new."""
     changed = [FieldChange(**change) for change in changes]
     return ProfileChanged(**applied.fields("profile.changed"), changed=changed)
+
+
+def account_changed(
+    source_event_id: str,
+    account_no: str,
+    customer_id: str | None,
+    version: int,
+    notify: Sequence[str],
+    changes: Sequence[dict[str, Any]],
+    emitted_at: str,
+) -> AccountChanged:
+    """The account fields an input changed (its stats for an account-only event, its
+    people and roles for a link); ``customer_id``: the person whose event it was."""
+    return AccountChanged(
+        type="account.changed",
+        event_id=output_event_id("account.changed", source_event_id, "acct:" + account_no),
+        source_event_id=source_event_id,
+        account_no=account_no,
+        customer_id=customer_id,
+        emitted_at=emitted_at,
+        version=version,
+        notify=list(notify),
+        changed=[FieldChange(**change) for change in changes],
+    )
 
 
 def profile_merged(applied: Applied, merged_id: str) -> ProfileMerged:

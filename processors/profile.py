@@ -50,13 +50,15 @@ from processors.attributes import (
 from processors.emotion import EmotionResult, emotion_fields, text_to_read
 from processors.facts import SourcedFact
 from processors.identity import (
+    PLAIN_RULES,
+    IdentityRules,
     customer_id_for,
-    identifier_keys,
+    identify,
     normalise_identifier,
 )
 from processors.intents import intent_fields
 from processors.keywords import keyword_fields
-from processors.layout import ATTRIBUTE, COUNT, TAG, WEIGHT
+from processors.layout import ATTRIBUTE, COUNT, REJECTED, TAG, WEIGHT
 from processors.preferences import decay_weight, time_of_day
 from processors.problems import problem_fields, resolution_fields
 from processors.relationships import (
@@ -83,6 +85,7 @@ class DeltaSettings:
     problem_intents: tuple[str, ...] = ("complaint", "outage", "billing", "repair")
     trends_window_ms: int = 3_600_000
     trends_retention_ms: int = 7 * 86_400_000
+    identity: IdentityRules = PLAIN_RULES
 
 
 @dataclass(slots=True)
@@ -97,7 +100,12 @@ class ProfileDelta:
     event_id: str
     occurred_ms: int
     identifiers: list[str]
+    """Person identifier keys (``kind:value``) after the identity rules."""
     new_customer_id: str
+    accounts: list[str] = field(default_factory=list)
+    """Account numbers: linked to the person, or (no person identifier) applied to."""
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    """Identifiers the rules rejected before the state script: (kind, reason)."""
     erase: bool = False
     fields: dict[str, int | float | str] = field(default_factory=dict)
     product_stats: dict[str, int] = field(default_factory=dict)
@@ -118,6 +126,7 @@ class ProfileDelta:
             "now": now_ms,
             "ret": retention_ms,
             "ids": self.identifiers,
+            "accts": self.accounts,
             "newcid": self.new_customer_id,
             "erase": self.erase,
             "fields": self.fields,
@@ -145,6 +154,7 @@ def delta_settings(settings: Settings) -> DeltaSettings:
         problem_intents=settings.problem_intents,
         trends_window_ms=settings.trends_window_seconds * 1000,
         trends_retention_ms=settings.trends_retention_seconds * 1000,
+        identity=IdentityRules.load(settings.identity_file, settings.default_region),
     )
 
 
@@ -266,10 +276,13 @@ def _source_imported(change: Change, event: SourceImported) -> None:
 
 
 def _roles(change: Change, attributes: Mapping[str, Any]) -> None:
-    accounts = [k.split(":", 1)[1] for k in change.delta.identifiers if k.startswith("account_no:")]
-    change.fields.update(
-        role_fields(dict(attributes), accounts, change.occurred_ms, change.event.event_id)
-    )
+    """A role that comes with an account is the person's role on it (not for an
+    account-only event: there is no person)."""
+    delta = change.delta
+    if delta.identifiers:
+        change.fields.update(
+            role_fields(dict(attributes), delta.accounts, change.occurred_ms, delta.event_id)
+        )
 
 
 def _profile_edited(change: Change, event: ProfileEdited) -> None:
@@ -307,6 +320,19 @@ contributors below)."""
 
 
 # --- what every event contributes, one concern each --------------------------------------
+
+
+class NoUsableIdentifier(ValueError):
+    """Every identifier of the event was rejected by the identity rules (DLQ)."""
+
+
+def _rejection_counts(change: Change) -> None:
+    """Identifiers the rules rejected, counted per kind and reason in the person's
+    ``identity_rejections`` (never the value)."""
+    if change.delta.identifiers:
+        for kind, reason in change.delta.rejected:
+            name = f"{COUNT}{REJECTED}{kind}:{reason}"
+            change.fields[name] = int(change.fields.get(name, 0)) + 1
 
 
 def _counts(change: Change) -> None:
@@ -379,6 +405,7 @@ def _call_session(change: Change) -> None:
 
 CONTRIBUTORS: tuple[Callable[[Change], None], ...] = (
     _counts,
+    _rejection_counts,
     _emotion,
     _preferences,
     _keywords_and_intent,
@@ -390,16 +417,25 @@ CONTRIBUTORS: tuple[Callable[[Change], None], ...] = (
 concern does not apply)."""
 
 
-def _identifiers(event: InputEvent, facts: Sequence[SourcedFact], link: bool) -> list[str]:
-    """The event's identifier keys; with ``link``, phones and e-mails found in its text."""
-    identifiers = identifier_keys(event.customer)
-    if link:
+def _identifiers(
+    event: InputEvent, facts: Sequence[SourcedFact], settings: DeltaSettings
+) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The event's person identifier keys (with ``link_fact_identities``, also phones
+    and e-mails found in its text), account numbers and rejections."""
+    rules = settings.identity
+    found = identify(event.customer, rules)
+    if settings.link_fact_identities:
         for _, fact in facts:
             if fact.name in ("phone", "email"):
-                key = f"{fact.name}:{normalise_identifier(fact.name, fact.value)}"
-                if key not in identifiers:
-                    identifiers.append(key)
-    return identifiers
+                value = normalise_identifier(fact.name, fact.value, rules.region)
+                key = f"{fact.name}:{value}"
+                if key in found.people:
+                    continue
+                if rules.is_blocked(fact.name, value.lstrip("+")):
+                    found.rejected.append((fact.name, "blocked"))
+                else:
+                    found.people.append(key)
+    return found.people, found.accounts, found.rejected
 
 
 def build_delta(
@@ -418,13 +454,17 @@ def build_delta(
 
     The event type's builder (:data:`EVENT_BUILDERS`) writes what only that type
     writes; every contributor (:data:`CONTRIBUTORS`) adds its concern's part."""
-    identifiers = _identifiers(event, facts, settings.link_fact_identities)
+    identifiers, accounts, rejected = _identifiers(event, facts, settings)
+    if not identifiers and not accounts:
+        raise NoUsableIdentifier("identifiers_rejected")
     occurred_ms = _to_ms(event.occurred_at)
     delta = ProfileDelta(
         event_id=event.event_id,
         occurred_ms=occurred_ms,
         identifiers=identifiers,
-        new_customer_id=customer_id_for(identifiers[0]),
+        new_customer_id=customer_id_for(identifiers[0]) if identifiers else "",
+        accounts=accounts,
+        rejected=rejected,
     )
     if isinstance(event, CustomerErasure):
         delta.erase = True

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.attributes import event_order, iso_from_ms
-from processors.layout import ACTIONS
+from processors.layout import ACTIONS, FRIEND, GROUP
 
-FRIEND, GROUP, MESSAGES, RECENT = "friend:", "grp:", "msg:", "emp:"
+MESSAGES, RECENT = "msg:", "emp:"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from processors.attributes import event_order, normalise_attribute_name
+from processors.layout import ROLE as ROLE_FIELD
 
-ROLE = "role:"
+ROLE = ROLE_FIELD[2:]
 
 
 def role_fields(

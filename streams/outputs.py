@@ -17,13 +17,23 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.events import InputEvent, RelationChanged
 from portrait.state.store import ApplyResult
+from processors.accounts import people_document
 from processors.assist import AssistSettings, PromptTemplates, assist_settings
 from processors.attributes import iso_from_ms
-from processors.document import DocumentSettings, Update, changed_fields, document_from_state
+from processors.document import (
+    DocumentSettings,
+    Update,
+    account_changes,
+    changed_fields,
+    document_from_state,
+    update_of,
+)
 from processors.emotion import EmotionResult, negative_streak
 from processors.envelope import Rejection
+from processors.layout import ROLE
 from processors.outputs import (
     Applied,
+    account_changed,
     agent_prompt,
     dlq_record,
     encode,
@@ -97,6 +107,7 @@ class Outputs:
         ]
         changes = changed_fields(update, {"scores": done.scores}, self.document)
         out.append(OutputRecord(self.profile_topic, key, encode(profile_changed(applied, changes))))
+        out.extend(self._links(done, emitted_at))
         prompt = self._prompt(done)
         if prompt is not None:
             out.append(prompt)
@@ -107,10 +118,68 @@ class Outputs:
                 assert result.state is not None
                 state = result.state
                 document = document_from_state(
-                    applied.customer_id, state, dict(done.scores[1]), self.document
+                    applied.customer_id,
+                    state,
+                    dict(done.scores[1]),
+                    self.document,
+                    result.accounts,
                 )
                 snapshot = profile_snapshot(applied, employee, document)
                 out.append(OutputRecord(self.profile_topic, key, encode(snapshot)))
+        return out
+
+    def _links(self, done: AppliedEvent, emitted_at: str) -> list[OutputRecord]:
+        """``account.changed`` for each account whose people or roles the event changed
+        (a new link, or a new role on it)."""
+        result = done.result
+        person = result.customer_id or ""
+        out = []
+        for number, account in sorted(result.accounts.items()):
+            if not account.people:  # not named by the event: its people are unchanged
+                continue
+            role_field = ROLE + number
+            before = dict(account.people)
+            if number in result.links_added:
+                before.pop(person, None)
+            elif role_field in result.old:
+                previous = result.old[role_field]
+                before[person] = previous or ""
+            people = (people_document(before), people_document(account.people))
+            changes = account_changes(None, {}, people, self.document)
+            if changes:
+                version = int(account.fields.get("m:version", 0))
+                body = account_changed(
+                    done.event.event_id,
+                    number,
+                    person,
+                    version,
+                    account.notify,
+                    changes,
+                    emitted_at,
+                )
+                out.append(OutputRecord(self.profile_topic, number.encode(), encode(body)))
+        return out
+
+    def accounts_applied(
+        self, event_id: str, result: ApplyResult, emitted_at: str
+    ) -> list[OutputRecord]:
+        """``account.changed`` for each account an account-only event applied to."""
+        out = []
+        for applied in result.applied_accounts:
+            assert applied.state is not None and applied.account_no is not None
+            update = update_of(applied.state, applied.old, [])
+            changes = account_changes(update.before, update.after, None, self.document)
+            body = account_changed(
+                event_id,
+                applied.account_no,
+                None,
+                int(update.after["m"].get("version", 0)),
+                applied.notify,
+                changes,
+                emitted_at,
+            )
+            key = applied.account_no.encode()
+            out.append(OutputRecord(self.profile_topic, key, encode(body)))
         return out
 
     def _prompt(self, done: AppliedEvent) -> OutputRecord | None:

@@ -31,8 +31,9 @@ from processors.assist import PromptTemplates, parse_stats
 from processors.document import document_settings, update_of
 from processors.emotion import EmotionResult
 from processors.envelope import Rejection, decode_event
+from processors.identity import identify
 from processors.indicators import Population
-from processors.profile import build_delta, delta_settings
+from processors.profile import NoUsableIdentifier, build_delta, delta_settings
 from streams.outputs import AppliedEvent, Outputs, now_iso
 from streams.reading import ChunkReading, ModelRunner, ReadAhead, Reading, model_runner
 from streams.records import Deliver, InputRecord, OutputRecord
@@ -56,6 +57,8 @@ class Accepted:
     record: InputRecord
     event: InputEvent
     emotion: EmotionResult | None
+    rejected: Sequence[tuple[str, str]] = ()
+    """Identifiers the rules rejected before the state script (kind, reason)."""
 
 
 class BatchPipeline:
@@ -238,10 +241,14 @@ class BatchPipeline:
                     reading.keywords[index],
                     reading.intents[index],
                 )
+            except NoUsableIdentifier:
+                self._count_rejections(identify(event.customer, self.deltas.identity).rejected)
+                self._reject(record, Rejection("identifiers_rejected"), outcome)
+                continue
             except Exception as exc:  # bad input must never stop the worker
                 self._reject(record, Rejection(f"unprocessable: {type(exc).__name__}"), outcome)
                 continue
-            accepted.append(Accepted(record, event, emotion))
+            accepted.append(Accepted(record, event, emotion, delta.rejected))
             deltas.append(delta.to_json(now_ms, self.retention_ms, quiet=not self.emit))
             if delta.product_stats:  # later call turns in this batch see this feedback
                 stats.update(delta.product_stats)
@@ -273,12 +280,21 @@ class BatchPipeline:
                 outcome.outputs.extend(
                     self.outputs.erased(item.event.event_id, result.erased, emitted_at)
                 )
+            elif result.status == "acct" and self.emit:
+                self._accounts_applied(item, result, outcome, emitted_at, first=True)
             elif result.status == "ok" and result.state is not None:
                 applied.append((item, result, True))
             elif result.replay is not None and item.event.event_id not in emitted:
-                applied.append((item, result.replay, False))
+                if result.replay.status == "acct":
+                    self._accounts_applied(item, result.replay, outcome, emitted_at, first=False)
+                else:
+                    applied.append((item, result.replay, False))
             emitted.add(item.event.event_id)
-        updates = [update_of(r.state, r.old, r.ids_added) for _, r, _ in applied if r.state]
+        updates = [
+            update_of(r.state, r.old, r.ids_added, r.accounts, r.links_added)
+            for _, r, _ in applied
+            if r.state
+        ]
         customers = [r.customer_id or "" for _, r, _ in applied]
         scores = self.scorer.score(list(zip(customers, updates, strict=True)))
         for (item, result, first), update, pair in zip(applied, updates, scores, strict=True):
@@ -288,6 +304,30 @@ class BatchPipeline:
             if first:
                 metrics.MERGES.inc(len(result.merged))
                 self.scorer.observe(item.event, update, pair[1])
+                self._count_rejections([*item.rejected, *result.rejections])
+
+    def _accounts_applied(
+        self,
+        item: Accepted,
+        result: ApplyResult,
+        outcome: BatchOutcome,
+        emitted_at: str,
+        *,
+        first: bool,
+    ) -> None:
+        """An account-only event: its ``account.changed`` outputs, confirmed per account."""
+        outcome.outputs.extend(
+            self.outputs.accounts_applied(item.event.event_id, result, emitted_at)
+        )
+        for applied in result.applied_accounts:
+            outcome.confirm.append((applied.customer_id or "", item.event.event_id))
+        if first:
+            self._count_rejections(item.rejected)
+
+    @staticmethod
+    def _count_rejections(rejected: Sequence[tuple[str, str]]) -> None:
+        for kind, reason in rejected:
+            metrics.IDENTITY_REJECTIONS.labels(kind, reason).inc()
 
     def _state_error(self, record: InputRecord, result: ApplyResult, outcome: BatchOutcome) -> None:
         """An event the state script failed on goes to the DLQ, counted."""

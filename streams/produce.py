@@ -11,7 +11,7 @@ import orjson
 
 from portrait.config import Settings
 from portrait.events import INPUT_TOPIC_BY_TYPE, CustomerRef
-from processors.identity import identifier_keys
+from processors.identity import identify
 from streams.records import OutputRecord
 
 
@@ -30,10 +30,12 @@ def route_key(event: dict[str, Any]) -> str | None:
     if topic == "calls" and payload.get("call_id"):
         return str(payload["call_id"])
     try:
-        keys = identifier_keys(CustomerRef.model_validate(event.get("customer") or {}))
+        found_ids = identify(CustomerRef.model_validate(event.get("customer") or {}))
     except ValueError:
         return None
-    return keys[0] if keys else None
+    if found_ids.people:
+        return found_ids.people[0]
+    return f"account_no:{found_ids.accounts[0]}" if found_ids.accounts else None
 
 
 def route(settings: Settings, line: bytes, topic: str | None = None) -> OutputRecord:

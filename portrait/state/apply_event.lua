@@ -54,6 +54,7 @@ local P = ARGV[1]
 --@LAYOUT@
 local OPTIONS = cjson.decode(ARGV[2])
 
+local LIMITS = OPTIONS.limits or {}  -- identifier kind → the most one person may hold
 local TRAIL_KEPT = 50
 local FAMILY_OF = {}  -- field prefix → family; family prefixes are 2 or 5 characters
 local NEGATIVES       -- the family whose size is the negative streak
@@ -118,8 +119,19 @@ end
 
 -- erasure ---------------------------------------------------------------------------
 
+local function account_of(acct) return ACCOUNT_ENTITY .. acct end
+
 local function erase(cid, now, ret)
   move_spend(tonumber(redis.call('HGET', ck(cid, 'p'), 'e:amount')), nil)
+  -- unlinked from their accounts; an account with no people left goes with its data
+  for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, 'accts'))) do
+    local a = account_of(acct)
+    redis.call('SREM', ck(a, 'people'), cid)
+    if redis.call('SCARD', ck(a, 'people')) == 0 then
+      for _, key in ipairs(seen_keys(a, now, ret)) do redis.call('DEL', key) end
+      delete_customer(a, false)
+    end
+  end
   for _, id in ipairs(redis.call('SMEMBERS', ck(cid, 'ids'))) do
     if redis.call('GET', idxk(id)) == cid then redis.call('DEL', idxk(id)) end
   end
@@ -136,6 +148,8 @@ end
 -- the survivor's state, changed in memory and written once (reset per event) ----------
 
 local cur, old, dirty, ids_added
+local links_added  -- accounts newly linked to the person (by the event or a merge)
+local rejections   -- identifiers the rules rejected here: kind US reason
 local added    -- family prefix → members added (or, by weight, changed) in this event
 local oldest   -- family prefix → the oldest member shown before or after the event
 local touched  -- view group → true when a family of the group changed in this event
@@ -332,6 +346,13 @@ local function merge(loser, now, ret)
     end
   end
   for _, id in ipairs(redis.call('SMEMBERS', ck(loser, 'ids'))) do add_identifier(id) end
+  -- the survivor holds the loser's accounts (with the roles, merged as registers above)
+  for _, acct in ipairs(redis.call('SMEMBERS', ck(loser, 'accts'))) do
+    local a = account_of(acct)
+    redis.call('SREM', ck(a, 'people'), loser)
+    redis.call('SADD', ck(a, 'people'), cid)
+    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
+  end
   local into = seen_keys(cid, now, ret)
   for i, key in ipairs(seen_keys(loser, now, ret)) do
     local blob = redis.call('GET', key)
@@ -427,76 +448,110 @@ local function call_event(cid, call, ts)
   return prompt
 end
 
+-- identity rules ------------------------------------------------------------------------
+--
+-- Person identifiers resolve through the index, within the limits per kind (LIMITS):
+-- the identifiers of kinds limited to one that no one holds yet are claimed first (they
+-- say who the event is about), then those that find people, then the other new ones.
+-- A person joins the event's survivor only if every kind stays within its limit
+-- together; an identifier that would break a limit is rejected ('conflict' for a kind
+-- limited to one, else 'limit') and neither resolves nor merges.
+
+local function kind_of(id) return string.match(id, '^([^:]*):') end
+
+local function resolve(ids)
+  local found, usable, holding = {}, {}, {}
+  local function fits(extra)
+    for k, set in pairs(extra) do
+      local limit = LIMITS[k]
+      if limit then
+        local n, mine = 0, holding[k] or {}
+        for _ in pairs(mine) do n = n + 1 end
+        for id, _ in pairs(set) do if not mine[id] then n = n + 1 end end
+        if n > limit then
+          if limit == 1 then return 'conflict' end
+          return 'limit'
+        end
+      end
+    end
+    return nil
+  end
+  local function take(extra)
+    for k, set in pairs(extra) do
+      holding[k] = holding[k] or {}
+      for id, _ in pairs(set) do holding[k][id] = true end
+    end
+  end
+  local owner, is_found = {}, {}
+  for _, id in ipairs(ids) do owner[id] = redis.call('GET', idxk(id)) end
+  local function try(id, extra, person)
+    local why = fits(extra)
+    if why then
+      table.insert(rejections, kind_of(id) .. US .. why)
+      return
+    end
+    take(extra)
+    table.insert(usable, id)
+    if person then
+      is_found[person] = true
+      table.insert(found, person)
+    end
+  end
+  local function new_id(id) return {[kind_of(id)] = {[id] = true}} end
+  for _, id in ipairs(ids) do  -- 1. unclaimed identifiers of kinds limited to one
+    if not owner[id] and LIMITS[kind_of(id)] == 1 then try(id, new_id(id)) end
+  end
+  for _, id in ipairs(ids) do  -- 2. identifiers that find people
+    local c = owner[id]
+    if c and is_found[c] then
+      table.insert(usable, id)
+    elseif c then
+      local held = {}
+      for _, h in ipairs(redis.call('SMEMBERS', ck(c, 'ids'))) do
+        local k = kind_of(h)
+        held[k] = held[k] or {}
+        held[k][h] = true
+      end
+      try(id, held, c)
+    end
+  end
+  for _, id in ipairs(ids) do  -- 3. the other new identifiers
+    if not owner[id] and LIMITS[kind_of(id)] ~= 1 then try(id, new_id(id)) end
+  end
+  return found, usable
+end
+
 -- one event -------------------------------------------------------------------------
 
-local function apply_one(raw)
-  local d = cjson.decode(raw)
-
-  local found, is_found = {}, {}
-  for _, id in ipairs(d.ids) do
-    local c = redis.call('GET', idxk(id))
-    if c and not is_found[c] then
-      is_found[c] = true
-      table.insert(found, c)
-    end
-  end
-
-  if d.erase then
-    local tomb = P .. 'erasure:' .. d.eid
-    if redis.call('EXISTS', tomb) == 1 then return 'dup' end
-    for _, c in ipairs(found) do erase(c, d.now, d.ret) end
-    redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))
-    if #found == 0 then return 'noop' end
-    return 'erased' .. RS .. table.concat(found, US)
-  end
-
-  local hash = id_hash(d.eid)
-  for _, c in ipairs(found) do
-    if has_seen(c, hash, d.now, d.ret) then
-      local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
-      if pending then return 'dup' .. RS .. c .. RS .. pending end
-      return 'dup' .. RS .. c
-    end
-  end
-
+-- an entity's state in memory, changes and views reset
+local function begin(entity)
+  cid = entity
   cur, old, dirty, ids_added = {}, {}, {}, {}
   added, touched, oldest = {}, {}, {}
-  local losers = {}
-  if #found == 0 then
-    cid = d.newcid
-    redis.call('DEL', ck(cid, 'redirect'))
-  else
-    cid = found[1]
-    for i = 2, #found do
-      local c = found[i]
-      local fc, fs = first_seen(c), first_seen(cid)
-      if fc < fs or (fc == fs and c < cid) then cid = c end
-    end
-  end
+  links_added = {}
   local flat = redis.call('HGETALL', ck(cid, 'p'))
   for i = 1, #flat, 2 do cur[flat[i]] = flat[i + 1] end
-  local spend_before = tonumber(cur['e:amount'])
-  local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
-  for _, c in ipairs(found) do
-    if c ~= cid then
-      merge(c, d.now, d.ret)
-      table.insert(losers, c)
-    end
-  end
+end
 
-  for _, id in ipairs(d.ids) do add_identifier(id) end
+-- the delta's fields onto the entity in memory, then written (families and the hash)
+local function apply_fields(d)
   keep_extreme('m:first_seen', d.ts, true)
   keep_extreme('m:last_seen', d.ts, false)
   family_prefetch(d.fields)
   for f, v in pairs(d.fields) do combine(f, v) end
+  for _, r in ipairs(rejections) do
+    local kind, why = string.match(r, '^([^\31]*)\31(.*)$')
+    add_int(REJECTED .. kind .. ':' .. why, 1)
+  end
   add_int('m:version', 1)
-  move_spend(spend_before, tonumber(cur['e:amount']))
+end
+
+local function write_entity()
   for _, fam in ipairs(FAMILIES) do family_cap(fam) end
   if dirty[CALM] then
     -- negatives up to the latest calm message no longer count towards the streak
     redis.call('ZREMRANGEBYLEX', ck(cid, NEGATIVES.key), '-', '[' .. cur[CALM])
   end
-
   -- written in slices: unpack() has a limit, and a merge can dirty many fields
   local writes = {}
   for f, _ in pairs(dirty) do
@@ -508,29 +563,60 @@ local function apply_one(raw)
     end
   end
   if #writes > 0 then redis.call('HSET', ck(cid, 'p'), unpack(writes)) end
+end
 
-  local prompt = ''
-  if d.call then prompt = call_event(cid, d.call, d.ts) end
+local function pairs_text(flat) return table.concat(flat, US) end
 
-  -- phase × product statistics from feedback: global, counted once per event id
-  for f, n in pairs(d.stats or {}) do redis.call('HINCRBY', P .. 'stats:products', f, n) end
-
-  -- group analysis: the event's keywords and intent counted into its time window
-  if d.trend then
-    local window = P .. 'trend:' .. string.format('%d', d.trend.w)
-    redis.call('HINCRBY', window, 'messages', 1)
-    for _, f in ipairs(d.trend.keys) do redis.call('HINCRBY', window, f, 1) end
-    redis.call('PEXPIRE', window, d.trend.exp)
-    redis.call('ZADD', P .. 'trend:index', d.trend.w, string.format('%d', d.trend.w))
+-- employees with an active friend or group relation to a person (processors/
+-- relationships.py connected_employees), into the set `into`
+local function connected(person, into)
+  local flat = redis.call('HGETALL', ck(person, 'p'))
+  for i = 1, #flat, 2 do
+    local f, v = flat[i], flat[i + 1]
+    if string.sub(v, -6) == '\tadded' then
+      if string.sub(f, 1, #FRIEND) == FRIEND then
+        into[string.sub(f, #FRIEND + 1)] = true
+      elseif string.sub(f, 1, #GROUP) == GROUP then
+        into[string.sub(f, #GROUP + 1, -10)] = true
+      end
+    end
   end
+end
 
-  local seen = seen_keys(cid, d.now, d.ret)[1]
-  redis.call('APPEND', seen, hash)
-  redis.call('PEXPIRE', seen, 2 * math.max(d.ret, 1))
-  -- replay: state only, no outputs to build or keep pending
-  if d.quiet then return 'ok' .. RS .. cid end
+local function sorted_keys(set)
+  local out = {}
+  for k, _ in pairs(set) do table.insert(out, k) end
+  table.sort(out)
+  return out
+end
 
-  -- the answer: the bounded profile hash, each family's view, and what changed
+-- an account's people (customer id US role register, '' without a role, for each) and
+-- the employees connected to any of them
+local function people_of(acct)
+  local out, notify = {}, {}
+  for _, person in ipairs(redis.call('SMEMBERS', ck(account_of(acct), 'people'))) do
+    table.insert(out, person)
+    table.insert(out, redis.call('HGET', ck(person, 'p'), ROLE .. acct) or '')
+    connected(person, notify)
+  end
+  return pairs_text(out), table.concat(sorted_keys(notify), US)
+end
+
+-- a person's accounts for the answer: number VS account hash VS people VS notify (the
+-- people and notify only for the accounts the event named), one after another by MS
+local function accounts_of(person, named)
+  local out = {}
+  for _, acct in ipairs(redis.call('SMEMBERS', ck(person, 'accts'))) do
+    local people, notify = '', ''
+    if named[acct] then people, notify = people_of(acct) end
+    local hash = redis.call('HGETALL', ck(account_of(acct), 'p'))
+    table.insert(out, table.concat({acct, pairs_text(hash), people, notify}, VS))
+  end
+  return table.concat(out, MS)
+end
+
+-- the answer: the bounded hash, each family's view, what changed, the links
+local function answer(d, losers, streak_before, prompt, links, notify)
   local views = {}
   for i, fam in ipairs(FAMILIES) do
     views[i] = ''
@@ -556,8 +642,150 @@ local function apply_one(raw)
     table.concat(before, US),
     prompt,
     table.concat(views, VS),
+    links,
+    table.concat(links_added, US),
+    table.concat(rejections, US),
+    notify or '',
   }, RS)
   redis.call('HSET', ck(cid, 'pending'), d.eid, body)
+  return body
+end
+
+local function remember(d, hash)
+  local seen = seen_keys(cid, d.now, d.ret)[1]
+  redis.call('APPEND', seen, hash)
+  redis.call('PEXPIRE', seen, 2 * math.max(d.ret, 1))
+end
+
+-- global counters an applied event adds to (once per event id)
+local function count_globals(d)
+  -- phase × product statistics from feedback
+  for f, n in pairs(d.stats or {}) do redis.call('HINCRBY', P .. 'stats:products', f, n) end
+  -- group analysis: the event's keywords and intent counted into its time window
+  if d.trend then
+    local window = P .. 'trend:' .. string.format('%d', d.trend.w)
+    redis.call('HINCRBY', window, 'messages', 1)
+    for _, f in ipairs(d.trend.keys) do redis.call('HINCRBY', window, f, 1) end
+    redis.call('PEXPIRE', window, d.trend.exp)
+    redis.call('ZADD', P .. 'trend:index', d.trend.w, string.format('%d', d.trend.w))
+  end
+end
+
+-- An event with no person identifier applies to each account it names (its stats,
+-- trail and indicators); answered 'acct' RS (number RS body) for each, by ES.
+local function apply_accounts(d, hash)
+  for _, acct in ipairs(d.accts) do
+    local a = account_of(acct)
+    if has_seen(a, hash, d.now, d.ret) then
+      local bodies = {}
+      for _, other in ipairs(d.accts) do
+        local pending = redis.call('HGET', ck(account_of(other), 'pending'), d.eid)
+        if pending then table.insert(bodies, other .. RS .. pending) end
+      end
+      if #bodies == 0 then return 'dup' .. RS .. a end
+      return 'dup' .. RS .. 'acct' .. RS .. table.concat(bodies, ES)
+    end
+  end
+  local bodies = {}
+  rejections = {}
+  for _, acct in ipairs(d.accts) do
+    begin(account_of(acct))
+    local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
+    apply_fields(d)
+    write_entity()
+    remember(d, hash)
+    if not d.quiet then
+      local people, notify = people_of(acct)
+      table.insert(bodies, acct .. RS .. answer(d, {}, streak_before, '', people, notify))
+    end
+  end
+  count_globals(d)
+  if d.quiet then return 'ok' .. RS .. account_of(d.accts[1]) end
+  return 'acct' .. RS .. table.concat(bodies, ES)
+end
+
+local function apply_one(raw)
+  local d = cjson.decode(raw)
+  rejections = {}
+  d.accts = d.accts or {}
+
+  if d.erase then
+    local tomb = P .. 'erasure:' .. d.eid
+    if redis.call('EXISTS', tomb) == 1 then return 'dup' end
+    local found = {}
+    for _, id in ipairs(d.ids) do
+      local c = redis.call('GET', idxk(id))
+      if c and redis.call('SISMEMBER', ck(c, 'ids'), id) == 1 then
+        local known = false
+        for _, f in ipairs(found) do if f == c then known = true end end
+        if not known then table.insert(found, c) end
+      end
+    end
+    for _, c in ipairs(found) do erase(c, d.now, d.ret) end
+    redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))
+    if #found == 0 then return 'noop' end
+    return 'erased' .. RS .. table.concat(found, US)
+  end
+
+  local hash = id_hash(d.eid)
+  if #d.ids == 0 then return apply_accounts(d, hash) end
+
+  -- a redelivery is recognised by any person its identifiers find, rules aside
+  for _, id in ipairs(d.ids) do
+    local c = redis.call('GET', idxk(id))
+    if c and has_seen(c, hash, d.now, d.ret) then
+      local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
+      if pending then return 'dup' .. RS .. c .. RS .. pending end
+      return 'dup' .. RS .. c
+    end
+  end
+
+  local found, usable = resolve(d.ids)
+  local survivor = d.newcid
+  if #found > 0 then
+    survivor = found[1]
+    for i = 2, #found do
+      local c = found[i]
+      local fc, fs = first_seen(c), first_seen(survivor)
+      if fc < fs or (fc == fs and c < survivor) then survivor = c end
+    end
+  end
+  begin(survivor)
+  if #found == 0 then redis.call('DEL', ck(cid, 'redirect')) end
+  local losers = {}
+  local spend_before = tonumber(cur['e:amount'])
+  local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
+  for _, c in ipairs(found) do
+    if c ~= cid then
+      merge(c, d.now, d.ret)
+      table.insert(losers, c)
+    end
+  end
+
+  for _, id in ipairs(usable) do add_identifier(id) end
+  apply_fields(d)
+  move_spend(spend_before, tonumber(cur['e:amount']))
+  write_entity()
+
+  -- links to the accounts the event names (an account's version counts the events
+  -- that name it)
+  local named = {}
+  for _, acct in ipairs(d.accts) do
+    named[acct] = true
+    local a = account_of(acct)
+    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
+    redis.call('SADD', ck(a, 'people'), cid)
+    redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
+  end
+  for _, acct in ipairs(links_added) do named[acct] = true end
+
+  local prompt = ''
+  if d.call then prompt = call_event(cid, d.call, d.ts) end
+  count_globals(d)
+  remember(d, hash)
+  -- replay: state only, no outputs to build or keep pending
+  if d.quiet then return 'ok' .. RS .. cid end
+  local body = answer(d, losers, streak_before, prompt, accounts_of(cid, named))
   return 'ok' .. RS .. cid .. RS .. body
 end
 

@@ -21,13 +21,18 @@ from redis.exceptions import NoScriptError
 
 from portrait import metrics
 from portrait.config import Settings
+from processors.accounts import AccountState
 from processors.assist import CallAdvice
 from processors.document import StoredState, document_settings
+from processors.identity import DEFAULT_LIMITS, IdentityRules
 from processors.layout import (
     ABSENT,
+    ACCOUNT_ENTITY,
+    ENTITY_SEP,
     FAMILIES,
     MEMBER_SEP,
     NEGATIVE_STREAK,
+    ROLE,
     VIEW_SEP,
     Family,
     lua_constants,
@@ -81,14 +86,26 @@ def _pairs(text: str) -> dict[str, str]:
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
+def _account(text: str) -> tuple[str, AccountState]:
+    number, hash_pairs, people, notify = text.split(VIEW_SEP)
+    return number, AccountState(_pairs(hash_pairs), _pairs(people), tuple(_split(notify)))
+
+
 @dataclass(slots=True)
 class ApplyResult:
     """What applying one delta did.
 
     ``status``: ``ok`` (applied), ``dup`` (seen before; ``replay`` holds the outputs still
     pending delivery, if any), ``erased`` (``erased`` lists the customers removed),
-    ``noop`` (an erasure for no known customer) or ``error`` (the script failed on this
-    event's data; nothing of it was applied).
+    ``noop`` (an erasure for no known customer), ``acct`` (an event with no person
+    identifier, applied to each account in ``applied_accounts``) or ``error`` (the script
+    failed on this event's data; nothing of it was applied).
+
+    For a person: ``accounts`` are the accounts the person holds (with their people for
+    the accounts the event named), ``links_added`` the accounts linked by this event or
+    its merges, ``rejections`` the identifiers the state script's rules rejected (kind,
+    reason). For an account (in ``applied_accounts``), ``account_no`` is its number and
+    ``people`` its people.
     """
 
     status: str
@@ -101,6 +118,13 @@ class ApplyResult:
     replay: ApplyResult | None = None
     error: str | None = None
     prompt: CallAdvice | None = None
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    links_added: list[str] = field(default_factory=list)
+    rejections: list[tuple[str, str]] = field(default_factory=list)
+    account_no: str | None = None
+    people: dict[str, str] = field(default_factory=dict)
+    notify: list[str] = field(default_factory=list)
+    applied_accounts: list[ApplyResult] = field(default_factory=list)
 
     @classmethod
     def parse(cls, answer: bytes) -> ApplyResult:
@@ -114,6 +138,11 @@ class ApplyResult:
             return cls(status, error=_error_kind(message))
         if status == "erased":
             return cls(status, erased=_split(parts[1]))
+        if status == "acct":
+            return cls(status, applied_accounts=cls._accounts(answer.decode("utf-8")[5:]))
+        if status == "dup" and len(parts) > 2 and parts[1] == "acct":
+            accounts = cls._accounts(answer.decode("utf-8")[9:])
+            return cls(status, replay=cls(status="acct", applied_accounts=accounts))
         if status == "dup":
             customer_id = parts[1] if len(parts) > 1 else None
             replay = cls._applied(customer_id or "", parts[2:]) if len(parts) > 2 else None
@@ -125,12 +154,25 @@ class ApplyResult:
         return cls(status)
 
     @classmethod
+    def _accounts(cls, text: str) -> list[ApplyResult]:
+        """Each account's answer of an account-only event: number RS body, by ES."""
+        out = []
+        for entity in text.split(ENTITY_SEP):
+            number, *body = entity.split(RS)
+            result = cls._applied(ACCOUNT_ENTITY + number, body)
+            result.account_no = number
+            out.append(result)
+        return out
+
+    @classmethod
     def _applied(cls, customer_id: str, body: list[str]) -> ApplyResult:
-        merged, ids_added, ids, after, before, prompt, views = body
+        merged, ids_added, ids, after, before, prompt, views, links, added, rejected, notify = body
         fields = _pairs(after)
         for family, view in zip(FAMILIES, views.split(VIEW_SEP), strict=True):
             if view:
                 fields.update(family_fields(family, view.split(MEMBER_SEP)))
+        is_account = customer_id.startswith(ACCOUNT_ENTITY)
+        rejections = _split(rejected)
         return cls(
             "ok",
             customer_id=customer_id,
@@ -139,6 +181,13 @@ class ApplyResult:
             old={k: (None if v == ABSENT else v) for k, v in _pairs(before).items()},
             ids_added=_split(ids_added),
             prompt=CallAdvice.parse(_split(prompt)) if prompt else None,
+            accounts={}
+            if is_account or not links
+            else dict(map(_account, links.split(MEMBER_SEP))),
+            links_added=_split(added),
+            rejections=list(zip(rejections[::2], rejections[1::2], strict=True)),
+            people=_pairs(links) if is_account else {},
+            notify=_split(notify),
         )
 
 
@@ -182,6 +231,14 @@ class ProfileStore(Protocol):
         """Stored state of a live customer, or None."""
         ...
 
+    async def accounts_of(self, customer_id: str) -> dict[str, AccountState]:
+        """The accounts a person holds: number → state."""
+        ...
+
+    async def load_account(self, account_no: str) -> AccountState | None:
+        """An account's state, or None when no account has this number."""
+        ...
+
     async def population(self) -> dict[str, int]:
         """Customers per spend bucket (for ``indicators.wealth``)."""
         ...
@@ -209,14 +266,20 @@ class RedisProfileStore:
         *,
         keywords_shown: int = 10,
         keywords_watched: Sequence[str] | None = None,
+        identity_limits: Mapping[str, int] | None = None,
         **options: Any,
     ) -> None:
         """``keywords_shown``: the top-K the documents show; ``keywords_watched``: terms
-        whose weights every answer carries (default: those of the default needs rules)."""
+        whose weights every answer carries (default: those of the default needs rules);
+        ``identity_limits``: the most identifiers of each kind one person may hold
+        (default: ``processors.identity.DEFAULT_LIMITS``)."""
         self.prefix = prefix
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, **options)
         watched = watched_keywords(load_rules()) if keywords_watched is None else keywords_watched
-        self._script_options = orjson.dumps({"kw_shown": keywords_shown, "kw_watch": list(watched)})
+        limits = DEFAULT_LIMITS if identity_limits is None else identity_limits
+        self._script_options = orjson.dumps(
+            {"kw_shown": keywords_shown, "kw_watch": list(watched), "limits": dict(limits)}
+        )
         self._apply_src = _lua("apply_event.lua")
         self._ack_src = _lua("ack_outputs.lua")
         self._shas: tuple[str, str] | None = None
@@ -232,6 +295,7 @@ class RedisProfileStore:
             settings.redis_key_prefix,
             keywords_shown=document.keywords_top_k,
             keywords_watched=watched_keywords(document.needs_rules),
+            identity_limits=IdentityRules.load(settings.identity_file).limits,
             **settings.redis_options(),
         )
 
@@ -302,25 +366,62 @@ class RedisProfileStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hgetall(self.key(customer_id, "p"))
         pipe.smembers(self.key(customer_id, "ids"))
+        self._families(pipe, customer_id)
+        fields, ids, *families = await pipe.execute()
+        if not fields:
+            return None
+        flat = {_text(k): _text(v) for k, v in fields.items()}
+        flat.update(self._family_fields(families))
+        return {"fields": flat, "ids": sorted(i.decode("utf-8") for i in ids)}
+
+    def _families(self, pipe: Any, entity: str) -> None:
         for family in FAMILIES:
-            key = self.key(customer_id, family.key)
+            key = self.key(entity, family.key)
             if family.keep == "since_calm":
                 pipe.zcard(key)
             elif family.keep == "heaviest":
                 pipe.zrange(key, 0, -1, withscores=True, score_cast_func=_text)
             else:
                 pipe.zrange(key, 0, -1)
-        fields, ids, *families = await pipe.execute()
-        if not fields:
-            return None
-        flat = {_text(k): _text(v) for k, v in fields.items()}
+
+    @staticmethod
+    def _family_fields(families: Sequence[Any]) -> dict[str, str]:
+        flat: dict[str, str] = {}
         for family, members in zip(FAMILIES, families, strict=True):
             if family.keep == "since_calm":
                 members = [str(members)]
             elif family.keep == "heaviest":
                 members = [x for pair in members for x in pair]
             flat.update(family_fields(family, members))
-        return {"fields": flat, "ids": sorted(i.decode("utf-8") for i in ids)}
+        return flat
+
+    async def accounts_of(self, customer_id: str) -> dict[str, AccountState]:
+        """The accounts a person holds: number → hash and people."""
+        numbers = sorted(
+            _text(n) for n in await self.redis.smembers(self.key(customer_id, "accts"))
+        )
+        found = [await self.load_account(number) for number in numbers]
+        return {n: a for n, a in zip(numbers, found, strict=True) if a is not None}
+
+    async def load_account(self, account_no: str) -> AccountState | None:
+        """An account's hash (with its behaviour trail) and people with their role
+        registers, or None when no account has this number."""
+        entity = ACCOUNT_ENTITY + account_no
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(self.key(entity, "p"))
+        pipe.smembers(self.key(entity, "people"))
+        self._families(pipe, entity)
+        fields, people, *families = await pipe.execute()
+        if not fields:
+            return None
+        flat = {_text(k): _text(v) for k, v in fields.items()}
+        flat.update(self._family_fields(families))
+        role_field = f"{ROLE}{account_no}"
+        roles = {}
+        for person in sorted(_text(p) for p in people):
+            role = await self.redis.hget(self.key(person, "p"), role_field)
+            roles[person] = _text(role) if role else ""
+        return AccountState(flat, roles)
 
     async def product_stats(self) -> dict[str, str]:
         """The phase × product feedback counters (``processors.assist.parse_stats``)."""

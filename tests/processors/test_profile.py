@@ -28,8 +28,9 @@ def test_channel_event_counts_weighs_and_sets_attributes() -> None:
             {"action": "login", "attributes": {"Birthday": "1985/3/7", "City": "上海"}},
         )
     )
-    assert delta.identifiers == ["account_no:A1", "phone:13800138000"]
-    assert delta.new_customer_id == customer_id_for("account_no:A1")
+    assert delta.identifiers == ["phone:+8613800138000"]
+    assert delta.accounts == ["A1"]
+    assert delta.new_customer_id == customer_id_for("phone:+8613800138000")
     assert set(delta.fields) == {
         "c:events_total",
         "c:ch:app",

@@ -60,18 +60,18 @@ def edit(eid: str, at: str, customer: dict[str, Any], **payload: Any) -> dict[st
 STORY = [
     chan("s1", "2026-11-01T09:00:00+08:00", "app", {"phone": "138"}, city="上海"),
     chan("s2", "2026-11-02T09:00:00+08:00", "web", {"im_id": "wx"}, city="北京"),
-    chan("s3", "2026-11-03T21:00:00+08:00", "web", {"im_id": "wx", "account_no": "A1"}),
+    chan("s3", "2026-11-03T21:00:00+08:00", "web", {"im_id": "wx", "email": "a1@x.com"}),
     chan(
         "s4",
         "2026-11-04T21:00:00+08:00",
         "hotline",
-        {"phone": "138", "account_no": "A1"},
+        {"phone": "138", "email": "A1@x.com"},
         company="Acme",
     ),
     edit(
         "s5",
         "2026-10-30T09:00:00+08:00",
-        {"account_no": "A1"},
+        {"email": "a1@x.com"},
         set={"city": "杭州"},
         tags_add=["vip", "tmp"],
     ),
@@ -106,7 +106,7 @@ def test_duplicate_changes_nothing_and_replays_until_confirmed(redis_settings: S
     assert third.status == "dup" and third.replay is None
 
 
-def test_shared_account_merges_into_the_earliest_customer(redis_settings: Settings) -> None:
+def test_shared_person_identifier_merges_into_the_earliest_customer(redis_settings: Settings) -> None:
     results = run(apply(redis_settings, STORY[:4]))
     phone_cid = customer_id_for("phone:138")
     im_cid = customer_id_for("im_id:wx")
@@ -118,10 +118,10 @@ def test_shared_account_merges_into_the_earliest_customer(redis_settings: Settin
     assert doc is not None and doc["customer_id"] == phone_cid
     assert doc["stats"]["events_total"] == 4
     assert doc["stats"]["by_channel"] == {"app": 1, "hotline": 1, "web": 2}
-    assert doc["identifiers"]["im_id"] == ["wx"] and doc["identifiers"]["account_no"] == ["A1"]
+    assert doc["identifiers"]["im_id"] == ["wx"] and doc["identifiers"]["email"] == ["a1@x.com"]
     assert doc["attributes"]["city"]["value"] == "北京"  # the later of the two inferred values
     assert doc["stats"]["first_seen"] == "2026-11-01T01:00:00.000Z"
-    assert run(profile(redis_settings, "account_no", "A1")) == doc
+    assert run(profile(redis_settings, "email", "a1@x.com")) == doc
     client = redis.Redis.from_url(redis_settings.redis_url)
     assert not client.keys(f"{redis_settings.redis_key_prefix}c:{{{im_cid}}}:p")
 
@@ -163,7 +163,7 @@ def test_any_order_gives_the_same_profile(redis_url: str, unique: str) -> None:
         if reference is None:
             reference = found
         assert found == reference, f"order {[e['event_id'] for e in order]}"
-        for kind, value in (("phone", "138"), ("im_id", "wx"), ("account_no", "A1")):
+        for kind, value in (("phone", "138"), ("im_id", "wx"), ("email", "a1@x.com")):
             assert content(run(profile(settings, kind, value))) == reference
 
 
@@ -338,10 +338,10 @@ def test_spend_population_follows_changes_merges_and_erasures(
         apply(
             redis_settings,
             [
-                spend("s1", {"account_no": "low"}, 10.0),
-                spend("s2", {"account_no": "mid"}, 100.0),
-                spend("s3", {"account_no": "high"}, 1000.0),
-                spend("s4", {"account_no": "high"}, 1000.0),  # high now spends 2000
+                spend("s1", {"im_id": "low"}, 10.0),
+                spend("s2", {"im_id": "mid"}, 100.0),
+                spend("s3", {"im_id": "high"}, 1000.0),
+                spend("s4", {"im_id": "high"}, 1000.0),  # high now spends 2000
             ],
         )
     )
@@ -355,16 +355,16 @@ def test_spend_population_follows_changes_merges_and_erasures(
 
     assert sum(run(population()).values()) == 3
     wealth = {
-        name: run(profile(redis_settings, "account_no", name))["indicators"]["wealth"]  # type: ignore[index]
+        name: run(profile(redis_settings, "im_id", name))["indicators"]["wealth"]  # type: ignore[index]
         for name in ("low", "mid", "high")
     }
     assert wealth["low"] < wealth["mid"] < wealth["high"]
     assert wealth["high"] == pytest.approx(5 / 6, abs=1e-4)
 
-    run(apply(redis_settings, [spend("s5", {"account_no": ["low", "mid"]}, 0.0)]))  # merge
+    run(apply(redis_settings, [spend("s5", {"im_id": ["low", "mid"]}, 0.0)]))  # merge
     assert sum(run(population()).values()) == 2
     erase = event(
-        "s6", "customer.erasure", "2026-11-02T00:00:00Z", "crm", {"account_no": "high"}, {}
+        "s6", "customer.erasure", "2026-11-02T00:00:00Z", "crm", {"im_id": "high"}, {}
     )
     run(apply(redis_settings, [erase]))
     assert sum(run(population()).values()) == 1
