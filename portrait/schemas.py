@@ -7,7 +7,13 @@ from typing import Any
 
 import orjson
 
-from portrait.events import INPUT_MODELS, INPUT_TOPIC_BY_TYPE, OUTPUT_MODELS, ProfileDocument
+from portrait.events import (
+    INPUT_MODELS,
+    INPUT_TOPIC_BY_TYPE,
+    OUTPUT_MODELS,
+    AccountDocument,
+    ProfileDocument,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -20,6 +26,7 @@ def generated_schemas() -> dict[str, dict[str, Any]]:
     for name, output_model in OUTPUT_MODELS.items():
         out[f"output/{name}.json"] = output_model.model_json_schema()
     out["profile.json"] = ProfileDocument.model_json_schema()
+    out["account.json"] = AccountDocument.model_json_schema()
     for name, schema in out.items():
         schema["$id"] = f"https://portrait.dev/schemas/{name}"
     out[ASYNCAPI_FILE] = asyncapi_document()
@@ -32,6 +39,7 @@ OUTPUT_TOPIC_BY_TYPE = {
     "profile.merged": "profile-changes",
     "profile.erased": "profile-changes",
     "profile.snapshot": "profile-changes",
+    "account.changed": "profile-changes",
     "agent.prompt": "agent-prompts",
     "trends.window": "trends",
     "dlq.record": "dlq",
@@ -41,7 +49,7 @@ TOPIC_KEYS = {
     "calls": "call id",
     "channel-events": "any customer identifier",
     "commands": "a customer identifier",
-    "profile-changes": "customer id",
+    "profile-changes": "customer id (account number for account.changed)",
     "agent-prompts": "agent or employee id",
     "trends": "window start",
     "dlq": "the original record's key",

@@ -270,41 +270,48 @@ class BatchPipeline:
         """Outputs for a chunk's events, in order; every changed customer scored in one
         call. A redelivery whose outputs were never confirmed re-emits them (same ids); a
         duplicate of an event earlier in this batch has its outputs already."""
-        applied: list[tuple[Accepted, ApplyResult, bool]] = []  # (…, first delivery)
+        # (…, first delivery), in input order: outputs keep the order of their inputs
+        applied: list[tuple[Accepted, ApplyResult, bool]] = []
         for item, result in zip(accepted, results, strict=True):
             kind = {"dup": "duplicate", "error": "dlq"}.get(result.status, "ok")
             outcome.outcomes[(item.record.topic, kind)] += 1
             if result.status == "error":
                 self._state_error(item.record, result, outcome)
-            elif result.status == "erased" and self.emit:
-                outcome.outputs.extend(
-                    self.outputs.erased(item.event.event_id, result.erased, emitted_at)
-                )
-            elif result.status == "acct" and self.emit:
-                self._accounts_applied(item, result, outcome, emitted_at, first=True)
-            elif result.status == "ok" and result.state is not None:
+            elif self._has_outputs(result):
                 applied.append((item, result, True))
             elif result.replay is not None and item.event.event_id not in emitted:
-                if result.replay.status == "acct":
-                    self._accounts_applied(item, result.replay, outcome, emitted_at, first=False)
-                else:
-                    applied.append((item, result.replay, False))
+                applied.append((item, result.replay, False))
             emitted.add(item.event.event_id)
-        updates = [
-            update_of(r.state, r.old, r.ids_added, r.accounts, r.links_added)
-            for _, r, _ in applied
+        people = [(item, r) for item, r, _ in applied if r.status == "ok" and r.state]
+        updates = {
+            id(r): update_of(r.state, r.old, r.ids_added, r.accounts, r.links_added)
+            for _, r in people
             if r.state
-        ]
-        customers = [r.customer_id or "" for _, r, _ in applied]
-        scores = self.scorer.score(list(zip(customers, updates, strict=True)))
-        for (item, result, first), update, pair in zip(applied, updates, scores, strict=True):
+        }
+        customers = [(r.customer_id or "", updates[id(r)]) for _, r in people]
+        scores = dict(zip(updates, self.scorer.score(customers), strict=True))
+        for item, result, first in applied:
+            event_id = item.event.event_id
+            if result.status == "erased":
+                outcome.outputs.extend(self.outputs.erased(event_id, result.erased, emitted_at))
+                continue
+            if result.status == "acct":
+                self._accounts_applied(item, result, outcome, emitted_at, first=first)
+                continue
+            update, pair = updates[id(result)], scores[id(result)]
             done = AppliedEvent(item.record, item.event, item.emotion, result, update, pair)
             outcome.outputs.extend(self.outputs.applied(done, emitted_at))
-            outcome.confirm.append((result.customer_id or "", item.event.event_id))
+            outcome.confirm.append((result.customer_id or "", event_id))
             if first:
                 metrics.MERGES.inc(len(result.merged))
                 self.scorer.observe(item.event, update, pair[1])
                 self._count_rejections([*item.rejected, *result.rejections])
+
+    def _has_outputs(self, result: ApplyResult) -> bool:
+        """A first application with outputs to build (none when replaying quietly)."""
+        if result.status in ("erased", "acct"):
+            return self.emit
+        return result.status == "ok" and result.state is not None
 
     def _accounts_applied(
         self,

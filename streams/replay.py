@@ -30,9 +30,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from models.customer_model import default_customer_model
 from portrait.config import Settings
-from portrait.lookup import profile_by_id
+from portrait.lookup import get_account, profile_by_id
 from portrait.state.store import RedisProfileStore
 from processors.document import document_settings
+from processors.layout import ACCOUNT_ENTITY
 from streams.kafka import INPUT_TOPICS, client_config
 from streams.pipeline import BatchPipeline
 from streams.records import InputRecord, OutputRecord
@@ -269,7 +270,7 @@ def _combined(summaries: list[ReplaySummary]) -> ReplaySummary:
 
 
 async def customer_ids(store: RedisProfileStore) -> list[str]:
-    """Ids of the live customers in a store's namespace."""
+    """Ids of the live customers (and accounts: ``acct:<no>``) in a store's namespace."""
     pattern = f"{store.prefix}c:{{*}}:p"
     found = []
     async for key in store.redis.scan_iter(match=pattern, count=1000):
@@ -295,8 +296,18 @@ def differences(live: Any, rebuilt: Any, path: str = "") -> list[str]:
     return [] if live == rebuilt else [path]
 
 
+async def _document(
+    store: RedisProfileStore, entity: str, model: Any, settings: Settings
+) -> dict[str, Any] | None:
+    """The profile of a customer id, or the account document of ``acct:<no>``."""
+    if entity.startswith(ACCOUNT_ENTITY):
+        return await get_account(store, entity[len(ACCOUNT_ENTITY) :], document_settings(settings))
+    return await profile_by_id(store, entity, model, document_settings(settings))
+
+
 async def verify(live: Settings, rebuilt: Settings) -> dict[str, list[str]]:
-    """customer id → differing document paths, for every customer that differs.
+    """customer id (or ``acct:<no>``) → differing document paths, for every customer and
+    account that differs.
 
     Customers only in one namespace are reported with the path ``(missing live)`` or
     ``(missing rebuilt)``.
@@ -308,8 +319,8 @@ async def verify(live: Settings, rebuilt: Settings) -> dict[str, list[str]]:
     try:
         rebuilt_ids = await customer_ids(rebuilt_store)
         for cid in rebuilt_ids:
-            theirs = await profile_by_id(rebuilt_store, cid, model, document_settings(rebuilt))
-            ours = await profile_by_id(live_store, cid, model, document_settings(live))
+            theirs = await _document(rebuilt_store, cid, model, rebuilt)
+            ours = await _document(live_store, cid, model, live)
             if ours is None:
                 report[cid] = ["(missing live)"]
             elif theirs is not None and (paths := differences(ours, theirs)):

@@ -106,7 +106,9 @@ def test_duplicate_changes_nothing_and_replays_until_confirmed(redis_settings: S
     assert third.status == "dup" and third.replay is None
 
 
-def test_shared_person_identifier_merges_into_the_earliest_customer(redis_settings: Settings) -> None:
+def test_shared_person_identifier_merges_into_the_earliest_customer(
+    redis_settings: Settings,
+) -> None:
     results = run(apply(redis_settings, STORY[:4]))
     phone_cid = customer_id_for("phone:138")
     im_cid = customer_id_for("im_id:wx")
@@ -363,9 +365,7 @@ def test_spend_population_follows_changes_merges_and_erasures(
 
     run(apply(redis_settings, [spend("s5", {"im_id": ["low", "mid"]}, 0.0)]))  # merge
     assert sum(run(population()).values()) == 2
-    erase = event(
-        "s6", "customer.erasure", "2026-11-02T00:00:00Z", "crm", {"im_id": "high"}, {}
-    )
+    erase = event("s6", "customer.erasure", "2026-11-02T00:00:00Z", "crm", {"im_id": "high"}, {})
     run(apply(redis_settings, [erase]))
     assert sum(run(population()).values()) == 1
 

@@ -80,7 +80,7 @@ def at(seconds: int) -> str:
 def feedback(eid: str, product: str, outcome: str, phase: str = "proposal") -> dict[str, Any]:
     """An offer's outcome, for the phase × product statistics."""
     payload = {"call_id": "old", "product": product, "phase": phase, "outcome": outcome}
-    return event(eid, "feedback.recorded", at(0), "hotline", {"phone": "999"}, payload)
+    return event(eid, "feedback.recorded", at(0), "hotline", {"phone": "13900000999"}, payload)
 
 
 HISTORY = (
