@@ -19,9 +19,9 @@ from portrait.config import Settings
 from portrait.stack import LocalStack, on_free_ports, stop_process
 
 STORY_CUSTOMERS = (
-    ("phone", "13800138000", "张伟 — app, WeCom, web, hotline; merged through his account"),
+    ("phone", "13800138000", "张伟 — app, WeCom, web, hotline; one phone written three ways"),
     ("email", "emily.clark@example.com", "Emily Clark — online service, marketing, import"),
-    ("im_id", "wx_wangfang", "王芳 — WeChat and marketing; one event sent twice"),
+    ("im_id", "wx_wangfang", "王芳 — his family, on the same account; one event sent twice"),
 )
 
 
@@ -86,8 +86,11 @@ def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
         _section(caption)
         cli(["profile", "get", f"--{kind.replace('_', '-')}", identifier])
 
-    _section("one profile as JSON (portrait profile get --account-no SH-00981 --json)")
-    cli(["profile", "get", "--account-no", "SH-00981", "--json"])
+    _section("the household's account: two people, their roles, a bill both profiles show")
+    cli(["account", "get", "--account-no", "SH-00981"])
+
+    _section("one profile as JSON (portrait profile get --phone 13800138000 --json)")
+    cli(["profile", "get", "--phone", "13800138000", "--json"])
 
 
 def run_demo(base: Settings, keep_stack: bool = False) -> int:

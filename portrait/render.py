@@ -47,6 +47,17 @@ def render_profile(profile: dict[str, Any]) -> str:
             )
     if profile["tags"]:
         lines.append("  tags: " + ", ".join(profile["tags"]))
+    for account in profile.get("accounts", []):
+        credit = account["indicators"]["credit"]
+        lines.append(
+            f"  account {account['account_no']}: role {account['role'] or '-'}, "
+            f"{account['stats']['events_total']} account events, credit {credit}"
+        )
+    for rejection in profile.get("identity_rejections", []):
+        lines.append(
+            f"  rejected identifier: {rejection['kind']} ({rejection['reason']}) "
+            f"×{rejection['count']}"
+        )
     return "\n".join(lines)
 
 
@@ -67,6 +78,12 @@ def render_output(raw: bytes) -> str:
         return (
             f"profile.merged   {event['merged_id']} → {event['customer_id']}  "
             f"(from {event['source_event_id']})"
+        )
+    if kind == "account.changed":
+        fields = ", ".join(change["field"] for change in event["changed"])
+        return (
+            f"account.changed  {event['account_no']} v{event['version']}  "
+            f"changed: {fields}  (from {event['source_event_id']})"
         )
     if kind == "dlq.record":
         return (

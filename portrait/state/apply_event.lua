@@ -712,14 +712,18 @@ local function apply_one(raw)
   if d.erase then
     local tomb = P .. 'erasure:' .. d.eid
     if redis.call('EXISTS', tomb) == 1 then return 'dup' end
-    local found = {}
-    for _, id in ipairs(d.ids) do
-      local c = redis.call('GET', idxk(id))
-      if c and redis.call('SISMEMBER', ck(c, 'ids'), id) == 1 then
-        local known = false
-        for _, f in ipairs(found) do if f == c then known = true end end
-        if not known then table.insert(found, c) end
+    local found, is_found = {}, {}
+    local function add(c)
+      if c and not is_found[c] then
+        is_found[c] = true
+        table.insert(found, c)
       end
+    end
+    for _, id in ipairs(d.ids) do add(redis.call('GET', idxk(id))) end
+    -- an account number names the one person who holds the account (never several)
+    for _, acct in ipairs(d.accts) do
+      local people = redis.call('SMEMBERS', ck(account_of(acct), 'people'))
+      if #people == 1 then add(people[1]) end
     end
     for _, c in ipairs(found) do erase(c, d.now, d.ret) end
     redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,6 +23,10 @@ from tests.support.worker import (
 
 pytestmark = pytest.mark.integration
 
+# yesterday at 10:00 Shanghai time: inside the trends retention (7 days) whatever the date
+_DAY = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")) - timedelta(days=1)
+AT = _DAY.replace(hour=10, minute=0, second=0, microsecond=0)
+
 
 def chat(eid: str, im_id: str, text: str | None, images: list[str] | None = None) -> Any:
     payload = {
@@ -30,9 +36,7 @@ def chat(eid: str, im_id: str, text: str | None, images: list[str] | None = None
         "text": text,
         "images": images or [],
     }
-    return event(
-        eid, "chat.message", "2026-11-21T10:00:00+08:00", "wecom", {"im_id": im_id}, payload
-    )
+    return event(eid, "chat.message", AT.isoformat(), "wecom", {"im_id": im_id}, payload)
 
 
 def values(doc: dict[str, Any]) -> dict[str, str]:
@@ -94,7 +98,8 @@ def test_worker_reads_facts_from_text_and_a_card(
     assert dlq["reason"] == "image_path_refused: image 1 image_path_refused"
     assert 'portrait_model_inference_seconds_count{model="ocr"} 1.0' in metrics
     assert 'portrait_dlq_total{reason="image_path_refused"} 1.0' in metrics
-    # the three messages' window (an hour of 2026-11-21, long closed) went out once
+    # the three messages' window (an hour of yesterday, long closed) went out once
     [window] = outputs(settings, "trends")
-    assert window["window_start"] == "2026-11-21T02:00:00.000Z"
+    start = AT.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00.000Z")
+    assert window["window_start"] == start
     assert window["messages"] == 3 and window["terms"]

@@ -64,20 +64,21 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     produce(settings, bad, topic="chat")
     with worker(settings, tmp_path / "worker.log"):
         wait_for(lambda: profile_get(settings, "--im-id", "wx-li")[0] == 0, what="first profile")
-        # the account number links the phone customer and the IM customer; w1 is replayed
-        # (a duplicate) and w0 arrives late but happened first
+        # a shared e-mail links the phone customer and the IM customer (the account they
+        # name is linked, never used to merge); w1 is replayed (a duplicate) and w0
+        # arrives late but happened first
         link = chan(
             "w5",
             "2026-11-03T10:00:00+08:00",
             "hotline",
-            {"account_no": "ACC-7", "im_id": "wx-li"},
+            {"account_no": "ACC-7", "im_id": "wx-li", "email": "Li.Na@corp.cn"},
             city="北京",
         )
         link2 = chan(
             "w6",
             "2026-11-03T11:00:00+08:00",
             "web",
-            {"account_no": "ACC-7", "phone": "8613900001111"},
+            {"account_no": "ACC-7", "phone": "8613900001111", "email": "li.na@corp.cn"},
         )
         late = chan(
             "w0", "2026-10-01T08:00:00+08:00", "app", {"phone": "8613900001111"}, company="Acme"
@@ -107,12 +108,12 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     assert code == 0 and doc is not None
     assert doc == profile_get(settings, "--im-id", "wx-li")[1]
     assert doc["identifiers"] == {
-        "phone": ["8613900001111"],
-        "account_no": ["ACC-7"],
+        "phone": ["+8613900001111"],
         "im_id": ["wx-li"],
-        "email": [],
+        "email": ["li.na@corp.cn"],
         "customer_id": [],
     }
+    assert [a["account_no"] for a in doc["accounts"]] == ["ACC-7"]
     assert doc["stats"]["by_channel"] == {"app": 2, "crm": 1, "hotline": 1, "web": 1, "wecom": 2}
     assert doc["stats"]["first_seen"] == "2026-10-01T00:00:00.000Z"
     assert doc["stats"]["last_seen"] == "2026-11-03T03:00:00.000Z"
@@ -133,8 +134,12 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
 
     changes = outputs(settings, "profile-changes")
     kinds = [c["type"] for c in changes]
-    assert len(changes) == 8
+    assert len(changes) == 10
     assert kinds.count("profile.changed") == 7  # the duplicate w1 emitted nothing new
+    # w5 linked the IM customer to ACC-7; w6's merge moved the link to the survivor
+    linked = [c for c in changes if c["type"] == "account.changed"]
+    assert [c["source_event_id"] for c in linked] == ["w5", "w6"]
+    assert linked[-1]["changed"][0]["new"] == [{"customer_id": doc["customer_id"], "role": None}]
     [merge] = [c for c in changes if c["type"] == "profile.merged"]
     assert {merge["customer_id"], merge["merged_id"]} >= {doc["customer_id"]}
     assert merge["customer_id"] == doc["customer_id"]
@@ -183,7 +188,7 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(
             f"k{i}",
             f"2026-11-0{1 + i % 9}T1{i % 10}:00:00+08:00",
             ["app", "web"][i % 2],
-            {"account_no": f"A{i % customers}"},
+            {"im_id": f"A{i % customers}"},
             seq=i,
         )
         for i in range(total)
@@ -200,7 +205,7 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(
         time.sleep(1)  # anything applied twice would show up now
     assert applied_total(settings) == total
     for c in range(0, customers, 7):
-        _, body, _ = profile_get(settings, "--account-no", f"A{c}")
+        _, body, _ = profile_get(settings, "--im-id", f"A{c}")
         assert body is not None and body["stats"]["events_total"] == total // customers
         assert body["version"] == total // customers
     changed = outputs(settings, "profile-changes")

@@ -289,3 +289,24 @@ def test_a_merge_unions_account_links_and_erasure_unlinks(redis_settings: Settin
     assert account(redis_settings, "A") is None  # no people left: removed with its data
     b = account(redis_settings, "B")
     assert b is not None and len(b["people"]) == 1  # "other" still holds it
+
+
+def test_an_erasure_by_account_number_erases_its_one_holder_only(
+    redis_settings: Settings,
+) -> None:
+    apply(redis_settings, HOUSEHOLD[:1])
+    single = event(
+        "e1", "customer.erasure", "2026-11-09T00:00:00Z", "crm", {"account_no": "H-100"}, {}
+    )
+    [result] = apply(redis_settings, [single])
+    assert result.status == "erased" and len(result.erased) == 1
+    assert account(redis_settings, "H-100") is None
+
+    apply(redis_settings, HOUSEHOLD[:2])
+    shared = event(
+        "e2", "customer.erasure", "2026-11-09T00:00:00Z", "crm", {"account_no": "H-100"}, {}
+    )
+    [result] = apply(redis_settings, [shared])
+    assert result.status == "noop"  # two people hold it: neither is erased for it
+    doc = account(redis_settings, "H-100")
+    assert doc is not None and len(doc["people"]) == 2
