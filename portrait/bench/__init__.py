@@ -64,7 +64,7 @@ def bench_events(count: int, customers: int, seed: int = 42) -> list[OutputRecor
             "type": "channel.event",
             "occurred_at": moment,
             "source": rng.choice(SOURCES),
-            "customer": {"account_no": account},
+            "customer": {"customer_id": account},
             "payload": {
                 "action": rng.choice(ACTIONS),
                 "amount": round(rng.uniform(1, 500), 2),

@@ -61,7 +61,7 @@ def naive(settings: Settings) -> faust.App:
     async def process(stream: Any) -> None:
         async for value in stream:
             event = orjson.loads(value)
-            account = event["customer"]["account_no"]
+            account = event["customer"]["customer_id"]
             await client.hincrby(f"{settings.redis_key_prefix}{account}", "events_total", 1)
             await sink.send(key=account.encode(), value=_output(value))
 

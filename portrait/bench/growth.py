@@ -108,7 +108,7 @@ def channel_events(tag: str, count: int, customers: list[str], texts: list[str])
             "type": "channel.event",
             "occurred_at": _moment(i),
             "source": SOURCES[i % len(SOURCES)],
-            "customer": {"account_no": account},
+            "customer": {"customer_id": account},
             "payload": payload,
         }
         out.append(("channel-events", account, body))
@@ -188,7 +188,7 @@ def _measure(
     """Send one workload (after its history, if any), wait for all of its outputs, and
     take its figures. Memory is of the first customer: after its history for a mature
     one, after its one event for a fresh one."""
-    kind = "im_id" if events[0][0] == "chat" else "account_no"
+    kind = "im_id" if events[0][0] == "chat" else "customer_id"
     sample = customer_id_for(f"{kind}:{events[0][1]}")
     size = 0
     if history:

@@ -483,7 +483,14 @@ local function resolve(ids)
     end
   end
   local owner, is_found = {}, {}
-  for _, id in ipairs(ids) do owner[id] = redis.call('GET', idxk(id)) end
+  local only, one = nil, true  -- one: every identifier already belongs to one person
+  for _, id in ipairs(ids) do
+    local c = redis.call('GET', idxk(id))
+    owner[id] = c
+    if (not c) or (only and c ~= only) then one = false end
+    only = only or c
+  end
+  if one and only then return {only}, ids end  -- the usual event: nothing to check
   local function try(id, extra, person)
     local why = fits(extra)
     if why then
