@@ -776,6 +776,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import redis.exceptions
 
+    from portrait.config import ConfigurationError
+
     args = build_parser().parse_args(argv)
     settings = load_settings()
     try:
@@ -784,6 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _unreachable(ServiceUnreachable("Redis", settings.redis_url), exc, args.debug)
     except ServiceUnreachable as exc:
         return _unreachable(exc, exc, args.debug)
+    except ConfigurationError as exc:
+        print(f"portrait: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     session_timeout_seconds: float | None = None
 
     dedup_retention_seconds: int = 7 * 24 * 3600
+    erasure_key: SecretStr = SecretStr("")
+    """HMAC key of erased identifiers' suppression entries; required in production."""
+    erasure_suppression_days: int = Field(default=30, ge=1)
     timezone: str = "Asia/Shanghai"
     preference_half_life_days: float = Field(default=30.0, gt=0)
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)
@@ -200,7 +203,24 @@ class Settings(BaseSettings):
         """Full topic name for a short name such as ``chat`` or ``dlq``."""
         return f"{self.topic_prefix}{name}"
 
+    def erasure_hash_key(self) -> bytes:
+        """The erasure HMAC key; the local profile has a fixed one when none is set, the
+        production profile refuses to run without one (``ConfigurationError``)."""
+        key = self.erasure_key.get_secret_value()
+        if key:
+            return key.encode("utf-8")
+        if self.profile == "production":
+            raise ConfigurationError(
+                "PORTRAIT_ERASURE_KEY is required in the production profile: erased "
+                "identifiers are kept only as keyed hashes (README, Erasure)"
+            )
+        return b"portrait-local-erasure-key"
+
 
 def load_settings() -> Settings:
     """Read the settings from the environment."""
     return Settings()
+
+
+class ConfigurationError(ValueError):
+    """The configuration cannot run as it is (the message says what to set)."""

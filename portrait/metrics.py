@@ -9,7 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "portrait_events_total",
-    "Input events by topic and outcome (ok, duplicate, dlq).",
+    "Input events by topic and outcome (ok, duplicate, dlq, suppressed: an erased person's).",
     ["topic", "outcome"],
 )
 OUTPUTS = Counter("portrait_outputs_total", "Output events delivered, by topic.", ["topic"])

@@ -23,10 +23,6 @@ from collections.abc import Sequence
 HASH_HEX = 32
 """Hex characters of the HMAC kept (128 bits)."""
 
-LOCAL_KEY = b"portrait-local-erasure-key"
-"""The key of the local profile when none is configured (never for production: the
-worker refuses to start in the production profile without ``PORTRAIT_ERASURE_KEY``)."""
-
 
 class ErasureHasher:
     """Keyed hashes of identifier keys (``kind:value``)."""
@@ -43,4 +39,5 @@ class ErasureHasher:
         return [self(key) for key in identifier_keys]
 
 
-LOCAL_HASHER = ErasureHasher(LOCAL_KEY)
+LOCAL_HASHER = ErasureHasher(b"portrait-local-erasure-key")
+"""The local profile's hasher (``Settings.erasure_hash_key`` without a key)."""

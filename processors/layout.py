@@ -109,6 +109,7 @@ CUSTOMER_KEYS: tuple[str, ...] = (
     "calls",
     "accts",
     "people",
+    "idh",
     *(family.key for family in FAMILIES),
 )
 """Keys of a customer's (or an account's) family besides call sessions and processed-id

@@ -48,6 +48,7 @@ from processors.attributes import (
     order_key,
 )
 from processors.emotion import EmotionResult, emotion_fields, text_to_read
+from processors.erasure import LOCAL_HASHER, ErasureHasher
 from processors.facts import SourcedFact
 from processors.identity import (
     PLAIN_RULES,
@@ -86,6 +87,8 @@ class DeltaSettings:
     trends_window_ms: int = 3_600_000
     trends_retention_ms: int = 7 * 86_400_000
     identity: IdentityRules = PLAIN_RULES
+    hasher: ErasureHasher = LOCAL_HASHER
+    suppression_ms: int = 30 * 86_400_000
 
 
 @dataclass(slots=True)
@@ -106,6 +109,11 @@ class ProfileDelta:
     """Account numbers: linked to the person, or (no person identifier) applied to."""
     rejected: list[tuple[str, str]] = field(default_factory=list)
     """Identifiers the rules rejected before the state script: (kind, reason)."""
+    id_hashes: list[str] = field(default_factory=list)
+    """The keyed hash of each identifier (``processors.erasure``), in the same order."""
+    suppression_ms: int = 0
+    """How long suppression entries last (an erasure's, and those an erased person's
+    late event extends)."""
     erase: bool = False
     fields: dict[str, int | float | str] = field(default_factory=dict)
     product_stats: dict[str, int] = field(default_factory=dict)
@@ -126,12 +134,15 @@ class ProfileDelta:
             "now": now_ms,
             "ret": retention_ms,
             "ids": self.identifiers,
+            "idh": self.id_hashes,
             "accts": self.accounts,
             "newcid": self.new_customer_id,
             "erase": self.erase,
             "fields": self.fields,
             "stats": self.product_stats,
         }
+        if self.suppression_ms:
+            body["supttl"] = self.suppression_ms
         if self.call is not None:  # the script's JSON null would read as true
             body["call"] = self.call
         if self.trend is not None:
@@ -155,6 +166,8 @@ def delta_settings(settings: Settings) -> DeltaSettings:
         trends_window_ms=settings.trends_window_seconds * 1000,
         trends_retention_ms=settings.trends_retention_seconds * 1000,
         identity=IdentityRules.load(settings.identity_file, settings.default_region),
+        hasher=ErasureHasher(settings.erasure_hash_key()),
+        suppression_ms=settings.erasure_suppression_days * 86_400_000,
     )
 
 
@@ -465,6 +478,8 @@ def build_delta(
         new_customer_id=customer_id_for(identifiers[0]) if identifiers else "",
         accounts=accounts,
         rejected=rejected,
+        id_hashes=settings.hasher.many(identifiers),
+        suppression_ms=settings.suppression_ms,
     )
     if isinstance(event, CustomerErasure):
         delta.erase = True

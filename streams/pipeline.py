@@ -273,7 +273,9 @@ class BatchPipeline:
         # (…, first delivery), in input order: outputs keep the order of their inputs
         applied: list[tuple[Accepted, ApplyResult, bool]] = []
         for item, result in zip(accepted, results, strict=True):
-            kind = {"dup": "duplicate", "error": "dlq"}.get(result.status, "ok")
+            kind = {"dup": "duplicate", "error": "dlq", "suppressed": "suppressed"}.get(
+                result.status, "ok"
+            )
             outcome.outcomes[(item.record.topic, kind)] += 1
             if result.status == "error":
                 self._state_error(item.record, result, outcome)
@@ -292,8 +294,10 @@ class BatchPipeline:
         scores = dict(zip(updates, self.scorer.score(customers), strict=True))
         for item, result, first in applied:
             event_id = item.event.event_id
-            if result.status == "erased":
+            if result.status in ("erased", "suppressed"):
                 outcome.outputs.extend(self.outputs.erased(event_id, result.erased, emitted_at))
+                if result.status == "erased":  # its record forgets the erased ids
+                    outcome.confirm.append(("", event_id))
                 continue
             if result.status == "acct":
                 self._accounts_applied(item, result, outcome, emitted_at, first=first)
@@ -309,6 +313,8 @@ class BatchPipeline:
 
     def _has_outputs(self, result: ApplyResult) -> bool:
         """A first application with outputs to build (none when replaying quietly)."""
+        if result.status == "suppressed":
+            return self.emit and bool(result.erased)
         if result.status in ("erased", "acct"):
             return self.emit
         return result.status == "ok" and result.state is not None

@@ -23,6 +23,7 @@ log = logging.getLogger("portrait.worker")
 def run_worker(settings: Settings) -> None:
     """Create missing topics, then run the Faust worker until it is stopped."""
     configure_logging(settings.log_level)
+    settings.erasure_hash_key()  # the production profile refuses to run without a key
     ensure_topics(settings)
     try:
         import uvloop

@@ -145,6 +145,32 @@ local function erase(cid, now, ret)
   delete_customer(cid, false)
 end
 
+-- suppression: an erased identifier's keyed hash → the erasure time ----------------------
+
+local function sup_key(hash) return P .. 'sup:' .. hash end
+
+local function suppress(hash, ts, ttl)
+  local key = sup_key(hash)
+  local t = tonumber(redis.call('GET', key))
+  if (not t) or ts > t then redis.call('SET', key, string.format('%d', ts), 'PX', ttl) end
+end
+
+-- erase a person, suppressing every identifier they held as of the erasure time
+local function erase_person(c, ts, ttl, now, ret)
+  for _, h in ipairs(redis.call('SMEMBERS', ck(c, 'idh'))) do suppress(h, ts, ttl) end
+  erase(c, now, ret)
+end
+
+-- the latest erasure time among an event's identifiers, or nil
+local function erased_at(hashes)
+  local latest
+  for _, h in ipairs(hashes) do
+    local t = tonumber(redis.call('GET', sup_key(h)))
+    if t and ((not latest) or t > latest) then latest = t end
+  end
+  return latest
+end
+
 -- the survivor's state, changed in memory and written once (reset per event) ----------
 
 local cur, old, dirty, ids_added
@@ -309,11 +335,12 @@ local function combine(f, v)
   end
 end
 
-local function add_identifier(id)
+local function add_identifier(id, hash)
   if redis.call('SADD', ck(cid, 'ids'), id) == 1 then
     table.insert(ids_added, id)
     redis.call('SET', idxk(id), cid)
   end
+  if hash then redis.call('SADD', ck(cid, 'idh'), hash) end
 end
 
 -- merge -----------------------------------------------------------------------------
@@ -346,6 +373,9 @@ local function merge(loser, now, ret)
     end
   end
   for _, id in ipairs(redis.call('SMEMBERS', ck(loser, 'ids'))) do add_identifier(id) end
+  for _, h in ipairs(redis.call('SMEMBERS', ck(loser, 'idh'))) do
+    redis.call('SADD', ck(cid, 'idh'), h)
+  end
   -- the survivor holds the loser's accounts (with the roles, merged as registers above)
   for _, acct in ipairs(redis.call('SMEMBERS', ck(loser, 'accts'))) do
     local a = account_of(acct)
@@ -654,7 +684,9 @@ local function answer(d, losers, streak_before, prompt, links, notify)
     table.concat(rejections, US),
     notify or '',
   }, RS)
-  redis.call('HSET', ck(cid, 'pending'), d.eid, body)
+  -- kept with the id it was applied to: a redelivery after a merge re-emits the
+  -- outputs as they were (same ids, same content), not as the survivor's
+  redis.call('HSET', ck(cid, 'pending'), d.eid, cid .. RS .. body)
   return body
 end
 
@@ -687,7 +719,9 @@ local function apply_accounts(d, hash)
       local bodies = {}
       for _, other in ipairs(d.accts) do
         local pending = redis.call('HGET', ck(account_of(other), 'pending'), d.eid)
-        if pending then table.insert(bodies, other .. RS .. pending) end
+        if pending then
+          table.insert(bodies, other .. RS .. string.match(pending, '^[^\30]*\30(.*)$'))
+        end
       end
       if #bodies == 0 then return 'dup' .. RS .. a end
       return 'dup' .. RS .. 'acct' .. RS .. table.concat(bodies, ES)
@@ -718,7 +752,10 @@ local function apply_one(raw)
 
   if d.erase then
     local tomb = P .. 'erasure:' .. d.eid
-    if redis.call('EXISTS', tomb) == 1 then return 'dup' end
+    local done = redis.call('GET', tomb)
+    -- a redelivered erasure answers what it erased, so its notices go out again
+    if done == '' then return 'dup' end  -- its notices were delivered
+    if done then return 'dup' .. RS .. 'erased' .. RS .. done end
     local found, is_found = {}, {}
     local function add(c)
       if c and not is_found[c] then
@@ -732,10 +769,15 @@ local function apply_one(raw)
       local people = redis.call('SMEMBERS', ck(account_of(acct), 'people'))
       if #people == 1 then add(people[1]) end
     end
-    for _, c in ipairs(found) do erase(c, d.now, d.ret) end
-    redis.call('SET', tomb, '1', 'PX', math.max(d.ret, 1))
+    -- the named identifiers are suppressed even when no one holds them yet (an erasure
+    -- can arrive before the events it erases, from another partition)
+    local ttl = math.max(d.supttl or d.ret, 1)
+    for _, h in ipairs(d.idh or {}) do suppress(h, d.ts, ttl) end
+    for _, c in ipairs(found) do erase_person(c, d.ts, ttl, d.now, d.ret) end
+    local erased = table.concat(found, US)
+    redis.call('SET', tomb, erased, 'PX', math.max(d.ret, 1))
     if #found == 0 then return 'noop' end
-    return 'erased' .. RS .. table.concat(found, US)
+    return 'erased' .. RS .. erased
   end
 
   local hash = id_hash(d.eid)
@@ -746,9 +788,28 @@ local function apply_one(raw)
     local c = redis.call('GET', idxk(id))
     if c and has_seen(c, hash, d.now, d.ret) then
       local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
-      if pending then return 'dup' .. RS .. c .. RS .. pending end
+      if pending then return 'dup' .. RS .. pending end
       return 'dup' .. RS .. c
     end
+  end
+
+  -- an event of an erased person that happened before the erasure is dropped; the
+  -- people its identifiers find who were first seen before the erasure are the erased
+  -- person's too (their events arrived first), so they go the same way
+  local erasure = erased_at(d.idh or {})
+  if erasure and d.ts < erasure then
+    local ttl = math.max(d.supttl or d.ret, 1)
+    local gone, seen_person = {}, {}
+    for _, id in ipairs(d.ids) do
+      local c = redis.call('GET', idxk(id))
+      if c and not seen_person[c] and first_seen(c) < erasure then
+        seen_person[c] = true
+        table.insert(gone, c)
+      end
+    end
+    for _, h in ipairs(d.idh) do suppress(h, erasure, ttl) end
+    for _, c in ipairs(gone) do erase_person(c, erasure, ttl, d.now, d.ret) end
+    return 'suppressed' .. RS .. table.concat(gone, US)
   end
 
   local found, usable = resolve(d.ids)
@@ -773,7 +834,9 @@ local function apply_one(raw)
     end
   end
 
-  for _, id in ipairs(usable) do add_identifier(id) end
+  local hash_of = {}
+  for i, id in ipairs(d.ids) do hash_of[id] = (d.idh or {})[i] end
+  for _, id in ipairs(usable) do add_identifier(id, hash_of[id]) end
   apply_fields(d)
   move_spend(spend_before, tonumber(cur['e:amount']))
   write_entity()

@@ -97,7 +97,9 @@ class ApplyResult:
 
     ``status``: ``ok`` (applied), ``dup`` (seen before; ``replay`` holds the outputs still
     pending delivery, if any), ``erased`` (``erased`` lists the customers removed),
-    ``noop`` (an erasure for no known customer), ``acct`` (an event with no person
+    ``noop`` (an erasure for no known customer), ``suppressed`` (an event of an erased
+    person from before the erasure: dropped; ``erased`` lists the people it showed were
+    the erased person's and so were erased too), ``acct`` (an event with no person
     identifier, applied to each account in ``applied_accounts``) or ``error`` (the script
     failed on this event's data; nothing of it was applied).
 
@@ -136,8 +138,10 @@ class ApplyResult:
             if message.startswith(_REDIS_UNWELL):
                 raise RedisUnwell(message.split(" ", 1)[0])
             return cls(status, error=_error_kind(message))
-        if status == "erased":
+        if status in ("erased", "suppressed"):
             return cls(status, erased=_split(parts[1]))
+        if status == "dup" and len(parts) > 2 and parts[1] == "erased":
+            return cls(status, replay=cls("erased", erased=_split(parts[2])))
         if status == "acct":
             return cls(status, applied_accounts=cls._accounts(answer.decode("utf-8")[5:]))
         if status == "dup" and len(parts) > 2 and parts[1] == "acct":

@@ -294,15 +294,18 @@ def test_a_merge_unions_account_links_and_erasure_unlinks(redis_settings: Settin
 def test_an_erasure_by_account_number_erases_its_one_holder_only(
     redis_settings: Settings,
 ) -> None:
-    apply(redis_settings, HOUSEHOLD[:1])
+    solo = chan(
+        "s1", "2026-11-01T09:00:00+08:00", "app", {"phone": "13977778888", "account_no": "SOLO"}
+    )
+    apply(redis_settings, [solo, *HOUSEHOLD[:2]])
     single = event(
-        "e1", "customer.erasure", "2026-11-09T00:00:00Z", "crm", {"account_no": "H-100"}, {}
+        "e1", "customer.erasure", "2026-11-09T00:00:00Z", "crm", {"account_no": "SOLO"}, {}
     )
     [result] = apply(redis_settings, [single])
     assert result.status == "erased" and len(result.erased) == 1
-    assert account(redis_settings, "H-100") is None
+    assert account(redis_settings, "SOLO") is None
+    assert profile(redis_settings, "phone", "13977778888") is None
 
-    apply(redis_settings, HOUSEHOLD[:2])
     shared = event(
         "e2", "customer.erasure", "2026-11-09T00:00:00Z", "crm", {"account_no": "H-100"}, {}
     )

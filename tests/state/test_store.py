@@ -183,6 +183,13 @@ def test_erasure_removes_every_trace(redis_settings: Settings) -> None:
     erase = event("x1", "customer.erasure", "2026-11-10T00:00:00Z", "crm", {"im_id": "wx"}, {})
     [result] = run(apply(redis_settings, [erase]))
     assert result.status == "erased" and result.erased == [cid]
+
+    async def delivered() -> None:  # the notices went out: the erasure forgets the id
+        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        await store.confirm_delivered([("", "x1")])
+        await store.close()
+
+    run(delivered())
     client = redis.Redis.from_url(redis_settings.redis_url)
     leftovers = []
     for key in client.scan_iter(f"{redis_settings.redis_key_prefix}*"):
@@ -191,11 +198,18 @@ def test_erasure_removes_every_trace(redis_settings: Settings) -> None:
             leftovers.append(key)
     assert leftovers == []
     [again] = run(apply(redis_settings, [erase]))
-    assert again.status == "dup"
-    [fresh] = run(apply(redis_settings, [STORY[0]]))
-    assert fresh.status == "ok"
+    assert again.status == "dup" and again.replay is None
+    # an event from before the erasure stays out; one after it starts a new profile
+    late, fresh = run(
+        apply(
+            redis_settings,
+            [STORY[0], chan("x2", "2026-11-11T09:00:00+08:00", "app", {"phone": "138"})],
+        )
+    )
+    assert late.status == "suppressed" and fresh.status == "ok"
     doc = run(profile(redis_settings, "phone", "138"))
     assert doc is not None and doc["stats"]["events_total"] == 1
+    assert "city" not in doc["attributes"]
 
 
 def test_scripts_are_reloaded_when_redis_forgets_them(redis_settings: Settings) -> None:
