@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck unit integration demo bench schemas models eval test-st clean
+.PHONY: install test lint typecheck unit integration demo bench chaos schemas models eval test-st clean
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ bench: install
 	$(BIN)/portrait bench --prompts
 	$(BIN)/portrait bench --replay
 	$(BIN)/portrait bench --growth
+
+chaos: install
+	$(BIN)/portrait chaos
 
 schemas: install
 	$(BIN)/portrait schemas

@@ -570,6 +570,20 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, keep_stack=args.keep_stack)
 
 
+def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
+    from portrait.chaos import FAULTS, SHORT_FAULTS, run_chaos
+
+    faults = tuple(args.faults.split(",")) if args.faults else FAULTS
+    if args.short:
+        faults = SHORT_FAULTS
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        print(f"chaos: unknown faults {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+        return 2
+    report = run_chaos(settings, args.seed, args.people, args.events_per_person, faults)
+    return 0 if not report.problems else 1
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.growth:
         from portrait.bench.growth import run_growth_bench
@@ -764,6 +778,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel-events", type=int, default=3000, help="channel events per --growth run"
     )
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser(
+        "chaos",
+        help="fault suite: a seeded workload, two workers, faults, compared with an oracle",
+    )
+    chaos.add_argument("--seed", type=int, default=7)
+    chaos.add_argument("--people", type=int, default=300)
+    chaos.add_argument("--events-per-person", type=int, default=12)
+    chaos.add_argument("--faults", help="comma-separated, in order (default: all)")
+    chaos.add_argument("--short", action="store_true", help="two faults only (make test)")
+    chaos.set_defaults(func=cmd_chaos)
     return parser
 
 

@@ -339,8 +339,8 @@ local function add_identifier(id, hash)
   if redis.call('SADD', ck(cid, 'ids'), id) == 1 then
     table.insert(ids_added, id)
     redis.call('SET', idxk(id), cid)
+    if hash then redis.call('SADD', ck(cid, 'idh'), hash) end
   end
-  if hash then redis.call('SADD', ck(cid, 'idh'), hash) end
 end
 
 -- merge -----------------------------------------------------------------------------

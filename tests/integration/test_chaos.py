@@ -1,0 +1,34 @@
+"""The short fault suite (``portrait chaos --short``): a small seeded workload through two
+real workers while one is killed and a burst of poison records arrives, compared with
+the oracle built from the generated events (``make chaos`` runs every fault)."""
+
+from __future__ import annotations
+
+import pytest
+
+from portrait.chaos import SHORT_FAULTS, build_workload, run_chaos
+from portrait.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_workload_and_its_expectation_are_seeded() -> None:
+    one, again = build_workload(3, 40, 6), build_workload(3, 40, 6)
+    assert one.lines == again.lines and one.bad == again.bad
+    assert any(p.erased for p in one.people) and one.account_events
+    assert len(one.applied) < sum(len(p.events) for p in one.people)  # the erased' events
+
+
+def test_two_workers_under_faults_lose_and_double_nothing(stack_settings: Settings) -> None:
+    lines: list[str] = []
+    report = run_chaos(
+        stack_settings,
+        seed=11,
+        people=60,
+        events_per_person=8,
+        faults=SHORT_FAULTS,
+        say=lines.append,
+    )
+    assert report.problems == [], "\n".join(lines)
+    assert [f.name for f in report.faults] == list(SHORT_FAULTS)
+    assert all(f.recovery_s < 60 for f in report.faults), "\n".join(lines)
