@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -86,21 +87,21 @@ def _phone_forms(digits: str) -> list[str]:
     return [digits, f"+86 {digits[:3]} {digits[3:7]} {digits[7:]}", f"0086 {digits}"]
 
 
-def build_workload(seed: int, people: int, events_per_person: int) -> Workload:
-    """A seeded workload (module docstring) and its expectation."""
-    rng = random.Random(seed)
-    work = Workload()
-    envelopes: list[dict[str, Any]] = []
+class _Envelopes(list[dict[str, Any]]):
+    """The workload's events as they are generated, each with a fresh id."""
 
-    def add(person: Person | None, customer: dict[str, Any], kind: str, payload: Any) -> None:
-        eid = f"ev-{len(envelopes):06d}"
-        source = rng.choice(["app", "web", "wecom", "hotline"])
-        envelopes.append(
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__()
+        self.rng = rng
+
+    def add(self, person: Person | None, customer: dict[str, Any], kind: str, payload: Any) -> None:
+        eid = f"ev-{len(self):06d}"
+        self.append(
             {
                 "event_id": eid,
                 "type": kind,
-                "occurred_at": _moment(rng),
-                "source": source,
+                "occurred_at": _moment(self.rng),
+                "source": self.rng.choice(["app", "web", "wecom", "hotline"]),
                 "customer": customer,
                 "payload": payload,
             }
@@ -108,61 +109,77 @@ def build_workload(seed: int, people: int, events_per_person: int) -> Workload:
         if person is not None:
             person.events.add(eid)
 
-    for i in range(people):
+
+def _people(rng: random.Random, seed: int, count: int) -> list[Person]:
+    out = []
+    for i in range(count):
         digits = f"139{rng.randrange(10**8):08d}"
-        person = Person(i, {"im_id": f"wx-{seed}-{i}", "phone": digits}, digits)
+        person = Person(i, {"im_id": f"wx-{seed}-{i}-x", "phone": digits}, digits)
         if rng.random() < 0.5:
             person.ids["email"] = f"p{i}.s{seed}@corp{i % 7}.cn"
         if i % 10 < 4:  # households: two people share an account
             person.account = f"H-{seed}-{i // 2}"
-        work.people.append(person)
+        out.append(person)
+    return out
 
+
+def _person_events(envelopes: _Envelopes, person: Person, count: int) -> None:
+    """One event carries every identifier (the merge); the others one or two of them,
+    the phone written one of three ways; the second names the household's account."""
+    rng, kinds = envelopes.rng, list(person.ids)
+    for n in range(count):
+        chosen = kinds if n == 0 else rng.sample(kinds, rng.choice([1, 1, 2]))
+        customer: dict[str, Any] = {}
+        for kind in chosen:
+            value = person.ids[kind]
+            customer[kind] = rng.choice(_phone_forms(value)) if kind == "phone" else value
+        attrs: dict[str, Any] = {"seq": n}
+        if person.account and n == 1:
+            customer["account_no"] = person.account
+            attrs["role"] = "account_holder" if person.index % 2 == 0 else "family_member"
+        if rng.random() < 0.3:
+            text = rng.choice(["账单怎么查", "Is my bill ready?", "停电了吗", "thanks a lot"])
+            payload = {
+                "conversation_id": f"conv-{person.index}",
+                "direction": "inbound",
+                "employee_id": f"emp-{person.index % 5}",
+                "text": text,
+            }
+            envelopes.add(person, customer, "chat.message", payload)
+        else:
+            action = rng.choice(["login", "page_view", "purchase", "share"])
+            envelopes.add(
+                person, customer, "channel.event", {"action": action, "attributes": attrs}
+            )
+
+
+def _erasure(person: Person) -> dict[str, Any]:
+    """An erasure after every event of the person's (it may still arrive first)."""
+    person.erased = True
+    return {
+        "event_id": f"erase-{person.index}",
+        "type": "customer.erasure",
+        "occurred_at": (START + 40 * DAY).isoformat(),
+        "source": "crm",
+        "customer": {"phone": person.phone_digits},
+        "payload": {},
+    }
+
+
+def build_workload(seed: int, people: int, events_per_person: int) -> Workload:
+    """A seeded workload (module docstring) and its expectation."""
+    rng = random.Random(seed)
+    work = Workload(people=_people(rng, seed, people))
+    envelopes = _Envelopes(rng)
     for person in work.people:
-        kinds = list(person.ids)
-        for n in range(events_per_person):
-            # one event carries every identifier (the merge); the others one or two
-            chosen = kinds if n == 0 else rng.sample(kinds, rng.choice([1, 1, 2]))
-            customer: dict[str, Any] = {}
-            for kind in chosen:
-                value = person.ids[kind]
-                customer[kind] = rng.choice(_phone_forms(value)) if kind == "phone" else value
-            attrs: dict[str, Any] = {"seq": n}
-            if person.account and n == 1:
-                customer["account_no"] = person.account
-                attrs["role"] = "account_holder" if person.index % 2 == 0 else "family_member"
-            if rng.random() < 0.3:
-                text = rng.choice(["账单怎么查", "Is my bill ready?", "停电了吗", "thanks a lot"])
-                payload = {
-                    "conversation_id": f"conv-{person.index}",
-                    "direction": "inbound",
-                    "employee_id": f"emp-{person.index % 5}",
-                    "text": text,
-                }
-                add(person, customer, "chat.message", payload)
-            else:
-                action = rng.choice(["login", "page_view", "purchase", "share"])
-                add(person, customer, "channel.event", {"action": action, "attributes": attrs})
+        _person_events(envelopes, person, events_per_person)
     for person in work.people:  # account-only bills
         if person.account and person.index % 2 == 0:
             for _ in range(rng.randrange(1, 4)):
-                add(None, {"account_no": person.account}, "channel.event", {"action": "bill_paid"})
+                bill = {"action": "bill_paid"}
+                envelopes.add(None, {"account_no": person.account}, "channel.event", bill)
                 work.account_events[person.account] += 1
-
-    erased = rng.sample(work.people, max(1, people // 30))
-    for person in erased:
-        person.erased = True
-        customer = {"phone": person.phone_digits}
-        when = (START + 40 * DAY).isoformat()  # after every event of theirs
-        envelopes.append(
-            {
-                "event_id": f"erase-{person.index}",
-                "type": "customer.erasure",
-                "occurred_at": when,
-                "source": "crm",
-                "customer": customer,
-                "payload": {},
-            }
-        )
+    envelopes.extend(_erasure(p) for p in rng.sample(work.people, max(1, people // 30)))
     rng.shuffle(envelopes)  # out of order; an erasure can come before its person's events
     lines = [orjson.dumps(e) for e in envelopes]
     for _ in range(max(1, len(lines) // 50)):  # duplicates
@@ -323,8 +340,7 @@ class FaultResult:
 
 
 def inject(cluster: Cluster, name: str, rng: random.Random) -> FaultResult:
-    """Inject one fault, undo it, and time until applied events grow again."""
-    client = cluster.client()
+    """Inject one fault and undo it (``recovery_s``: how long that took)."""
     settings = cluster.settings
     index = rng.randrange(2)
     worker = cluster.workers[index]
@@ -364,14 +380,19 @@ def inject(cluster: Cluster, name: str, rng: random.Random) -> FaultResult:
         producer = make_producer(settings)
         produce_confirmed(producer, records)
         detail = "50 poison records"
-    before = _safe_applied(client, settings.redis_key_prefix)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        now = _safe_applied(client, settings.redis_key_prefix)
-        if now is not None and before is not None and now > before:
-            break
-        time.sleep(0.2)
     return FaultResult(name, detail, time.monotonic() - started)
+
+
+def recovered(cluster: Cluster, before: int, started: float, timeout: float = 90.0) -> float:
+    """Seconds from ``started`` until more than ``before`` events are applied."""
+    client = cluster.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _safe_applied(client, cluster.settings.redis_key_prefix)
+        if now is not None and now > before:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
 def _safe_applied(client: redis.Redis, prefix: str) -> int | None:
@@ -384,62 +405,44 @@ def _safe_applied(client: redis.Redis, prefix: str) -> int | None:
 # --- the comparison --------------------------------------------------------------------
 
 
-def compare(cluster: Cluster, work: Workload) -> list[str]:
-    """Every difference between the system's result and the expectation (no values)."""
-    import asyncio
-
+async def _compare_state(settings: Settings, work: Workload, problems: list[str]) -> None:
+    """People (one profile each, found by every identifier, their events) and accounts."""
     from portrait.lookup import find_customer, get_account
     from portrait.state.store import RedisProfileStore
 
-    settings = cluster.settings
-    problems: list[str] = []
+    store = RedisProfileStore.for_settings(settings)
+    try:
+        for person in work.people:
+            found = {await find_customer(store, kind, value) for kind, value in person.ids.items()}
+            if person.erased:
+                if found != {None}:
+                    problems.append(f"person {person.index}: erased, but found again")
+                continue
+            if len(found) != 1 or None in found:
+                problems.append(f"person {person.index}: {len(found)} profiles for one person")
+                continue
+            loaded = await store.load(found.pop() or "")
+            total = int(loaded["fields"].get("c:events_total", 0)) if loaded else 0
+            if total != len(person.events):
+                problems.append(
+                    f"person {person.index}: {total} events applied, {len(person.events)} sent"
+                )
+        for number, expected in work.account_events.items():
+            doc = await get_account(store, number)
+            holders = [p for p in work.people if p.account == number and not p.erased]
+            if doc is None and not holders:
+                continue  # all its people erased: removed with its data
+            got = doc["stats"]["events_total"] if doc else 0
+            if got != expected:
+                problems.append(f"account {number}: {got} bills applied, {expected} sent")
+    finally:
+        await store.close()
 
-    async def state() -> None:
-        store = RedisProfileStore.for_settings(settings)
-        try:
-            for person in work.people:
-                found = {
-                    await find_customer(store, kind, value) for kind, value in person.ids.items()
-                }
-                if person.erased:
-                    if found != {None}:
-                        problems.append(f"person {person.index}: erased, but found again")
-                    continue
-                if len(found) != 1 or None in found:
-                    problems.append(f"person {person.index}: {len(found)} profiles for one person")
-                    continue
-                [cid] = found
-                loaded = await store.load(cid or "")
-                total = int(loaded["fields"].get("c:events_total", 0)) if loaded else 0
-                if total != len(person.events):
-                    problems.append(
-                        f"person {person.index}: {total} events applied, {len(person.events)} sent"
-                    )
-            for number, expected in work.account_events.items():
-                doc = await get_account(store, number)
-                got = doc["stats"]["events_total"] if doc else 0
-                holders = [p for p in work.people if p.account == number and not p.erased]
-                if doc is None and not holders:
-                    continue  # all its people erased: removed with its data
-                if got != expected:
-                    problems.append(f"account {number}: {got} bills applied, {expected} sent")
-        finally:
-            await store.close()
 
-    asyncio.run(state())
-    client = cluster.client()
-    erased_values = [
-        v.encode() for p in work.people if p.erased for v in (p.phone_digits, p.ids["im_id"])
-    ]
-    for key in client.scan_iter(f"{settings.redis_key_prefix}*", count=1000):
-        blob = key + repr(client.dump(key)).encode()
-        if any(value in blob for value in erased_values):
-            problems.append("a key still holds an erased person's value")
-            break
+def _compare_topics(settings: Settings, work: Workload, problems: list[str]) -> None:
+    """Every bad record in the DLQ; every applied event's output, each id one content."""
     dlq = read_topic(settings, settings.topic("dlq"), idle_timeout=3.0, timeout=60)
-    places = {
-        (d["topic"], d["partition"], d["offset"]) for d in map(orjson.loads, (v for _, v in dlq))
-    }
+    places = {(d["topic"], d["partition"], d["offset"]) for d in (orjson.loads(v) for _, v in dlq)}
     if len(places) < work.bad:
         problems.append(f"DLQ holds {len(places)} records, {work.bad} bad records were sent")
     outputs = read_topic(settings, settings.topic("profile-changes"), idle_timeout=3.0, timeout=120)
@@ -455,10 +458,75 @@ def compare(cluster: Cluster, work: Workload) -> list[str]:
     missing = work.applied - sources
     if missing:
         problems.append(f"{len(missing)} applied events have no profile output")
+
+
+def compare(cluster: Cluster, work: Workload) -> list[str]:
+    """Every difference between the system's result and the expectation (no values)."""
+    import asyncio
+
+    problems: list[str] = []
+    asyncio.run(_compare_state(cluster.settings, work, problems))
+    client = cluster.client()
+    erased = [v.encode() for p in work.people if p.erased for v in (p.phone_digits, p.ids["im_id"])]
+    for key in client.scan_iter(f"{cluster.settings.redis_key_prefix}*", count=1000):
+        blob = key + repr(client.dump(key)).encode()
+        if any(value in blob for value in erased):
+            # the key's kind only (its name may hold the value itself)
+            tagged = re.sub(r"\{[^}]*\}", "{…}", key.decode("utf-8", "replace"))
+            shape = ":".join(tagged.split(":")[:4])
+            problems.append(f"a key still holds an erased person's value: {shape}")
+            break
+    _compare_topics(cluster.settings, work, problems)
     return problems
 
 
 # --- the run ---------------------------------------------------------------------------
+
+
+def _settled(cluster: Cluster, quiet_s: float = 1.5, timeout: float = 60.0) -> int:
+    """Applied events once they stop growing for ``quiet_s`` (what was sent is in)."""
+    client = cluster.client()
+    prefix = cluster.settings.redis_key_prefix
+    last, since = -1, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _safe_applied(client, prefix)
+        if now is not None and now != last:
+            last, since = now, time.monotonic()
+        elif now is not None and time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.2)
+    return max(last, 0)
+
+
+def _run_faults(
+    cluster: Cluster,
+    work: Workload,
+    faults: tuple[str, ...],
+    rng: random.Random,
+    say: Callable[[str], None],
+) -> list[FaultResult]:
+    """The workload in one slice more than there are faults: each fault is injected
+    once the slice before it is applied, then the next slice is sent; the recovery time
+    runs from the fault to the first event of that slice applied."""
+    slices = _slices(cluster.settings, work, len(faults) + 1)
+    produce_confirmed(make_producer(cluster.settings), slices[0])
+    client, prefix = cluster.client(), cluster.settings.redis_key_prefix
+    _wait(lambda: (_safe_applied(client, prefix) or 0) > 0, 120, "the workers")
+    results = []
+    for name, records in zip(faults, slices[1:], strict=True):
+        before = _settled(cluster)
+        started = time.monotonic()
+        result = inject(cluster, name, rng)
+        if name == "poison":
+            work.bad += 50
+        produce_confirmed(make_producer(cluster.settings), records)
+        result.recovery_s = recovered(cluster, before, started)
+        results.append(result)
+        say(
+            f"  {result.name:13} {result.detail:52} applying again after {result.recovery_s:5.1f} s"
+        )
+    return results
 
 
 @dataclass
@@ -480,31 +548,12 @@ def run_chaos(
     """Build the workload, run two workers under the faults, compare (module docstring)."""
     started = time.monotonic()
     work = build_workload(seed, people, events_per_person)
-    rng = random.Random(seed + 1)
+    say(f"chaos: {len(work.lines)} records, {people} people, seed {seed}")
     with tempfile.TemporaryDirectory(prefix="portrait-chaos-") as tmp:
         cluster = Cluster(base, Path(tmp))
         try:
             cluster.start()
-            producer = make_producer(cluster.settings)
-            produce_confirmed(producer, [route(cluster.settings, line) for line in _routable(work)])
-            produce_confirmed(
-                producer,
-                [
-                    OutputRecord(cluster.settings.topic("channel-events"), None, line)
-                    for line in _unroutable(work)
-                ],
-            )
-            say(f"chaos: {len(work.lines)} records, {people} people, seed {seed}")
-            results = []
-            for name in faults:
-                time.sleep(1.0)
-                result = inject(cluster, name, rng)
-                if name == "poison":
-                    work.bad += 50
-                results.append(result)
-                say(
-                    f"  {result.name:13} {result.detail:55} recovered in {result.recovery_s:5.1f} s"
-                )
+            results = _run_faults(cluster, work, faults, random.Random(seed + 1), say)
             kept = {p.account for p in work.people if p.account and not p.erased}
             expected = sum(len(p.events) for p in work.people if not p.erased) + sum(
                 n for number, n in work.account_events.items() if number in kept
@@ -544,6 +593,20 @@ def _unroutable(work: Workload) -> Iterator[bytes]:
     for line in work.lines:
         if line not in routable:
             yield line
+
+
+def _slices(settings: Settings, work: Workload, parts: int) -> list[list[OutputRecord]]:
+    """The workload's records (routed by type; what cannot be routed to channel events),
+    in ``parts`` slices of the workload's order."""
+    routable = set(_routable(work))
+    records = [
+        route(settings, line)
+        if line in routable
+        else OutputRecord(settings.topic("channel-events"), None, line)
+        for line in work.lines
+    ]
+    size = -(-len(records) // parts)
+    return [records[i * size : (i + 1) * size] for i in range(parts)]
 
 
 _TYPES = {"channel.event", "chat.message", "customer.erasure"}

@@ -69,6 +69,21 @@ class AppliedEvent:
     scores: tuple[Scores, Scores]
 
 
+def has_outputs(result: ApplyResult, emit: bool) -> bool:
+    """Whether a first application has outputs to build (none when replaying quietly)."""
+    if result.status == "suppressed":
+        return emit and bool(result.erased)
+    if result.status in ("erased", "acct"):
+        return emit
+    return result.status == "ok" and result.state is not None
+
+
+def count_rejections(rejected: Sequence[tuple[str, str]]) -> None:
+    """Identifiers the identity rules refused, counted by kind and reason."""
+    for kind, reason in rejected:
+        metrics.IDENTITY_REJECTIONS.labels(kind, reason).inc()
+
+
 class Outputs:
     """Addresses, words and counts the outputs of a batch's events."""
 
@@ -159,6 +174,18 @@ class Outputs:
                 )
                 out.append(OutputRecord(self.profile_topic, number.encode(), encode(body)))
         return out
+
+    def unscored(
+        self, event_id: str, result: ApplyResult, emitted_at: str
+    ) -> tuple[list[OutputRecord], list[tuple[str, str]]]:
+        """Outputs and confirmations of an erasure (its notices; the erasure's record
+        forgets the erased ids once they are out), a suppressed event that erased the
+        erased person's leftovers, or an account-only event."""
+        if result.status == "acct":
+            confirm = [(a.customer_id or "", event_id) for a in result.applied_accounts]
+            return self.accounts_applied(event_id, result, emitted_at), confirm
+        confirm = [("", event_id)] if result.status == "erased" else []
+        return self.erased(event_id, result.erased, emitted_at), confirm
 
     def accounts_applied(
         self, event_id: str, result: ApplyResult, emitted_at: str

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
@@ -29,36 +29,15 @@ from portrait.state.registry import ModelRegistry
 from portrait.state.store import ApplyResult, ProfileStore
 from processors.assist import PromptTemplates, parse_stats
 from processors.document import document_settings, update_of
-from processors.emotion import EmotionResult
 from processors.envelope import Rejection, decode_event
 from processors.identity import identify
 from processors.indicators import Population
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
-from streams.outputs import AppliedEvent, Outputs, now_iso
+from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso
 from streams.reading import ChunkReading, ModelRunner, ReadAhead, Reading, model_runner
-from streams.records import Deliver, InputRecord, OutputRecord
+from streams.records import Accepted, BatchOutcome, Deliver, InputRecord
 
 log = logging.getLogger("portrait.pipeline")
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """Outputs of a batch, the (customer, event) pairs to confirm, and counts by outcome."""
-
-    outputs: list[OutputRecord] = field(default_factory=list)
-    confirm: list[tuple[str, str]] = field(default_factory=list)
-    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
-
-
-@dataclass(slots=True)
-class Accepted:
-    """A decoded event of a chunk with its record and the emotion read in it."""
-
-    record: InputRecord
-    event: InputEvent
-    emotion: EmotionResult | None
-    rejected: Sequence[tuple[str, str]] = ()
-    """Identifiers the rules rejected before the state script (kind, reason)."""
 
 
 class BatchPipeline:
@@ -242,7 +221,7 @@ class BatchPipeline:
                     reading.intents[index],
                 )
             except NoUsableIdentifier:
-                self._count_rejections(identify(event.customer, self.deltas.identity).rejected)
+                count_rejections(identify(event.customer, self.deltas.identity).rejected)
                 self._reject(record, Rejection("identifiers_rejected"), outcome)
                 continue
             except Exception as exc:  # bad input must never stop the worker
@@ -279,7 +258,7 @@ class BatchPipeline:
             outcome.outcomes[(item.record.topic, kind)] += 1
             if result.status == "error":
                 self._state_error(item.record, result, outcome)
-            elif self._has_outputs(result):
+            elif has_outputs(result, self.emit):
                 applied.append((item, result, True))
             elif result.replay is not None and item.event.event_id not in emitted:
                 applied.append((item, result.replay, False))
@@ -294,13 +273,12 @@ class BatchPipeline:
         scores = dict(zip(updates, self.scorer.score(customers), strict=True))
         for item, result, first in applied:
             event_id = item.event.event_id
-            if result.status in ("erased", "suppressed"):
-                outcome.outputs.extend(self.outputs.erased(event_id, result.erased, emitted_at))
-                if result.status == "erased":  # its record forgets the erased ids
-                    outcome.confirm.append(("", event_id))
-                continue
-            if result.status == "acct":
-                self._accounts_applied(item, result, outcome, emitted_at, first=first)
+            if result.status != "ok":  # erasures and account-only events: no person to score
+                outputs, confirm = self.outputs.unscored(event_id, result, emitted_at)
+                outcome.outputs.extend(outputs)
+                outcome.confirm.extend(confirm)
+                if first:
+                    count_rejections(item.rejected)
                 continue
             update, pair = updates[id(result)], scores[id(result)]
             done = AppliedEvent(item.record, item.event, item.emotion, result, update, pair)
@@ -309,38 +287,7 @@ class BatchPipeline:
             if first:
                 metrics.MERGES.inc(len(result.merged))
                 self.scorer.observe(item.event, update, pair[1])
-                self._count_rejections([*item.rejected, *result.rejections])
-
-    def _has_outputs(self, result: ApplyResult) -> bool:
-        """A first application with outputs to build (none when replaying quietly)."""
-        if result.status == "suppressed":
-            return self.emit and bool(result.erased)
-        if result.status in ("erased", "acct"):
-            return self.emit
-        return result.status == "ok" and result.state is not None
-
-    def _accounts_applied(
-        self,
-        item: Accepted,
-        result: ApplyResult,
-        outcome: BatchOutcome,
-        emitted_at: str,
-        *,
-        first: bool,
-    ) -> None:
-        """An account-only event: its ``account.changed`` outputs, confirmed per account."""
-        outcome.outputs.extend(
-            self.outputs.accounts_applied(item.event.event_id, result, emitted_at)
-        )
-        for applied in result.applied_accounts:
-            outcome.confirm.append((applied.customer_id or "", item.event.event_id))
-        if first:
-            self._count_rejections(item.rejected)
-
-    @staticmethod
-    def _count_rejections(rejected: Sequence[tuple[str, str]]) -> None:
-        for kind, reason in rejected:
-            metrics.IDENTITY_REJECTIONS.labels(kind, reason).inc()
+                count_rejections([*item.rejected, *result.rejections])
 
     def _state_error(self, record: InputRecord, result: ApplyResult, outcome: BatchOutcome) -> None:
         """An event the state script failed on goes to the DLQ, counted."""

@@ -3,8 +3,12 @@ produce, and how a batch's outputs are delivered."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from portrait.events import InputEvent
+from processors.emotion import EmotionResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +35,23 @@ class OutputRecord:
 
 Deliver = Callable[[Sequence[OutputRecord]], Awaitable[None]]
 """Produce records and return once the broker has confirmed every one."""
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """Outputs of a batch, the (customer, event) pairs to confirm, and counts by outcome."""
+
+    outputs: list[OutputRecord] = field(default_factory=list)
+    confirm: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class Accepted:
+    """A decoded event of a chunk with its record and the emotion read in it."""
+
+    record: InputRecord
+    event: InputEvent
+    emotion: EmotionResult | None
+    rejected: Sequence[tuple[str, str]] = ()
+    """Identifiers the rules rejected before the state script (kind, reason)."""

@@ -102,7 +102,7 @@ def test_linking_extracted_identities_is_configuration(
         input_records("t.chat", [media_chat("f4", "2026-11-20T10:00:00+08:00", "电话13900001111")]),
         sink,
     )
-    assert profile(settings, sink)["identifiers"]["phone"] == ["13900001111"]
+    assert profile(settings, sink)["identifiers"]["phone"] == ["+8613900001111"]
 
 
 def test_keywords_intents_and_needs_build_up(redis_settings: Settings, run_batch: RunBatch) -> None:

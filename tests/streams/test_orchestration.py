@@ -88,7 +88,10 @@ def _pipeline(store: FakeStore) -> BatchPipeline:
 
 
 def _events(n: int) -> list[dict[str, Any]]:
-    return [chan(f"e{i}", "2026-11-01T09:00:00Z", "app", {"phone": f"1{i}"}) for i in range(n)]
+    phones = [f"1390000{i:04d}" for i in range(n)]
+    return [
+        chan(f"e{i}", "2026-11-01T09:00:00Z", "app", {"phone": p}) for i, p in enumerate(phones)
+    ]
 
 
 def test_outputs_are_delivered_before_they_are_confirmed_and_retried_until_they_are() -> None:
@@ -121,5 +124,5 @@ def test_bad_records_and_erasures_become_their_outputs() -> None:
     asyncio.run(_pipeline(store).run(input_records("t.ch", [b"\xff", erase]), sink.deliver))
     kinds = [(e["type"], e.get("customer_id")) for e in sink.events()]
     assert kinds == [("dlq.record", None), ("profile.erased", "c-x1")]
-    assert [kind for kind, _ in store.calls] == ["apply", "confirm"]  # nothing to confirm
-    assert store.calls[-1] == ("confirm", [])
+    assert [kind for kind, _ in store.calls] == ["apply", "confirm"]
+    assert store.calls[-1] == ("confirm", [("", "x1")])  # the erasure's notices went out

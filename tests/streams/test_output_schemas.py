@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import redis.asyncio as aioredis
@@ -18,6 +20,8 @@ from tests.support.envelopes import ANGRY_ZH, HISTORY, TURNS, call, chan, event,
 from tests.support.pipeline import RunBatch
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "output"
+# yesterday (Shanghai): the chat's trends window is inside the retention whatever the date
+DAY = (datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")) - timedelta(days=1)).date()
 
 
 def _story() -> list[Any]:
@@ -25,7 +29,7 @@ def _story() -> list[Any]:
     return [
         *HISTORY,
         *call("c-1", {"phone": "13900000001"}, TURNS),
-        media_chat("m-1", "2026-11-20T10:00:00+08:00", ANGRY_ZH),  # → soothe_and_close
+        media_chat("m-1", f"{DAY}T10:00:00+08:00", ANGRY_ZH),  # → soothe_and_close, a trend
         event(
             "r-1",
             "relation.changed",
@@ -50,6 +54,9 @@ def _story() -> list[Any]:
             {"email": "a@example.com"},
             {},
         ),  # → profile.erased
+        chan(
+            "b-1", "2026-11-05T09:00:00+08:00", "app", {"account_no": "ACC-S"}
+        ),  # → account.changed
         b"{not json",  # → dlq.record
     ]
 

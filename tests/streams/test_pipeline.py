@@ -13,7 +13,8 @@ from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import ApplyResult, RedisProfileStore
-from streams.pipeline import BatchOutcome, BatchPipeline
+from streams.pipeline import BatchPipeline
+from streams.records import BatchOutcome
 from streams.testing import ListSink, input_records
 from tests.support.envelopes import event
 from tests.support.pipeline import RunBatch

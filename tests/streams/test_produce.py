@@ -48,7 +48,7 @@ def test_each_type_goes_to_its_topic_with_the_design_key() -> None:
     )
     assert routed(chat) == ("p.chat", b"conv-1")
     assert routed(call) == ("p.calls", b"call-9")
-    assert routed(channel) == ("p.channel-events", b"account_no:A")
+    assert routed(channel) == ("p.channel-events", b"phone:86138")
     assert routed(edit) == ("p.commands", b"email:x@y.com")
 
 
@@ -74,4 +74,4 @@ def test_erasure_command_validates_and_goes_to_commands() -> None:
     assert isinstance(event, CustomerErasure)
     assert event.customer.pairs() == [("phone", "+86 138 0000 0000")]
     record = route(SETTINGS, line)
-    assert (record.topic, record.key) == ("p.commands", b"phone:8613800000000")
+    assert (record.topic, record.key) == ("p.commands", b"phone:+8613800000000")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -20,10 +22,12 @@ from tests.support.envelopes import media_chat, settings_env
 from tests.support.pipeline import RunBatch
 from tests.support.worker import PORTRAIT
 
+# yesterday (Shanghai): inside the trends retention (7 days) whatever today's date is
+DAY = (datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")) - timedelta(days=1)).date()
 TEXTS = [
-    ("t1", "2026-11-20T10:05:00+08:00", "又停电了，冰箱里的东西都坏了"),
-    ("t2", "2026-11-20T10:40:00+08:00", "停电第二次了，什么时候恢复供电"),
-    ("t3", "2026-11-20T11:10:00+08:00", "我的账单多扣了钱"),
+    ("t1", f"{DAY}T10:05:00+08:00", "又停电了，冰箱里的东西都坏了"),
+    ("t2", f"{DAY}T10:40:00+08:00", "停电第二次了，什么时候恢复供电"),
+    ("t3", f"{DAY}T11:10:00+08:00", "我的账单多扣了钱"),
 ]
 
 
@@ -55,8 +59,8 @@ def test_windows_are_counted_once_and_emitted_once(
     for body in (first, second):
         OUTPUT_MODELS["trends.window"].model_validate(body)
     assert sent[0].topic == redis_settings.topic("trends")
-    assert first["window_start"] == "2026-11-20T02:00:00.000Z"
-    assert first["window_end"] == "2026-11-20T03:00:00.000Z"
+    assert first["window_start"] == f"{DAY}T02:00:00.000Z"
+    assert first["window_end"] == f"{DAY}T03:00:00.000Z"
     assert first["messages"] == 2 and first["intents"] == {"outage": 2}
     assert first["terms"][0] == {"term": "停电", "count": 2}
     assert second["intents"] == {"billing": 1}
@@ -69,7 +73,7 @@ def test_windows_are_counted_once_and_emitted_once(
         timeout=60,
     )
     [day] = orjson.loads(done.stdout)
-    assert day["window_start"] == "2026-11-20T00:00:00.000Z"
+    assert day["window_start"] == f"{DAY}T00:00:00.000Z"
     assert day["messages"] == 3 and day["intents"] == {"outage": 2, "billing": 1}
 
 

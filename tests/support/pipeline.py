@@ -9,8 +9,8 @@ import pytest
 
 from portrait.config import Settings
 from portrait.state.store import RedisProfileStore
-from streams.pipeline import BatchOutcome, BatchPipeline
-from streams.records import InputRecord
+from streams.pipeline import BatchPipeline
+from streams.records import BatchOutcome, InputRecord
 from streams.testing import ListSink
 
 RunBatch = Callable[[Settings, list[InputRecord], ListSink], BatchOutcome]
