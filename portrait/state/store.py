@@ -367,16 +367,25 @@ class RedisProfileStore:
     async def load(self, customer_id: str) -> StoredState | None:
         """The profile hash and every family whole, as one flat map (the layout's
         prefixes), read in one transaction."""
+        found = await self._entity(customer_id, "ids")
+        if found is None:
+            return None
+        flat, ids = found
+        return {"fields": flat, "ids": sorted(ids)}
+
+    async def _entity(self, entity: str, members: str) -> tuple[dict[str, str], list[str]] | None:
+        """An entity's profile hash with its families as one flat map, and the members
+        of its set ``members`` (``ids``, ``people``), in one transaction; None if absent."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(self.key(customer_id, "p"))
-        pipe.smembers(self.key(customer_id, "ids"))
-        self._families(pipe, customer_id)
-        fields, ids, *families = await pipe.execute()
+        pipe.hgetall(self.key(entity, "p"))
+        pipe.smembers(self.key(entity, members))
+        self._families(pipe, entity)
+        fields, found, *families = await pipe.execute()
         if not fields:
             return None
         flat = {_text(k): _text(v) for k, v in fields.items()}
         flat.update(self._family_fields(families))
-        return {"fields": flat, "ids": sorted(i.decode("utf-8") for i in ids)}
+        return flat, [_text(m) for m in found]
 
     def _families(self, pipe: Any, entity: str) -> None:
         for family in FAMILIES:
@@ -410,19 +419,13 @@ class RedisProfileStore:
     async def load_account(self, account_no: str) -> AccountState | None:
         """An account's hash (with its behaviour trail) and people with their role
         registers, or None when no account has this number."""
-        entity = ACCOUNT_ENTITY + account_no
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(self.key(entity, "p"))
-        pipe.smembers(self.key(entity, "people"))
-        self._families(pipe, entity)
-        fields, people, *families = await pipe.execute()
-        if not fields:
+        found = await self._entity(ACCOUNT_ENTITY + account_no, "people")
+        if found is None:
             return None
-        flat = {_text(k): _text(v) for k, v in fields.items()}
-        flat.update(self._family_fields(families))
+        flat, people = found
         role_field = f"{ROLE}{account_no}"
         roles = {}
-        for person in sorted(_text(p) for p in people):
+        for person in sorted(people):
             role = await self.redis.hget(self.key(person, "p"), role_field)
             roles[person] = _text(role) if role else ""
         return AccountState(flat, roles)

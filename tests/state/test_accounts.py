@@ -12,55 +12,29 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from portrait.config import DEFAULT_IDENTITY_FILE, Settings
-from portrait.events import INPUT_EVENT_ADAPTER
-from portrait.lookup import SeveralPeople, find_customer, get_account, get_profile
+from portrait.lookup import SeveralPeople, find_customer
 from portrait.state.store import ApplyResult, RedisProfileStore
 from processors.document import document_settings
 from processors.identity import IdentityRules
-from processors.profile import DeltaSettings, build_delta
+from processors.profile import DeltaSettings
 from tests.support.envelopes import chan, event
+from tests.support.state import account_of, apply_events, profile_of
 
 RULES = IdentityRules.load(DEFAULT_IDENTITY_FILE)
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"), identity=RULES)
 DOCUMENT = document_settings(Settings())
 
 
-def delta(raw: dict[str, Any]) -> bytes:
-    parsed = INPUT_EVENT_ADAPTER.validate_python(raw)
-    return build_delta(parsed, DELTAS).to_json(now_ms=1_800_000_000_000, retention_ms=86_400_000)
-
-
 def apply(settings: Settings, events: list[dict[str, Any]]) -> list[ApplyResult]:
-    async def go() -> list[ApplyResult]:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
-        try:
-            return await store.apply([delta(e) for e in events])
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return apply_events(settings, events, DELTAS)
 
 
 def profile(settings: Settings, kind: str, value: str) -> dict[str, Any] | None:
-    async def go() -> dict[str, Any] | None:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
-        try:
-            return await get_profile(store, kind, value, settings=DOCUMENT)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return profile_of(settings, kind, value, DOCUMENT)
 
 
 def account(settings: Settings, number: str) -> dict[str, Any] | None:
-    async def go() -> dict[str, Any] | None:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
-        try:
-            return await get_account(store, number, DOCUMENT)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return account_of(settings, number, DOCUMENT)
 
 
 def bill(eid: str, at: str, customer: dict[str, Any], action: str, amount: float = 0) -> dict:

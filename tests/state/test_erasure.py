@@ -5,7 +5,6 @@ new profile."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,12 +12,11 @@ from zoneinfo import ZoneInfo
 import redis
 
 from portrait.config import Settings
-from portrait.events import INPUT_EVENT_ADAPTER
-from portrait.lookup import get_profile
-from portrait.state.store import ApplyResult, RedisProfileStore
+from portrait.state.store import ApplyResult
 from processors.erasure import ErasureHasher
-from processors.profile import DeltaSettings, build_delta
+from processors.profile import DeltaSettings
 from tests.support.envelopes import chan, chat, event
+from tests.support.state import apply_events, profile_of
 
 HASHER = ErasureHasher(b"test-key")
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"), hasher=HASHER)
@@ -37,31 +35,11 @@ BACK = chan("p6", "2026-11-20T09:00:00+08:00", "app", {"phone": "+86 139 1234 56
 
 
 def apply(settings: Settings, events: list[dict[str, Any]]) -> list[ApplyResult]:
-    async def go() -> list[ApplyResult]:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
-        deltas = [
-            build_delta(INPUT_EVENT_ADAPTER.validate_python(e), DELTAS).to_json(
-                now_ms=1_800_000_000_000, retention_ms=86_400_000
-            )
-            for e in events
-        ]
-        try:
-            return await store.apply(deltas)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return apply_events(settings, events, DELTAS)
 
 
 def profile(settings: Settings, kind: str, value: str) -> dict[str, Any] | None:
-    async def go() -> dict[str, Any] | None:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
-        try:
-            return await get_profile(store, kind, value)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return profile_of(settings, kind, value)
 
 
 def traces(settings: Settings) -> list[bytes]:

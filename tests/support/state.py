@@ -1,0 +1,57 @@
+"""Applying events straight through the state script, and reading the results back,
+on the session Redis (no broker, no models)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from portrait.config import Settings
+from portrait.events import INPUT_EVENT_ADAPTER
+from portrait.lookup import get_account, get_profile
+from portrait.state.store import ApplyResult, RedisProfileStore
+from processors.document import DocumentSettings
+from processors.profile import DeltaSettings, build_delta
+
+T = TypeVar("T")
+
+
+def with_store(settings: Settings, use: Callable[[RedisProfileStore], Awaitable[T]]) -> T:
+    """Run ``use`` with a store on these settings' Redis and key prefix."""
+
+    async def go() -> T:
+        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def apply_events(
+    settings: Settings, events: list[dict[str, Any]], deltas: DeltaSettings
+) -> list[ApplyResult]:
+    """Apply input envelopes, in order, in one script call."""
+    raw = [
+        build_delta(INPUT_EVENT_ADAPTER.validate_python(e), deltas).to_json(
+            now_ms=1_800_000_000_000, retention_ms=86_400_000
+        )
+        for e in events
+    ]
+    return with_store(settings, lambda store: store.apply(raw))
+
+
+def profile_of(
+    settings: Settings, kind: str, value: str, document: DocumentSettings | None = None
+) -> dict[str, Any] | None:
+    """The profile document found by one identifier, or None."""
+    return with_store(settings, lambda store: get_profile(store, kind, value, settings=document))
+
+
+def account_of(
+    settings: Settings, number: str, document: DocumentSettings | None = None
+) -> dict[str, Any] | None:
+    """The account document of an account number, or None."""
+    return with_store(settings, lambda store: get_account(store, number, document))
