@@ -332,11 +332,18 @@ def applied_events(client: redis.Redis, prefix: str) -> int:
 # --- faults ---------------------------------------------------------------------------
 
 
+QUIET_S = 1.5
+"""Applied events unchanged this long: what was sent is in."""
+
+
 @dataclass
 class FaultResult:
     name: str
     detail: str
     recovery_s: float
+    """From the fault to the first event applied after it."""
+    settled_s: float = 0.0
+    """From the fault to the whole next slice applied (every partition back)."""
 
 
 def inject(cluster: Cluster, name: str, rng: random.Random) -> FaultResult:
@@ -429,9 +436,10 @@ async def _compare_state(settings: Settings, work: Workload, problems: list[str]
                 )
         for number, expected in work.account_events.items():
             doc = await get_account(store, number)
-            holders = [p for p in work.people if p.account == number and not p.erased]
-            if doc is None and not holders:
-                continue  # all its people erased: removed with its data
+            if any(p.erased for p in work.people if p.account == number):
+                # an account left with nobody goes with its data: whether a holder's
+                # erasure found the other holder linked yet depends on arrival order
+                continue
             got = doc["stats"]["events_total"] if doc else 0
             if got != expected:
                 problems.append(f"account {number}: {got} bills applied, {expected} sent")
@@ -483,7 +491,7 @@ def compare(cluster: Cluster, work: Workload) -> list[str]:
 # --- the run ---------------------------------------------------------------------------
 
 
-def _settled(cluster: Cluster, quiet_s: float = 1.5, timeout: float = 60.0) -> int:
+def _settled(cluster: Cluster, quiet_s: float = QUIET_S, timeout: float = 90.0) -> int:
     """Applied events once they stop growing for ``quiet_s`` (what was sent is in)."""
     client = cluster.client()
     prefix = cluster.settings.redis_key_prefix
@@ -522,9 +530,12 @@ def _run_faults(
             work.bad += 50
         produce_confirmed(make_producer(cluster.settings), records)
         result.recovery_s = recovered(cluster, before, started)
+        _settled(cluster)
+        result.settled_s = time.monotonic() - started - QUIET_S
         results.append(result)
         say(
-            f"  {result.name:13} {result.detail:52} applying again after {result.recovery_s:5.1f} s"
+            f"  {result.name:13} {result.detail:52} applying again after "
+            f"{result.recovery_s:4.1f} s, the next slice in after {result.settled_s:4.1f} s"
         )
     return results
 
@@ -554,9 +565,9 @@ def run_chaos(
         try:
             cluster.start()
             results = _run_faults(cluster, work, faults, random.Random(seed + 1), say)
-            kept = {p.account for p in work.people if p.account and not p.erased}
+            touched = {p.account for p in work.people if p.account and p.erased}
             expected = sum(len(p.events) for p in work.people if not p.erased) + sum(
-                n for number, n in work.account_events.items() if number in kept
+                n for number, n in work.account_events.items() if number not in touched
             )
             client = cluster.client()
             with contextlib.suppress(TimeoutError):
