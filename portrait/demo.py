@@ -74,7 +74,12 @@ def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
     _section("output events (portrait.profile-changes)")
     from portrait.render import render_output
 
-    records = read_topic(settings, settings.topic("profile-changes"), timeout=60, idle_timeout=4)
+    topic = settings.topic("profile-changes")
+    records: list[tuple[bytes | None, bytes]] = []
+    deadline = time.monotonic() + 120  # the worker's first batch waits for its models
+    while not records and time.monotonic() < deadline:
+        records = read_topic(settings, topic, timeout=60, idle_timeout=4)
+    records = read_topic(settings, topic, timeout=60, idle_timeout=4)  # the story, settled
     for _, value in records:
         print(render_output(value))
 
