@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, TypedDict
 
 import orjson
@@ -431,6 +431,15 @@ def update_of(
     )
 
 
+@lru_cache(maxsize=65_536)
+def _fields_reading(stored: str) -> frozenset[str]:
+    """The document fields whose builders read this stored field (names repeat across
+    updates, so this is worked out once per name, not once per field and update)."""
+    return frozenset(
+        name for name, (reads, _) in FIELD_BUILDERS.items() if stored.startswith(reads)
+    )
+
+
 def changed_fields(
     update: Update,
     derived: dict[str, tuple[Any, Any]] | None = None,
@@ -444,8 +453,11 @@ def changed_fields(
     before = ProfileView(update.before, update.ids_before, settings, update.accounts_before)
     after = ProfileView(update.after, update.ids_after, settings, update.accounts_after)
     changes = []
-    for name, (reads, build) in FIELD_BUILDERS.items():
-        if any(written.startswith(reads) for written in update.written):
+    affected: set[str] = set()
+    for written in update.written:
+        affected |= _fields_reading(written)
+    for name, (_, build) in FIELD_BUILDERS.items():
+        if name in affected:
             previous, current = build(before), build(after)
             if previous != current:
                 changes.append({"field": name, "old": previous, "new": current})
