@@ -1,19 +1,23 @@
 -- Apply input events' ProfileDeltas to the customers they belong to, one after another.
 --
--- ARGV[1]: key prefix; ARGV[2]: options as JSON ({"kw_shown": n, "kw_watch": [terms]}:
--- how many keywords an answer shows, and terms whose weights it always carries);
+-- ARGV[1]: key prefix; ARGV[2]: options as JSON ({"kw_shown": n, "kw_watch": [terms],
+-- "limits": {kind: n}}: how many keywords an answer shows, terms whose weights it always
+-- carries, the most identifiers of each kind one person may hold);
 -- ARGV[3..]: one delta per event, as JSON (processors/profile.py ProfileDelta). Answers
 -- one string per delta, in order. Each event is applied by apply_one below, in one
 -- script, so that no crash or concurrent worker sees half of it:
---   1. resolve the event's identifiers through the identity index;
---   2. if a resolved customer has seen this event id, answer "dup" with the outputs
---      still pending delivery (so a redelivery after a crash re-emits them);
---   3. merge every other resolved customer into the survivor (earliest first_seen,
---      ties: the smaller id) with the same typed operations the delta uses;
---   4. apply the delta, bump the version, record the event id;
---   5. answer (and keep as pending until delivery is confirmed) the customer's profile
---      hash, the views of its families and the old value of every field that changed —
---      or, for a quiet delta (replay), only the customer id, keeping nothing pending.
+--   1. find each identifier's person through the identity index;
+--   2. if one of them has seen this event id, answer "dup" with the outputs still
+--      pending delivery (so a redelivery after a crash re-emits them);
+--   3. an erased person's event from before the erasure is dropped (suppression);
+--   4. resolve within the identity rules, merge every other resolved person into the
+--      survivor (earliest first_seen, ties: the smaller id) with the same typed
+--      operations the delta uses; an event with no person identifier applies to the
+--      accounts it names instead;
+--   5. apply the delta, bump the version, link the accounts named, record the event id;
+--   6. answer (and keep as pending until delivery is confirmed) the profile hash, the
+--      views of its families, the old value of every field that changed and the
+--      accounts held — or, for a quiet delta (replay), only the id, keeping nothing.
 -- An event whose data makes apply_one fail answers "error"; the others still apply.
 --
 -- The layout (key names, prefixes, families, caps, separators) is rendered from
@@ -489,7 +493,7 @@ end
 
 local function kind_of(id) return string.match(id, '^([^:]*):') end
 
-local function resolve(ids)
+local function resolve(ids, owner)
   local found, usable, holding = {}, {}, {}
   local function fits(extra)
     for k, set in pairs(extra) do
@@ -512,11 +516,10 @@ local function resolve(ids)
       for id, _ in pairs(set) do holding[k][id] = true end
     end
   end
-  local owner, is_found = {}, {}
+  local is_found = {}
   local only, one = nil, true  -- one: every identifier already belongs to one person
   for _, id in ipairs(ids) do
-    local c = redis.call('GET', idxk(id))
-    owner[id] = c
+    local c = owner[id]
     if (not c) or (only and c ~= only) then one = false end
     only = only or c
   end
@@ -728,7 +731,6 @@ local function apply_accounts(d, hash)
     end
   end
   local bodies = {}
-  rejections = {}
   for _, acct in ipairs(d.accts) do
     begin(account_of(acct))
     local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
@@ -783,13 +785,19 @@ local function apply_one(raw)
   local hash = id_hash(d.eid)
   if #d.ids == 0 then return apply_accounts(d, hash) end
 
+  -- each identifier's person, read once for the checks below and the resolution
+  local owner, checked = {}, {}
+  for _, id in ipairs(d.ids) do owner[id] = redis.call('GET', idxk(id)) end
   -- a redelivery is recognised by any person its identifiers find, rules aside
   for _, id in ipairs(d.ids) do
-    local c = redis.call('GET', idxk(id))
-    if c and has_seen(c, hash, d.now, d.ret) then
-      local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
-      if pending then return 'dup' .. RS .. pending end
-      return 'dup' .. RS .. c
+    local c = owner[id]
+    if c and not checked[c] then
+      checked[c] = true
+      if has_seen(c, hash, d.now, d.ret) then
+        local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
+        if pending then return 'dup' .. RS .. pending end
+        return 'dup' .. RS .. c
+      end
     end
   end
 
@@ -801,7 +809,7 @@ local function apply_one(raw)
     local ttl = math.max(d.supttl or d.ret, 1)
     local gone, seen_person = {}, {}
     for _, id in ipairs(d.ids) do
-      local c = redis.call('GET', idxk(id))
+      local c = owner[id]
       if c and not seen_person[c] and first_seen(c) < erasure then
         seen_person[c] = true
         table.insert(gone, c)
@@ -812,7 +820,7 @@ local function apply_one(raw)
     return 'suppressed' .. RS .. table.concat(gone, US)
   end
 
-  local found, usable = resolve(d.ids)
+  local found, usable = resolve(d.ids, owner)
   local survivor = d.newcid
   if #found > 0 then
     survivor = found[1]
