@@ -599,13 +599,6 @@ def _routable(work: Workload) -> Iterator[bytes]:
             yield line
 
 
-def _unroutable(work: Workload) -> Iterator[bytes]:
-    routable = set(_routable(work))
-    for line in work.lines:
-        if line not in routable:
-            yield line
-
-
 def _slices(settings: Settings, work: Workload, parts: int) -> list[list[OutputRecord]]:
     """The workload's records (routed by type; what cannot be routed to channel events),
     in ``parts`` slices of the workload's order."""

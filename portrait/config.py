@@ -23,6 +23,8 @@ DEFAULT_NEEDS_FILE = SETTINGS_DIR / "needs.json"
 DEFAULT_FACTS_FILE = SETTINGS_DIR / "facts.json"
 DEFAULT_ROLES_FILE = SETTINGS_DIR / "roles.json"
 DEFAULT_IDENTITY_FILE = SETTINGS_DIR / "identity.json"
+LOCAL_ERASURE_KEY = b"portrait-local-erasure-key"
+"""The erasure HMAC key of the local profile when none is set (never in production)."""
 
 
 class Settings(BaseSettings):
@@ -214,7 +216,7 @@ class Settings(BaseSettings):
                 "PORTRAIT_ERASURE_KEY is required in the production profile: erased "
                 "identifiers are kept only as keyed hashes (README, Erasure)"
             )
-        return b"portrait-local-erasure-key"
+        return LOCAL_ERASURE_KEY
 
 
 def load_settings() -> Settings:

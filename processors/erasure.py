@@ -20,6 +20,8 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
+from portrait.config import LOCAL_ERASURE_KEY
+
 HASH_HEX = 32
 """Hex characters of the HMAC kept (128 bits)."""
 
@@ -39,5 +41,5 @@ class ErasureHasher:
         return [self(key) for key in identifier_keys]
 
 
-LOCAL_HASHER = ErasureHasher(b"portrait-local-erasure-key")
+LOCAL_HASHER = ErasureHasher(LOCAL_ERASURE_KEY)
 """The local profile's hasher (``Settings.erasure_hash_key`` without a key)."""

@@ -132,11 +132,6 @@ def identify(customer: CustomerRef, rules: IdentityRules = PLAIN_RULES) -> Ident
     return out
 
 
-def identifier_keys(customer: CustomerRef, rules: IdentityRules = PLAIN_RULES) -> list[str]:
-    """The person identifier keys of :func:`identify`."""
-    return identify(customer, rules).people
-
-
 def customer_id_for(identifier_key: str) -> str:
     """The customer id derived from the identifier that created the customer."""
     return "c-" + hashlib.sha256(identifier_key.encode("utf-8")).hexdigest()[:20]
