@@ -18,8 +18,11 @@ splitting the topics any way gives the same profiles.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
+import os
 import queue
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,6 +42,11 @@ from streams.pipeline import BatchPipeline
 from streams.records import InputRecord, OutputRecord
 
 Progress = Callable[[int, float], None]
+
+log = logging.getLogger("portrait.replay")
+
+_EXIT_GRACE_SECONDS = 30.0
+"""How long an engine that sent its summary may take to exit before it is ended."""
 
 
 @dataclass(slots=True)
@@ -113,9 +121,11 @@ async def replay(
     idle_seconds: float = 3.0,
     progress: Progress | None = None,
     share: tuple[int, int] = (0, 1),
+    finished: Callable[[ReplaySummary], None] | None = None,
 ) -> ReplaySummary:
     """Rebuild profiles from ``source``'s input topics into ``target``'s Redis namespace
-    (this engine's ``share`` of the partitions)."""
+    (this engine's ``share`` of the partitions). ``finished`` gets the summary once every
+    state write is done, before the clients close."""
     consumer = _consumer(source)
     store = RedisProfileStore.for_settings(target)
     pipeline = BatchPipeline.for_settings(target, store, emit=False)
@@ -156,6 +166,8 @@ async def replay(
                 progress(summary.events, summary.seconds)
         await fetching
         summary.customers = len(await customer_ids(store))
+        if finished is not None:
+            finished(summary)
     finally:
         consumer.close()
         pipeline.close()
@@ -171,14 +183,18 @@ def _engine(
     share: tuple[int, int],
     reports: Any,
 ) -> None:
-    """One replay process: reports ("progress", index, events) and finally ("done", index,
-    summary) to the parent."""
+    """One replay process: reports ("progress", index, events) and ("done", index,
+    summary) to the parent — before closing its clients, so that a close that hangs
+    cannot keep the summary back."""
     index = share[0]
 
     def progress(events: int, _seconds: float) -> None:
         reports.put(("progress", index, events))
 
-    summary = asyncio.run(
+    def finished(summary: ReplaySummary) -> None:
+        reports.put(("done", index, summary))
+
+    asyncio.run(
         replay(
             source,
             target,
@@ -186,9 +202,18 @@ def _engine(
             idle_seconds=idle_seconds,
             progress=progress,
             share=share,
+            finished=finished,
         )
     )
-    reports.put(("done", index, summary))
+    # Leave without the interpreter's exit handlers: the summary is sent (the queue is
+    # flushed first) and every state write is done, and an exit handler that waits on the
+    # model process could hold the parent up for good (a CI run hung after all the events
+    # were replayed). The parent ends an engine that still does not exit.
+    reports.close()
+    reports.join_thread()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def replay_parallel(
@@ -221,8 +246,12 @@ def replay_parallel(
         engine.start()
     done = _collect(reports, engines, progress)
     for engine in engines:
-        engine.join()
-    failed = [e.name for e in engines if e.exitcode != 0]
+        engine.join(timeout=_EXIT_GRACE_SECONDS)
+        if engine.exitcode is None:  # its summary is in, its state written: only exiting hangs
+            log.warning("a replay engine did not exit; ending it", extra={"reason": "exit"})
+            engine.kill()
+            engine.join()
+    failed = [engine.name for index, engine in enumerate(engines) if index not in done]
     if failed:
         raise RuntimeError(f"replay engines failed: {', '.join(failed)}")
     return _combined(list(done.values()))
