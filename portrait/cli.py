@@ -85,6 +85,7 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from api.http import mount
     from streams.worker import run_worker, run_workers
 
     if args.lane is not None:
@@ -92,7 +93,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         os.environ["PORTRAIT_LANE"] = args.lane  # and to the processes it starts
     if args.processes > 1:
         return run_workers(settings, args.processes)
-    run_worker(settings)
+    # the aiohttp application of the Faust web server that serves /metrics
+    run_worker(settings, web=lambda app: mount(app.web.web_app, settings))  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from api.serve import serve
+
+    serve(settings, args.port)
     return 0
 
 
@@ -649,6 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes in one consumer group (one per core); HTTP ports count up",
     )
     worker.set_defaults(func=cmd_worker)
+
+    serve = sub.add_parser(
+        "serve", help="serve the HTTP API and the agent page alone (read-only; no worker)"
+    )
+    serve.add_argument("--port", type=int, default=None, help="default PORTRAIT_HTTP_PORT")
+    serve.set_defaults(func=cmd_serve)
 
     produce = sub.add_parser("produce", help="produce events from a JSONL file to their topics")
     produce.add_argument("file")

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     erasure_key: SecretStr = SecretStr("")
     """HMAC key of erased identifiers' suppression entries; required in production."""
     erasure_suppression_days: int = Field(default=30, ge=1)
+    api_tokens_file: Path | None = None
+    """JSON list of API tokens: subject, scope, token_sha256 (none set: every /v1 request
+    is refused with 401)."""
+    agent_access_hours: float = Field(default=24.0, gt=0)
+    api_prompt_buffer: int = Field(default=500, ge=1)
+    """Prompts kept per agent for Server-Sent Events resumption (Last-Event-ID)."""
+    api_prompt_history_seconds: int = Field(default=3600, ge=0)
+    """How far back a serving process reads the prompts topic when it starts."""
     timezone: str = "Asia/Shanghai"
     preference_half_life_days: float = Field(default=30.0, gt=0)
     attribute_confidence: float = Field(default=0.9, ge=0, le=1)

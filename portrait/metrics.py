@@ -72,3 +72,15 @@ CONSUMER_LAG = Gauge(
     "High-water mark minus committed offset, per input topic and partition.",
     ["topic", "partition"],
 )
+API_REQUESTS = Counter(
+    "portrait_api_requests_total",
+    "HTTP API requests answered, by endpoint (the route, never an identifier) and status.",
+    ["endpoint", "code"],
+)
+API_SECONDS = Histogram(
+    "portrait_api_request_seconds",
+    "HTTP API answer time, by endpoint (Server-Sent Events: until the stream opens).",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+)
+SSE_CLIENTS = Gauge("portrait_api_sse_clients", "Open Server-Sent Events streams of prompts.")

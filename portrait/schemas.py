@@ -30,6 +30,9 @@ def generated_schemas() -> dict[str, dict[str, Any]]:
     for name, schema in out.items():
         schema["$id"] = f"https://portrait.dev/schemas/{name}"
     out[ASYNCAPI_FILE] = asyncapi_document()
+    from api.openapi import openapi_document  # the HTTP API's routes live above this layer
+
+    out[OPENAPI_FILE] = openapi_document()
     return out
 
 
@@ -55,6 +58,7 @@ TOPIC_KEYS = {
     "dlq": "the original record's key",
 }
 ASYNCAPI_FILE = "asyncapi.json"
+OPENAPI_FILE = "openapi.json"
 
 
 def _message_name(event_type: str) -> str:

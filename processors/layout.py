@@ -51,6 +51,13 @@ ROLE = "r:role:"
 FRIEND, GROUP = "friend:", "grp:"
 """Relation registers ``r:friend:<employee>`` and ``r:grp:<employee>:<8-hex group
 hash>``, whose value ends in TAB ``added`` while the relation is active."""
+MET = "met:"
+"""The register ``r:met:<employee>``: the 13-digit epoch ms of the customer's latest call
+or chat with that employee (an agent may read the profiles of customers it met lately)."""
+AGENT = "agent:"
+"""``{P}agent:{<id>}`` — an agent's current customer (``customer_id``, ``ref`` = the call
+or conversation id, ``at`` = epoch ms), the latest call or chat wins; expires after the
+agent access window."""
 ACCOUNT_ENTITY = "acct:"
 """An account's entity id is this prefix and its number: its key family is
 ``{P}c:{acct:<no>}:<key>``, with the same profile hash, families and processed ids as a
@@ -150,6 +157,7 @@ def lua_constants() -> str:
             f"local ACCOUNT_ENTITY = {_lua_string(ACCOUNT_ENTITY)}",
             f"local FRIEND, GROUP = {_lua_string(REGISTER + FRIEND)}, "
             f"{_lua_string(REGISTER + GROUP)}",
+            f"local MET, AGENT = {_lua_string(REGISTER + MET)}, {_lua_string(AGENT)}",
             f"local SEEN_HASH_BYTES = {SEEN_HASH_BYTES}",
             f"local NEGATIVE_STREAK = {_lua_string(NEGATIVE_STREAK)}",
             f"local CALM = {_lua_string(CALM)}",

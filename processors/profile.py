@@ -250,7 +250,7 @@ def _relation(change: Change, event: RelationChanged) -> None:
 
 def _chat(change: Change, event: ChatMessage) -> None:
     payload = event.payload
-    change.fields.update(interaction_fields(payload.employee_id, change.weight))
+    change.fields.update(interaction_fields(payload.employee_id, change.weight, change.occurred_ms))
     if payload.direction == "inbound":
         change.fields.update(
             action_fields(payload.employee_id, "message", change.occurred_ms, event.event_id)
@@ -259,7 +259,7 @@ def _chat(change: Change, event: ChatMessage) -> None:
 
 def _call_started(change: Change, event: CallStarted) -> None:
     agent = event.payload.agent_id
-    change.fields.update(interaction_fields(agent, change.weight))
+    change.fields.update(interaction_fields(agent, change.weight, change.occurred_ms))
     change.fields.update(action_fields(agent, "call", change.occurred_ms, event.event_id))
 
 

@@ -8,7 +8,10 @@ employee, as commutative profile-hash fields (see ``apply_event.lua``):
   that any characters it holds cannot break the field name);
 - ``c:msg:<employee>`` — messages exchanged with that employee, both directions, and
   calls handled by them;
-- ``d:emp:<employee>`` — the same interactions weighted by recency (as the preferences).
+- ``d:emp:<employee>`` — the same interactions weighted by recency (as the preferences);
+- ``r:met:<employee>`` — when the latest of those interactions occurred (13-digit epoch
+  ms; the larger wins): an agent reads the profiles of the customers it is connected to
+  (:func:`is_connected`).
 
 Closeness, in 0…1, for each employee with any of these::
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.attributes import event_order, iso_from_ms
-from processors.layout import ACTIONS, FRIEND, GROUP
+from processors.layout import ACTIONS, FRIEND, GROUP, MET
 
 MESSAGES, RECENT = "msg:", "emp:"
 
@@ -60,9 +63,35 @@ def relation_fields(
     return {f"r:{GROUP}{employee_id}:{digest}": register}
 
 
-def interaction_fields(employee_id: str, weight: float) -> dict[str, int | float | str]:
-    """Counters for one message or call between the customer and an employee."""
-    return {f"c:{MESSAGES}{employee_id}": 1, f"d:{RECENT}{employee_id}": weight}
+def interaction_fields(
+    employee_id: str, weight: float, occurred_ms: int
+) -> dict[str, int | float | str]:
+    """Counters for one message or call between the customer and an employee, and when
+    it occurred."""
+    return {
+        f"c:{MESSAGES}{employee_id}": 1,
+        f"d:{RECENT}{employee_id}": weight,
+        f"r:{MET}{employee_id}": f"{max(occurred_ms, 0):013d}",
+    }
+
+
+def relation_field_names(employee_id: str) -> tuple[str, str, str]:
+    """The profile-hash fields that connect an employee to a customer: the friend and
+    met registers, and the pattern of the group registers."""
+    return f"r:{FRIEND}{employee_id}", f"r:{MET}{employee_id}", f"r:{GROUP}{employee_id}:*"
+
+
+def is_connected(registers: dict[str, str], employee_id: str, since_ms: int) -> bool:
+    """True when the employee is a friend of the customer, shares an active group with
+    them, or had a call or chat with them at ``since_ms`` or later (``registers``: the
+    fields of :func:`relation_field_names`, by full name)."""
+    friend, met, groups = relation_field_names(employee_id)
+    if _active(registers.get(friend, "")):
+        return True
+    if any(_active(v) for k, v in registers.items() if k.startswith(groups[:-1])):
+        return True
+    stamp = registers.get(met, "")
+    return stamp.isdigit() and int(stamp) >= since_ms
 
 
 ACTION = ACTIONS.prefix

@@ -66,6 +66,7 @@ class BatchPipeline:
         self.pause = pause
         self.deltas = delta_settings(settings)
         self.retention_ms = settings.dedup_retention_seconds * 1000
+        self.access_seconds = int(settings.agent_access_hours * 3600)
 
     @classmethod
     def for_settings(
@@ -125,6 +126,7 @@ class BatchPipeline:
                 outcome = await self.prepare(records, ahead if first else None)
                 await deliver(outcome.outputs)
                 await self.store.confirm_delivered(outcome.confirm)
+                await self.store.record_contacts(outcome.contacts, self.access_seconds)
                 await self.scorer.learn_if_ready()
         for (topic, kind), count in outcome.outcomes.items():
             metrics.EVENTS.labels(topic, kind).inc(count)
@@ -285,6 +287,7 @@ class BatchPipeline:
             outcome.outputs.extend(self.outputs.applied(done, emitted_at))
             outcome.confirm.append((result.customer_id or "", event_id))
             if first:
+                outcome.meet(item.event, result.customer_id or "")
                 metrics.MERGES.inc(len(result.merged))
                 self.scorer.observe(item.event, update, pair[1])
                 count_rejections([*item.rejected, *result.rejections])

@@ -7,7 +7,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from portrait.events import InputEvent
+from portrait.events import CallStarted, ChatMessage, InputEvent
+from portrait.state.store import Contact
 from processors.emotion import EmotionResult
 
 
@@ -44,6 +45,20 @@ class BatchOutcome:
     outputs: list[OutputRecord] = field(default_factory=list)
     confirm: list[tuple[str, str]] = field(default_factory=list)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    contacts: list[Contact] = field(default_factory=list)
+    """Calls and chats between agents and customers (each agent's current customer)."""
+
+    def meet(self, event: InputEvent, customer_id: str) -> None:
+        """Note a chat or a call started: the agent's current customer."""
+        at_ms = int(event.occurred_at.timestamp() * 1000)
+        if isinstance(event, ChatMessage):
+            payload = event.payload
+            self.contacts.append(
+                Contact(payload.employee_id, customer_id, at_ms, payload.conversation_id)
+            )
+        elif isinstance(event, CallStarted):
+            started = event.payload
+            self.contacts.append(Contact(started.agent_id, customer_id, at_ms, started.call_id))
 
 
 @dataclass(slots=True)

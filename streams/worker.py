@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import faust
 
@@ -20,8 +21,9 @@ from streams.kafka import ensure_topics
 log = logging.getLogger("portrait.worker")
 
 
-def run_worker(settings: Settings) -> None:
-    """Create missing topics, then run the Faust worker until it is stopped."""
+def run_worker(settings: Settings, web: Callable[[faust.App], object] | None = None) -> None:
+    """Create missing topics, then run the Faust worker until it is stopped. ``web``
+    adds routes to the app that serves HTTP (the CLI mounts the API there)."""
     configure_logging(settings.log_level)
     settings.erasure_hash_key()  # the production profile refuses to run without a key
     ensure_topics(settings)
@@ -33,6 +35,8 @@ def run_worker(settings: Settings) -> None:
         pass
     asyncio.set_event_loop(asyncio.new_event_loop())
     apps = create_apps(settings)
+    if web is not None:
+        web(apps[0])
     # Batches allocate many short-lived objects; collecting the young generation every
     # 700 allocations (the default) spends more time scanning than it frees.
     gc.set_threshold(50_000, 20, 100)

@@ -125,8 +125,22 @@ end
 
 local function account_of(acct) return ACCOUNT_ENTITY .. acct end
 
+-- an agent whose current customer this person is forgets them (the agents they met)
+local function forget_contacts(cid)
+  local cursor = '0'
+  repeat
+    local page = redis.call('HSCAN', ck(cid, 'p'), cursor, 'MATCH', MET .. '*', 'COUNT', 500)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do
+      local agent = P .. AGENT .. '{' .. string.sub(page[2][i], #MET + 1) .. '}'
+      if redis.call('HGET', agent, 'customer_id') == cid then redis.call('DEL', agent) end
+    end
+  until cursor == '0'
+end
+
 local function erase(cid, now, ret)
   move_spend(tonumber(redis.call('HGET', ck(cid, 'p'), 'e:amount')), nil)
+  forget_contacts(cid)
   -- unlinked from their accounts; an account with no people left goes with its data
   for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, 'accts'))) do
     local a = account_of(acct)

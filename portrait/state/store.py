@@ -28,6 +28,7 @@ from processors.identity import DEFAULT_LIMITS, IdentityRules
 from processors.layout import (
     ABSENT,
     ACCOUNT_ENTITY,
+    AGENT,
     ENTITY_SEP,
     FAMILIES,
     MEMBER_SEP,
@@ -40,6 +41,7 @@ from processors.layout import (
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
 from processors.needs import load_rules
+from processors.relationships import relation_field_names
 
 LAYOUT_MARK = "--@LAYOUT@"
 
@@ -64,6 +66,26 @@ def _text(value: bytes | str) -> str:
 # Errors that say Redis cannot write now, not that the event's data is bad: the batch is
 # retried rather than its events sent to the DLQ.
 _REDIS_UNWELL = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "MISCONF")
+
+
+_NEWER_CONTACT = """
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '-1')
+if tonumber(ARGV[1]) >= at then
+  redis.call('HSET', KEYS[1], 'at', ARGV[1], 'customer_id', ARGV[2], 'ref', ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """An agent's call or chat with a customer: who, which call or conversation, when."""
+
+    agent_id: str
+    customer_id: str
+    at_ms: int
+    ref: str
 
 
 class RedisUnwell(ConnectionError):
@@ -245,6 +267,10 @@ class ProfileStore(Protocol):
 
     async def population(self) -> dict[str, int]:
         """Customers per spend bucket (for ``indicators.wealth``)."""
+        ...
+
+    async def record_contacts(self, contacts: Sequence[Contact], ttl_seconds: int) -> None:
+        """Note each agent's current customer (the latest contact wins)."""
         ...
 
     async def product_stats(self) -> dict[str, str]:
@@ -429,6 +455,42 @@ class RedisProfileStore:
             role = await self.redis.hget(self.key(person, "p"), role_field)
             roles[person] = _text(role) if role else ""
         return AccountState(flat, roles)
+
+    async def relation_registers(self, customer_id: str, employee_id: str) -> dict[str, str]:
+        """The fields that connect an employee to a customer
+        (``processors.relationships.relation_field_names``), by full name."""
+        friend, met, groups = relation_field_names(employee_id)
+        key = self.key(customer_id, "p")
+        found = dict(zip((friend, met), await self.redis.hmget(key, [friend, met]), strict=True))
+        async for name, value in self.redis.hscan_iter(key, match=groups, count=200):
+            found[_text(name)] = value
+        return {name: _text(value) for name, value in found.items() if value is not None}
+
+    async def record_contacts(self, contacts: Sequence[Contact], ttl_seconds: int) -> None:
+        """Each agent's current customer: the contact that occurred last wins (an older
+        one arriving late changes nothing); one key per agent, kept ``ttl_seconds``."""
+        if not contacts:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for contact in contacts:
+            pipe.eval(
+                _NEWER_CONTACT,
+                1,
+                f"{self.prefix}{AGENT}{{{contact.agent_id}}}",
+                contact.at_ms,
+                contact.customer_id,
+                contact.ref,
+                ttl_seconds,
+            )
+        await pipe.execute()
+
+    async def current_contact(self, agent_id: str) -> Contact | None:
+        """The agent's current customer, or None."""
+        found = await self.redis.hgetall(f"{self.prefix}{AGENT}{{{agent_id}}}")
+        if not found:
+            return None
+        values = {_text(k): _text(v) for k, v in found.items()}
+        return Contact(agent_id, values["customer_id"], int(values["at"]), values.get("ref", ""))
 
     async def product_stats(self) -> dict[str, str]:
         """The phase × product feedback counters (``processors.assist.parse_stats``)."""

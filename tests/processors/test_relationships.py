@@ -19,7 +19,11 @@ def test_relation_fields_name_friend_and_hashed_group() -> None:
     assert friend == "r:friend:emp:1" and value == "000000000000005|ev\tadded"
     [group] = relation_fields("emp:1", "group", "removed", "g|x", 5, "ev")
     assert group.startswith("r:grp:emp:1:") and len(group) == len("r:grp:emp:1:") + 8
-    assert interaction_fields("a", 2.5) == {"c:msg:a": 1, "d:emp:a": 2.5}
+    assert interaction_fields("a", 2.5, 1_700_000_000_000) == {
+        "c:msg:a": 1,
+        "d:emp:a": 2.5,
+        "r:met:a": "1700000000000",
+    }
 
 
 def test_connected_are_active_friends_and_group_members() -> None:

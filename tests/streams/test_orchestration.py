@@ -12,7 +12,7 @@ import orjson
 
 from models.scorer import Scorer
 from portrait.config import Settings
-from portrait.state.store import ApplyResult
+from portrait.state.store import ApplyResult, Contact
 from processors.assist import PromptTemplates
 from processors.document import DocumentSettings
 from streams.outputs import Outputs
@@ -73,6 +73,9 @@ class FakeStore:
         self.calls.append(("confirm", list(applied)))
         for _, eid in applied:
             self.pending[eid] = None
+
+    async def record_contacts(self, contacts: Sequence[Contact], ttl_seconds: int) -> None:
+        """Contacts are no output: not part of the delivery order checked here."""
 
     async def population(self) -> dict[str, int]:
         return {}

@@ -1,0 +1,1 @@
+"""Reading profiles over HTTP: the API, access control, live prompts and the agent page."""

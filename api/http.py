@@ -1,0 +1,363 @@
+"""The HTTP API and the agent page (DESIGN.md "Reading profiles: HTTP API").
+
+Read-only, on aiohttp: mounted on the worker's HTTP port (:func:`mount`, next to
+``/metrics``, ``/livez`` and ``/readyz``) and served alone by ``portrait serve``
+(:func:`serve`), which scales apart from the workers. Every route is listed once in
+:data:`ENDPOINTS`, from which both the router and the OpenAPI 3.1 document
+(``schemas/openapi.json``, :func:`api.openapi.openapi_document`) are made.
+
+Credentials: ``Authorization: Bearer <token>``, or the page's session cookie (set by the
+login form or a ``?token=`` link: a browser's EventSource cannot send headers). No or an
+unknown token: 401; outside the token's scope: 403, whether or not the customer exists.
+Each answer is counted by route (``portrait_api_requests_total{endpoint,code}``); no
+token, identifier or profile value is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from api.access import Principal, Tokens, bearer, may_read_customer
+from api.page import LOGIN_COOKIE, add_page_routes
+from api.prompts import PromptFeed
+from models.customer_model import CustomerModel
+from models.encoder import load_encoder
+from portrait import metrics
+from portrait.config import Settings
+from portrait.events import PERSON_KINDS
+from portrait.lookup import SeveralPeople, find_customer, get_account, profile_by_id
+from portrait.state.registry import ModelRegistry, customer_model_in_use
+from portrait.state.store import RedisProfileStore
+from processors.document import DocumentSettings, document_settings, sections_of
+from processors.problems import all_problems, most_similar
+
+Handler = Callable[["Api", web.Request], Awaitable[web.StreamResponse]]
+
+LOOKUP_KINDS = (*PERSON_KINDS[1:], "account_no")
+"""Identifiers ``GET /v1/profiles`` finds a profile by (``customer_id`` has its own path)."""
+MODEL_REFRESH_SECONDS = 30.0
+HEARTBEAT_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One route: what the router serves and what the OpenAPI document says of it."""
+
+    method: str
+    path: str
+    name: str
+    summary: str
+    handler: Handler
+    query: tuple[tuple[str, str], ...] = ()
+    """(name, description) of the query parameters."""
+    answers: tuple[int, ...] = (200, 401, 403, 404)
+    content: str = "application/json"
+    schema: str = ""
+    """The component schema of a 200 answer (``Profile``, ``Account``, …)."""
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", charset="utf-8"
+    )
+
+
+def _error(status: int, code: str, **extra: Any) -> web.Response:
+    answer = _json({"error": code, **extra}, status)
+    if status == 401:
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="portrait"'
+    return answer
+
+
+class Api:
+    """What the handlers share: settings, tokens, the store, the scoring model, the feed."""
+
+    def __init__(self, settings: Settings, feed: PromptFeed | None = None) -> None:
+        self.settings = settings
+        self.tokens = Tokens.load(settings.api_tokens_file)
+        self.document: DocumentSettings = document_settings(settings)
+        self.feed = feed or PromptFeed(settings)
+        self._store: RedisProfileStore | None = None
+        self._model: tuple[float, CustomerModel] | None = None
+        self._encoder: Any = None
+
+    @property
+    def store(self) -> RedisProfileStore:
+        if self._store is None:
+            self._store = RedisProfileStore.for_settings(self.settings)
+        return self._store
+
+    async def startup(self, _app: web.Application) -> None:
+        self.feed.start()
+
+    async def cleanup(self, _app: web.Application) -> None:
+        self.feed.stop()
+        if self._store is not None:
+            await self._store.close()
+
+    def principal(self, request: web.Request) -> Principal | None:
+        """The caller: a bearer token, else the page's session cookie."""
+        token = bearer(request.headers.get("Authorization")) or request.cookies.get(LOGIN_COOKIE)
+        return self.tokens.authenticate(token)
+
+    async def model(self) -> CustomerModel:
+        """The customer model the workers score with, looked up at most every 30 s."""
+        now = time.monotonic()
+        if self._model is None or now - self._model[0] > MODEL_REFRESH_SECONDS:
+            registry = ModelRegistry(self.store.redis, self.settings.redis_key_prefix)
+            pinned = self.settings.customer_model_version
+            self._model = (now, await customer_model_in_use(registry, pinned))
+        return self._model[1]
+
+    async def readable(self, principal: Principal, customer_id: str | None) -> bool:
+        if customer_id is None:
+            return principal.agent_id is None  # an agent learns nothing of who exists
+        hours = self.settings.agent_access_hours
+        return await may_read_customer(principal, self.store, customer_id, hours)
+
+    async def document_of(self, customer_id: str) -> dict[str, Any] | None:
+        return await profile_by_id(self.store, customer_id, await self.model(), self.document)
+
+    async def encode_like(self, problems: list[dict[str, Any]], like: str) -> list[dict[str, Any]]:
+        """The 3 problems most like a text (the encoder loads on first use, off the loop)."""
+        loop = asyncio.get_running_loop()
+        if self._encoder is None:
+            model = self.settings.embedding_model
+            self._encoder = await loop.run_in_executor(None, load_encoder, model)
+        return await loop.run_in_executor(None, most_similar, problems, like, self._encoder, 3)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+async def _customer_answer(api: Api, principal: Principal, found: str | None) -> web.Response:
+    if not await api.readable(principal, found):
+        return _error(403, "forbidden")
+    document = await api.document_of(found) if found else None
+    return _json(document) if document is not None else _error(404, "not_found")
+
+
+async def profile_by_path(api: Api, request: web.Request) -> web.StreamResponse:
+    principal = request["principal"]
+    found = await api.store.follow(request.match_info["customer_id"].strip())
+    return await _customer_answer(api, principal, found)
+
+
+async def profile_by_identifier(api: Api, request: web.Request) -> web.StreamResponse:
+    principal = request["principal"]
+    given = [(k, request.query[k]) for k in LOOKUP_KINDS if request.query.get(k)]
+    if len(given) != 1:
+        return _error(400, "one_identifier", kinds=list(LOOKUP_KINDS))
+    [(kind, value)] = given
+    try:
+        found = await find_customer(api.store, kind, value, api.settings.default_region)
+    except SeveralPeople as several:
+        if principal.agent_id is not None:
+            return _error(403, "forbidden")
+        return _error(409, "several_people", count=several.count)
+    return await _customer_answer(api, principal, found)
+
+
+async def account(api: Api, request: web.Request) -> web.StreamResponse:
+    if not request["principal"].may_read_accounts:
+        return _error(403, "forbidden")
+    number = request.match_info["account_no"]
+    document = await get_account(api.store, number, api.document)
+    return _json(document) if document is not None else _error(404, "not_found")
+
+
+async def problems(api: Api, request: web.Request) -> web.StreamResponse:
+    principal = request["principal"]
+    found = await api.store.follow(request.match_info["customer_id"].strip())
+    if not await api.readable(principal, found):
+        return _error(403, "forbidden")
+    state = await api.store.load(found) if found else None
+    if state is None:
+        return _error(404, "not_found")
+    kept = all_problems(sections_of(state["fields"])["r"])
+    like = request.query.get("like", "").strip()
+    return _json(await api.encode_like(kept, like) if like and kept else kept)
+
+
+async def current(api: Api, request: web.Request) -> web.StreamResponse:
+    agent_id = request.match_info["agent_id"]
+    if not request["principal"].may_read_prompts(agent_id):
+        return _error(403, "forbidden")
+    contact = await api.store.current_contact(agent_id)
+    found = await api.store.follow(contact.customer_id) if contact else None
+    if contact is None or found is None:
+        return _error(404, "no_current_customer")
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(contact.at_ms / 1000))
+    return _json({"agent_id": agent_id, "customer_id": found, "ref": contact.ref, "at": at})
+
+
+async def prompts(api: Api, request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: ``id:`` is the prompt id, ``event: agent.prompt``."""
+    agent_id = request.match_info["agent_id"]
+    if not request["principal"].may_read_prompts(agent_id):
+        return _error(403, "forbidden")
+    last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    backlog, queue = api.feed.subscribe(agent_id, last)
+    answer = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    metrics.SSE_CLIENTS.inc()
+    try:
+        await answer.prepare(request)
+        await answer.write(b"retry: 1000\n\n")
+        for prompt in backlog:
+            await answer.write(_event(prompt.prompt_id, prompt.body))
+        while True:
+            try:
+                prompt = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                await answer.write(b": keep-alive\n\n")
+                continue
+            await answer.write(_event(prompt.prompt_id, prompt.body))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client went away
+    finally:
+        api.feed.unsubscribe(agent_id, queue)
+        metrics.SSE_CLIENTS.dec()
+    return answer
+
+
+def _event(prompt_id: str, body: bytes) -> bytes:
+    return b"id: " + prompt_id.encode() + b"\nevent: agent.prompt\ndata: " + body + b"\n\n"
+
+
+async def openapi(_api: Api, _request: web.Request) -> web.StreamResponse:
+    from api.openapi import openapi_document
+
+    return _json(openapi_document())
+
+
+IDENTIFIER_QUERY = tuple(
+    (kind, f"the customer's {kind} (give exactly one)") for kind in LOOKUP_KINDS
+)
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "GET",
+        "/v1/profiles/{customer_id}",
+        "getProfile",
+        "The profile of a customer id (a merged-away id answers with the survivor's).",
+        profile_by_path,
+        schema="Profile",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/profiles",
+        "findProfile",
+        "The profile found by one identifier; 409 when several people hold the account.",
+        profile_by_identifier,
+        query=IDENTIFIER_QUERY,
+        answers=(200, 400, 401, 403, 404, 409),
+        schema="Profile",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/accounts/{account_no}",
+        "getAccount",
+        "The account document (not for agent tokens: an account is not one customer).",
+        account,
+        schema="Account",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/profiles/{customer_id}/problems",
+        "getProblems",
+        "The customer's kept past problems, newest first; ?like= the 3 most similar to a text.",
+        problems,
+        query=(("like", "rank by embedding similarity to this text"),),
+        schema="Problems",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/agents/{agent_id}/current",
+        "getCurrentCustomer",
+        "The customer of the agent's latest call or chat.",
+        current,
+        schema="CurrentCustomer",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/agents/{agent_id}/prompts",
+        "streamPrompts",
+        "Server-Sent Events: each agent.prompt for the agent as it arrives (id: prompt_id; "
+        "Last-Event-ID resumes after that prompt).",
+        prompts,
+        answers=(200, 401, 403),
+        content="text/event-stream",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/openapi.json",
+        "getOpenApi",
+        "This document.",
+        openapi,
+        answers=(200,),
+    ),
+)
+PUBLIC = frozenset({"/v1/openapi.json"})
+
+
+def _middleware(api: Api) -> Any:
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        """Authenticate ``/v1`` requests and count every answer by route."""
+        resource = request.match_info.route.resource
+        endpoint = resource.canonical if resource is not None else "unmatched"
+        started = time.perf_counter()
+        code = 500
+        try:
+            if endpoint.startswith("/v1") and endpoint not in PUBLIC:
+                principal = api.principal(request)
+                if principal is None:
+                    answer: web.StreamResponse = _error(401, "unauthorized")
+                    code = answer.status
+                    return answer
+                request["principal"] = principal
+            answer = await handler(request)
+            code = answer.status
+            return answer
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            if endpoint.startswith(("/v1", "/agent")):
+                metrics.API_REQUESTS.labels(endpoint, str(code)).inc()
+                metrics.API_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+
+    return guard
+
+
+def mount(app: web.Application, settings: Settings, feed: PromptFeed | None = None) -> Api:
+    """Add the API and the agent page to an aiohttp application (the worker's or
+    ``portrait serve``'s); the prompt feed starts and stops with it."""
+    api = Api(settings, feed)
+    app.middlewares.append(_middleware(api))
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, endpoint.path, _bound(api, endpoint.handler))
+    add_page_routes(app, api)
+    app.on_startup.append(api.startup)
+    app.on_cleanup.append(api.cleanup)
+    return api
+
+
+def _bound(api: Api, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(api, request)
+
+    return handle

@@ -1,0 +1,94 @@
+"""Talking to the HTTP API as a client would: tokens, requests, a Server-Sent Events reader."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOKENS = {
+    "svc-token-1": ("crm", "service"),
+    "sup-token-1": ("lead", "supervisor"),
+    "li-token-1": ("li", "agent:agent-li"),
+    "wang-token-1": ("wang", "agent:agent-wang"),
+}
+
+
+def write_tokens(path: Path) -> Path:
+    """A ``PORTRAIT_API_TOKENS_FILE`` with :data:`TOKENS`, hashed."""
+    listed = [
+        {"subject": s, "scope": scope, "token_sha256": hashlib.sha256(t.encode()).hexdigest()}
+        for t, (s, scope) in TOKENS.items()
+    ]
+    path.write_text(json.dumps(listed))
+    return path
+
+
+def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
+    """Status and decoded JSON of a GET."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+@dataclass
+class SseReader:
+    """Reads an SSE stream on a thread: ``events`` holds (id, data, arrival monotonic)."""
+
+    port: int
+    path: str
+    token: str
+    last_event_id: str | None = None
+    events: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+    status: int | None = None
+    _connection: http.client.HTTPConnection | None = None
+
+    def start(self) -> SseReader:
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while self.status is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def _read(self) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+        if self.last_event_id:
+            headers["Last-Event-ID"] = self.last_event_id
+        self._connection.request("GET", self.path, headers=headers)
+        answer = self._connection.getresponse()
+        self.status = answer.status
+        if answer.status != 200:
+            return
+        event_id, data = "", ""
+        try:
+            for raw in answer:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("id: "):
+                    event_id = line[4:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+                elif line == "" and data:
+                    self.events.append((event_id, json.loads(data), time.monotonic()))
+                    event_id, data = "", ""
+        except (OSError, ValueError, AttributeError):
+            pass  # closed by close() (http.client drops its file mid-read)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+    def ids(self) -> list[str]:
+        return [event_id for event_id, _, _ in self.events]
