@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test lint typecheck unit integration demo bench chaos schemas models eval test-st clean
+.PHONY: browser install test lint typecheck unit integration demo bench chaos schemas models eval test-st clean
 
 install: $(STAMP)
 
@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Debian's Chromium and its driver (the agent page test drives them) and a CJK font, when
+# missing; apt only reaches the Debian registry.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q . \
+	  || apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei \
+	  || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -22,14 +29,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/portrait schemas --check
 	$(BIN)/pytest -q
 
 unit: install
 	$(BIN)/pytest -q -m "not integration"
 
-integration: install
+integration: install browser
 	$(BIN)/pytest -q -m integration
 
 demo: install

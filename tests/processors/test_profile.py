@@ -61,7 +61,9 @@ def test_outbound_chat_counts_but_does_not_shape_preferences() -> None:
             {"conversation_id": "c", "direction": "outbound", "employee_id": "emp"},
         )
     )
-    assert {k: v for k, v in delta.fields.items() if not k.startswith(("c:msg:", "d:emp:", "r:met:"))} == {
+    assert {
+        k: v for k, v in delta.fields.items() if not k.startswith(("c:msg:", "d:emp:", "r:met:"))
+    } == {
         "c:events_total": 1,
         "c:ch:wecom": 1,
     }

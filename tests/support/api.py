@@ -41,6 +41,8 @@ def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
+    except urllib.error.URLError:  # not listening (yet)
+        return 0, None
 
 
 @dataclass
