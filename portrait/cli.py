@@ -390,6 +390,37 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
 # --- tail -------------------------------------------------------------------------------
 
 
+def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from portrait.state.registry import ModelRegistry, customer_model_in_use
+    from portrait.state.store import RedisProfileStore
+    from streams.profiles import snapshot
+
+    async def export(handle: Any, bar: Any) -> int:
+        store = RedisProfileStore.for_settings(settings)
+        try:
+            registry = ModelRegistry(store.redis, settings.redis_key_prefix)
+            model = await customer_model_in_use(registry, settings.customer_model_version)
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            document = document_settings(settings)
+            return await snapshot(settings, store, model, document, handle.write, progress)
+        finally:
+            await store.close()
+
+    with (
+        Path(args.jsonl).open("wb") as handle,
+        tqdm(unit="profiles", desc="snapshot", file=sys.stderr) as bar,
+    ):
+        written = asyncio.run(export(handle, bar))
+    print(f"{written} profiles written to {args.jsonl}", file=sys.stderr)
+    return 0
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -731,6 +762,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--max", type=int, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
+
+    snap = sub.add_parser("snapshot", help="write every live profile in Redis to a JSONL file")
+    snap.add_argument("--jsonl", required=True, help="the file to write, one document a line")
+    snap.set_defaults(func=cmd_snapshot)
 
     replay = sub.add_parser("replay", help="rebuild profiles from the input topics")
     replay.add_argument("--namespace", help="fresh Redis key prefix (default replay-<time>:)")

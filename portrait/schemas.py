@@ -47,6 +47,9 @@ OUTPUT_TOPIC_BY_TYPE = {
     "trends.window": "trends",
     "dlq.record": "dlq",
 }
+DOCUMENT_TOPIC_BY_TYPE = {"profile": "profiles", "account": "profiles"}
+"""The compacted profiles topic: whole documents (``profile.json``, ``account.json``) and
+tombstones (a null value: merged away or erased)."""
 TOPIC_KEYS = {
     "chat": "conversation id",
     "calls": "call id",
@@ -56,6 +59,7 @@ TOPIC_KEYS = {
     "agent-prompts": "agent or employee id",
     "trends": "window start",
     "dlq": "the original record's key",
+    "profiles": "customer id (account number for an account); a null value is a tombstone",
 }
 ASYNCAPI_FILE = "asyncapi.json"
 OPENAPI_FILE = "openapi.json"
@@ -67,12 +71,17 @@ def _message_name(event_type: str) -> str:
 
 def _message(event_type: str, is_input: bool) -> dict[str, Any]:
     folder = "input" if is_input else "output"
+    schema = (
+        f"{event_type}.json"
+        if event_type in DOCUMENT_TOPIC_BY_TYPE
+        else f"{folder}/{event_type}.json"
+    )
     return {
         "name": event_type,
         "contentType": "application/json",
         "payload": {
             "schemaFormat": "application/schema+json;version=draft-07",
-            "schema": {"$ref": f"{folder}/{event_type}.json"},
+            "schema": {"$ref": schema},
         },
     }
 
@@ -84,7 +93,7 @@ def asyncapi_document(prefix: str = "portrait.") -> dict[str, Any]:
     by_topic: dict[str, list[str]] = {}
     for event_type, topic in INPUT_TOPIC_BY_TYPE.items():
         by_topic.setdefault(topic, []).append(event_type)
-    for event_type, topic in OUTPUT_TOPIC_BY_TYPE.items():
+    for event_type, topic in [*OUTPUT_TOPIC_BY_TYPE.items(), *DOCUMENT_TOPIC_BY_TYPE.items()]:
         by_topic.setdefault(topic, []).append(event_type)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}

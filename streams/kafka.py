@@ -23,11 +23,13 @@ log = logging.getLogger("portrait.kafka")
 
 INPUT_TOPICS: tuple[str, ...] = ("chat", "calls", "channel-events", "commands")
 OUTPUT_TOPICS: tuple[str, ...] = ("profile-changes", "agent-prompts", "trends", "dlq")
+COMPACTED_TOPICS: tuple[str, ...] = ("profiles",)
+"""Keyed by customer id (account number): the newest record of a key is its state."""
 
 
 def all_topics(settings: Settings) -> list[str]:
     """Full names of every topic Portrait reads or writes."""
-    return [settings.topic(name) for name in INPUT_TOPICS + OUTPUT_TOPICS]
+    return [settings.topic(name) for name in INPUT_TOPICS + OUTPUT_TOPICS + COMPACTED_TOPICS]
 
 
 class OncePerInterval(logging.Filter):
@@ -72,8 +74,11 @@ def check_broker(settings: Settings, timeout: float = 5.0) -> AdminClient:
     return admin
 
 
-def topic_config(settings: Settings) -> dict[str, str]:
-    """Explicit per-topic configs; some brokers (Tansu) describe only what was set."""
+def topic_config(settings: Settings, topic: str = "") -> dict[str, str]:
+    """Explicit per-topic configs; some brokers (Tansu) describe only what was set. The
+    compacted topics keep every key's newest record for good (tombstones a day)."""
+    if topic in {settings.topic(name) for name in COMPACTED_TOPICS}:
+        return {"cleanup.policy": "compact", "delete.retention.ms": str(24 * 3600 * 1000)}
     return {"cleanup.policy": "delete", "retention.ms": str(settings.topic_retention_ms)}
 
 
@@ -90,7 +95,7 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
                 topic,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication,
-                config=topic_config(settings),
+                config=topic_config(settings, topic),
             )
             for topic in wanted
         ],

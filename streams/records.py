@@ -27,11 +27,11 @@ class InputRecord:
 
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
-    """One record to produce."""
+    """One record to produce (a null value is a tombstone of a compacted topic)."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
 
 
 Deliver = Callable[[Sequence[OutputRecord]], Awaitable[None]]

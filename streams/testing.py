@@ -45,4 +45,4 @@ class ListSink:
 
     def events(self) -> list[dict[str, Any]]:
         """The delivered values, decoded."""
-        return [orjson.loads(record.value) for record in self.records]
+        return [orjson.loads(record.value or b"null") for record in self.records]

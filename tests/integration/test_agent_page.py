@@ -17,8 +17,7 @@ from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
 from portrait.config import Settings
-from tests.integration.test_api import STORY, live_call
-from tests.support.api import get, write_tokens
+from tests.support.api import STORY, get, live_call, write_tokens
 from tests.support.envelopes import ANGRY_ZH, HAPPY_EN, QUESTION_ZH
 from tests.support.worker import StartWorker, produce, profile_get, wait_for
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,69 +12,11 @@ import pytest
 
 from portrait.config import Settings
 from portrait.stack import stop_process
-from tests.support.api import SseReader, get, write_tokens
-from tests.support.envelopes import ANGRY_ZH, HAPPY_ZH, QUESTION_ZH, event, settings_env
+from tests.support.api import STORY, A, SseReader, get, live_call, write_tokens
+from tests.support.envelopes import ANGRY_ZH, HAPPY_ZH, QUESTION_ZH, settings_env
 from tests.support.worker import PORTRAIT, StartWorker, produce, profile_get, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def ago(seconds: float) -> str:
-    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
-
-
-def live_call(call_id: str, customer: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
-    """A call by agent-li that started a minute ago, one customer turn per text."""
-    started = {"call_id": call_id, "agent_id": "agent-li"}
-    events = [event(f"{call_id}-s", "call.started", ago(60), "hotline", customer, started)]
-    for seq, text in enumerate(texts, start=1):
-        turn = {
-            "call_id": call_id,
-            "seq": seq,
-            "speaker": "customer",
-            "text": text,
-            "offset_ms": (10 + 100 * seq) * 1000,
-        }
-        events.append(event(f"{call_id}-{seq}", "call.segment", ago(50), "hotline", customer, turn))
-    return events
-
-
-A = {"phone": "13700000001"}
-STORY: list[dict[str, Any]] = [
-    event(
-        "api-1",
-        "channel.event",
-        ago(3600),
-        "app",
-        {**A, "account_no": "ACC-7"},
-        {"action": "page_view", "attributes": {"name": "李雷", "role": "holder"}},
-    ),
-    event(  # B is agent-wang's WeCom friend
-        "api-2",
-        "relation.changed",
-        ago(3600),
-        "wecom",
-        {"im_id": "wx-b"},
-        {"employee_id": "agent-wang", "relation": "friend", "action": "added"},
-    ),
-    event(  # C chatted with agent-li two days ago: outside the 24-hour window
-        "api-3",
-        "chat.message",
-        ago(48 * 3600),
-        "wecom",
-        {"email": "c@corp.cn"},
-        {
-            "conversation_id": "cv-c",
-            "direction": "inbound",
-            "employee_id": "agent-li",
-            "text": "在吗",
-        },
-    ),
-    event("api-4", "channel.event", ago(3000), "web", {"im_id": "wx-d"}, {"action": "page_view"}),
-    event(  # D's im id and A's phone: a merge
-        "api-5", "channel.event", ago(2000), "web", {**A, "im_id": "wx-d"}, {"action": "login"}
-    ),
-]
 
 
 def _profile_id(settings: Settings, *flags: str) -> str:

@@ -11,37 +11,11 @@ import pytest
 import redis
 
 from portrait.config import Settings
-from tests.support.envelopes import HISTORY, TURNS, call, chan, chat, event, settings_env
+from tests.support.envelopes import REPLAY_STORY as STORY
+from tests.support.envelopes import settings_env
 from tests.support.worker import PORTRAIT, StartWorker, outputs, produce, wait_for
 
 pytestmark = pytest.mark.integration
-
-STORY: list[dict[str, Any]] = [
-    chan("r1", "2026-11-01T09:00:00+08:00", "app", {"phone": "13500000001"}, city="上海"),
-    chan("r2", "2026-11-02T09:00:00+08:00", "web", {"im_id": "wx-r"}, company="Acme"),
-    chat("r3", "2026-11-03T21:00:00+08:00", {"im_id": "wx-r"}, "你们太差劲了，我要投诉"),
-    chan(  # links both: a merge
-        "r4", "2026-11-04T10:00:00+08:00", "hotline", {"phone": "13500000001", "im_id": "wx-r"}
-    ),
-    event(
-        "r5",
-        "relation.changed",
-        "2026-11-05T11:00:00+08:00",
-        "wecom",
-        {"im_id": "wx-r"},
-        {"employee_id": "emp-3", "relation": "friend", "action": "added"},
-    ),
-    event(
-        "r6",
-        "profile.edited",
-        "2026-11-06T11:00:00+08:00",
-        "crm",
-        {"phone": "13500000001"},
-        {"editor_id": "emp-3", "set": {"name": "赵六"}, "tags_add": ["vip"]},
-    ),
-    *HISTORY,
-    *call("call-r", {"account_no": "R-1"}, TURNS),
-]
 
 
 def run_replay(settings: Settings, namespace: str, *args: str) -> tuple[int, dict[str, Any]]:

@@ -10,8 +10,11 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from tests.support.envelopes import event
 
 TOKENS = {
     "svc-token-1": ("crm", "service"),
@@ -94,3 +97,64 @@ class SseReader:
 
     def ids(self) -> list[str]:
         return [event_id for event_id, _, _ in self.events]
+
+
+# --- the API story: a connected, a friend, a far and a merged customer ------------------
+
+
+def ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+
+def live_call(call_id: str, customer: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
+    """A call by agent-li that started a minute ago, one customer turn per text."""
+    started = {"call_id": call_id, "agent_id": "agent-li"}
+    events = [event(f"{call_id}-s", "call.started", ago(60), "hotline", customer, started)]
+    for seq, text in enumerate(texts, start=1):
+        turn = {
+            "call_id": call_id,
+            "seq": seq,
+            "speaker": "customer",
+            "text": text,
+            "offset_ms": (10 + 100 * seq) * 1000,
+        }
+        events.append(event(f"{call_id}-{seq}", "call.segment", ago(50), "hotline", customer, turn))
+    return events
+
+
+A = {"phone": "13700000001"}
+STORY: list[dict[str, Any]] = [
+    event(
+        "api-1",
+        "channel.event",
+        ago(3600),
+        "app",
+        {**A, "account_no": "ACC-7"},
+        {"action": "page_view", "attributes": {"name": "李雷", "role": "holder"}},
+    ),
+    event(  # B is agent-wang's WeCom friend
+        "api-2",
+        "relation.changed",
+        ago(3600),
+        "wecom",
+        {"im_id": "wx-b"},
+        {"employee_id": "agent-wang", "relation": "friend", "action": "added"},
+    ),
+    event(  # C chatted with agent-li two days ago: outside the 24-hour window
+        "api-3",
+        "chat.message",
+        ago(48 * 3600),
+        "wecom",
+        {"email": "c@corp.cn"},
+        {
+            "conversation_id": "cv-c",
+            "direction": "inbound",
+            "employee_id": "agent-li",
+            "text": "在吗",
+        },
+    ),
+    event("api-4", "channel.event", ago(3000), "web", {"im_id": "wx-d"}, {"action": "page_view"}),
+    event(  # D's im id and A's phone: a merge
+        "api-5", "channel.event", ago(2000), "web", {**A, "im_id": "wx-d"}, {"action": "login"}
+    ),
+]

@@ -122,3 +122,33 @@ TURNS = [
     ("customer", ANGRY_ZH, 170),  # negative → soothe_and_close
     ("customer", ANGRY_ZH, 180),  # unchanged
 ]
+
+
+# --- the replay story: a merge, an edit, feedback history and an account-only call ------
+
+REPLAY_STORY: list[dict[str, Any]] = [
+    chan("r1", "2026-11-01T09:00:00+08:00", "app", {"phone": "13500000001"}, city="上海"),
+    chan("r2", "2026-11-02T09:00:00+08:00", "web", {"im_id": "wx-r"}, company="Acme"),
+    chat("r3", "2026-11-03T21:00:00+08:00", {"im_id": "wx-r"}, "你们太差劲了，我要投诉"),
+    chan(  # links both: a merge
+        "r4", "2026-11-04T10:00:00+08:00", "hotline", {"phone": "13500000001", "im_id": "wx-r"}
+    ),
+    event(
+        "r5",
+        "relation.changed",
+        "2026-11-05T11:00:00+08:00",
+        "wecom",
+        {"im_id": "wx-r"},
+        {"employee_id": "emp-3", "relation": "friend", "action": "added"},
+    ),
+    event(
+        "r6",
+        "profile.edited",
+        "2026-11-06T11:00:00+08:00",
+        "crm",
+        {"phone": "13500000001"},
+        {"editor_id": "emp-3", "set": {"name": "赵六"}, "tags_add": ["vip"]},
+    ),
+    *HISTORY,
+    *call("call-r", {"account_no": "R-1"}, TURNS),
+]
