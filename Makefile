@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/portrait bench --prompts
 	$(BIN)/portrait bench --replay
 	$(BIN)/portrait bench --growth
+	$(BIN)/portrait bench --api
 
 chaos: install
 	$(BIN)/portrait chaos

@@ -7,8 +7,9 @@ subject and a scope:
 - ``supervisor`` — any profile and account, and any agent's prompts and page;
 - ``agent:<id>`` — only the customers that agent is connected to (an active friend or
   group relation, or a call or chat with them in the last ``PORTRAIT_AGENT_ACCESS_HOURS``:
-  ``processors.relationships.is_connected``), only its own prompts and page; no account
-  documents (an account is not one customer).
+  ``processors.relationships.is_connected``, checked on the loaded profile by
+  ``api.http.Api.readable``), only its own prompts and page; no account documents (an
+  account is not one customer).
 
 A presented token is hashed and compared with every listed hash in constant time
 (``hmac.compare_digest``, no early exit), so the answer time does not tell how much of a
@@ -19,15 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from portrait.config import ConfigurationError
-from portrait.state.store import RedisProfileStore
-from processors.relationships import is_connected
 
 AGENT_SCOPE = "agent:"
 SCOPES = ("service", "supervisor")
@@ -111,15 +109,3 @@ def bearer(header: str | None) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-async def may_read_customer(
-    principal: Principal, store: RedisProfileStore, customer_id: str, access_hours: float
-) -> bool:
-    """Services and supervisors read any profile; an agent only a connected customer's."""
-    agent = principal.agent_id
-    if agent is None:
-        return True
-    since_ms = int((time.time() - access_hours * 3600) * 1000)
-    registers = await store.relation_registers(customer_id, agent)
-    return is_connected(registers, agent, since_ms)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from api.access import Principal, Tokens, bearer, may_read_customer
+from api.access import Principal, Tokens, bearer
 from api.page import LOGIN_COOKIE, add_page_routes
 from api.prompts import PromptFeed
 from models.customer_model import CustomerModel
@@ -32,17 +32,22 @@ from models.encoder import load_encoder
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import PERSON_KINDS
-from portrait.lookup import SeveralPeople, find_customer, get_account, profile_by_id
+from portrait.lookup import SeveralPeople, find_customer, get_account, scored_document
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import RedisProfileStore
-from processors.document import DocumentSettings, document_settings, sections_of
+from processors.document import DocumentSettings, StoredState, document_settings, sections_of
+from processors.indicators import Population
 from processors.problems import all_problems, most_similar
+from processors.relationships import is_connected
 
 Handler = Callable[["Api", web.Request], Awaitable[web.StreamResponse]]
 
 LOOKUP_KINDS = (*PERSON_KINDS[1:], "account_no")
 """Identifiers ``GET /v1/profiles`` finds a profile by (``customer_id`` has its own path)."""
 MODEL_REFRESH_SECONDS = 30.0
+POPULATION_REFRESH_SECONDS = 2.0
+Loaded = tuple[str, StoredState, list[str]]
+"""A live customer id, its state and the account numbers it holds (``load_live``)."""
 HEARTBEAT_SECONDS = 15.0
 
 
@@ -86,6 +91,7 @@ class Api:
         self.feed = feed or PromptFeed(settings)
         self._store: RedisProfileStore | None = None
         self._model: tuple[float, CustomerModel] | None = None
+        self._population: tuple[float, Population] | None = None
         self._encoder: Any = None
 
     @property
@@ -116,14 +122,30 @@ class Api:
             self._model = (now, await customer_model_in_use(registry, pinned))
         return self._model[1]
 
-    async def readable(self, principal: Principal, customer_id: str | None) -> bool:
-        if customer_id is None:
-            return principal.agent_id is None  # an agent learns nothing of who exists
-        hours = self.settings.agent_access_hours
-        return await may_read_customer(principal, self.store, customer_id, hours)
+    def readable(self, principal: Principal, loaded: Loaded | None) -> bool:
+        """Services and supervisors read any profile; an agent a connected customer's,
+        and learns nothing of who exists."""
+        agent = principal.agent_id
+        if agent is None:
+            return True
+        if loaded is None:
+            return False
+        since_ms = int((time.time() - self.settings.agent_access_hours * 3600) * 1000)
+        return is_connected(loaded[1]["fields"], agent, since_ms)
 
-    async def document_of(self, customer_id: str) -> dict[str, Any] | None:
-        return await profile_by_id(self.store, customer_id, await self.model(), self.document)
+    async def population(self) -> Population:
+        """The spend population the indicators rank against, read at most every 2 s."""
+        now = time.monotonic()
+        if self._population is None or now - self._population[0] > POPULATION_REFRESH_SECONDS:
+            self._population = (now, Population.of(await self.store.population()))
+        return self._population[1]
+
+    async def document_of(self, loaded: Loaded) -> dict[str, Any]:
+        """The scored document of a loaded customer (its accounts read when it holds any)."""
+        customer_id, state, numbers = loaded
+        accounts = await self.store.accounts_of(customer_id, numbers) if numbers else {}
+        model, population = await self.model(), await self.population()
+        return scored_document(customer_id, state, accounts, model, self.document, population)
 
     async def encode_like(self, problems: list[dict[str, Any]], like: str) -> list[dict[str, Any]]:
         """The 3 problems most like a text (the encoder loads on first use, off the loop)."""
@@ -137,17 +159,17 @@ class Api:
 # --- handlers ------------------------------------------------------------------------------
 
 
-async def _customer_answer(api: Api, principal: Principal, found: str | None) -> web.Response:
-    if not await api.readable(principal, found):
+async def _customer_answer(api: Api, principal: Principal, loaded: Loaded | None) -> web.Response:
+    if not api.readable(principal, loaded):
         return _error(403, "forbidden")
-    document = await api.document_of(found) if found else None
-    return _json(document) if document is not None else _error(404, "not_found")
+    if loaded is None:
+        return _error(404, "not_found")
+    return _json(await api.document_of(loaded))
 
 
 async def profile_by_path(api: Api, request: web.Request) -> web.StreamResponse:
-    principal = request["principal"]
-    found = await api.store.follow(request.match_info["customer_id"].strip())
-    return await _customer_answer(api, principal, found)
+    loaded = await api.store.load_live(request.match_info["customer_id"].strip())
+    return await _customer_answer(api, request["principal"], loaded)
 
 
 async def profile_by_identifier(api: Api, request: web.Request) -> web.StreamResponse:
@@ -162,7 +184,8 @@ async def profile_by_identifier(api: Api, request: web.Request) -> web.StreamRes
         if principal.agent_id is not None:
             return _error(403, "forbidden")
         return _error(409, "several_people", count=several.count)
-    return await _customer_answer(api, principal, found)
+    loaded = await api.store.load_live(found) if found else None
+    return await _customer_answer(api, principal, loaded)
 
 
 async def account(api: Api, request: web.Request) -> web.StreamResponse:
@@ -174,14 +197,12 @@ async def account(api: Api, request: web.Request) -> web.StreamResponse:
 
 
 async def problems(api: Api, request: web.Request) -> web.StreamResponse:
-    principal = request["principal"]
-    found = await api.store.follow(request.match_info["customer_id"].strip())
-    if not await api.readable(principal, found):
+    loaded = await api.store.load_live(request.match_info["customer_id"].strip())
+    if not api.readable(request["principal"], loaded):
         return _error(403, "forbidden")
-    state = await api.store.load(found) if found else None
-    if state is None:
+    if loaded is None:
         return _error(404, "not_found")
-    kept = all_problems(sections_of(state["fields"])["r"])
+    kept = all_problems(sections_of(loaded[1]["fields"])["r"])
     like = request.query.get("like", "").strip()
     return _json(await api.encode_like(kept, like) if like and kept else kept)
 

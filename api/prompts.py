@@ -26,7 +26,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from portrait.config import Settings
-from streams.kafka import client_config
+from streams.kafka import client_config, consume_ready
 
 log = logging.getLogger("portrait.api")
 
@@ -108,7 +108,7 @@ class PromptFeed:
         try:
             self._assign(consumer)
             while not self._stop.is_set():
-                messages = consumer.consume(500, 0.1)
+                messages = consume_ready(consumer, 500, 0.1)
                 prompts = [self._prompt(m) for m in messages if m.error() is None]
                 found = [p for p in prompts if p is not None]
                 if found and self._loop is not None:

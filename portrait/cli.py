@@ -625,6 +625,16 @@ def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.api:
+        from portrait.bench.api import run_api_bench
+
+        return run_api_bench(
+            settings,
+            customers=args.customers if args.customers is not None else 2_000,
+            rate=args.rate or 500,
+            seconds=args.seconds or 10.0,
+            as_json=args.json,
+        )
     if args.growth:
         from portrait.bench.growth import run_growth_bench
 
@@ -640,15 +650,15 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from portrait.bench.replay import run_replay_bench
 
         return run_replay_bench(
-            settings, events=args.events, customers=args.customers, as_json=args.json
+            settings, events=args.events, customers=args.customers or 10_000, as_json=args.json
         )
     if args.prompts:
         from portrait.bench.latency import run_latency_bench
 
         return run_latency_bench(
             settings,
-            rate=args.rate,
-            seconds=args.seconds,
+            rate=args.rate or 200,
+            seconds=args.seconds or 20.0,
             as_json=args.json,
             backlog=args.backlog,
         )
@@ -658,7 +668,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         return run_emotion_bench(settings, messages=args.messages, as_json=args.json)
     from portrait.bench import run_bench
 
-    return run_bench(settings, events=args.events, customers=args.customers, as_json=args.json)
+    customers = args.customers or 10_000
+    return run_bench(settings, events=args.events, customers=customers, as_json=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -796,7 +807,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="naive Faust vs Portrait vs plain loop, events/s")
     bench.add_argument("--events", type=int, default=100_000)
-    bench.add_argument("--customers", type=int, default=10_000)
+    bench.add_argument(
+        "--customers", type=int, default=None, help="default 10,000 (--api: 2,000 profiles)"
+    )
     bench.add_argument("--json", action="store_true")
     bench.add_argument(
         "--emotion", action="store_true", help="emotion model alone vs the worker reading emotion"
@@ -808,8 +821,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--prompts", action="store_true", help="call segment → agent prompt latency at --rate"
     )
-    bench.add_argument("--rate", type=int, default=200, help="segments per second for --prompts")
-    bench.add_argument("--seconds", type=float, default=20.0, help="how long --prompts sends")
+    bench.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        help="--prompts: segments/s (200); --api: requests/s (500)",
+    )
+    bench.add_argument(
+        "--seconds", type=float, default=None, help="how long --prompts (20) or --api (10) sends"
+    )
+    bench.add_argument(
+        "--api",
+        action="store_true",
+        help="profile look-ups against portrait serve at --rate, and prompt delivery over SSE",
+    )
     bench.add_argument(
         "--growth",
         action="store_true",

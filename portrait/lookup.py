@@ -9,9 +9,10 @@ from models.customer_model import CustomerModel, default_customer_model
 from models.scorer import score_sections
 from portrait.events import ACCOUNT_KIND
 from portrait.state.store import ProfileStore
-from processors.accounts import holding
+from processors.accounts import AccountState, holding
 from processors.document import (
     DocumentSettings,
+    StoredState,
     account_document,
     document_from_state,
     sections_of,
@@ -89,9 +90,22 @@ async def profile_by_id(
     if state is None:
         return None
     accounts = await store.accounts_of(customer_id)
+    population = Population.of(await store.population())
+    return scored_document(customer_id, state, accounts, model, settings, population)
+
+
+def scored_document(
+    customer_id: str,
+    state: StoredState,
+    accounts: dict[str, AccountState],
+    model: CustomerModel | None,
+    settings: DocumentSettings | None,
+    population: Population,
+) -> dict[str, Any]:
+    """A person's document from its loaded state and accounts, scored by ``model``
+    (default: the shipped one) against ``population``."""
     scorer = model or default_customer_model()
     held = {number: sections_of(account.fields) for number, account in accounts.items()}
     [scores] = score_sections(scorer, [holding(sections_of(state["fields"]), held)])
-    population = Population.of(await store.population())
     document_settings = replace(settings or DocumentSettings(), population=population)
     return document_from_state(customer_id, state, scores, document_settings, accounts)

@@ -84,7 +84,7 @@ def relation_field_names(employee_id: str) -> tuple[str, str, str]:
 def is_connected(registers: dict[str, str], employee_id: str, since_ms: int) -> bool:
     """True when the employee is a friend of the customer, shares an active group with
     them, or had a call or chat with them at ``since_ms`` or later (``registers``: the
-    fields of :func:`relation_field_names`, by full name)."""
+    profile hash, or at least the fields of :func:`relation_field_names`, by full name)."""
     friend, met, groups = relation_field_names(employee_id)
     if _active(registers.get(friend, "")):
         return True

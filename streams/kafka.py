@@ -169,6 +169,14 @@ class ConfirmedProducer:
         self.producer.flush(10)
 
 
+def consume_ready(consumer: Any, most: int, wait: float) -> list[Any]:
+    """The messages ready now, returning as soon as one arrives (up to ``wait`` s for the
+    first): ``Consumer.consume`` waits for ``most`` messages or the whole timeout, which
+    adds up to the timeout to every record's latency."""
+    first = consumer.poll(wait)
+    return [first, *consumer.consume(most - 1, 0)] if first is not None else []
+
+
 def read_topic(
     settings: Settings,
     topic: str,

@@ -26,7 +26,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from portrait.bench import _settings_for, bench_events
 from portrait.config import Settings
 from portrait.stack import LocalStack, on_free_ports, stop_process
-from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed
+from streams.kafka import (
+    client_config,
+    consume_ready,
+    ensure_topics,
+    make_producer,
+    produce_confirmed,
+)
 from streams.records import OutputRecord
 
 PLEASED = ("太好了，非常满意，谢谢你们", "Great, that sounds perfect, thank you so much")
@@ -80,7 +86,7 @@ class PromptWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            for message in self.consumer.consume(500, 0.05):
+            for message in consume_ready(self.consumer, 500, 0.05):
                 if message.error() is None:
                     now = time.time()
                     body = orjson.loads(message.value() or b"{}")

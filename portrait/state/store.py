@@ -41,7 +41,6 @@ from processors.layout import (
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
 from processors.needs import load_rules
-from processors.relationships import relation_field_names
 
 LAYOUT_MARK = "--@LAYOUT@"
 
@@ -399,6 +398,30 @@ class RedisProfileStore:
         flat, ids = found
         return {"fields": flat, "ids": sorted(ids)}
 
+    async def load_live(self, customer_id: str) -> tuple[str, StoredState, list[str]] | None:
+        """The live customer an id names (merges followed), its state and the account
+        numbers it holds: one round trip for an id that was never merged away (the API's
+        look-up), one more per merge followed; None when there is no such customer."""
+        current = customer_id
+        for _ in range(16):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.get(self.key(current, "redirect"))
+            pipe.hgetall(self.key(current, "p"))
+            pipe.smembers(self.key(current, "ids"))
+            pipe.smembers(self.key(current, "accts"))
+            self._families(pipe, current)
+            redirect, fields, ids, numbers, *families = await pipe.execute()
+            if redirect:
+                current = _text(redirect)
+                continue
+            if not fields:
+                return None
+            flat = {_text(k): _text(v) for k, v in fields.items()}
+            flat.update(self._family_fields(families))
+            state: StoredState = {"fields": flat, "ids": sorted(_text(m) for m in ids)}
+            return current, state, sorted(_text(n) for n in numbers)
+        return None
+
     async def _entity(self, entity: str, members: str) -> tuple[dict[str, str], list[str]] | None:
         """An entity's profile hash with its families as one flat map, and the members
         of its set ``members`` (``ids``, ``people``), in one transaction; None if absent."""
@@ -434,11 +457,14 @@ class RedisProfileStore:
             flat.update(family_fields(family, members))
         return flat
 
-    async def accounts_of(self, customer_id: str) -> dict[str, AccountState]:
-        """The accounts a person holds: number → hash and people."""
-        numbers = sorted(
-            _text(n) for n in await self.redis.smembers(self.key(customer_id, "accts"))
-        )
+    async def accounts_of(
+        self, customer_id: str, numbers: Sequence[str] | None = None
+    ) -> dict[str, AccountState]:
+        """The accounts a person holds (``numbers``, when already read): number → hash
+        and people."""
+        if numbers is None:
+            held = await self.redis.smembers(self.key(customer_id, "accts"))
+            numbers = sorted(_text(n) for n in held)
         found = [await self.load_account(number) for number in numbers]
         return {n: a for n, a in zip(numbers, found, strict=True) if a is not None}
 
@@ -455,16 +481,6 @@ class RedisProfileStore:
             role = await self.redis.hget(self.key(person, "p"), role_field)
             roles[person] = _text(role) if role else ""
         return AccountState(flat, roles)
-
-    async def relation_registers(self, customer_id: str, employee_id: str) -> dict[str, str]:
-        """The fields that connect an employee to a customer
-        (``processors.relationships.relation_field_names``), by full name."""
-        friend, met, groups = relation_field_names(employee_id)
-        key = self.key(customer_id, "p")
-        found = dict(zip((friend, met), await self.redis.hmget(key, [friend, met]), strict=True))
-        async for name, value in self.redis.hscan_iter(key, match=groups, count=200):
-            found[_text(name)] = value
-        return {name: _text(value) for name, value in found.items() if value is not None}
 
     async def record_contacts(self, contacts: Sequence[Contact], ttl_seconds: int) -> None:
         """Each agent's current customer: the contact that occurred last wins (an older
