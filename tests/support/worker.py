@@ -92,5 +92,5 @@ def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "cond
 
 def outputs(settings: Settings, short: str) -> list[dict[str, Any]]:
     """Every event on an output topic (short name), decoded."""
-    records = read_topic(settings, settings.topic(short), timeout=30, idle_timeout=3)
+    records = read_topic(settings, settings.topic(short), timeout=30, idle_timeout=5)
     return [orjson.loads(value) for _, value in records]
