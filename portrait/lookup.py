@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from models.customer_model import CustomerModel, default_customer_model
 from models.scorer import score_sections
 from portrait.events import ACCOUNT_KIND
-from portrait.state.store import ProfileStore
+from portrait.state.store import ProfileStore, RedisProfileStore
 from processors.accounts import AccountState, holding
 from processors.document import (
     DocumentSettings,
@@ -92,6 +93,33 @@ async def profile_by_id(
     accounts = await store.accounts_of(customer_id)
     population = Population.of(await store.population())
     return scored_document(customer_id, state, accounts, model, settings, population)
+
+
+async def profiles_by_id(
+    store: RedisProfileStore,
+    customer_ids: Sequence[str],
+    model: CustomerModel | None = None,
+    settings: DocumentSettings | None = None,
+) -> dict[str, dict[str, Any] | None]:
+    """Documents of several live customer ids (None for an id with no profile): one
+    transaction for their states, one read of each account they hold and of the
+    population, and one scoring call for all of them."""
+    loaded = await store.load_many(customer_ids)
+    numbers = sorted({n for found in loaded.values() if found for n in found[1]})
+    accounts = {n: a for n in numbers if (a := await store.load_account(n)) is not None}
+    population = Population.of(await store.population())
+    live = [(cid, found) for cid, found in loaded.items() if found is not None]
+    held = [{n: accounts[n] for n in found[1] if n in accounts} for _, found in live]
+    sections = [
+        holding(sections_of(found[0]["fields"]), {n: sections_of(a.fields) for n, a in h.items()})
+        for (_, found), h in zip(live, held, strict=True)
+    ]
+    scores = score_sections(model or default_customer_model(), sections)
+    document_settings = replace(settings or DocumentSettings(), population=population)
+    out: dict[str, dict[str, Any] | None] = dict.fromkeys(customer_ids)
+    for (cid, found), h, score in zip(live, held, scores, strict=True):
+        out[cid] = document_from_state(cid, found[0], score, document_settings, h)
+    return out
 
 
 def scored_document(

@@ -28,6 +28,7 @@ import orjson
 
 CUE_FEATURES = ("cue_positive", "cue_negative", "information_request", "turns")
 _SENTENCE = re.compile(r"[。！？!?；;…\n]+|(?<=[a-z0-9])\.(?=\s|$)", re.IGNORECASE)
+_HAN = re.compile(r"[\u4e00-\u9fff]")
 _ASCII_WORD = re.compile(r"^[a-z0-9' /?.!-]+$")
 _CAP = 3.0
 
@@ -70,11 +71,34 @@ class StanceCues:
             turn=_pattern(lists["turn"]),
         )
 
+    def asks(self, text: str) -> bool:
+        """A question form: a question mark at the end; a Chinese question word or a
+        sentence-final particle (吗, 呢); an English sentence that opens with a question
+        word ("how do I …", "who should I call")."""
+        low = text.lower().rstrip()
+        if low.endswith(("?", "？")):
+            return True
+        for sentence in _SENTENCE.split(low):
+            sentence = sentence.strip(" ，,")
+            if not sentence:
+                continue
+            if _HAN.search(sentence):
+                if sentence.endswith(("吗", "呢", "么")) or any(
+                    m.group(0)[0] >= "\u4e00" for m in self._questions(sentence)
+                ):
+                    return True
+            elif any(m.start() == 0 for m in self._questions(sentence)):
+                return True
+        return False
+
+    def _questions(self, sentence: str) -> list[re.Match[str]]:
+        return list(self.question.finditer(sentence)) if self.question is not None else []
+
     def features(self, text: str) -> list[float]:
         """:data:`CUE_FEATURES` of a text, each in 0…1."""
         low = text.lower()
         angry = _count(self.angry_question, low)
-        asks = low.rstrip().endswith(("?", "？")) or _count(self.question, low) > 0
+        asks = self.asks(text)
         return [
             min(_count(self.positive, low), _CAP) / _CAP,
             min(_count(self.negative, low) + angry, _CAP) / _CAP,
@@ -92,9 +116,17 @@ class StanceCues:
             if found:
                 tail = stripped[found[-1].start() :].strip(" ，,。.!！")
                 head = stripped[: found[-1].start()].strip(" ，,。.!！")
-                if len(tail) >= 4 and len(head) >= 2:
+                if _substantial(tail) and len(head) >= 2:
                     return tail
         sentences = [s.strip(" ，,") for s in _SENTENCE.split(stripped) if s.strip(" ，,")]
-        if len(sentences) >= 2 and len(sentences[-1]) >= 4:
+        if len(sentences) >= 2 and _substantial(sentences[-1]):
             return sentences[-1]
         return None
+
+
+def _substantial(clause: str) -> bool:
+    """Long enough to carry a stance of its own: four Chinese characters, or three
+    English words (a lone "Impressive." after a complaint is more often irony)."""
+    if _HAN.search(clause):
+        return len(clause) >= 4
+    return len(clause.split()) >= 3

@@ -24,7 +24,7 @@ import orjson
 
 from models.customer_model import CustomerModel
 from portrait.config import Settings
-from portrait.lookup import get_account, profile_by_id
+from portrait.lookup import get_account, profiles_by_id
 from portrait.state.store import RedisProfileStore
 from processors.document import DocumentSettings
 from processors.layout import ACCOUNT_ENTITY
@@ -32,6 +32,7 @@ from streams.records import OutputRecord
 from streams.replay import customer_ids
 
 PERSON, ACCOUNT = "person", "account"
+SNAPSHOT_BATCH = 200
 
 
 def named_keys(changes: Sequence[bytes | None]) -> dict[tuple[str, str], None]:
@@ -62,15 +63,19 @@ async def profile_records(
     document: DocumentSettings,
 ) -> list[OutputRecord]:
     """The ``portrait.profiles`` records for a batch of changes: each named key's document
-    as it is now, or a tombstone."""
+    as it is now, or a tombstone (the people read and scored together)."""
     topic = settings.topic("profiles")
+    named = list(named_keys(changes))
+    people = await profiles_by_id(
+        store, [key for kind, key in named if kind == PERSON], model, document
+    )
     out = []
-    for kind, key in named_keys(changes):
+    for kind, key in named:
         found: dict[str, Any] | None
         if kind == ACCOUNT:
             found = await get_account(store, key, document)
         else:
-            found = await profile_by_id(store, key, model, document)
+            found = people[key]
         value = orjson.dumps(found) if found is not None else None
         out.append(OutputRecord(topic, key.encode(), value))
     return out
@@ -88,11 +93,14 @@ async def snapshot(
     returns how many. ``progress`` gets (written, total)."""
     people = [cid for cid in await customer_ids(store) if not cid.startswith(ACCOUNT_ENTITY)]
     written = 0
-    for index, customer_id in enumerate(people, start=1):
-        found = await profile_by_id(store, customer_id, model, document)
-        if found is not None:  # erased or merged away since the scan
-            write(orjson.dumps(found) + b"\n")
-            written += 1
+    for start in range(0, len(people), SNAPSHOT_BATCH):
+        chunk = people[start : start + SNAPSHOT_BATCH]
+        documents = await profiles_by_id(store, chunk, model, document)
+        for customer_id in chunk:
+            found = documents[customer_id]
+            if found is not None:  # erased or merged away since the scan
+                write(orjson.dumps(found) + b"\n")
+                written += 1
         if progress is not None:
-            progress(index, len(people))
+            progress(start + len(chunk), len(people))
     return written

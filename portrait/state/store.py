@@ -422,6 +422,31 @@ class RedisProfileStore:
             return current, state, sorted(_text(n) for n in numbers)
         return None
 
+    async def load_many(
+        self, customer_ids: Sequence[str]
+    ) -> dict[str, tuple[StoredState, list[str]] | None]:
+        """Several customers' states and account numbers (no redirects followed), read in
+        one transaction; None for an id with no profile."""
+        pipe = self.redis.pipeline(transaction=True)
+        for cid in customer_ids:
+            pipe.hgetall(self.key(cid, "p"))
+            pipe.smembers(self.key(cid, "ids"))
+            pipe.smembers(self.key(cid, "accts"))
+            self._families(pipe, cid)
+        answers = await pipe.execute()
+        width = 3 + len(FAMILIES)
+        out: dict[str, tuple[StoredState, list[str]] | None] = {}
+        for index, cid in enumerate(customer_ids):
+            fields, ids, numbers, *families = answers[index * width : (index + 1) * width]
+            if not fields:
+                out[cid] = None
+                continue
+            flat = {_text(k): _text(v) for k, v in fields.items()}
+            flat.update(self._family_fields(families))
+            state: StoredState = {"fields": flat, "ids": sorted(_text(m) for m in ids)}
+            out[cid] = (state, sorted(_text(n) for n in numbers))
+        return out
+
     async def _entity(self, entity: str, members: str) -> tuple[dict[str, str], list[str]] | None:
         """An entity's profile hash with its families as one flat map, and the members
         of its set ``members`` (``ids``, ``people``), in one transaction; None if absent."""
