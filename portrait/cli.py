@@ -98,6 +98,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish_profiles(settings: Settings, _args: argparse.Namespace) -> int:
+    from streams.profiles import run_publisher
+
+    run_publisher(settings)
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from api.serve import serve
 
@@ -700,6 +707,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes in one consumer group (one per core); HTTP ports count up",
     )
     worker.set_defaults(func=cmd_worker)
+
+    publisher = sub.add_parser(
+        "publish-profiles",
+        help="publish portrait.profiles from portrait.profile-changes (a worker starts one)",
+    )
+    publisher.set_defaults(func=cmd_publish_profiles)
 
     serve = sub.add_parser(
         "serve", help="serve the HTTP API and the agent page alone (read-only; no worker)"

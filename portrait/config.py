@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     erasure_key: SecretStr = SecretStr("")
     """HMAC key of erased identifiers' suppression entries; required in production."""
     erasure_suppression_days: int = Field(default=30, ge=1)
+    profiles_topic: bool = True
+    """A worker that runs the bulk lane starts a ``portrait.profiles`` publisher beside
+    itself (off: run ``portrait publish-profiles`` apart, or none)."""
     api_tokens_file: Path | None = None
     """JSON list of API tokens: subject, scope, token_sha256 (none set: every /v1 request
     is refused with 401)."""

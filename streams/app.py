@@ -19,13 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from portrait import metrics
 from portrait.config import Settings
-from portrait.state.registry import ModelRegistry, customer_model_in_use
+from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore
-from processors.document import document_settings
 from streams.kafka import ConfirmedProducer
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for
 from streams.pipeline import BatchPipeline
-from streams.profiles import profile_records
 from streams.reading import GatedRunner, ReadAhead, model_runner
 from streams.records import InputRecord
 from streams.trends import emit_closed_windows
@@ -182,8 +180,6 @@ def create_apps(settings: Settings) -> list[faust.App]:
 
     for name, lane_app in apps.items():
         _add_agent(lane_app, settings, clients, name)
-    if "bulk" in apps:  # in the bulk lane's group: one publisher per partition
-        _add_profiles_agent(apps["bulk"], settings, clients)
     _add_timers(list(apps.values()), settings, clients)
     _add_views(list(apps.values()), clients)
     return list(apps.values())
@@ -242,40 +238,6 @@ def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) 
                     applier.result()
         finally:
             applier.cancel()
-
-
-def _add_profiles_agent(app: faust.App, settings: Settings, clients: Clients) -> None:
-    """Publish ``portrait.profiles`` from the worker's own profile changes
-    (``streams/profiles.py``): a batch is acknowledged once its records are confirmed."""
-    changes = app.topic(
-        settings.topic("profile-changes"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
-    document = document_settings(settings)
-
-    @app.agent(changes, name="portrait-profiles")  # type: ignore[untyped-decorator]
-    async def publish(stream: Any) -> None:
-        async for events in stream.noack_take(settings.batch_max_events, within=0.05):
-            while not clients.ready or clients.store is None or clients.producer is None:
-                await app.sleep(0.05)
-            store, producer = clients.store, clients.producer
-            registry = ModelRegistry(store.redis, settings.redis_key_prefix)
-            model = await customer_model_in_use(registry, settings.customer_model_version)
-            values = [e.message.value for e in events]
-            for attempt in range(1_000_000):  # until delivered: the next batch waits
-                try:
-                    records = await profile_records(values, store, model, settings, document)
-                    await producer.deliver(records)
-                    break
-                except Exception:
-                    log.exception("profiles batch failed; retrying", extra={"attempt": attempt})
-                    await app.sleep(min(5.0, 0.2 * 2**attempt))
-            for event in events:
-                await stream.ack(event)
 
 
 def _add_timers(apps: list[faust.App], settings: Settings, clients: Clients) -> None:

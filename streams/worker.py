@@ -17,6 +17,7 @@ from portrait.config import Settings
 from portrait.logs import configure_logging
 from streams.app import create_apps
 from streams.kafka import ensure_topics
+from streams.model_child import die_with_parent
 
 log = logging.getLogger("portrait.worker")
 
@@ -52,7 +53,28 @@ def run_worker(settings: Settings, web: Callable[[faust.App], object] | None = N
         quiet=True,
         redirect_stdouts=False,
     )
-    worker.execute_from_commandline()
+    publisher = _start_publisher(settings)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if publisher is not None and publisher.poll() is None:
+            publisher.terminate()
+            try:
+                publisher.wait(10)
+            except subprocess.TimeoutExpired:
+                publisher.kill()
+
+
+def _start_publisher(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """The ``portrait.profiles`` publisher beside a worker that runs the bulk lane
+    (``streams/profiles.py``), unless ``PORTRAIT_PROFILES_TOPIC`` is off; it ends with
+    the worker, also when the worker is killed."""
+    if not settings.profiles_topic or settings.lane == "realtime":
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-m", "portrait.cli", "publish-profiles"],
+        preexec_fn=die_with_parent,  # only asks for the parent-death signal
+    )
 
 
 def run_workers(settings: Settings, processes: int) -> int:

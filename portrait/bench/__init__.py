@@ -179,9 +179,13 @@ def _plain_loop(settings: Settings, in_topic: str, out_topic: str, count: int) -
 
 
 def _settings_for(base: Settings, name: str) -> Settings:
+    """Fresh topics, keys and group for one contender. Workers run without the
+    ``portrait.profiles`` publisher beside them (a process of its own, measured apart):
+    the benchmarks measure the worker's pipeline."""
     run = f"{name}-{time.time_ns() % 10**9}"
     return base.model_copy(
         update={
+            "profiles_topic": False,
             "topic_prefix": f"bench-{run}.",
             "redis_key_prefix": f"bench-{run}:",
             "consumer_group": f"bench-{run}",
