@@ -257,8 +257,7 @@ def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     ngrams = fit_ngrams(texts, ARTIFACTS / NGRAMS)
     lexicons = fit_zh_lexicon(ARTIFACTS / ZH_LEXICON)
-    cues = load_cues()
-    features = emotion_features(encoder.encode(texts), lexicons, ngrams, texts, cues)
+    features = emotion_features(encoder.encode(texts), lexicons, ngrams, texts, load_cues())
     polarity_labels = _export(features, [r["label"] for r in rows], ARTIFACTS / POLARITY_ONNX)
     fine_labels = _export(features, [r["emotion"] for r in rows], ARTIFACTS / FINE_ONNX)
     card: dict[str, Any] = {

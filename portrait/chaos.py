@@ -239,6 +239,9 @@ class Cluster:
                 "redis_key_prefix": "chaos:",
                 "topic_partitions": 4,
                 "batch_max_events": 100,
+                # the oracle checks the workers' state; the profiles publisher beside
+                # each would only take the CPU they are timed on
+                "profiles_topic": False,
             }
         )
         self.kafka_port, self.redis_port = kafka, redis_port

@@ -69,7 +69,9 @@ def redis_settings(redis_url: str, unique: str) -> Settings:
 
 @pytest.fixture
 def stack_settings(redis_url: str, kafka_bootstrap: str, unique: str) -> Settings:
-    """Settings with fresh topics and a fresh Redis namespace on the session servers."""
+    """Settings with fresh topics and a fresh Redis namespace on the session servers.
+    Workers run without the profiles publisher beside them (on two cores it takes the
+    CPU the timed tests measure); the tests of the profiles topic turn it on."""
     return Settings(
         redis_url=redis_url,
         kafka_bootstrap=kafka_bootstrap,
@@ -77,4 +79,5 @@ def stack_settings(redis_url: str, kafka_bootstrap: str, unique: str) -> Setting
         redis_key_prefix=f"t{unique}:",
         consumer_group=f"portrait-{unique}",
         http_port=free_port(),
+        profiles_topic=False,
     )

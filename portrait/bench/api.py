@@ -39,7 +39,7 @@ from portrait.bench.latency import CALLS, PromptWatcher, _percentile, _segment, 
 from portrait.config import Settings
 from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
 from portrait.state.store import RedisProfileStore
-from streams.kafka import consume_ready, ensure_topics, make_producer
+from streams.kafka import ensure_topics, make_producer
 from streams.replay import customer_ids
 
 TOKEN = "bench-service-token"
@@ -161,14 +161,8 @@ class PromptIdWatcher(PromptWatcher):
         super().__init__(settings)
         self.stamps: dict[str, tuple[float, float]] = {}
 
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            for message in consume_ready(self.consumer, 500, 0.05):
-                if message.error() is None:
-                    now = time.time()
-                    body = orjson.loads(message.value() or b"{}")
-                    self.stamps[body["prompt_id"]] = (message.timestamp()[1] / 1000, now)
-        self.consumer.close()
+    def record(self, body: dict[str, Any], now: float, stamp: float) -> None:
+        self.stamps[body["prompt_id"]] = (stamp, now)
 
 
 def _send_turns(settings: Settings, rate: int, seconds: float) -> None:

@@ -84,14 +84,17 @@ class PromptWatcher(threading.Thread):
         """source event id → (arrival here, the worker's latency_ms, Kafka timestamp s)."""
         self.stopping = threading.Event()
 
+    def record(self, body: dict[str, Any], now: float, stamp: float) -> None:
+        """Note one prompt: its body, when it arrived here and its Kafka timestamp (s)."""
+        self.arrived[body["source_event_id"]] = (now, body["latency_ms"], stamp)
+
     def run(self) -> None:
         while not self.stopping.is_set():
             for message in consume_ready(self.consumer, 500, 0.05):
                 if message.error() is None:
                     now = time.time()
                     body = orjson.loads(message.value() or b"{}")
-                    stamp = message.timestamp()[1] / 1000
-                    self.arrived[body["source_event_id"]] = (now, body["latency_ms"], stamp)
+                    self.record(body, now, message.timestamp()[1] / 1000)
         self.consumer.close()
 
 

@@ -512,8 +512,12 @@ class RedisProfileStore:
         one arriving late changes nothing); one key per agent, kept ``ttl_seconds``."""
         if not contacts:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        latest: dict[str, Contact] = {}  # one script call per agent: its newest contact
         for contact in contacts:
+            if contact.agent_id not in latest or contact.at_ms >= latest[contact.agent_id].at_ms:
+                latest[contact.agent_id] = contact
+        pipe = self.redis.pipeline(transaction=False)
+        for contact in latest.values():
             pipe.eval(
                 _NEWER_CONTACT,
                 1,

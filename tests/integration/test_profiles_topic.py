@@ -50,7 +50,7 @@ def _changed(settings: Settings) -> set[str]:
 def test_the_topic_holds_every_live_profile_and_snapshot_writes_them(
     stack_settings: Settings, tmp_path: Path, worker: StartWorker
 ) -> None:
-    settings = stack_settings
+    settings = stack_settings.model_copy(update={"profiles_topic": True})
     with worker(settings, tmp_path / "worker.log"):
         for sent in ([*STORY, EXTRA[0]], EXTRA[1:]):  # the erasure after what it erases
             produce(settings, sent)
