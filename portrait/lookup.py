@@ -108,17 +108,14 @@ async def profiles_by_id(
     numbers = sorted({n for found in loaded.values() if found for n in found[1]})
     accounts = {n: a for n in numbers if (a := await store.load_account(n)) is not None}
     population = Population.of(await store.population())
-    live = [(cid, found) for cid, found in loaded.items() if found is not None]
-    held = [{n: accounts[n] for n in found[1] if n in accounts} for _, found in live]
-    sections = [
-        holding(sections_of(found[0]["fields"]), {n: sections_of(a.fields) for n, a in h.items()})
-        for (_, found), h in zip(live, held, strict=True)
+    live = [
+        (cid, found[0], {n: accounts[n] for n in found[1] if n in accounts})
+        for cid, found in loaded.items()
+        if found is not None
     ]
-    scores = score_sections(model or default_customer_model(), sections)
-    document_settings = replace(settings or DocumentSettings(), population=population)
+    documents = scored_documents(live, model, settings, population)
     out: dict[str, dict[str, Any] | None] = dict.fromkeys(customer_ids)
-    for (cid, found), h, score in zip(live, held, scores, strict=True):
-        out[cid] = document_from_state(cid, found[0], score, document_settings, h)
+    out.update((cid, document) for (cid, _, _), document in zip(live, documents, strict=True))
     return out
 
 
@@ -132,8 +129,25 @@ def scored_document(
 ) -> dict[str, Any]:
     """A person's document from its loaded state and accounts, scored by ``model``
     (default: the shipped one) against ``population``."""
-    scorer = model or default_customer_model()
-    held = {number: sections_of(account.fields) for number, account in accounts.items()}
-    [scores] = score_sections(scorer, [holding(sections_of(state["fields"]), held)])
+    [document] = scored_documents([(customer_id, state, accounts)], model, settings, population)
+    return document
+
+
+def scored_documents(
+    loaded: Sequence[tuple[str, StoredState, dict[str, AccountState]]],
+    model: CustomerModel | None,
+    settings: DocumentSettings | None,
+    population: Population,
+) -> list[dict[str, Any]]:
+    """People's documents from their loaded states and accounts, in order, scored in one
+    model call."""
+    sections = [
+        holding(sections_of(state["fields"]), {n: sections_of(a.fields) for n, a in held.items()})
+        for _, state, held in loaded
+    ]
+    scores = score_sections(model or default_customer_model(), sections)
     document_settings = replace(settings or DocumentSettings(), population=population)
-    return document_from_state(customer_id, state, scores, document_settings, accounts)
+    return [
+        document_from_state(cid, state, score, document_settings, held)
+        for (cid, state, held), score in zip(loaded, scores, strict=True)
+    ]

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer
+from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
 
 from models.customer_model import CustomerModel
 from portrait.config import Settings
@@ -152,20 +153,28 @@ async def publish(settings: Settings, stopping: asyncio.Event) -> None:
             values = [m.value() for m in batch if m.error() is None]
             if not values:
                 continue
-            for attempt in range(1, 1_000_000):  # until delivered: the offsets wait
-                try:
+            async for attempt in AsyncRetrying(  # until delivered: the offsets wait
+                wait=wait_exponential_jitter(initial=0.2, max=5.0),
+                retry=retry_if_not_exception_type(asyncio.CancelledError),
+                before_sleep=_retrying,
+            ):
+                with attempt:
                     model = await customer_model_in_use(registry, settings.customer_model_version)
                     records = await profile_records(values, store, model, settings, document)
                     await producer.deliver(records)
-                    break
-                except Exception:
-                    log.exception("profiles batch failed; retrying", extra={"attempt": attempt})
-                    await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
             consumer.commit(asynchronous=False)
     finally:
         consumer.close()
         producer.close()
         await store.close()
+
+
+def _retrying(state: Any) -> None:
+    log.error(
+        "profiles batch failed; retrying",
+        exc_info=state.outcome.exception() if state.outcome else None,
+        extra={"attempt": state.attempt_number},
+    )
 
 
 def run_publisher(settings: Settings) -> None:

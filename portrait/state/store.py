@@ -406,20 +406,13 @@ class RedisProfileStore:
         for _ in range(16):
             pipe = self.redis.pipeline(transaction=True)
             pipe.get(self.key(current, "redirect"))
-            pipe.hgetall(self.key(current, "p"))
-            pipe.smembers(self.key(current, "ids"))
-            pipe.smembers(self.key(current, "accts"))
-            self._families(pipe, current)
-            redirect, fields, ids, numbers, *families = await pipe.execute()
+            self._queue_person(pipe, current)
+            redirect, *person = await pipe.execute()
             if redirect:
                 current = _text(redirect)
                 continue
-            if not fields:
-                return None
-            flat = {_text(k): _text(v) for k, v in fields.items()}
-            flat.update(self._family_fields(families))
-            state: StoredState = {"fields": flat, "ids": sorted(_text(m) for m in ids)}
-            return current, state, sorted(_text(n) for n in numbers)
+            found = self._person(person)
+            return (current, *found) if found is not None else None
         return None
 
     async def load_many(
@@ -429,23 +422,31 @@ class RedisProfileStore:
         one transaction; None for an id with no profile."""
         pipe = self.redis.pipeline(transaction=True)
         for cid in customer_ids:
-            pipe.hgetall(self.key(cid, "p"))
-            pipe.smembers(self.key(cid, "ids"))
-            pipe.smembers(self.key(cid, "accts"))
-            self._families(pipe, cid)
+            self._queue_person(pipe, cid)
         answers = await pipe.execute()
-        width = 3 + len(FAMILIES)
-        out: dict[str, tuple[StoredState, list[str]] | None] = {}
-        for index, cid in enumerate(customer_ids):
-            fields, ids, numbers, *families = answers[index * width : (index + 1) * width]
-            if not fields:
-                out[cid] = None
-                continue
-            flat = {_text(k): _text(v) for k, v in fields.items()}
-            flat.update(self._family_fields(families))
-            state: StoredState = {"fields": flat, "ids": sorted(_text(m) for m in ids)}
-            out[cid] = (state, sorted(_text(n) for n in numbers))
-        return out
+        width = 3 + len(FAMILIES)  # the reads _queue_person queues per person
+        return {
+            cid: self._person(answers[i * width : (i + 1) * width])
+            for i, cid in enumerate(customer_ids)
+        }
+
+    def _queue_person(self, pipe: Any, customer_id: str) -> None:
+        """Queue the reads of a person's state and account numbers (:meth:`_person`)."""
+        pipe.hgetall(self.key(customer_id, "p"))
+        pipe.smembers(self.key(customer_id, "ids"))
+        pipe.smembers(self.key(customer_id, "accts"))
+        self._families(pipe, customer_id)
+
+    def _person(self, answers: Sequence[Any]) -> tuple[StoredState, list[str]] | None:
+        """A person's state and account numbers from the answers of :meth:`_queue_person`;
+        None when there is no profile."""
+        fields, ids, numbers, *families = answers
+        if not fields:
+            return None
+        flat = {_text(k): _text(v) for k, v in fields.items()}
+        flat.update(self._family_fields(families))
+        state: StoredState = {"fields": flat, "ids": sorted(_text(m) for m in ids)}
+        return state, sorted(_text(n) for n in numbers)
 
     async def _entity(self, entity: str, members: str) -> tuple[dict[str, str], list[str]] | None:
         """An entity's profile hash with its families as one flat map, and the members
