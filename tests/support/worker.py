@@ -18,7 +18,7 @@ import pytest
 
 from portrait.config import Settings
 from portrait.stack import stop_process
-from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
+from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed, read_topic
 from streams.produce import route
 from tests.support.envelopes import settings_env
 
@@ -88,6 +88,27 @@ def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "cond
             return
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def output_times(settings: Settings, short: str) -> dict[str, float]:
+    """When each event's output reached an output topic (short name): source event id
+    -> the output record's create time in epoch seconds, set by the worker's producer,
+    so it says when the worker produced it, not when a reader noticed."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    topic = settings.topic(short)
+    consumer = Consumer(client_config(settings) | {"group.id": "portrait-test-reader"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        times: dict[str, float] = {}
+        while batch := consumer.consume(1000, 2.0):
+            for message in (m for m in batch if m.error() is None):
+                key = orjson.loads(message.value() or b"{}").get("source_event_id")
+                times[str(key)] = max(times.get(str(key), 0.0), message.timestamp()[1] / 1000)
+        return times
+    finally:
+        consumer.close()
 
 
 def outputs(settings: Settings, short: str) -> list[dict[str, Any]]:
