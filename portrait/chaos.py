@@ -7,9 +7,11 @@ and erasures that race the erased person's events — is produced to the input t
 its own broker (Tansu) and Redis (AOF ``everysec``). Two ``portrait worker`` processes
 consume it while faults are injected one after another: SIGKILL of a worker (restarted),
 SIGKILL of a worker's model process, broker SIGSTOP/SIGCONT, a worker paused past its
-session timeout (a zombie that resumes), Redis SIGKILL and restart from its AOF, a burst
-of poison records. The expectation is computed from the generated events alone; at the
-end every person, account, the DLQ and the outputs are compared with it:
+session timeout (a zombie that resumes), Redis SIGKILL and restart from its AOF, the
+same with the AOF cut back to its size one second before the kill while events are being
+applied (what ``everysec`` loses when the host dies), a burst of poison records. The
+expectation is computed from the generated events alone; at the end every person,
+account, the DLQ and the outputs are compared with it:
 
 - each person's ``events_total`` equals their unique events, found by every identifier;
 - each account's ``events_total`` equals its account-only events;
@@ -31,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -50,8 +53,18 @@ from streams.records import OutputRecord
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-FAULTS = ("kill_worker", "kill_model", "pause_broker", "zombie", "kill_redis", "poison")
-SHORT_FAULTS = ("kill_worker", "poison")
+FAULTS = (
+    "kill_worker",
+    "kill_model",
+    "pause_broker",
+    "zombie",
+    "kill_redis",
+    "cut_aof",
+    "poison",
+)
+SHORT_FAULTS = ("kill_worker", "cut_aof", "poison")
+UNDER_LOAD = {"cut_aof"}
+"""Faults injected while the next slice is being applied (the others: between slices)."""
 
 
 # --- the workload and its expectation -------------------------------------------------
@@ -393,6 +406,68 @@ def inject(cluster: Cluster, name: str, rng: random.Random) -> FaultResult:
     return FaultResult(name, detail, time.monotonic() - started)
 
 
+class AofSizes:
+    """The size of Redis's newest AOF file, sampled every 20 ms in a thread, so that a
+    fault can cut the file back to what it held a given time ago."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.samples: list[tuple[float, Path, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def newest(self) -> Path:
+        files = list((self.workdir / "appendonlydir").glob("*.incr.aof"))
+        if not files:  # a Redis before 7.0: one file
+            return self.workdir / "appendonly.aof"
+        return max(files, key=lambda f: int(f.name.split(".")[-3]))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            with contextlib.suppress(OSError):
+                path = self.newest()
+                self.samples.append((time.monotonic(), path, path.stat().st_size))
+
+    def __enter__(self) -> AofSizes:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def cut(self, seconds_ago: float) -> int:
+        """Truncate the newest file to its size ``seconds_ago``; the bytes cut."""
+        moment = time.monotonic() - seconds_ago
+        earlier = [(path, size) for at, path, size in self.samples if at <= moment]
+        path, size = earlier[-1] if earlier else (self.newest(), 0)
+        cut = path.stat().st_size - size
+        with path.open("r+b") as handle:
+            handle.truncate(size)
+        return max(cut, 0)
+
+
+def cut_aof(cluster: Cluster, records: list[OutputRecord]) -> FaultResult:
+    """While a slice is being applied: Redis SIGKILL, its AOF cut back to its size one
+    second before the kill, Redis restarted from it."""
+    client, prefix = cluster.client(), cluster.settings.redis_key_prefix
+    before = _safe_applied(client, prefix) or 0
+    with AofSizes(cluster.workdir) as sizes:
+        time.sleep(1.2)  # a second of samples before the slice
+        started = time.monotonic()
+        produce_confirmed(make_producer(cluster.settings), records)
+        _wait(lambda: (_safe_applied(client, prefix) or 0) > before, 30, "the slice")
+        time.sleep(0.6)  # part of the slice applied, and acknowledged
+        lost = (_safe_applied(client, prefix) or 0) - before
+        assert cluster.redis is not None
+        cluster.redis.kill()
+        cluster.redis.wait()
+        cut = sizes.cut(1.0)
+    cluster.start_redis()
+    detail = f"redis SIGKILL mid-slice ({lost} applied), AOF cut by {cut} B (1 s)"
+    return FaultResult("cut_aof", detail, time.monotonic() - started)
+
+
 def recovered(cluster: Cluster, before: int, started: float, timeout: float = 90.0) -> float:
     """Seconds from ``started`` until more than ``before`` events are applied."""
     client = cluster.client()
@@ -457,15 +532,18 @@ def _compare_topics(settings: Settings, work: Workload, problems: list[str]) -> 
     if len(places) < work.bad:
         problems.append(f"DLQ holds {len(places)} records, {work.bad} bad records were sent")
     outputs = read_topic(settings, settings.topic("profile-changes"), idle_timeout=3.0, timeout=120)
-    seen: dict[str, bytes] = {}
+    seen: dict[str, dict[str, Any]] = {}
     sources: set[str] = set()
+    differ: Counter[str] = Counter()
     for _, raw in outputs:
         body = orjson.loads(raw)
         sources.add(body["source_event_id"])
         body.pop("emitted_at", None)
-        content = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        if seen.setdefault(body["event_id"], content) != content:
-            problems.append("an output id went out twice with different content")
+        first = seen.setdefault(body["event_id"], body)
+        if first != body:  # which fields differ (their names only)
+            differ[",".join(sorted(k for k in {*first, *body} if first.get(k) != body.get(k)))] += 1
+    for fields, count in differ.most_common():
+        problems.append(f"{count} output ids went out twice with different {fields}")
     missing = work.applied - sources
     if missing:
         problems.append(f"{len(missing)} applied events have no profile output")
@@ -528,10 +606,15 @@ def _run_faults(
     for name, records in zip(faults, slices[1:], strict=True):
         before = _settled(cluster)
         started = time.monotonic()
-        result = inject(cluster, name, rng)
+        if name in UNDER_LOAD:
+            result = cut_aof(cluster, records)
+            _wait(lambda: _safe_applied(client, prefix) is not None, 30, "redis loaded")
+            before = _safe_applied(client, prefix) or 0  # what the restarted Redis holds
+        else:
+            result = inject(cluster, name, rng)
+            produce_confirmed(make_producer(cluster.settings), records)
         if name == "poison":
             work.bad += 50
-        produce_confirmed(make_producer(cluster.settings), records)
         result.recovery_s = recovered(cluster, before, started)
         _settled(cluster)
         result.settled_s = time.monotonic() - started - QUIET_S
@@ -558,12 +641,17 @@ def run_chaos(
     events_per_person: int = 12,
     faults: tuple[str, ...] = FAULTS,
     say: Callable[[str], None] = print,
+    workdir: Path | None = None,
 ) -> ChaosReport:
-    """Build the workload, run two workers under the faults, compare (module docstring)."""
+    """Build the workload, run two workers under the faults, compare (module docstring).
+    ``workdir``: keep the logs and the AOF there (default: a temporary directory)."""
     started = time.monotonic()
     work = build_workload(seed, people, events_per_person)
     say(f"chaos: {len(work.lines)} records, {people} people, seed {seed}")
-    with tempfile.TemporaryDirectory(prefix="portrait-chaos-") as tmp:
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    kept = contextlib.nullcontext(str(workdir)) if workdir is not None else None
+    with kept or tempfile.TemporaryDirectory(prefix="portrait-chaos-") as tmp:
         cluster = Cluster(base, Path(tmp))
         try:
             cluster.start()

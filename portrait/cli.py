@@ -627,7 +627,9 @@ def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
     if unknown:
         print(f"chaos: unknown faults {', '.join(unknown)}; known: {', '.join(FAULTS)}")
         return 2
-    report = run_chaos(settings, args.seed, args.people, args.events_per_person, faults)
+    report = run_chaos(
+        settings, args.seed, args.people, args.events_per_person, faults, workdir=args.workdir
+    )
     return 0 if not report.problems else 1
 
 
@@ -874,6 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, default=7)
     chaos.add_argument("--people", type=int, default=300)
     chaos.add_argument("--events-per-person", type=int, default=12)
+    chaos.add_argument("--workdir", type=Path, help="keep the logs and AOF here")
     chaos.add_argument("--faults", help="comma-separated, in order (default: all)")
     chaos.add_argument("--short", action="store_true", help="two faults only (make test)")
     chaos.set_defaults(func=cmd_chaos)

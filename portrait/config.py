@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = "portrait:"
+    redis_durability: Literal["none", "aof", "replica"] = "none"
+    """What a batch waits for before its outputs go out and its offsets are committed:
+    nothing (Redis's reply; the input positions kept in Redis recover what a lost AOF
+    second or a failover takes, by redelivery), ``aof`` (WAITAOF: fsynced to the local
+    AOF), ``replica`` (WAIT: received by a replica)."""
+    redis_durability_timeout_ms: int = Field(default=1000, ge=1)
     topic_prefix: str = "portrait."
     http_port: int = 6066
     profile: Literal["local", "production"] = "local"

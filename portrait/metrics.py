@@ -39,6 +39,13 @@ REDIS_SECONDS = Histogram(
 BATCH_RETRIES = Counter(
     "portrait_batch_retries_total", "Batches retried after a Redis or Kafka failure."
 )
+STATE_REWINDS = Counter(
+    "portrait_state_rewinds_total",
+    "Input positions Redis did not hold as expected, by what followed: 'seek' (a partition "
+    "started from Redis's position, behind Kafka's committed offset), 'behind' (Redis lost "
+    "writes mid-run: rejoin), 'fenced' (a newer generation owns the partition).",
+    ["kind"],
+)
 READY = Gauge("portrait_worker_ready", "1 when the worker has partitions and its stores answer.")
 MODEL_SECONDS = Histogram(
     "portrait_model_inference_seconds",

@@ -59,10 +59,26 @@ def output_event_id(kind: str, source_event_id: str, customer_id: str) -> str:
     return digest[:32]
 
 
+EMISSION_FIELDS = {"event_id", "emitted_at", "latency_ms"}
+"""What describes an emission, not its content: left out of the content an id names."""
+
+
 def encode(output: Output) -> bytes:
     """An output as the JSON its topic carries (fields never set are left out, so a call
-    prompt has no ``conversation_id`` and a chat prompt no ``call_id``)."""
-    return output.model_dump_json(exclude_unset=True).encode()
+    prompt has no ``conversation_id`` and a chat prompt no ``call_id``).
+
+    Its ``event_id`` names its content: the kind, source and customer's id
+    (:func:`output_event_id`) with a digest of every other field but the emission's
+    time. A re-emission after a redelivery carries the same content, so the same id; a
+    change rebuilt on state that Redis lost and got again in another order (its
+    ``version`` or old values differ) is another change, with another id — never one id
+    with two contents."""
+    if not hasattr(output, "event_id"):
+        return output.model_dump_json(exclude_unset=True).encode()
+    content = output.model_dump_json(exclude_unset=True, exclude=EMISSION_FIELDS).encode()
+    digest = hashlib.sha256(output.event_id.encode() + b"|" + content).hexdigest()[:32]
+    named = output.model_copy(update={"event_id": digest})
+    return named.model_dump_json(exclude_unset=True).encode()
 
 
 @dataclass(frozen=True, slots=True)

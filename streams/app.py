@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from tenacity import AsyncRetrying, stop_after_delay, wait_exponential_jitter
 
 from portrait import metrics
 from portrait.config import Settings
 from portrait.state.registry import ModelRegistry
-from portrait.state.store import RedisProfileStore
+from portrait.state.store import RedisProfileStore, StaleOffsets
 from streams.kafka import ConfirmedProducer
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for
+from streams.offsets import Ledger
 from streams.pipeline import BatchPipeline
 from streams.reading import GatedRunner, ReadAhead, model_runner
-from streams.records import InputRecord
+from streams.records import InputRecord, OutputRecord
 from streams.trends import emit_closed_windows
 
 log = logging.getLogger("portrait.worker")
@@ -54,6 +58,14 @@ def _transport_class(fetch_max_wait_ms: int) -> type:
         def _new_consumer_thread(self) -> Any:
             return thread(self, loop=self.loop, beacon=self.beacon)
 
+        async def perform_seek(self) -> None:
+            """Faust seeks the assigned partitions to their committed offsets; then
+            the app's ``after_seek`` may seek some back (``streams/offsets.py``)."""
+            await super().perform_seek()
+            after = getattr(self.app, "after_seek", None)
+            if after is not None:
+                await after(self)
+
     return type("Transport", (faust_aiokafka.Transport,), {"Consumer": Consumer})
 
 
@@ -61,6 +73,7 @@ class _App(faust.App):  # type: ignore[misc]
     """The Faust app, with the consumer transport above."""
 
     fetch_max_wait_ms = 1500
+    after_seek: Callable[[Any], Awaitable[None]] | None = None
 
     def _new_transport(self) -> Any:
         transport = _transport_class(self.fetch_max_wait_ms)
@@ -84,6 +97,38 @@ def _observe_lag(app: faust.App, partitions: set[Any]) -> None:
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
 
+def _rejoin(app: faust.App) -> None:
+    """Ask the lane's consumer to rejoin its group (a rebalance: the partitions are
+    claimed again, from the positions Redis holds)."""
+    thread = cast(Any, app.consumer)._thread
+    coordinator = thread._ensure_consumer()._coordinator
+    thread.thread_loop.call_soon_threadsafe(coordinator.request_rejoin)
+
+
+def _seek_to_state(settings: Settings, ledger: Ledger) -> Callable[[Any], Awaitable[None]]:
+    """The ``after_seek`` of a lane: claim its assigned partitions in Redis and start
+    those Redis is behind on from Redis's position."""
+    store: list[RedisProfileStore] = []
+
+    async def after_seek(consumer: Any) -> None:
+        committed = {
+            (tp.topic, tp.partition): consumer._read_offset.get(tp)  # committed, just sought
+            for tp in consumer.assignment()
+        }
+        if not store:
+            store.append(RedisProfileStore.for_settings(settings))
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(60), wait=wait_exponential_jitter(0.2, 5.0), reraise=True
+        ):
+            with attempt:
+                generation = consumer.app.consumer_generation_id
+                behind = await ledger.claim(store[0], committed, generation)
+        for (topic, partition), offset in behind.items():
+            await consumer.seek(TP(topic, partition), offset)
+
+    return after_seek
+
+
 def _record(message: Any) -> InputRecord:
     """A Faust message as the pipeline's input record (timestamp in ms)."""
     return InputRecord(
@@ -96,9 +141,9 @@ def _record(message: Any) -> InputRecord:
     )
 
 
-def _faust_app(settings: Settings, lane: str, web: bool) -> faust.App:
+def _faust_app(settings: Settings, lane: str, web: bool, ledger: Ledger) -> faust.App:
     _App.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    return _App(
+    app = _App(
         consumer_group(settings.consumer_group, lane),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         processing_guarantee="at_least_once",
@@ -117,6 +162,8 @@ def _faust_app(settings: Settings, lane: str, web: bool) -> faust.App:
         producer_acks=-1,
         broker_credentials=settings.faust_credentials(),
     )
+    app.after_seek = _seek_to_state(settings, ledger)
+    return app
 
 
 @dataclass
@@ -125,6 +172,12 @@ class Lane:
 
     pipeline: BatchPipeline
     producer: ConfirmedProducer
+    store: RedisProfileStore
+
+    async def deliver(self, outputs: Sequence[OutputRecord]) -> None:
+        """Deliver a batch's outputs once its state is as durable as configured."""
+        await self.store.make_durable()
+        await self.producer.deliver(outputs)
 
 
 @dataclass
@@ -147,7 +200,14 @@ def create_apps(settings: Settings) -> list[faust.App]:
     consumer (nothing connects until they start). The first serves HTTP and runs the
     timers."""
     lanes = lanes_for(settings.lane)
-    apps = {name: _faust_app(settings, name, web=index == 0) for index, name in enumerate(lanes)}
+    ledgers = {
+        name: Ledger(settings.redis_key_prefix, consumer_group(settings.consumer_group, name))
+        for name in lanes
+    }
+    apps = {
+        name: _faust_app(settings, name, index == 0, ledgers[name])
+        for index, name in enumerate(lanes)
+    }
     app = next(iter(apps.values()))
     clients = Clients()
 
@@ -168,8 +228,9 @@ def create_apps(settings: Settings) -> list[faust.App]:
                 runner=GatedRunner(runner) if bulk and len(lanes) > 1 else runner,
                 pause=clients.urgency.wait_quiet if bulk else None,
             )
+            pipeline.ledger = ledgers[name]
             producer = clients.producer if not opened else ConfirmedProducer(settings)
-            opened[name] = Lane(pipeline, producer)
+            opened[name] = Lane(pipeline, producer, store)
         await asyncio.wrap_future(runner.start())  # before the first batch waits on it
         clients.lanes = opened
 
@@ -181,6 +242,7 @@ def create_apps(settings: Settings) -> list[faust.App]:
     for name, lane_app in apps.items():
         _add_agent(lane_app, settings, clients, name)
     _add_timers(list(apps.values()), settings, clients)
+    _add_watch(apps, clients)
     _add_views(list(apps.values()), clients)
     return list(apps.values())
 
@@ -209,8 +271,13 @@ def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) 
             while True:
                 events, ahead = await batches.get()
                 chosen = clients.lanes[lane]
+                ledger = chosen.pipeline.ledger
                 try:
-                    await chosen.pipeline.run(ahead.records, chosen.producer.deliver, ahead)
+                    if ledger is not None and ledger.rewinding:  # until the next claim
+                        ahead.cancel()
+                        _rejoin(app)
+                    else:
+                        await _run(app, chosen, ahead)
                     for event in events:
                         await stream.ack(event)
                 finally:
@@ -240,6 +307,19 @@ def _add_agent(app: faust.App, settings: Settings, clients: Clients, lane: str) 
             applier.cancel()
 
 
+async def _run(app: faust.App, lane: Lane, ahead: ReadAhead) -> None:
+    """Run a batch; when Redis does not hold the positions it should, rewind and rejoin
+    (its events are acknowledged all the same: the claim after the rejoin starts their
+    partitions from Redis's positions)."""
+    try:
+        await lane.pipeline.run(ahead.records, lane.deliver, ahead)
+    except StaleOffsets as stale:
+        if lane.pipeline.ledger is None:
+            raise
+        await lane.pipeline.ledger.rewind(lane.store, ahead.records, stale)
+        _rejoin(app)
+
+
 def _add_timers(apps: list[faust.App], settings: Settings, clients: Clients) -> None:
     app = apps[0]
 
@@ -258,6 +338,21 @@ def _add_timers(apps: list[faust.App], settings: Settings, clients: Clients) -> 
                 _observe_lag(lane_app, set(lane_app.consumer.assignment()))
 
 
+def _add_watch(apps: dict[str, faust.App], clients: Clients) -> None:
+    """Every second, each lane checks that Redis still holds the positions it
+    acknowledged; if not, it rewinds and rejoins (``streams/offsets.py``)."""
+
+    @next(iter(apps.values())).timer(1.0)  # type: ignore[untyped-decorator]
+    async def watch_positions() -> None:
+        for name, lane in list(clients.lanes.items()):
+            ledger = lane.pipeline.ledger
+            try:
+                if ledger is not None and await ledger.watch(lane.store):
+                    _rejoin(apps[name])
+            except Exception:  # Redis away: the batches retry; the next tick checks
+                log.debug("positions check failed", exc_info=True)
+
+
 def _add_views(apps: list[faust.App], clients: Clients) -> None:
     app = apps[0]
 
@@ -271,10 +366,11 @@ def _add_views(apps: list[faust.App], clients: Clients) -> None:
 
     @app.page("/readyz")  # type: ignore[untyped-decorator]
     async def readyz(view: View, _request: Request) -> Response:
-        checks = {"redis": False, "kafka": False, "partitions": False}
+        checks = {"redis": False, "durability": False, "kafka": False, "partitions": False}
         if clients.store is not None:
             try:
                 checks["redis"] = await clients.store.ping()
+                checks["durability"] = await clients.store.durable()
             except Exception:  # a probe reports, it does not raise
                 checks["redis"] = False
         consumers = [a.consumer for a in apps if a._consumer is not None]

@@ -26,13 +26,14 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.events import InputEvent
 from portrait.state.registry import ModelRegistry
-from portrait.state.store import ApplyResult, ProfileStore
+from portrait.state.store import ApplyResult, ProfileStore, StaleOffsets
 from processors.assist import PromptTemplates, parse_stats
 from processors.document import document_settings, update_of
 from processors.envelope import Rejection, decode_event
 from processors.identity import identify
 from processors.indicators import Population
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
+from streams.offsets import Ledger
 from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso
 from streams.reading import ChunkReading, ModelRunner, ReadAhead, Reading, model_runner
 from streams.records import Accepted, BatchOutcome, Deliver, InputRecord
@@ -53,10 +54,11 @@ class BatchPipeline:
         *,
         emit: bool = True,
         pause: Callable[[], Awaitable[None]] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
-        """``emit=False`` (replay) applies state only: no outputs are built or kept
-        pending, nothing is scored. ``pause`` is awaited before each chunk (the bulk lane
-        waits there while a realtime batch is in flight: ``streams/lanes.py``)."""
+        """``emit=False`` (replay): state only, no outputs kept pending, nothing scored.
+        ``pause``: awaited before each chunk (the bulk lane waits for the realtime one,
+        ``streams/lanes.py``); ``ledger``: input positions kept with the state."""
         self.settings = settings
         self.store = store
         self.reading = reading
@@ -64,6 +66,7 @@ class BatchPipeline:
         self.outputs = outputs
         self.emit = emit
         self.pause = pause
+        self.ledger = ledger
         self.deltas = delta_settings(settings)
         self.retention_ms = settings.dedup_retention_seconds * 1000
         self.access_seconds = int(settings.agent_access_hours * 3600)
@@ -116,7 +119,7 @@ class BatchPipeline:
         started = time.perf_counter()
         retrying = AsyncRetrying(
             wait=wait_exponential_jitter(initial=0.2, max=5.0),
-            retry=retry_if_not_exception_type(asyncio.CancelledError),
+            retry=retry_if_not_exception_type((asyncio.CancelledError, StaleOffsets)),
             before_sleep=self._retrying,
         )
         async for attempt in retrying:
@@ -128,6 +131,8 @@ class BatchPipeline:
                 await self.store.confirm_delivered(outcome.confirm)
                 await self.store.record_contacts(outcome.contacts, self.access_seconds)
                 await self.scorer.learn_if_ready()
+        if self.ledger is not None:
+            self.ledger.advance(records)
         for (topic, kind), count in outcome.outcomes.items():
             metrics.EVENTS.labels(topic, kind).inc(count)
         for topic, count in Counter(output.topic for output in outcome.outputs).items():
@@ -164,9 +169,10 @@ class BatchPipeline:
         stats = Counter({k: int(v) for k, v in (await self.store.product_stats()).items()})
         waiting: list[Accepted] = []
         in_flight: asyncio.Future[list[ApplyResult]] | None = None
+        plans = self.ledger.plan(ahead.chunks) if self.ledger else [b""] * len(ahead.chunks)
         try:
-            for chunk, decoded, reading in zip(
-                ahead.chunks, ahead.decoded, ahead.readings, strict=True
+            for chunk, decoded, reading, plan in zip(
+                ahead.chunks, ahead.decoded, ahead.readings, plans, strict=True
             ):
                 if self.pause is not None:
                     await self.pause()
@@ -174,7 +180,7 @@ class BatchPipeline:
                 accepted, deltas = self._deltas(chunk, decoded, read, stats, outcome)
                 # queue this chunk's update (sent as soon as the previous one is answered),
                 # then build the previous chunk's outputs meanwhile
-                queued = asyncio.ensure_future(self.store.apply(deltas))
+                queued = asyncio.ensure_future(self.store.apply(deltas, plan))
                 for _ in range(3):  # a few loop turns: enough for the request to queue
                     await asyncio.sleep(0)
                 results = await in_flight if in_flight is not None else []
@@ -258,8 +264,9 @@ class BatchPipeline:
                 result.status, "ok"
             )
             outcome.outcomes[(item.record.topic, kind)] += 1
-            if result.status == "error":
-                self._state_error(item.record, result, outcome)
+            if result.status == "error":  # to the DLQ (counted above)
+                rejection = Rejection(f"state_error: {result.error}")
+                outcome.outputs.append(self.outputs.rejected(item.record, rejection))
             elif has_outputs(result, self.emit):
                 applied.append((item, result, True))
             elif result.replay is not None and item.event.event_id not in emitted:
@@ -291,8 +298,3 @@ class BatchPipeline:
                 metrics.MERGES.inc(len(result.merged))
                 self.scorer.observe(item.event, update, pair[1])
                 count_rejections([*item.rejected, *result.rejections])
-
-    def _state_error(self, record: InputRecord, result: ApplyResult, outcome: BatchOutcome) -> None:
-        """An event the state script failed on goes to the DLQ, counted."""
-        rejection = Rejection(f"state_error: {result.error}")
-        outcome.outputs.append(self.outputs.rejected(record, rejection))

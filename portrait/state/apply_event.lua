@@ -3,7 +3,14 @@
 -- ARGV[1]: key prefix; ARGV[2]: options as JSON ({"kw_shown": n, "kw_watch": [terms],
 -- "limits": {kind: n}}: how many keywords an answer shows, terms whose weights it always
 -- carries, the most identifiers of each kind one person may hold);
--- ARGV[3..]: one delta per event, as JSON (processors/profile.py ProfileDelta). Answers
+-- ARGV[3]: the chunk's input positions (streams/offsets.py), or '' where none are kept
+-- (replay, tests): {"key": offsets hash, "parts": [[partition, expected, next], ...]},
+-- positions as "generation:offset". Unless every partition's stored position is the
+-- expected one (or this generation's, at or past it: a retried batch), the script
+-- applies nothing and fails with STALE_OFFSETS: Redis lost writes, or a newer
+-- generation owns the partition. Otherwise each partition's position becomes its next,
+-- in this script: the applied offsets never part from the state they describe.
+-- ARGV[4..]: one delta per event, as JSON (processors/profile.py ProfileDelta). Answers
 -- one string per delta, in order. Each event is applied by apply_one below, in one
 -- script, so that no crash or concurrent worker sees half of it:
 --   1. find each identifier's person through the identity index;
@@ -885,13 +892,38 @@ local function apply_one(raw)
   return 'ok' .. RS .. cid .. RS .. body
 end
 
+local function stale_position(positions)
+  for _, part in ipairs(positions.parts) do
+    local stored = redis.call('HGET', positions.key, part[1])
+    if stored ~= part[2] then
+      local sg, so = string.match(stored or '', '^(%-?%d+):(%-?%d+)$')
+      local eg, eo = string.match(part[2], '^(%-?%d+):(%-?%d+)$')
+      if not (sg and sg == eg and tonumber(so) >= tonumber(eo)) then
+        return part[1] .. ' ' .. (stored or 'none') .. ' ' .. part[2]
+      end
+    end
+  end
+end
+
+local positions = ARGV[3] ~= '' and cjson.decode(ARGV[3]) or nil
+if positions then
+  local stale = stale_position(positions)
+  if stale then
+    return redis.error_reply('STALE_OFFSETS ' .. stale)
+  end
+end
 local answers = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local ok, answer = pcall(apply_one, ARGV[i])
   if ok then
     answers[#answers + 1] = answer
   else
     answers[#answers + 1] = 'error' .. RS .. tostring(answer)
+  end
+end
+if positions then
+  for _, part in ipairs(positions.parts) do
+    redis.call('HSET', positions.key, part[1], part[3])
   end
 end
 return answers

@@ -13,11 +13,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from portrait import metrics
 from portrait.config import Settings
@@ -89,6 +89,76 @@ class Contact:
 
 class RedisUnwell(ConnectionError):
     """Redis refused a write for a reason of its own; retry later."""
+
+
+class StaleOffsets(Exception):
+    """The state script refused a chunk: a partition's stored position is not the one
+    this worker expected (``streams/offsets.py``). Either Redis lost writes (it is
+    behind: the worker must start that partition again from Redis's position) or a newer
+    consumer generation owns the partition (this worker is a zombie)."""
+
+    def __init__(self, partition: str, stored: str, expected: str) -> None:
+        super().__init__(f"{partition}: stored {stored}, expected {expected}")
+        self.partition, self.stored, self.expected = partition, stored, expected
+
+    @property
+    def fenced(self) -> bool:
+        """A newer generation claimed the partition (not a loss of writes)."""
+        stored, expected = self.stored.split(":")[0], self.expected.split(":")[0]
+        return stored.lstrip("-").isdigit() and int(stored) > int(expected)
+
+
+_LOWER_OFFSETS = """
+for i = 1, #ARGV, 2 do
+  local stored = redis.call('HGET', KEYS[1], ARGV[i])
+  local offset = stored and tonumber(string.match(stored, ':(%-?%d+)$'))
+  local floor = tonumber(string.match(ARGV[i + 1], ':(%-?%d+)$'))
+  if offset and offset > floor then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+"""
+
+
+@dataclass
+class Durability:
+    """``none``, ``aof`` (WAITAOF 1 0; a Redis older than 7.2 that fsyncs every write,
+    ``appendfsync always``, needs no wait) or ``replica`` (WAIT 1)."""
+
+    mode: str
+    timeout_ms: int
+    _fsync_always: bool | None = None
+
+    async def _always(self, redis: aioredis.Redis) -> bool:
+        if self._fsync_always is None:
+            config: dict[Any, Any] = await redis.config_get("append*")
+            values = {_text(k): _text(v) for k, v in config.items() if v is not None}
+            self._fsync_always = values.get("appendonly") == "yes" and (
+                values.get("appendfsync") == "always"
+            )
+        return self._fsync_always
+
+    async def wait(self, redis: aioredis.Redis) -> None:
+        if self.mode == "replica":
+            if int(await redis.wait(1, self.timeout_ms)) < 1:
+                raise RedisUnwell("no replica acknowledged the batch's writes in time")
+        elif self.mode == "aof" and not await self._always(redis):
+            local, _ = await redis.waitaof(1, 0, self.timeout_ms)
+            if int(local) < 1:
+                raise RedisUnwell("the batch's writes were not fsynced to the AOF in time")
+
+    async def possible(self, redis: aioredis.Redis) -> bool:
+        if self.mode == "replica":
+            info = await redis.info("replication")
+            return int(info.get("connected_slaves", 0)) >= 1
+        if self.mode == "aof":
+            info = await redis.info("persistence")
+            if int(info.get("aof_enabled", 0)) != 1:
+                return False
+            if await self._always(redis):
+                return True
+            server = await redis.info("server")
+            version = tuple(int(p) for p in str(server.get("redis_version", "0")).split(".")[:2])
+            return version >= (7, 2)  # WAITAOF (Valkey reports 7.2.4)
+        return True
 
 
 def _error_kind(message: str) -> str:
@@ -236,8 +306,10 @@ def family_fields(family: Family, members: Sequence[Any]) -> dict[str, str]:
 class ProfileStore(Protocol):
     """Where profiles live. Implementations must apply each delta atomically and idempotently."""
 
-    async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
-        """Apply deltas in order; one result per delta."""
+    async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
+        """Apply deltas in order; one result per delta. ``positions``: the chunk's input
+        positions (``streams/offsets.py``), checked and advanced with the state; raises
+        :class:`StaleOffsets` (applying nothing) when they are not where expected."""
         ...
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
@@ -296,14 +368,23 @@ class RedisProfileStore:
         keywords_shown: int = 10,
         keywords_watched: Sequence[str] | None = None,
         identity_limits: Mapping[str, int] | None = None,
+        durability: str = "none",
+        durability_timeout_ms: int = 1000,
         **options: Any,
     ) -> None:
         """``keywords_shown``: the top-K the documents show; ``keywords_watched``: terms
         whose weights every answer carries (default: those of the default needs rules);
         ``identity_limits``: the most identifiers of each kind one person may hold
-        (default: ``processors.identity.DEFAULT_LIMITS``)."""
+        (default: ``processors.identity.DEFAULT_LIMITS``); ``durability``: what
+        :meth:`make_durable` waits for (``Settings.redis_durability``)."""
         self.prefix = prefix
+        self.durability = Durability(durability, durability_timeout_ms)
         self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, **options)
+        # the scripts write on one connection of their own, so that WAIT and WAITAOF,
+        # which wait for the writes of the connection they are sent on, wait for theirs
+        self._writer: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=False, single_connection_client=True, **options
+        )
         watched = watched_keywords(load_rules()) if keywords_watched is None else keywords_watched
         limits = DEFAULT_LIMITS if identity_limits is None else identity_limits
         self._script_options = orjson.dumps(
@@ -325,6 +406,8 @@ class RedisProfileStore:
             keywords_shown=document.keywords_top_k,
             keywords_watched=watched_keywords(document.needs_rules),
             identity_limits=IdentityRules.load(settings.identity_file).limits,
+            durability=settings.redis_durability,
+            durability_timeout_ms=settings.redis_durability_timeout_ms,
             **settings.redis_options(),
         )
 
@@ -342,26 +425,31 @@ class RedisProfileStore:
             for _attempt in (1, 2):
                 if self._shas is None:
                     self._shas = (
-                        str(await self.redis.script_load(self._apply_src)),
-                        str(await self.redis.script_load(self._ack_src)),
+                        str(await self._writer.script_load(self._apply_src)),
+                        str(await self._writer.script_load(self._ack_src)),
                     )
                 sha = self._shas[0] if is_apply else self._shas[1]
                 started = time.perf_counter()
                 try:
                     extra = (self._script_options,) if is_apply else ()
-                    answer = await self.redis.evalsha(sha, 0, self.prefix, *extra, *args)
+                    answer = await self._writer.evalsha(sha, 0, self.prefix, *extra, *args)
                 except NoScriptError:
                     self._shas = None
                     continue
+                except ResponseError as error:
+                    words = str(error).split()
+                    if words[:1] == ["STALE_OFFSETS"] and len(words) == 4:
+                        raise StaleOffsets(*words[1:]) from None
+                    raise
                 operation = "apply" if is_apply else "confirm"
                 metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
                 return answer
         raise NoScriptError("scripts vanished twice in a row")
 
-    async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
-        if not deltas:
+    async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
+        if not deltas and not positions:
             return []
-        answers = await self._eval(True, deltas)
+        answers = await self._eval(True, [positions, *deltas])
         return [ApplyResult.parse(answer) for answer in answers]
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
@@ -547,6 +635,30 @@ class RedisProfileStore:
         counts = await self.redis.hgetall(f"{self.prefix}pop:spend")
         return {_text(bucket): int(count) for bucket, count in counts.items()}
 
+    async def positions(self, key: str) -> dict[str, str]:
+        """Every partition's stored position in an offsets hash (``streams/offsets.py``)."""
+        return {_text(k): _text(v) for k, v in (await self.redis.hgetall(key)).items()}
+
+    async def set_positions(self, key: str, positions: Mapping[str, str]) -> None:
+        if positions:
+            await self.redis.hset(key, mapping=cast(Any, dict(positions)))
+
+    async def lower_positions(self, key: str, floors: Mapping[str, str]) -> None:
+        """Set each position to its floor where the stored one is past it."""
+        if floors:
+            pairs = [item for pair in floors.items() for item in pair]
+            await self.redis.eval(_LOWER_OFFSETS, 1, key, *pairs)
+
+    async def make_durable(self) -> None:
+        """Wait until what this connection wrote is as durable as configured; raises
+        :class:`RedisUnwell` (the batch is retried) when it is not within the timeout."""
+        async with self._order:  # after the writes queued before it
+            await self.durability.wait(self._writer)
+
+    async def durable(self) -> bool:
+        """Whether the configured durability can be met now (``/readyz``)."""
+        return await self.durability.possible(self.redis)
+
     async def ping(self) -> bool:
         """True when Redis answers."""
         return bool(await self.redis.ping())
@@ -554,4 +666,5 @@ class RedisProfileStore:
     async def close(self) -> None:
         if self._confirming:
             await asyncio.gather(*self._confirming, return_exceptions=True)
+        await self._writer.aclose()
         await self.redis.aclose()

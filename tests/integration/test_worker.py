@@ -163,7 +163,12 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
     assert code == 1 and "no customer" in err
 
     assert health[0][0] == 200 and health[1][0] == 200
-    assert json.loads(health[1][1])["checks"] == {"redis": True, "kafka": True, "partitions": True}
+    assert json.loads(health[1][1])["checks"] == {
+        "redis": True,
+        "durability": True,
+        "kafka": True,
+        "partitions": True,
+    }
     assert 'portrait_dlq_total{reason="invalid_json"} 1.0' in metrics
     assert 'portrait_dlq_total{reason="unknown_type"} 1.0' in metrics
     chat_ok = f'portrait_events_total{{outcome="ok",topic="{settings.topic("chat")}"}} 2.0'

@@ -51,7 +51,7 @@ class FakeStore:
         self.calls: list[tuple[str, Any]] = []
         self.pending: dict[str, ApplyResult | None] = {}
 
-    async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
+    async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
         out = []
         for raw in deltas:
             delta = orjson.loads(raw)

@@ -112,7 +112,7 @@ class FlakyStore(RedisProfileStore):
 
     failures = 1
 
-    async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
+    async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("redis went away")
@@ -138,7 +138,7 @@ def test_a_lost_redis_connection_retries_the_batch(redis_settings: Settings) -> 
 class RefusingStore(RedisProfileStore):
     """A store whose script fails on every event's data."""
 
-    async def apply(self, deltas: Sequence[bytes]) -> list[ApplyResult]:
+    async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
         return [ApplyResult("error", error="ResponseError") for _ in deltas]
 
 
