@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/portrait bench --replay
 	$(BIN)/portrait bench --growth
 	$(BIN)/portrait bench --api
+	$(BIN)/portrait bench --durability
 
 chaos: install
 	$(BIN)/portrait chaos

@@ -644,6 +644,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             seconds=args.seconds or 10.0,
             as_json=args.json,
         )
+    if args.durability:
+        from portrait.bench.durability import run_durability_bench
+
+        customers = args.customers or 2_000
+        return run_durability_bench(settings, args.events, customers, as_json=args.json)
     if args.growth:
         from portrait.bench.growth import run_growth_bench
 
@@ -831,6 +836,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--messages", type=int, default=10_000, help="chat messages for --emotion")
     bench.add_argument(
+        "--durability",
+        action="store_true",
+        help="a worker per PORTRAIT_REDIS_DURABILITY (none, aof, replica): events/s and ratios",
+    )
+    bench.add_argument(
         "--replay", action="store_true", help="replay engine vs a plain consume → produce loop"
     )
     bench.add_argument(
@@ -878,7 +888,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--events-per-person", type=int, default=12)
     chaos.add_argument("--workdir", type=Path, help="keep the logs and AOF here")
     chaos.add_argument("--faults", help="comma-separated, in order (default: all)")
-    chaos.add_argument("--short", action="store_true", help="two faults only (make test)")
+    chaos.add_argument("--short", action="store_true", help="three faults only (make test)")
     chaos.set_defaults(func=cmd_chaos)
     return parser
 

@@ -141,7 +141,10 @@ class Durability:
             if int(await redis.wait(1, self.timeout_ms)) < 1:
                 raise RedisUnwell("no replica acknowledged the batch's writes in time")
         elif self.mode == "aof" and not await self._always(redis):
-            local, _ = await redis.waitaof(1, 0, self.timeout_ms)
+            try:
+                local, _ = await redis.waitaof(1, 0, self.timeout_ms)
+            except ResponseError as error:  # before Redis 7.2: no WAITAOF
+                raise RedisUnwell("durability 'aof' needs WAITAOF or appendfsync always") from error
             if int(local) < 1:
                 raise RedisUnwell("the batch's writes were not fsynced to the AOF in time")
 

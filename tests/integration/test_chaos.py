@@ -1,5 +1,6 @@
 """The short fault suite (``portrait chaos --short``): a small seeded workload through two
-real workers while one is killed and a burst of poison records arrives, compared with
+real workers while one is killed, Redis loses the last second of its AOF under load and
+a burst of poison records arrives, compared with
 the oracle built from the generated events (``make chaos`` runs every fault)."""
 
 from __future__ import annotations
