@@ -128,17 +128,19 @@ class Ledger:
         generation: int,
     ) -> dict[Partition, int]:
         """Take the assigned partitions for ``generation``: each starts at the lower of
-        Kafka's committed offset and Redis's position, written back as this generation's.
-        Returns the partitions Redis is behind Kafka on, with the offset to seek to."""
+        Kafka's committed offset and Redis's position (no commit: from the earliest
+        record, as Kafka would), written back as this generation's. Returns the
+        partitions Redis is behind Kafka on, with the offset to seek to."""
         stored = await store.positions(self.key)
         self.generation, self.done, seek = generation, {}, {}
         for partition, kafka in committed.items():
             redis = _offset(stored.get(field(partition)))
-            known = [offset for offset in (kafka, redis) if offset is not None]
-            start = min(known) if known else UNKNOWN
-            self.done[partition] = start
-            if redis is not None and (kafka is None or redis < kafka):
-                seek[partition] = redis
+            if kafka is None:  # no commit: Kafka starts from the earliest record
+                self.done[partition] = UNKNOWN
+            elif redis is not None and redis < kafka:
+                self.done[partition] = seek[partition] = redis
+            else:
+                self.done[partition] = kafka
         await store.set_positions(
             self.key, {field(p): self.position(o) for p, o in self.done.items()}
         )

@@ -38,17 +38,29 @@ def test_a_claim_starts_from_the_lower_of_kafka_and_redis(redis_settings: Settin
     ledger = Ledger(redis_settings.redis_key_prefix, "g")
 
     async def go(store: RedisProfileStore) -> tuple[dict[Any, int], dict[str, str]]:
-        await store.set_positions(ledger.key, {"t.chat|0": "3:40", "t.chat|1": "3:90"})
-        committed = {("t.chat", 0): 55, ("t.chat", 1): 80, ("t.chat", 2): None}
+        positions = {"t.chat|0": "3:40", "t.chat|1": "3:90", "t.chat|3": "3:30"}
+        await store.set_positions(ledger.key, positions)
+        committed = {("t.chat", 0): 55, ("t.chat", 1): 80, ("t.chat", 2): None, ("t.chat", 3): None}
         seek = await ledger.claim(store, committed, 4)
         return seek, await store.positions(ledger.key)
 
     seek, stored = with_store(redis_settings, go)
     # Redis lost writes on partition 0: start from 40; partition 1 was applied past the
-    # commit but maybe not delivered: Kafka's 80; partition 2 is new to both
+    # commit but maybe not delivered: Kafka's 80; partition 2 is new to both; partition
+    # 3 was applied but nothing committed: from the earliest record, as Kafka would
     assert seek == {("t.chat", 0): 40}
-    assert ledger.done == {("t.chat", 0): 40, ("t.chat", 1): 80, ("t.chat", 2): -1}
-    assert stored == {"t.chat|0": "4:40", "t.chat|1": "4:80", "t.chat|2": "4:-1"}
+    assert ledger.done == {
+        ("t.chat", 0): 40,
+        ("t.chat", 1): 80,
+        ("t.chat", 2): -1,
+        ("t.chat", 3): -1,
+    }
+    assert stored == {
+        "t.chat|0": "4:40",
+        "t.chat|1": "4:80",
+        "t.chat|2": "4:-1",
+        "t.chat|3": "4:-1",
+    }
 
 
 def test_positions_advance_with_the_state_and_a_lost_write_stops_the_script(
