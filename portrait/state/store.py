@@ -655,6 +655,8 @@ class RedisProfileStore:
     async def make_durable(self) -> None:
         """Wait until what this connection wrote is as durable as configured; raises
         :class:`RedisUnwell` (the batch is retried) when it is not within the timeout."""
+        if self.durability.mode == "none":
+            return
         async with self._order:  # after the writes queued before it
             await self.durability.wait(self._writer)
 
