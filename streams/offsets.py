@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from portrait import metrics
-from portrait.state.store import RedisProfileStore, StaleOffsets
+from portrait.state.store import RedisProfileStore, StaleOffsets, parse_position
 from streams.records import InputRecord
 
 log = logging.getLogger("portrait.offsets")
@@ -49,9 +49,8 @@ def _offset(position: str | None) -> int | None:
     """The offset of a stored position: None if there is none; a claimed partition
     nothing was applied on yet (``UNKNOWN``) starts from its first offset, 0 (Kafka's
     reset policy moves a seek below the log start to the earliest record)."""
-    if not position:
-        return None
-    return max(int(position.rsplit(":", 1)[1]), 0)
+    parsed = parse_position(position or "")
+    return None if parsed is None else max(parsed[1], 0)
 
 
 class Ledger:
@@ -98,8 +97,7 @@ class Ledger:
         gone): Redis lost writes. A newer generation's position is not a loss."""
         behind = []
         for partition, done in self.done.items():
-            generation, _, offset = stored.get(field(partition), "").partition(":")
-            at = (int(generation), int(offset)) if offset else (UNKNOWN - 1, UNKNOWN)
+            at = parse_position(stored.get(field(partition), "")) or (UNKNOWN - 1, UNKNOWN)
             if at < (self.generation, done):  # tuples: generation first, then offset
                 behind.append(field(partition))
         return behind

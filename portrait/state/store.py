@@ -91,6 +91,13 @@ class RedisUnwell(ConnectionError):
     """Redis refused a write for a reason of its own; retry later."""
 
 
+def parse_position(position: str) -> tuple[int, int] | None:
+    """(generation, offset) of a stored input position ``"<generation>:<offset>"``
+    (``streams/offsets.py``); None when there is none."""
+    generation, _, offset = position.partition(":")
+    return (int(generation), int(offset)) if offset else None
+
+
 class StaleOffsets(Exception):
     """The state script refused a chunk: a partition's stored position is not the one
     this worker expected (``streams/offsets.py``). Either Redis lost writes (it is
@@ -104,8 +111,8 @@ class StaleOffsets(Exception):
     @property
     def fenced(self) -> bool:
         """A newer generation claimed the partition (not a loss of writes)."""
-        stored, expected = self.stored.split(":")[0], self.expected.split(":")[0]
-        return stored.lstrip("-").isdigit() and int(stored) > int(expected)
+        stored, expected = parse_position(self.stored), parse_position(self.expected)
+        return stored is not None and expected is not None and stored[0] > expected[0]
 
 
 _LOWER_OFFSETS = """
