@@ -46,7 +46,7 @@ import orjson
 import redis
 
 from portrait.config import Settings
-from portrait.stack import free_port, port_answers, redis_binary, stop_process, tansu_command
+from portrait.stack import free_port, port_answers, redis_command, stop_process, tansu_command
 from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
 from streams.produce import route
 from streams.records import OutputRecord
@@ -274,22 +274,7 @@ class Cluster:
             )
 
     def start_redis(self) -> None:
-        command = [
-            redis_binary(),
-            "--port",
-            str(self.redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--dir",
-            str(self.workdir),
-        ]
-        self.redis = self._spawn(command, "redis.log")
+        self.redis = self._spawn(redis_command(self.redis_port, self.workdir), "redis.log")
         _wait(lambda: port_answers(self.redis_port), 20, "redis")
 
     def start(self) -> None:

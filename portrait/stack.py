@@ -115,18 +115,22 @@ def tansu_command(port: int) -> list[str]:
     ]
 
 
-def redis_command(port: int) -> list[str]:
-    """Command line of a Redis that keeps nothing on disk, on 127.0.0.1:port."""
+def redis_command(port: int, aof_dir: Path | None = None, binary: str | None = None) -> list[str]:
+    """Command line of a Redis on 127.0.0.1:port that keeps nothing on disk, or, with
+    ``aof_dir``, an AOF (``everysec``) there; ``binary``: another server than
+    :func:`redis_binary`'s."""
+    persistence = ["--appendonly", "no"]
+    if aof_dir is not None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(aof_dir)]
     return [
-        redis_binary(),
+        binary or redis_binary(),
         "--port",
         str(port),
         "--bind",
         "127.0.0.1",
         "--save",
         "",
-        "--appendonly",
-        "no",
+        *persistence,
         "--daemonize",
         "no",
     ]

@@ -20,7 +20,14 @@ import orjson
 
 from portrait.bench import Measured, _fill, _settings_for, _subprocess_contender, bench_events
 from portrait.config import Settings
-from portrait.stack import LocalStack, free_port, on_free_ports, port_answers, stop_process
+from portrait.stack import (
+    LocalStack,
+    free_port,
+    on_free_ports,
+    port_answers,
+    redis_command,
+    stop_process,
+)
 
 MODES = ("none", "aof", "replica")
 
@@ -32,10 +39,8 @@ def _valkey() -> str:
 
 
 def _server(port: int, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    command = [_valkey(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(workdir)]
     process = subprocess.Popen(
-        [*command, *extra],
+        [*redis_command(port, workdir, _valkey()), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
