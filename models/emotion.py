@@ -170,10 +170,14 @@ def emotion_features(
     ngrams: NgramVectoriser,
     texts: Sequence[str],
     cues: StanceCues,
+    finals: Sequence[str | None] | None = None,
 ) -> np.ndarray:
     """The heads' input: the texts' sentence embeddings, lexicon scores, stance cues
-    and n-gram TF-IDF."""
-    cue_scores = np.asarray([cues.features(t) for t in texts], dtype=np.float32)
+    and n-gram TF-IDF. ``finals``: the texts' final clauses, when already read."""
+    if finals is None:
+        finals = [cues.final_clause(t) for t in texts]
+    scores = [cues.features(t, final) for t, final in zip(texts, finals, strict=True)]
+    cue_scores = np.asarray(scores, dtype=np.float32)
     parts = [
         embeddings,
         lexicons.transform(texts),
@@ -220,9 +224,16 @@ class EmotionModel:
         self._polarity = _Head(artifacts / POLARITY_ONNX)
         self._fine = _Head(artifacts / FINE_ONNX)
 
-    def _read(self, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _read(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray,
+        finals: Sequence[str | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Both heads' probabilities for texts and their embeddings."""
-        features = emotion_features(embeddings, self.lexicons, self.ngrams, texts, self.cues)
+        features = emotion_features(
+            embeddings, self.lexicons, self.ngrams, texts, self.cues, finals
+        )
         polarity = self._polarity.probabilities(features, self.polarity_labels)
         return polarity, self._fine.probabilities(features, self.fine_labels)
 
@@ -234,12 +245,13 @@ class EmotionModel:
             return []
         if embeddings is None:
             embeddings = self.encoder.encode(texts)
-        polarity, fine = self._read(texts, embeddings)
+        clauses = [self.cues.final_clause(t) for t in texts]
+        polarity, fine = self._read(texts, embeddings, clauses)
         # the final clause of a message that turns or runs on, read on its own
-        finals = [(i, c) for i, t in enumerate(texts) if (c := self.cues.final_clause(t))]
-        if finals:
-            rows, clauses = [i for i, _ in finals], [c for _, c in finals]
-            tail_polarity, tail_fine = self._read(clauses, self.encoder.encode(clauses))
+        tails = [(i, clause) for i, clause in enumerate(clauses) if clause]
+        if tails:
+            rows, tail_texts = [i for i, _ in tails], [clause for _, clause in tails]
+            tail_polarity, tail_fine = self._read(tail_texts, self.encoder.encode(tail_texts))
             w = FINAL_CLAUSE_WEIGHT
             polarity[rows] = (1 - w) * polarity[rows] + w * tail_polarity
             fine[rows] = (1 - w) * fine[rows] + w * tail_fine

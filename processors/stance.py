@@ -94,8 +94,9 @@ class StanceCues:
     def _questions(self, sentence: str) -> list[re.Match[str]]:
         return list(self.question.finditer(sentence)) if self.question is not None else []
 
-    def features(self, text: str) -> list[float]:
-        """:data:`CUE_FEATURES` of a text, each in 0…1."""
+    def features(self, text: str, final: str | None) -> list[float]:
+        """:data:`CUE_FEATURES` of a text, each in 0…1; ``final``: its
+        :meth:`final_clause` (the caller reads it once for this and for the model)."""
         low = text.lower()
         angry = _count(self.angry_question, low)
         asks = self.asks(text)
@@ -103,7 +104,7 @@ class StanceCues:
             min(_count(self.positive, low), _CAP) / _CAP,
             min(_count(self.negative, low) + angry, _CAP) / _CAP,
             1.0 if asks and not angry else 0.0,
-            1.0 if self.final_clause(text) is not None else 0.0,
+            1.0 if final is not None else 0.0,
         ]
 
     def final_clause(self, text: str) -> str | None:

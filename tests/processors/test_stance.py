@@ -11,7 +11,7 @@ CUES = load_cues()
 
 
 def _features(text: str) -> dict[str, float]:
-    return dict(zip(CUE_FEATURES, CUES.features(text), strict=True))
+    return dict(zip(CUE_FEATURES, CUES.features(text, CUES.final_clause(text)), strict=True))
 
 
 @pytest.mark.parametrize(
