@@ -55,6 +55,8 @@ HARD = Path(__file__).resolve().parent / "data" / "emotion_hard.jsonl"
 HARD_UNSEEN = Path(__file__).resolve().parent / "data" / "emotion_hard_unseen.jsonl"
 # written after the model was built and never trained on: a second unseen evaluation set
 UNSEEN = Path(__file__).resolve().parent / "data" / "emotion_cs_unseen.jsonl"
+# a third unseen set of every kind (2026-12-03), written before the training round after it
+HARD_UNSEEN_2 = Path(__file__).resolve().parent / "data" / "emotion_hard_unseen_2.jsonl"
 SHARED_DEV = Path(__file__).resolve().parents[2] / "shared" / "samples" / "emotion_dev.jsonl"
 SEED = 7
 FOLDS = 5
@@ -62,7 +64,7 @@ C = 4.0
 MIN_DF = 2  # an n-gram must occur in two training lines to enter the vocabulary
 ZH_MIN_COUNT = 20  # Chinese review lexicon: reviews a gram must occur in
 ZH_MIN_LOG_ODDS = 0.5  # … and how far from even its log-odds must be
-VERSION = "emotion-2026.12.1"
+VERSION = "emotion-2026.12.2"
 
 
 def load_rows(path: Path) -> list[dict[str, str]]:
@@ -150,6 +152,9 @@ def evaluate(model: EmotionModel) -> dict[str, Any]:
     if HARD_UNSEEN.exists():
         hard = load_rows(HARD_UNSEEN)
         figures["hard_unseen"] = report("hard unseen set", hard, _labels(model, hard))
+    if HARD_UNSEEN_2.exists():
+        hard = load_rows(HARD_UNSEEN_2)
+        figures["hard_unseen_2"] = report("hard unseen set 2", hard, _labels(model, hard))
     if SHARED_DEV.exists():
         dev = load_rows(SHARED_DEV)
         figures["shared_dev"] = report("shared dev sample", dev, _labels(model, dev))
@@ -284,8 +289,8 @@ def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
                 "the shipped heads are fitted on all rows"
             ),
             "unseen": (
-                "models/data/emotion_cs_unseen.jsonl and models/data/emotion_hard_unseen.jsonl "
-                "(never trained on)"
+                "models/data/emotion_cs_unseen.jsonl, models/data/emotion_hard_unseen.jsonl and "
+                "models/data/emotion_hard_unseen_2.jsonl (never trained on)"
             ),
         },
     }

@@ -70,12 +70,16 @@ def test_shipped_card_holds_what_the_shipped_files_measure() -> None:
     measured = evaluate(EmotionModel())
     # the shared dev sample lives outside the repository (../shared); a checkout
     # elsewhere measures the in-repo unseen set only
-    assert {"unseen", "hard_unseen"} <= set(measured) <= {"unseen", "hard_unseen", "shared_dev"}
+    in_repo = {"unseen", "hard_unseen", "hard_unseen_2"}
+    assert in_repo <= set(measured) <= in_repo | {"shared_dev"}
     for name, figures in measured.items():
         assert figures == card["metrics"][name], name
     # the hard set (stance shifts, negation, relief, questions, slang, emoji, mixed)
     hard = measured["hard_unseen"]
     assert hard["accuracy"] >= 0.88 and min(hard["recall"].values()) >= 0.85
+    second = measured["hard_unseen_2"]
+    assert second["accuracy"] >= 0.90 and min(second["recall"].values()) >= 0.85
+    assert second["by_kind"]["relief"] >= 0.8
     assert set(hard["by_kind"]) == {
         "stance_shift",
         "negation",
@@ -89,9 +93,11 @@ def test_shipped_card_holds_what_the_shipped_files_measure() -> None:
         # sentences written after the model was built, and the shared sample
         for name in measured:
             assert measured[name][lang]["accuracy"] >= 0.9, (name, lang)
-        # cross-validated on the own set (each line predicted without its fold)
+        # cross-validated on the own set (each line predicted without its fold; a fifth
+        # of it is now hard lines — sarcasm, stance shifts — so it reads lower than the
+        # unseen sets)
         figures = card["metrics"]["held_out"][lang]
-        assert figures["accuracy"] >= 0.87 and min(figures["recall"].values()) >= 0.85
+        assert figures["accuracy"] >= 0.86 and min(figures["recall"].values()) >= 0.83
 
 
 def test_folds_are_stratified_and_fixed() -> None:
