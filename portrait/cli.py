@@ -582,9 +582,13 @@ def cmd_emotion(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _emotion_jsonl(model: Any, path: Path, batch: int) -> int:
-    """Each line back with ``label`` and ``scores`` added, in order; bad lines reported."""
-    with path.open("rb") as handle:
-        lines = [line for line in handle if line.strip()]
+    """Each line back with ``label`` and ``scores`` added, in order; bad lines reported.
+    ``-`` reads standard input."""
+    if str(path) == "-":
+        lines = [line for line in sys.stdin.buffer if line.strip()]
+    else:
+        with path.open("rb") as handle:
+            lines = [line for line in handle if line.strip()]
     bad = 0
     for start in range(0, len(lines), batch):
         rows: list[dict[str, Any] | None] = []
@@ -816,7 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     emotion = sub.add_parser("emotion", help="emotion of a text, or of every line of a JSONL")
     emotion.add_argument("text", nargs="*", help="the text (words are joined by spaces)")
-    emotion.add_argument("--jsonl", help='read lines with "text", write them back labelled')
+    emotion.add_argument(
+        "--jsonl", help='read lines with "text" (a file, or - for stdin), write them back labelled'
+    )
     emotion.add_argument("--json", action="store_true", help="one JSON object for a text")
     emotion.add_argument("--batch", type=int, default=256, help="texts per model call")
     emotion.set_defaults(func=cmd_emotion)

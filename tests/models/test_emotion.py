@@ -184,3 +184,16 @@ def test_cli_jsonl_keeps_order_and_adds_labels(tmp_path: Path) -> None:
     out = [json.loads(line) for line in done.stdout.decode().splitlines()]
     assert [r["id"] for r in out] == [1, 2, 3]
     assert all(r["label"] in {"positive", "neutral", "negative"} and r["scores"] for r in out)
+
+
+def test_cli_jsonl_reads_stdin_when_given_a_dash() -> None:
+    lines = [json.dumps({"text": t, "id": i}) for i, t in enumerate(["Thanks a lot!", "请问营业时间"])]
+    done = subprocess.run(
+        [sys.executable, "-m", "portrait.cli", "emotion", "--jsonl", "-"],
+        input=("\n".join(lines) + "\n").encode(),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    out = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [(r["id"], r["label"]) for r in out] == [(0, "positive"), (1, "neutral")]
