@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     second or a failover takes, by redelivery), ``aof`` (WAITAOF: fsynced to the local
     AOF), ``replica`` (WAIT: received by a replica)."""
     redis_durability_timeout_ms: int = Field(default=1000, ge=1)
+    redis_cluster: bool = False
+    """Run on a Redis Cluster (redis-py's cluster client; ``redis_url`` names one node):
+    every script call touches one hash slot, identities and merges across slots follow
+    the protocol in ``portrait/state/cluster.py``. ``portrait stack up`` then starts a
+    local 3-master cluster on ``redis_url``'s port and the two after it."""
+    redis_global_stripes: int = Field(default=8, ge=1, le=64)
+    """On a cluster: how many keys the global counters (product statistics, spend
+    population, trend windows) are striped over; readers sum them."""
     topic_prefix: str = "portrait."
     http_port: int = 6066
     profile: Literal["local", "production"] = "local"

@@ -115,13 +115,31 @@ def tansu_command(port: int) -> list[str]:
     ]
 
 
-def redis_command(port: int, aof_dir: Path | None = None, binary: str | None = None) -> list[str]:
+def redis_command(
+    port: int,
+    aof_dir: Path | None = None,
+    binary: str | None = None,
+    cluster_dir: Path | None = None,
+) -> list[str]:
     """Command line of a Redis on 127.0.0.1:port that keeps nothing on disk, or, with
     ``aof_dir``, an AOF (``everysec``) there; ``binary``: another server than
-    :func:`redis_binary`'s."""
+    :func:`redis_binary`'s; ``cluster_dir``: a cluster node keeping its node table
+    (``nodes-<port>.conf``) there."""
     persistence = ["--appendonly", "no"]
     if aof_dir is not None:
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(aof_dir)]
+    cluster: list[str] = []
+    if cluster_dir is not None:
+        cluster = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ]
+        if aof_dir is None:
+            cluster += ["--dir", str(cluster_dir)]
     return [
         binary or redis_binary(),
         "--port",
@@ -131,9 +149,49 @@ def redis_command(port: int, aof_dir: Path | None = None, binary: str | None = N
         "--save",
         "",
         *persistence,
+        *cluster,
         "--daemonize",
         "no",
     ]
+
+
+CLUSTER_NODES = 3
+"""Masters of the local cluster: ``redis_url``'s port and the ones after it."""
+
+
+def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
+    """Make one cluster of fresh nodes (no slots yet): the 16384 slots split in equal
+    ranges, every node met; waits until every node reports ``cluster_state:ok``. A
+    cluster already formed of these nodes is left as it is."""
+    import redis
+
+    clients = [redis.Redis(host="127.0.0.1", port=port) for port in ports]
+    try:
+        states = [client.cluster("info") for client in clients]
+        if all(_cluster_ok(state) for state in states):
+            return
+        per = 16384 // len(ports)
+        for i, client in enumerate(clients):
+            first = i * per
+            last = 16383 if i == len(ports) - 1 else first + per - 1
+            with contextlib.suppress(redis.ResponseError):  # already assigned
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+        for port in ports[1:]:
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port)
+        deadline = time.monotonic() + timeout
+        while not all(_cluster_ok(client.cluster("info")) for client in clients):
+            if time.monotonic() > deadline:
+                raise StackError(f"the cluster on ports {ports} did not form in {timeout:.0f} s")
+            time.sleep(0.05)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _cluster_ok(info: object) -> bool:
+    if isinstance(info, dict):
+        return str(info.get("cluster_state")) == "ok" and int(info.get("cluster_known_nodes", 0)) > 1
+    return False
 
 
 class LocalStack:
@@ -145,10 +203,23 @@ class LocalStack:
         self.state_file = self.state_dir / f"stack-{settings.kafka_port}-{settings.redis_port}.json"
 
     def _services(self) -> list[tuple[str, int, list[str]]]:
+        kafka = ("kafka", self.settings.kafka_port, tansu_command(self.settings.kafka_port))
+        if not self.settings.redis_cluster:
+            return [kafka, ("redis", self.settings.redis_port, redis_command(self.settings.redis_port))]
         return [
-            ("kafka", self.settings.kafka_port, tansu_command(self.settings.kafka_port)),
-            ("redis", self.settings.redis_port, redis_command(self.settings.redis_port)),
+            kafka,
+            *(
+                (f"redis-{i}", port, redis_command(port, cluster_dir=self._cluster_dir()))
+                for i, port in enumerate(self.cluster_ports())
+            ),
         ]
+
+    def cluster_ports(self) -> list[int]:
+        """Ports of the local cluster's masters."""
+        return [self.settings.redis_port + i for i in range(CLUSTER_NODES)]
+
+    def _cluster_dir(self) -> Path:
+        return self.state_dir / f"cluster-{self.settings.redis_port}"
 
     def recorded(self) -> list[Started]:
         """The processes recorded as started by this stack."""
@@ -167,6 +238,10 @@ class LocalStack:
         for service, port, command in self._services():
             if port_answers(port):
                 continue
+            if service.startswith("redis-"):  # a node starts fresh: no old node table
+                self._cluster_dir().mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    (self._cluster_dir() / f"nodes-{port}.conf").unlink()
             log_path = self.state_dir / f"{service}-{port}.log"
             with log_path.open("ab") as log_file:
                 process = subprocess.Popen(
@@ -184,6 +259,8 @@ class LocalStack:
                 if time.monotonic() > deadline:
                     raise StackError(f"{service} did not answer on port {port} in {timeout:.0f} s")
                 time.sleep(0.05)
+        if self.settings.redis_cluster:
+            form_cluster(self.cluster_ports(), timeout)
         return started
 
     def down(self, timeout: float = 10.0) -> list[Started]:
