@@ -117,11 +117,18 @@ CUSTOMER_KEYS: tuple[str, ...] = (
     "accts",
     "people",
     "idh",
+    "absorbed",
+    "gq",
+    "fence",
+    "seal",
     *(family.key for family in FAMILIES),
 )
 """Keys of a customer's (or an account's) family besides call sessions and processed-id
 strings; ``accts`` (a person's account numbers) and ``people`` (an account's customer
-ids) are the links between people and accounts."""
+ids) are the links between people and accounts. On a Redis Cluster
+(``portrait/state/cluster.py``) also ``absorbed`` (the seals of losers merged in),
+``gq`` (global increments awaiting the stripe step), ``fence`` and ``seal`` (merge
+fencing tokens)."""
 
 
 def family_of(name: str) -> Family | None:

@@ -64,6 +64,11 @@
 local P = ARGV[1]
 --@LAYOUT@
 local OPTIONS = cjson.decode(ARGV[2])
+-- On a Redis Cluster (portrait/state/cluster.py) each call touches one hash slot: the
+-- caller resolves identities, claims identifiers and runs the steps that span slots;
+-- here the global counters an event adds are kept with the customer ('gq') and returned
+-- for the caller's stripe step, and the account links are left to the caller.
+local CLUSTER = OPTIONS.cluster
 
 local LIMITS = OPTIONS.limits or {}  -- identifier kind → the most one person may hold
 local TRAIL_KEPT = 50
@@ -80,16 +85,50 @@ local function family_of(f)
 end
 
 local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
-local POPULATION = P .. 'pop:spend'
 
 local function spend_bucket(amount)
   return string.format('%d', math.floor(math.log(1 + amount) / math.log(2) * 4))
 end
 
+-- global counters: product statistics, trend windows, the spend population. `base` is
+-- the key prefix of the counters (P standalone, a stripe's on a cluster); g holds
+-- {stats = {field = n}, trend = {w, keys, exp}, spend = {bucket = n}}
+local function add_globals(base, g)
+  for f, n in pairs(g.stats or {}) do redis.call('HINCRBY', base .. 'stats:products', f, n) end
+  if g.trend then
+    local window = base .. 'trend:' .. string.format('%d', g.trend.w)
+    redis.call('HINCRBY', window, 'messages', 1)
+    for _, f in ipairs(g.trend.keys) do redis.call('HINCRBY', window, f, 1) end
+    redis.call('PEXPIRE', window, g.trend.exp)
+    redis.call('ZADD', base .. 'trend:index', g.trend.w, string.format('%d', g.trend.w))
+  end
+  for bucket, n in pairs(g.spend or {}) do
+    if n ~= 0 then redis.call('HINCRBY', base .. 'pop:spend', bucket, n) end
+  end
+end
+
+local gacc  -- cluster: the current event's global increments (nil: none yet)
+
+local function record_globals(g)
+  if not CLUSTER then return add_globals(P, g) end
+  gacc = gacc or {}
+  if g.stats then gacc.stats = g.stats end
+  if g.trend then gacc.trend = g.trend end
+  for bucket, n in pairs(g.spend or {}) do
+    gacc.spend = gacc.spend or {}
+    gacc.spend[bucket] = (gacc.spend[bucket] or 0) + n
+  end
+end
+
 local function move_spend(before, after)
   if before == after then return end
-  if before then redis.call('HINCRBY', POPULATION, spend_bucket(before), -1) end
-  if after then redis.call('HINCRBY', POPULATION, spend_bucket(after), 1) end
+  local spend = {}
+  if before then spend[spend_bucket(before)] = -1 end
+  if after then
+    local b = spend_bucket(after)
+    spend[b] = (spend[b] or 0) + 1
+  end
+  record_globals({spend = spend})
 end
 local function idxk(id) return P .. 'idx:' .. id end
 
@@ -363,7 +402,7 @@ end
 local function add_identifier(id, hash)
   if redis.call('SADD', ck(cid, 'ids'), id) == 1 then
     table.insert(ids_added, id)
-    redis.call('SET', idxk(id), cid)
+    if not CLUSTER then redis.call('SET', idxk(id), cid) end  -- cluster: claimed by the caller
     if hash then redis.call('SADD', ck(cid, 'idh'), hash) end
   end
 end
@@ -374,68 +413,101 @@ local function first_seen(c)
   return tonumber(redis.call('HGET', ck(c, 'p'), 'm:first_seen')) or math.huge
 end
 
--- costs in proportion to the loser's size (merges are rare)
-local function merge(loser, now, ret)
-  move_spend(tonumber(redis.call('HGET', ck(loser, 'p'), 'e:amount')), nil)
-  local flat = redis.call('HGETALL', ck(loser, 'p'))
-  for i = 1, #flat, 2 do combine(flat[i], flat[i + 1]) end
-  for _, fam in ipairs(FAMILIES) do
-    local key = ck(loser, fam.key)
+-- Everything a merge takes from a loser, read from its keys (one slot): the profile
+-- hash, each family's members as the sorted sets hold them, identifiers, accounts,
+-- processed-id strings, pending outputs, live call sessions and whom it absorbed.
+local function read_dump(loser, now, ret)
+  local dump = {p = redis.call('HGETALL', ck(loser, 'p')), fams = {}, calls = {}, seen = {}}
+  for i, fam in ipairs(FAMILIES) do
     if fam.keep == 'heaviest' then
-      local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-      for i = 1, #members, 2 do
-        family_add(fam, fam.prefix .. members[i], -tonumber(members[i + 1]))
+      dump.fams[i] = redis.call('ZRANGE', ck(loser, fam.key), 0, -1, 'WITHSCORES')
+    else
+      dump.fams[i] = redis.call('ZRANGE', ck(loser, fam.key), 0, -1)
+    end
+  end
+  for _, s in ipairs({'ids', 'idh', 'accts', 'merged'}) do
+    dump[s] = redis.call('SMEMBERS', ck(loser, s))
+  end
+  for i, key in ipairs(seen_keys(loser, now, ret)) do dump.seen[i] = redis.call('GET', key) or '' end
+  dump.pending = redis.call('HGETALL', ck(loser, 'pending'))
+  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
+    local from = ck(loser, 'call:' .. call)
+    table.insert(dump.calls, {call, redis.call('HGETALL', from), redis.call('PTTL', from)})
+  end
+  return dump
+end
+
+-- A loser's dump into the survivor `cid` with the typed operations a delta uses, so
+-- merging in any order gives the same content; writes only the survivor's keys. Costs
+-- in proportion to the loser's size (merges are rare).
+local function merge_dump(loser, dump, now, ret)
+  for i = 1, #dump.p, 2 do
+    if dump.p[i] == 'e:amount' then move_spend(tonumber(dump.p[i + 1]), nil) end
+  end
+  for i = 1, #dump.p, 2 do combine(dump.p[i], dump.p[i + 1]) end
+  for i, fam in ipairs(FAMILIES) do
+    local members = dump.fams[i]
+    if fam.keep == 'heaviest' then
+      for j = 1, #members, 2 do
+        family_add(fam, fam.prefix .. members[j], -tonumber(members[j + 1]))
       end
     elseif fam.keep == 'since_calm' then
-      for _, order in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-        family_add(fam, fam.prefix .. order, '1')
-      end
+      for _, order in ipairs(members) do family_add(fam, fam.prefix .. order, '1') end
     else
-      for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      for _, member in ipairs(members) do
         local suffix, value = string.match(member, '^([^\31]*)\31(.*)$')
         family_add(fam, fam.prefix .. suffix, value)
       end
     end
   end
-  for _, id in ipairs(redis.call('SMEMBERS', ck(loser, 'ids'))) do add_identifier(id) end
-  for _, h in ipairs(redis.call('SMEMBERS', ck(loser, 'idh'))) do
-    redis.call('SADD', ck(cid, 'idh'), h)
-  end
+  for _, id in ipairs(dump.ids) do add_identifier(id) end
+  for _, h in ipairs(dump.idh) do redis.call('SADD', ck(cid, 'idh'), h) end
   -- the survivor holds the loser's accounts (with the roles, merged as registers above)
-  for _, acct in ipairs(redis.call('SMEMBERS', ck(loser, 'accts'))) do
-    local a = account_of(acct)
-    redis.call('SREM', ck(a, 'people'), loser)
-    redis.call('SADD', ck(a, 'people'), cid)
+  for _, acct in ipairs(dump.accts) do
     if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
   end
   local into = seen_keys(cid, now, ret)
-  for i, key in ipairs(seen_keys(loser, now, ret)) do
-    local blob = redis.call('GET', key)
-    if blob then
+  for i, blob in ipairs(dump.seen) do
+    if blob ~= '' then
       redis.call('APPEND', into[i], blob)
       redis.call('PEXPIRE', into[i], 2 * math.max(ret, 1))
-      redis.call('DEL', key)
     end
   end
-  local pending = redis.call('HGETALL', ck(loser, 'pending'))
-  for i = 1, #pending, 2 do redis.call('HSETNX', ck(cid, 'pending'), pending[i], pending[i + 1]) end
+  for i = 1, #dump.pending, 2 do
+    redis.call('HSETNX', ck(cid, 'pending'), dump.pending[i], dump.pending[i + 1])
+  end
   -- live call sessions follow the customer (a merge mid-call keeps its advice)
-  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
-    local from, to = ck(loser, 'call:' .. call), ck(cid, 'call:' .. call)
-    local session = redis.call('HGETALL', from)
+  for _, c in ipairs(dump.calls) do
+    local call, session, ttl = c[1], c[2], c[3]
+    local to = ck(cid, 'call:' .. call)
     for i = 1, #session, 2 do redis.call('HSETNX', to, session[i], session[i + 1]) end
-    local ttl = redis.call('PTTL', from)
     if ttl > 0 and redis.call('PTTL', to) < ttl then redis.call('PEXPIRE', to, ttl) end
     redis.call('SADD', ck(cid, 'calls'), call)
-    redis.call('DEL', from)
   end
-  local merged = redis.call('SMEMBERS', ck(loser, 'merged'))
-  table.insert(merged, loser)
-  for _, m in ipairs(merged) do
-    redis.call('SADD', ck(cid, 'merged'), m)
-    redis.call('SET', ck(m, 'redirect'), cid)
+  redis.call('SADD', ck(cid, 'merged'), loser, unpack(dump.merged))
+end
+
+-- a loser's keys, but for the redirect to its survivor
+local function drop_loser(loser, now, ret)
+  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
+    redis.call('DEL', ck(loser, 'call:' .. call))
   end
+  for _, key in ipairs(seen_keys(loser, now, ret)) do redis.call('DEL', key) end
   delete_customer(loser, true)
+end
+
+-- standalone: the merge whole, in this script (every key is local)
+local function merge(loser, now, ret)
+  local dump = read_dump(loser, now, ret)
+  merge_dump(loser, dump, now, ret)
+  for _, acct in ipairs(dump.accts) do
+    local a = account_of(acct)
+    redis.call('SREM', ck(a, 'people'), loser)
+    redis.call('SADD', ck(a, 'people'), cid)
+  end
+  for _, m in ipairs(dump.merged) do redis.call('SET', ck(m, 'redirect'), cid) end
+  redis.call('SET', ck(loser, 'redirect'), cid)
+  drop_loser(loser, now, ret)
 end
 
 -- call sessions (seed 003) ---------------------------------------------------------
@@ -720,18 +792,11 @@ local function remember(d, hash)
   redis.call('PEXPIRE', seen, 2 * math.max(d.ret, 1))
 end
 
--- global counters an applied event adds to (once per event id)
+-- global counters an applied event adds to (once per event id): phase × product
+-- statistics from feedback; group analysis (the event's keywords and intent counted into
+-- its time window)
 local function count_globals(d)
-  -- phase × product statistics from feedback
-  for f, n in pairs(d.stats or {}) do redis.call('HINCRBY', P .. 'stats:products', f, n) end
-  -- group analysis: the event's keywords and intent counted into its time window
-  if d.trend then
-    local window = P .. 'trend:' .. string.format('%d', d.trend.w)
-    redis.call('HINCRBY', window, 'messages', 1)
-    for _, f in ipairs(d.trend.keys) do redis.call('HINCRBY', window, f, 1) end
-    redis.call('PEXPIRE', window, d.trend.exp)
-    redis.call('ZADD', P .. 'trend:index', d.trend.w, string.format('%d', d.trend.w))
-  end
+  if d.stats or d.trend then record_globals({stats = d.stats, trend = d.trend}) end
 end
 
 -- An event with no person identifier applies to each account it names (its stats,
@@ -759,19 +824,228 @@ local function apply_accounts(d, hash)
     write_entity()
     remember(d, hash)
     if not d.quiet then
-      local people, notify = people_of(acct)
+      local people, notify = '', ''  -- cluster: the people are the caller's to add
+      if not CLUSTER then people, notify = people_of(acct) end
       table.insert(bodies, acct .. RS .. answer(d, {}, streak_before, '', people, notify))
     end
   end
-  count_globals(d)
+  if not (CLUSTER and d.later) then count_globals(d) end  -- cluster: one account's call counts
   if d.quiet then return 'ok' .. RS .. account_of(d.accts[1]) end
   return 'acct' .. RS .. table.concat(bodies, ES)
+end
+
+-- cluster ------------------------------------------------------------------------------
+--
+-- The steps of portrait/state/cluster.py that must be atomic, each on one hash slot.
+-- A merge there: fence the survivor, seal each loser (its redirect is set, so nothing
+-- applies to it any more, and its dump is answered), absorb the dumps into the survivor
+-- (once per seal: the 'absorbed' set), then re-point the index and drop the loser.
+
+local function unhex(h)
+  return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
+end
+
+local function hex(b)
+  return (string.gsub(b, '.', function(c) return string.format('%02x', string.byte(c)) end))
+end
+
+-- a sealed loser's dump into the survivor in memory (cid), once per seal
+local function absorb(a, now, ret)
+  local mark = a.cid .. '|' .. a.seal
+  if redis.call('SISMEMBER', ck(cid, 'absorbed'), mark) == 1 then return false end
+  local dump = a.dump
+  dump.seen = {unhex(dump.seen[1] or ''), unhex(dump.seen[2] or '')}
+  merge_dump(a.cid, dump, now, ret)
+  redis.call('SADD', ck(cid, 'absorbed'), mark)
+  return true
+end
+
+-- global increments of this call kept with the entity until the stripe step took them
+local function keep_globals(entity, once)
+  if not gacc then return '' end
+  local text = cjson.encode(gacc)
+  redis.call('HSET', ck(entity, 'gq'), once, text)
+  redis.call('PEXPIRE', ck(entity, 'gq'), 2 * 86400000)
+  gacc = nil
+  return text
+end
+
+-- the absorbs of a call into `cid` (begun, written by the caller): the losers absorbed;
+-- their global increments kept under each seal's own id
+local function absorb_all(d)
+  local done = {}
+  for _, a in ipairs(d.absorb or {}) do
+    local before = tonumber(cur['e:amount'])
+    gacc = nil
+    if absorb(a, d.now, d.ret) then
+      table.insert(done, a.cid)
+      move_spend(before, tonumber(cur['e:amount']))
+      keep_globals(cid, 'm:' .. a.cid .. '|' .. a.seal)
+    end
+  end
+  return done
+end
+
+local function is_live(c)
+  return redis.call('EXISTS', ck(c, 'redirect')) == 0 and redis.call('EXISTS', ck(c, 'p')) == 1
+end
+
+-- the event on the person the caller resolved (d.survivor; a new one: d.newcid), after
+-- the dumps of the losers it sealed; identifiers claimed and rules applied by the caller
+local function apply_cluster(d, hash)
+  if d.survivor and not is_live(d.survivor) then return 'moved' end
+  begin(d.survivor or d.newcid)
+  if not d.survivor then redis.call('DEL', ck(cid, 'redirect')) end
+  local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
+  local losers = absorb_all(d)
+  if has_seen(cid, hash, d.now, d.ret) then
+    if #losers > 0 then write_entity() end
+    local pending = redis.call('HGET', ck(cid, 'pending'), d.eid)
+    if pending then return 'dup' .. RS .. pending end
+    return 'dup' .. RS .. cid
+  end
+  local spend_before = tonumber(cur['e:amount'])
+  local hash_of = {}
+  for i, id in ipairs(d.ids) do hash_of[id] = (d.idh or {})[i] end
+  for _, id in ipairs(d.usable or {}) do add_identifier(id, hash_of[id]) end
+  rejections = d.rejections or {}
+  apply_fields(d)
+  move_spend(spend_before, tonumber(cur['e:amount']))
+  write_entity()
+  for _, acct in ipairs(d.accts) do
+    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
+  end
+  local prompt = ''
+  if d.call then prompt = call_event(cid, d.call, d.ts) end
+  count_globals(d)
+  remember(d, hash)
+  if d.quiet then return 'ok' .. RS .. cid end
+  return 'ok' .. RS .. cid .. RS .. answer(d, losers, streak_before, prompt, '')
+end
+
+local function seal(d)
+  local red = redis.call('GET', ck(d.cid, 'redirect'))
+  if red and red ~= d.into then return 'sealed' .. RS .. red end
+  if redis.call('EXISTS', ck(d.cid, 'p')) == 0 then return 'gone' end
+  if not red then
+    if (tonumber(redis.call('GET', ck(d.cid, 'fence'))) or 0) > d.token then return 'fenced' end
+    redis.call('SET', ck(d.cid, 'redirect'), d.into)
+    redis.call('SET', ck(d.cid, 'fence'), d.token)
+    redis.call('SET', ck(d.cid, 'seal'), d.token)
+  end
+  local dump = read_dump(d.cid, d.now, d.ret)
+  dump.seen = {hex(dump.seen[1]), hex(dump.seen[2])}
+  return 'dump' .. RS .. redis.call('GET', ck(d.cid, 'seal')) .. RS .. cjson.encode(dump)
+end
+
+local function fence(d)
+  local red = redis.call('GET', ck(d.cid, 'redirect'))
+  if red then return 'sealed' .. RS .. red end
+  if (tonumber(redis.call('GET', ck(d.cid, 'fence'))) or 0) > d.token then return 'fenced' end
+  redis.call('SET', ck(d.cid, 'fence'), d.token)
+  return 'ok'
+end
+
+-- what an erasure must clean beyond the person's own slot
+local function facts(d)
+  if redis.call('EXISTS', ck(d.cid, 'p')) == 0 then return 'gone' end
+  local agents = {}
+  local cursor = '0'
+  repeat
+    local page = redis.call('HSCAN', ck(d.cid, 'p'), cursor, 'MATCH', MET .. '*', 'COUNT', 500)
+    cursor = page[1]
+    for i = 1, #page[2], 2 do table.insert(agents, string.sub(page[2][i], #MET + 1)) end
+  until cursor == '0'
+  local amount = tonumber(redis.call('HGET', ck(d.cid, 'p'), 'e:amount'))
+  local out = {agents = agents, bucket = amount and spend_bucket(amount) or ''}
+  for _, s in ipairs({'ids', 'idh', 'accts', 'merged'}) do out[s] = redis.call('SMEMBERS', ck(d.cid, s)) end
+  return 'facts' .. RS .. cjson.encode(out)
+end
+
+local function cluster_op(d)
+  local op = d.op
+  if op == 'seal' then return seal(d) end
+  if op == 'fence' then return fence(d) end
+  if op == 'facts' then return facts(d) end
+  if op == 'absorb' then  -- an interrupted merge completed without an event
+    if not is_live(d.survivor) then return 'moved' end
+    begin(d.survivor)
+    if #absorb_all(d) > 0 then write_entity() end
+    return 'ok'
+  end
+  if op == 'drop' then  -- a sealed loser once absorbed, or an erased person (d.all)
+    if d.all then
+      for _, call in ipairs(redis.call('SMEMBERS', ck(d.cid, 'calls'))) do
+        redis.call('DEL', ck(d.cid, 'call:' .. call))
+      end
+      for _, key in ipairs(seen_keys(d.cid, d.now, d.ret)) do redis.call('DEL', key) end
+      delete_customer(d.cid, false)
+      return 'ok'
+    end
+    if redis.call('EXISTS', ck(d.cid, 'redirect')) == 0 then return 'live' end
+    drop_loser(d.cid, d.now, d.ret)
+    return 'ok'
+  end
+  if op == 'link' then  -- a person onto an account (instead of `from`, after a merge)
+    local a = account_of(d.acct)
+    if d.from then redis.call('SREM', ck(a, 'people'), d.from) end
+    redis.call('SADD', ck(a, 'people'), d.cid)
+    if d.eid then  -- an account's version counts the events that name it, once each
+      local h = id_hash(d.eid)
+      if not has_seen(a, h, d.now, d.ret) then
+        redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
+        cid = a
+        remember(d, h)
+      end
+    end
+    return 'ok'
+  end
+  if op == 'unlink' then  -- an erased person off an account; an account left empty goes
+    local a = account_of(d.acct)
+    redis.call('SREM', ck(a, 'people'), d.cid)
+    if redis.call('SCARD', ck(a, 'people')) == 0 then
+      for _, key in ipairs(seen_keys(a, d.now, d.ret)) do redis.call('DEL', key) end
+      delete_customer(a, false)
+    end
+    return 'ok'
+  end
+  if op == 'index' then  -- compare and set (or delete) one identifier's person
+    local v = redis.call('GET', idxk(d.id))
+    if v == d.from then
+      if d.to then redis.call('SET', idxk(d.id), d.to) else redis.call('DEL', idxk(d.id)) end
+    end
+    return v or ''
+  end
+  if op == 'suppress' then
+    suppress(d.h, d.ts, d.ttl)
+    return 'ok'
+  end
+  if op == 'forget_agent' then
+    local agent = P .. AGENT .. '{' .. d.agent .. '}'
+    if redis.call('HGET', agent, 'customer_id') == d.cid then redis.call('DEL', agent) end
+    return 'ok'
+  end
+  if op == 'globals' then  -- a stripe's share of the global counters, once per id
+    local base = P .. '{' .. d.stripe .. '}:'
+    cid = d.stripe
+    for _, item in ipairs(d.items) do
+      local h = id_hash(item[1])
+      if not has_seen(d.stripe, h, d.now, d.ret) then
+        add_globals(base, item[2])
+        remember(d, h)
+      end
+    end
+    return 'ok'
+  end
+  error('unknown op ' .. tostring(op))
 end
 
 local function apply_one(raw)
   local d = cjson.decode(raw)
   rejections = {}
+  gacc = nil
   d.accts = d.accts or {}
+  if CLUSTER and d.op then return cluster_op(d) end
 
   if d.erase then
     local tomb = P .. 'erasure:' .. d.eid
@@ -804,6 +1078,21 @@ local function apply_one(raw)
   end
 
   local hash = id_hash(d.eid)
+  if CLUSTER then
+    local entity = d.survivor or d.newcid
+    local answer
+    if #d.ids == 0 then
+      entity = account_of(d.accts[1])
+      answer = apply_accounts(d, hash)
+    else
+      answer = apply_cluster(d, hash)
+    end
+    local kept = keep_globals(entity, d.eid)
+    if kept == '' and string.sub(answer, 1, 3) == 'dup' then
+      kept = redis.call('HGET', ck(entity, 'gq'), d.eid) or ''
+    end
+    return {answer, kept}
+  end
   if #d.ids == 0 then return apply_accounts(d, hash) end
 
   -- each identifier's person, read once for the checks below and the resolution
@@ -911,6 +1200,7 @@ if positions then
   if stale then
     return redis.error_reply('STALE_OFFSETS ' .. stale)
   end
+  if positions.check then return {} end  -- cluster: checked before the chunk's steps
 end
 local answers = {}
 for i = 4, #ARGV do
