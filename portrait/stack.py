@@ -175,9 +175,9 @@ def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
             first = i * per
             last = 16383 if i == len(ports) - 1 else first + per - 1
             with contextlib.suppress(redis.ResponseError):  # already assigned
-                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+                client.cluster("addslotsrange", first, last)
         for port in ports[1:]:
-            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port)
+            clients[0].cluster("meet", "127.0.0.1", port)
         deadline = time.monotonic() + timeout
         while not all(_cluster_ok(client.cluster("info")) for client in clients):
             if time.monotonic() > deadline:
@@ -190,7 +190,8 @@ def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
 
 def _cluster_ok(info: object) -> bool:
     if isinstance(info, dict):
-        return str(info.get("cluster_state")) == "ok" and int(info.get("cluster_known_nodes", 0)) > 1
+        known = int(info.get("cluster_known_nodes", 0))
+        return str(info.get("cluster_state")) == "ok" and known > 1
     return False
 
 
@@ -205,7 +206,8 @@ class LocalStack:
     def _services(self) -> list[tuple[str, int, list[str]]]:
         kafka = ("kafka", self.settings.kafka_port, tansu_command(self.settings.kafka_port))
         if not self.settings.redis_cluster:
-            return [kafka, ("redis", self.settings.redis_port, redis_command(self.settings.redis_port))]
+            port = self.settings.redis_port
+            return [kafka, ("redis", port, redis_command(port))]
         return [
             kafka,
             *(

@@ -172,3 +172,19 @@ def lua_constants() -> str:
             f"local CUSTOMER_KEYS = {{{keys}}}",
         ]
     )
+
+
+STRIPE = "~g"
+"""On a Redis Cluster the global counters (product statistics, the spend population,
+trend windows) are striped: stripe ``k`` is the entity ``~g<k>``, its counters under
+``{P}{~g<k>}:`` (``stats:products``, ``pop:spend``, ``trend:<window>``, ``trend:index``)
+and the ids it counted in its processed-id strings (``{P}c:{~g<k>}:seen:<epoch>``); an
+increment goes to the stripe of its id's CRC-32, readers add the stripes up."""
+
+
+def global_bases(prefix: str, stripes: int = 0) -> list[str]:
+    """Key prefixes of the global counters: the key prefix itself on a standalone Redis
+    (``stripes`` 0), else one per stripe."""
+    if stripes <= 0:
+        return [prefix]
+    return [f"{prefix}{{{STRIPE}{k}}}:" for k in range(stripes)]

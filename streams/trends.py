@@ -22,6 +22,7 @@ import orjson
 
 from portrait.config import Settings
 from processors.attributes import iso_from_ms
+from processors.layout import global_bases
 from streams.records import OutputRecord
 
 Deliver = Callable[[Sequence[OutputRecord]], Awaitable[None]]
@@ -65,26 +66,45 @@ def window_event(start_ms: int, seconds: int, counts: dict[str, int], top_k: int
     }
 
 
+def _bases(settings: Settings) -> list[str]:
+    stripes = settings.redis_global_stripes if settings.redis_cluster else 0
+    return global_bases(settings.redis_key_prefix, stripes)
+
+
+async def _window(redis: Any, settings: Settings, start_ms: int) -> dict[str, int]:
+    """A window's counts, its stripes added up on a cluster."""
+    total: Counter[str] = Counter()
+    for base in _bases(settings):
+        total.update(_decode(await redis.hgetall(window_key(base, start_ms))))
+    return dict(total)
+
+
+async def _indexed(redis: Any, settings: Settings, high: float | str) -> list[int]:
+    starts: set[int] = set()
+    for base in _bases(settings):
+        starts.update(int(m) for m in await redis.zrangebyscore(f"{base}trend:index", "-inf", high))
+    return sorted(starts)
+
+
 async def emit_closed_windows(redis: Any, settings: Settings, deliver: Deliver) -> int:
     """Emit every closed, unclaimed window; forget index entries past retention. Returns
     the number of windows emitted."""
     prefix = settings.redis_key_prefix
-    index = f"{prefix}trend:index"
     window_ms = settings.trends_window_seconds * 1000
     retention_ms = settings.trends_retention_seconds * 1000
     now_ms = int(time.time() * 1000)
-    await redis.zremrangebyscore(index, "-inf", f"({now_ms - retention_ms}")
-    closed = await redis.zrangebyscore(
-        index, "-inf", now_ms - window_ms - settings.trends_grace_seconds * 1000
+    for base in _bases(settings):
+        await redis.zremrangebyscore(f"{base}trend:index", "-inf", f"({now_ms - retention_ms}")
+    closed = await _indexed(
+        redis, settings, now_ms - window_ms - settings.trends_grace_seconds * 1000
     )
     emitted = 0
-    for member in closed:
-        start_ms = int(member)
+    for start_ms in closed:
         claim = f"{window_key(prefix, start_ms)}:emitted"
         if not await redis.set(claim, "1", nx=True, px=retention_ms):
             continue
         try:
-            counts = _decode(await redis.hgetall(window_key(prefix, start_ms)))
+            counts = await _window(redis, settings, start_ms)
             body = window_event(
                 start_ms, settings.trends_window_seconds, counts, settings.trends_top_k
             )
@@ -104,13 +124,10 @@ async def recent_windows(
 ) -> list[dict[str, Any]]:
     """The ``last`` most recent buckets of ``bucket_seconds`` (stored windows added up),
     newest first, each summarised."""
-    prefix = settings.redis_key_prefix
-    members = await redis.zrange(f"{prefix}trend:index", 0, -1)
     buckets: dict[int, Counter[str]] = {}
     bucket_ms = bucket_seconds * 1000
-    for member in members:
-        start_ms = int(member)
-        counts = _decode(await redis.hgetall(window_key(prefix, start_ms)))
+    for start_ms in await _indexed(redis, settings, "+inf"):
+        counts = await _window(redis, settings, start_ms)
         bucket = start_ms - start_ms % bucket_ms
         buckets.setdefault(bucket, Counter()).update(counts)
     out = []

@@ -796,7 +796,8 @@ end
 -- statistics from feedback; group analysis (the event's keywords and intent counted into
 -- its time window)
 local function count_globals(d)
-  if d.stats or d.trend then record_globals({stats = d.stats, trend = d.trend}) end
+  local stats = d.stats and next(d.stats) ~= nil and d.stats or nil
+  if stats or d.trend then record_globals({stats = stats, trend = d.trend}) end
 end
 
 -- An event with no person identifier applies to each account it names (its stats,
@@ -920,7 +921,12 @@ local function apply_cluster(d, hash)
   count_globals(d)
   remember(d, hash)
   if d.quiet then return 'ok' .. RS .. cid end
-  return 'ok' .. RS .. cid .. RS .. answer(d, losers, streak_before, prompt, '')
+  -- the accounts held, their hashes and people left to the caller (other slots)
+  local held = {}
+  for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, 'accts'))) do
+    table.insert(held, table.concat({acct, '', '', ''}, VS))
+  end
+  return 'ok' .. RS .. cid .. RS .. answer(d, losers, streak_before, prompt, table.concat(held, MS))
 end
 
 local function seal(d)

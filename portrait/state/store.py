@@ -389,16 +389,16 @@ class RedisProfileStore:
         :meth:`make_durable` waits for (``Settings.redis_durability``)."""
         self.prefix = prefix
         self.durability = Durability(durability, durability_timeout_ms)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, **options)
-        # the scripts write on one connection of their own, so that WAIT and WAITAOF,
-        # which wait for the writes of the connection they are sent on, wait for theirs
-        self._writer: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=False, single_connection_client=True, **options
-        )
+        self.redis, self._writer = self._connect(url, options)
         watched = watched_keywords(load_rules()) if keywords_watched is None else keywords_watched
-        limits = DEFAULT_LIMITS if identity_limits is None else identity_limits
+        self.limits = dict(DEFAULT_LIMITS if identity_limits is None else identity_limits)
         self._script_options = orjson.dumps(
-            {"kw_shown": keywords_shown, "kw_watch": list(watched), "limits": dict(limits)}
+            {
+                "kw_shown": keywords_shown,
+                "kw_watch": list(watched),
+                "limits": self.limits,
+                **self._extra_options(),
+            }
         )
         self._apply_src = _lua("apply_event.lua")
         self._ack_src = _lua("ack_outputs.lua")
@@ -406,20 +406,40 @@ class RedisProfileStore:
         self._order = asyncio.Lock()  # FIFO: updates reach Redis in submission order
         self._confirming: set[asyncio.Task[Any]] = set()
 
+    def _connect(self, url: str, options: dict[str, Any]) -> tuple[Any, Any]:
+        """The client for reads and the scripts' own single connection (WAIT and
+        WAITAOF wait for the writes of the connection they are sent on)."""
+        return (
+            aioredis.Redis.from_url(url, decode_responses=False, **options),
+            aioredis.Redis.from_url(
+                url, decode_responses=False, single_connection_client=True, **options
+            ),
+        )
+
+    def _extra_options(self) -> dict[str, Any]:
+        return {}
+
     @classmethod
     def for_settings(cls, settings: Settings) -> RedisProfileStore:
-        """The store of these settings (URL, key prefix, password and TLS options)."""
+        """The store of these settings (URL, key prefix, password and TLS options); on a
+        Redis Cluster (``PORTRAIT_REDIS_CLUSTER``) the cluster store."""
+        if settings.redis_cluster and cls is RedisProfileStore:
+            from portrait.state.cluster import ClusterProfileStore
+
+            return ClusterProfileStore.for_settings(settings)
+        return cls(settings.redis_url, settings.redis_key_prefix, **cls._settings_options(settings))
+
+    @staticmethod
+    def _settings_options(settings: Settings) -> dict[str, Any]:
         document = document_settings(settings)
-        return cls(
-            settings.redis_url,
-            settings.redis_key_prefix,
-            keywords_shown=document.keywords_top_k,
-            keywords_watched=watched_keywords(document.needs_rules),
-            identity_limits=IdentityRules.load(settings.identity_file).limits,
-            durability=settings.redis_durability,
-            durability_timeout_ms=settings.redis_durability_timeout_ms,
+        return {
+            "keywords_shown": document.keywords_top_k,
+            "keywords_watched": watched_keywords(document.needs_rules),
+            "identity_limits": IdentityRules.load(settings.identity_file).limits,
+            "durability": settings.redis_durability,
+            "durability_timeout_ms": settings.redis_durability_timeout_ms,
             **settings.redis_options(),
-        )
+        }
 
     def key(self, customer_id: str, section: str) -> str:
         """Key of one part of a customer's key family."""

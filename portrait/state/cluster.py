@@ -1,0 +1,767 @@
+"""The profile store on a Redis Cluster: every script call touches one hash slot.
+
+A customer's keys share the hash tag ``{customer id}``, so an event that finds one person
+is one call of the state script on that person's slot, as on a standalone Redis. What
+spans slots — the identity index, merges, account links, erasure and the global
+counters — is a protocol of single-slot steps run from here. Each step is idempotent and
+leaves a mark the next step (or the next worker, or a redelivery) completes from:
+
+1. **Resolve**: read each identifier's index entry (``{P}idx:<id>``) and suppression entry
+   (``{P}sup:<hash>``) in one round trip; apply the identity rules
+   (:func:`resolve`, the state script's rules) to find the people the event joins.
+2. **Claim** each new identifier with ``SET NX``; a claim lost to another worker starts
+   the event again (it now finds that worker's person). After a claim the suppression
+   entries are read again: an erasure that finished in between wins (the claims are
+   released and the event is dropped as the erased person's), so erased stays erased.
+3. **Merge** (two or more people; rare), under the merge lock ``{P}lock:merge`` with a
+   fencing token from ``{P}lock:fence``: *fence* the survivor (earliest first seen, ties
+   the smaller id; a newer token's fence stops an older lock holder), *seal* each loser
+   (its ``redirect`` is set in the same call that answers its whole state as a dump, so
+   nothing applies to it any more: an event that reaches it answers ``moved`` and is
+   resolved again), *absorb* the dumps into the survivor in the event's own call (once
+   per seal: the survivor's ``absorbed`` set), then re-point the loser's index entries
+   (compare and set), move its account links, point the people it had absorbed at the
+   survivor and *drop* its keys but the redirect.
+4. **Apply** the event on the survivor's slot (one call; ``moved`` → back to 1). The
+   account links it names and their versions are each one call on the account's slot,
+   once per event (the account's processed ids).
+5. **Global counters**: the call keeps the event's increments (product statistics, trend
+   counts, spend-population moves) with the customer (``gq``) and answers them; one call
+   per stripe and chunk adds them to the stripe of the event id, once per id, then they
+   are forgotten. A crash in between re-sends them from ``gq`` on redelivery.
+
+What each crash point leaves, and who completes it:
+
+- after a claim, before the apply: the index names a person that lacks the identifier;
+  the redelivered event resolves to that person and adds it;
+- after a seal, before the absorb: the loser has a redirect and still its data — any
+  later resolution that meets it (a ``moved`` answer, or an owner with a redirect)
+  completes the merge: seal again (answers the same dump and seal id), absorb into the
+  end of the redirect chain, re-point, drop;
+- after the absorb, before the drop: the same, and the absorb is skipped (``absorbed``);
+- after the apply, before the counters or the links: the redelivered event is a
+  duplicate whose answer carries the kept increments again; links are idempotent;
+- an erasure (under the same lock): suppression first, then everything that points at
+  the person (index entries, accounts, agents, the redirects of people it absorbed, its
+  spend), its own keys last, the tombstone after — so a redelivery finds what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
+
+from portrait import metrics
+from portrait.config import Settings
+from portrait.state.store import (
+    ApplyResult,
+    RedisProfileStore,
+    RedisUnwell,
+    StaleOffsets,
+    _text,
+)
+from processors.accounts import AccountState
+from processors.document import StoredState
+from processors.layout import ACCOUNT_ENTITY, REGISTER, ROLE, STRIPE, global_bases
+from processors.layout import ENTITY_SEP as ES
+from processors.layout import RECORD_SEP as RS
+from processors.layout import UNIT_SEP as US
+
+FRIEND, GROUP = REGISTER + "friend:", REGISTER + "grp:"
+ATTEMPTS = 12
+"""Times an event is resolved again (a lost claim, a moved person) before the batch fails."""
+LOCK_MS = 10_000
+
+
+def kind_of(identifier: str) -> str | None:
+    return identifier.split(":", 1)[0] if ":" in identifier else None
+
+
+def resolve(
+    ids: Sequence[str],
+    owner: Mapping[str, str],
+    held: Mapping[str, Sequence[str]],
+    limits: Mapping[str, int],
+) -> tuple[list[str], list[str], list[str]]:
+    """The state script's identity rules (``resolve`` in ``apply_event.lua``): the people
+    the event joins (in the order found), the identifiers it may use, and the rejections
+    (``kind US reason``). ``held``: each found person's identifiers."""
+    found: list[str] = []
+    usable: list[str] = []
+    rejections: list[str] = []
+    holding: dict[str, set[str]] = {}
+    owners = [owner.get(i) for i in ids]
+    if owners and owners[0] and all(o == owners[0] for o in owners):
+        return [owners[0]], list(ids), []
+
+    def fits(extra: Mapping[str, set[str]]) -> str | None:
+        for kind, values in extra.items():
+            limit = limits.get(kind)
+            if limit is not None and len(holding.get(kind, set()) | values) > limit:
+                return "conflict" if limit == 1 else "limit"
+        return None
+
+    def attempt(identifier: str, extra: Mapping[str, set[str]], person: str | None) -> None:
+        why = fits(extra)
+        if why:
+            rejections.append(f"{kind_of(identifier)}{US}{why}")
+            return
+        for kind, values in extra.items():
+            holding.setdefault(kind, set()).update(values)
+        usable.append(identifier)
+        if person:
+            found.append(person)
+
+    def new(identifier: str) -> dict[str, set[str]]:
+        return {kind_of(identifier) or "": {identifier}}
+
+    for i in ids:  # 1. unclaimed identifiers of kinds limited to one
+        if i not in owner and limits.get(kind_of(i) or "") == 1:
+            attempt(i, new(i), None)
+    for i in ids:  # 2. identifiers that find people
+        person = owner.get(i)
+        if person and person in found:
+            usable.append(i)
+        elif person:
+            grouped: dict[str, set[str]] = {}
+            for h in held.get(person, ()):
+                grouped.setdefault(kind_of(h) or "", set()).add(h)
+            attempt(i, grouped, person)
+    for i in ids:  # 3. the other new identifiers
+        if i not in owner and limits.get(kind_of(i) or "") != 1:
+            attempt(i, new(i), None)
+    return found, usable, rejections
+
+
+def connected(fields: Mapping[str, str]) -> set[str]:
+    """Employees with an active friend or group relation (the script's ``connected``)."""
+    out = set()
+    for name, value in fields.items():
+        if value.endswith("\tadded"):
+            if name.startswith(FRIEND):
+                out.add(name[len(FRIEND) :])
+            elif name.startswith(GROUP):
+                out.add(name[len(GROUP) : -9])
+    return out
+
+
+def stripe_of(once: str, stripes: int) -> str:
+    return f"{STRIPE}{binascii.crc32(once.encode('utf-8')) % stripes}"
+
+
+class Restart(Exception):
+    """The event must be resolved again (a claim lost, a person moved or sealed)."""
+
+
+class ClusterProfileStore(RedisProfileStore):
+    """:class:`~portrait.state.store.ProfileStore` on a Redis Cluster (module docstring)."""
+
+    def __init__(self, url: str, prefix: str = "portrait:", *, stripes: int = 8, **kw: Any):
+        self.stripes = stripes
+        super().__init__(url, prefix, **kw)
+        if self.durability.mode != "none":
+            raise ValueError("PORTRAIT_REDIS_DURABILITY must be none on a Redis Cluster")
+        self._sha: str | None = None
+        self._token: int | None = None  # the merge lock's fencing token while held
+        self.retention_ms = 7 * 86_400_000  # the latest event's; merges without one use it
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ClusterProfileStore:
+        return cls(
+            settings.redis_url,
+            settings.redis_key_prefix,
+            stripes=settings.redis_global_stripes,
+            **cls._settings_options(settings),
+        )
+
+    def _connect(self, url: str, options: dict[str, Any]) -> tuple[Any, Any]:
+        client = RedisCluster.from_url(url, decode_responses=False, **options)
+        return client, client
+
+    def _extra_options(self) -> dict[str, Any]:
+        return {"cluster": True}
+
+    # --- one script call on one slot ------------------------------------------------
+
+    async def _call(self, route: str, *args: bytes | str, positions: bytes | str = b"") -> Any:
+        """The state script on the slot of ``route`` (its first key names the slot)."""
+        for _attempt in (1, 2):
+            if self._sha is None:
+                self._sha = str(await self.redis.script_load(self._apply_src))
+            started = time.perf_counter()
+            try:
+                answer = await self.redis.evalsha(
+                    self._sha, 1, route, self.prefix, self._script_options, positions, *args
+                )
+            except NoScriptError:
+                self._sha = None
+                continue
+            except ResponseError as error:
+                words = str(error).split()
+                if words[:1] == ["STALE_OFFSETS"] and len(words) == 4:
+                    raise StaleOffsets(*words[1:]) from None
+                raise
+            metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
+            return answer
+        raise NoScriptError("the script vanished twice in a row")
+
+    async def _op(self, route: str, **step: Any) -> str:
+        """One cluster step of the state script (``cluster_op``); its text answer."""
+        [answer] = await self._call(route, orjson.dumps(step))
+        return _text(answer)
+
+    def _idx(self, identifier: str) -> str:
+        return f"{self.prefix}idx:{identifier}"
+
+    def _sup(self, hashed: str) -> str:
+        return f"{self.prefix}sup:{hashed}"
+
+    # --- apply ------------------------------------------------------------------------
+
+    async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
+        if not deltas and not positions:
+            return []
+        async with self._order:
+            if positions:
+                check = orjson.loads(positions)
+                await self._call(check["key"], positions=orjson.dumps({**check, "check": True}))
+            results: list[ApplyResult] = []
+            kept: list[tuple[str, str, str]] = []  # (entity, once id, increments)
+            for raw in deltas:
+                results.append(await self._event(raw, kept))
+            await self._count(kept)
+            if positions:
+                await self._call(orjson.loads(positions)["key"], positions=positions)
+        return results
+
+    async def _event(self, raw: bytes, kept: list[tuple[str, str, str]]) -> ApplyResult:
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return ApplyResult("error", error="malformed_delta")
+        self.retention_ms = int(d.get("ret") or self.retention_ms)
+        try:
+            if d.get("erase"):
+                return await self._erase(d)
+            if not d.get("ids"):
+                return await self._accounts_event(d, kept)
+            for _attempt in range(ATTEMPTS):
+                try:
+                    return await self._person_event(d, kept)
+                except Restart:
+                    await asyncio.sleep(0.005)
+            raise RedisUnwell("an event did not settle on one person")
+        except ResponseError as error:
+            message = str(error)
+            if "non local key" in message or "CROSSSLOT" in message or "MOVED" in message:
+                raise
+            return ApplyResult("error", error="script_error")
+
+    async def _read_owners(self, d: Mapping[str, Any]) -> tuple[dict[str, str], int | None]:
+        """Each identifier's person and the latest erasure among the event's identifier
+        hashes, in one round trip."""
+        ids, hashes = d["ids"], d.get("idh") or []
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.get(self._idx(i))
+        for h in hashes:
+            pipe.get(self._sup(h))
+        values = await pipe.execute()
+        owner = {i: _text(v) for i, v in zip(ids, values[: len(ids)], strict=True) if v}
+        erasures = [int(v) for v in values[len(ids) :] if v]
+        return owner, max(erasures) if erasures else None
+
+    async def _held(self, people: Sequence[str]) -> dict[str, list[str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for person in people:
+            pipe.smembers(self.key(person, "ids"))
+        return {
+            p: [_text(m) for m in ms] for p, ms in zip(people, await pipe.execute(), strict=True)
+        }
+
+    async def _person_event(
+        self, d: dict[str, Any], kept: list[tuple[str, str, str]]
+    ) -> ApplyResult:
+        owner, erasure = await self._read_owners(d)
+        if erasure is not None and d["ts"] < erasure:
+            return await self._suppressed(d, owner, erasure)
+        distinct = list(dict.fromkeys(owner.values()))
+        held = await self._held(distinct) if len(distinct) > 1 or len(owner) < len(d["ids"]) else {}
+        found, usable, rejections = resolve(d["ids"], owner, held, self.limits)
+        if len(found) > 1:
+            return await self._merge_event(d, kept)
+        survivor = found[0] if found else None
+        claimed = await self._claim([i for i in usable if i not in owner], survivor or d["newcid"])
+        if claimed:
+            _owner, erasure = await self._read_owners(d)  # an erasure in between wins
+            if erasure is not None and d["ts"] < erasure:
+                await self._release(claimed, survivor or d["newcid"])
+                raise Restart
+        step = {**d, "survivor": survivor, "usable": usable, "rejections": rejections}
+        owned = [i for i, p in owner.items() if p == survivor]
+        return await self._apply_step(step, survivor or d["newcid"], kept, owned)
+
+    async def _claim(self, ids: Sequence[str], person: str) -> list[str]:
+        """``SET NX`` each new identifier to the person; a lost claim releases the others
+        and restarts the event."""
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.set(self._idx(i), person, nx=True)
+        won = await pipe.execute()
+        if all(won):
+            return list(ids)
+        await self._release([i for i, ok in zip(ids, won, strict=True) if ok], person)
+        raise Restart
+
+    async def _release(self, ids: Sequence[str], person: str) -> None:
+        for i in ids:
+            await self._op(self._idx(i), op="index", id=i, **{"from": person})
+
+    async def _apply_step(
+        self,
+        step: dict[str, Any],
+        person: str,
+        kept: list[tuple[str, str, str]],
+        owned: Sequence[str] = (),
+    ) -> ApplyResult:
+        """The event's call on the person's slot; ``moved`` restarts it."""
+        [reply] = await self._call(self.key(person, "p"), orjson.dumps(step))
+        if isinstance(reply, bytes):  # the script failed on this event's data
+            return ApplyResult.parse(reply)
+        answer, increments = _text(reply[0]), _text(reply[1])
+        if answer == "moved":
+            await self._settle(person, owned)
+            raise Restart
+        result = ApplyResult.parse(answer.encode("utf-8"))
+        entity = result.customer_id or person
+        if increments:
+            kept.append((entity, step["eid"], increments))
+        await self._fill_person(result, step)
+        if step.get("absorb"):
+            await self._after_merge(entity, step["absorb"], kept)
+        return result
+
+    # --- merges ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[int]:
+        """The merge lock for a block: taken if not held, released if taken here."""
+        if self._token is not None:
+            yield self._token
+            return
+        token = await self._lock()
+        try:
+            yield token
+        finally:
+            await self._unlock()
+
+    async def _lock(self) -> int:
+        """Take the merge lock; its fencing token (higher than every earlier one)."""
+        if self._token is not None:
+            return self._token
+        token = int(await self.redis.incr(f"{self.prefix}lock:fence"))
+        deadline = time.monotonic() + 3 * LOCK_MS / 1000
+        while not await self.redis.set(f"{self.prefix}lock:merge", token, nx=True, px=LOCK_MS):
+            if time.monotonic() > deadline:
+                raise RedisUnwell("the merge lock stayed taken")
+            await asyncio.sleep(0.01)
+        self._token = token
+        return token
+
+    async def _unlock(self) -> None:
+        if self._token is not None:
+            await self.redis.eval(_RELEASE, 1, f"{self.prefix}lock:merge", self._token)
+            self._token = None
+
+    async def _first_seen(self, person: str) -> float:
+        found = await self.redis.hget(self.key(person, "p"), "m:first_seen")
+        return float(_text(found)) if found else float("inf")
+
+    async def _live_owners(self, owner: dict[str, str]) -> dict[str, str]:
+        """Owners with their merges followed; interrupted merges met on the way completed
+        (the lock is held)."""
+        out = {}
+        for identifier, person in owner.items():
+            await self._settle(person, [identifier])
+            live = await self.follow(person)
+            if live is not None:
+                out[identifier] = live
+        return out
+
+    async def _settle(self, person: str, ids: Sequence[str]) -> None:
+        """After a ``moved`` answer: complete the person's merge if it was interrupted,
+        and point these identifiers at the end of its redirect chain (or at no one)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.key(person, "redirect"))
+        pipe.exists(self.key(person, "p"))
+        redirect, has_data = await pipe.execute()
+        if redirect and has_data:
+            async with self._locked():
+                await self._complete(person, _text(redirect))
+        if redirect or not has_data:
+            live = await self.follow(person)
+            for i in ids:
+                step = {"op": "index", "id": i, "from": person}
+                if live is not None:
+                    step["to"] = live
+                await self._op(self._idx(i), **step)
+
+    async def _complete(self, loser: str, into: str) -> None:
+        """An interrupted merge of ``loser`` (sealed into ``into``) finished."""
+        target = await self.follow(into)
+        if target is None:
+            return
+        seal = await self._seal(loser, into)
+        if seal is None:
+            return
+        answer = await self._op(
+            self.key(target, "p"),
+            op="absorb",
+            survivor=target,
+            absorb=[seal],
+            now=_now(),
+            ret=seal["ret"],
+        )
+        if answer == "moved":
+            raise Restart
+        await self._after_merge(target, [seal], None)
+
+    async def _seal(self, loser: str, into: str) -> dict[str, Any] | None:
+        """Seal a loser into a survivor: its dump and seal id, or None when it is gone
+        (dropped already); a loser sealed into another restarts the event."""
+        token = await self._lock()
+        now, ret = _now(), self.retention_ms
+        answer = await self._op(
+            self.key(loser, "p"), op="seal", cid=loser, into=into, token=token, now=now, ret=ret
+        )
+        kind, _, rest = answer.partition(RS)
+        if kind == "gone":
+            return None
+        if kind == "fenced":
+            raise RedisUnwell("a newer merge lock holder owns this customer")
+        if kind != "dump":
+            raise Restart
+        seal_id, _, dump = rest.partition(RS)
+        return {"cid": loser, "seal": seal_id, "dump": orjson.loads(dump), "ret": ret}
+
+    async def _merge_event(
+        self, d: dict[str, Any], kept: list[tuple[str, str, str]]
+    ) -> ApplyResult:
+        """An event that joins two or more people, under the merge lock."""
+        async with self._locked() as token:
+            owner, erasure = await self._read_owners(d)
+            if erasure is not None and d["ts"] < erasure:
+                return await self._suppressed(d, owner, erasure)
+            owner = await self._live_owners(owner)
+            distinct = list(dict.fromkeys(owner.values()))
+            found, usable, rejections = resolve(
+                d["ids"], owner, await self._held(distinct), self.limits
+            )
+            firsts = {p: await self._first_seen(p) for p in found}
+            survivor = min(found, key=lambda p: (firsts[p], p)) if found else None
+            absorb = []
+            if survivor is not None:
+                fenced = await self._op(
+                    self.key(survivor, "p"), op="fence", cid=survivor, token=token
+                )
+                if fenced != "ok":
+                    raise Restart
+                for loser in found:
+                    if loser != survivor:
+                        sealed = await self._seal(loser, survivor)
+                        if sealed is not None:
+                            absorb.append(sealed)
+            target = survivor or d["newcid"]
+            await self._claim([i for i in usable if i not in owner], target)
+            step = {**d, "survivor": survivor, "usable": usable, "rejections": rejections}
+            step["absorb"] = absorb
+            return await self._apply_step(step, target, kept)
+
+    async def _after_merge(
+        self,
+        survivor: str,
+        absorbed: Sequence[Mapping[str, Any]],
+        kept: list[tuple[str, str, str]] | None,
+    ) -> None:
+        """Re-point what named each absorbed loser at the survivor; drop the loser; send
+        the merge's kept global increments to the stripes."""
+        now = _now()
+        for a in absorbed:
+            loser, dump = a["cid"], a["dump"]
+            for i in dump.get("ids") or []:
+                await self._op(self._idx(i), op="index", id=i, to=survivor, **{"from": loser})
+            for acct in dump.get("accts") or []:
+                await self._op(
+                    self.key(ACCOUNT_ENTITY + acct, "p"),
+                    op="link",
+                    acct=acct,
+                    cid=survivor,
+                    now=now,
+                    ret=a["ret"],
+                    **{"from": loser},
+                )
+            for m in dump.get("merged") or []:
+                await self.redis.set(self.key(m, "redirect"), survivor)
+            await self._op(self.key(loser, "p"), op="drop", cid=loser, now=now, ret=a["ret"])
+        merged_kept: list[tuple[str, str, str]] = []
+        for a in absorbed:
+            once = f"m:{a['cid']}|{a['seal']}"
+            found = await self.redis.hget(self.key(survivor, "gq"), once)
+            if found:
+                merged_kept.append((survivor, once, _text(found)))
+        if kept is None:
+            await self._count(merged_kept)
+        else:
+            kept.extend(merged_kept)
+
+    # --- erasure --------------------------------------------------------------------
+
+    async def _suppress(self, hashes: Sequence[str], ts: int, ttl: int) -> None:
+        for h in hashes:
+            await self._op(self._sup(h), op="suppress", h=h, ts=ts, ttl=ttl)
+
+    async def _suppressed(
+        self, d: Mapping[str, Any], owner: Mapping[str, str], erasure: int
+    ) -> ApplyResult:
+        """An erased person's event from before the erasure: dropped; the people its
+        identifiers find who were first seen before the erasure go the same way."""
+        async with self._locked():
+            ttl = max(int(d.get("supttl") or d["ret"]), 1)
+            gone: list[str] = []
+            for person in dict.fromkeys(owner.values()):
+                live = await self.follow(person)
+                if live and live not in gone and await self._first_seen(live) < erasure:
+                    gone.append(live)
+            await self._suppress(d.get("idh") or [], erasure, ttl)
+            for person in gone:
+                await self._erase_person(person, erasure, ttl, d)
+        return ApplyResult("suppressed", erased=gone)
+
+    async def _erase(self, d: Mapping[str, Any]) -> ApplyResult:
+        """An erasure, under the merge lock; its tombstone written last."""
+        tomb = f"{self.prefix}erasure:{d['eid']}"
+        async with self._locked():
+            done = await self.redis.get(tomb)
+            if done is not None:
+                erased = _text(done)
+                return ApplyResult(
+                    "dup", replay=ApplyResult("erased", erased=erased.split(US)) if erased else None
+                )
+            found: list[str] = []
+            candidates = [
+                _text(v) for v in [await self.redis.get(self._idx(i)) for i in d["ids"]] if v
+            ]
+            for acct in d.get("accts") or []:
+                people = await self.redis.smembers(self.key(ACCOUNT_ENTITY + acct, "people"))
+                if len(people) == 1:
+                    candidates.append(_text(next(iter(people))))
+            for person in candidates:
+                live = await self.follow(person)
+                if live and live not in found:
+                    found.append(live)
+            ttl = max(int(d.get("supttl") or d["ret"]), 1)
+            await self._suppress(d.get("idh") or [], d["ts"], ttl)
+            for person in found:
+                await self._erase_person(person, d["ts"], ttl, d)
+            await self.redis.set(tomb, US.join(found), px=max(int(d["ret"]), 1))
+        if not found:
+            return ApplyResult("noop")
+        return ApplyResult("erased", erased=found)
+
+    async def _erase_person(self, person: str, ts: int, ttl: int, d: Mapping[str, Any]) -> None:
+        """Everything that points at the person first, the person's keys last."""
+        answer = await self._op(self.key(person, "p"), op="facts", cid=person)
+        if not answer.startswith("facts" + RS):
+            return
+        facts = orjson.loads(answer[6:])
+        now, ret = _now(), int(d["ret"])
+        await self._suppress(facts.get("idh") or [], ts, ttl)
+        for i in facts.get("ids") or []:
+            await self._op(self._idx(i), op="index", id=i, **{"from": person})
+        for acct in facts.get("accts") or []:
+            await self._op(
+                self.key(ACCOUNT_ENTITY + acct, "p"),
+                op="unlink",
+                acct=acct,
+                cid=person,
+                now=now,
+                ret=ret,
+            )
+        for m in facts.get("merged") or []:
+            await self.redis.delete(self.key(m, "redirect"))
+        for agent in facts.get("agents") or []:
+            await self._op(
+                f"{self.prefix}agent:{{{agent}}}", op="forget_agent", agent=agent, cid=person
+            )
+        if facts.get("bucket"):
+            once = f"x:{person}:{d['eid']}"
+            await self._count(
+                [(person, once, orjson.dumps({"spend": {facts["bucket"]: -1}}).decode())],
+                forget=False,
+            )
+        await self._op(self.key(person, "p"), op="drop", cid=person, all=True, now=now, ret=ret)
+
+    # --- accounts -------------------------------------------------------------------
+
+    async def _accounts_event(
+        self, d: dict[str, Any], kept: list[tuple[str, str, str]]
+    ) -> ApplyResult:
+        """An event with no person identifier: one call per account it names."""
+        answers = []
+        for n, acct in enumerate(d["accts"]):
+            entity = ACCOUNT_ENTITY + acct
+            step = {**d, "accts": [acct], "later": n > 0}
+            [reply] = await self._call(self.key(entity, "p"), orjson.dumps(step))
+            if isinstance(reply, bytes):
+                return ApplyResult.parse(reply)
+            if reply[1]:
+                kept.append((entity, d["eid"], _text(reply[1])))
+            answers.append(_text(reply[0]))
+        if d.get("quiet"):
+            return ApplyResult.parse(answers[0].encode("utf-8"))
+        fresh = [a[5:] for a in answers if a.startswith("acct" + RS)]
+        again = [a[9:] for a in answers if a.startswith(f"dup{RS}acct{RS}")]
+        if fresh:
+            text = f"acct{RS}" + ES.join(fresh + again)
+        elif again:
+            text = f"dup{RS}acct{RS}" + ES.join(again)
+        else:
+            text = answers[0]
+        result = ApplyResult.parse(text.encode("utf-8"))
+        for applied in result.applied_accounts or (
+            result.replay.applied_accounts if result.replay else []
+        ):
+            if applied.account_no is not None:
+                applied.people, notify = await self._people_of(applied.account_no)
+                applied.notify = notify
+        return result
+
+    async def _people_of(self, acct: str) -> tuple[dict[str, str], list[str]]:
+        """An account's people with their role registers, and the employees connected to
+        any of them (the script's ``people_of``)."""
+        people = sorted(
+            _text(p) for p in await self.redis.smembers(self.key(ACCOUNT_ENTITY + acct, "people"))
+        )
+        roles, notify = {}, set()
+        for person in people:
+            fields = {
+                _text(k): _text(v)
+                for k, v in (await self.redis.hgetall(self.key(person, "p"))).items()
+            }
+            roles[person] = fields.get(ROLE + acct, "")
+            notify |= connected(fields)
+        return roles, sorted(notify)
+
+    async def _fill_person(self, result: ApplyResult, step: Mapping[str, Any]) -> None:
+        """The accounts a person's answer lists, with their hashes, and the people of those
+        the event named (they live on other slots)."""
+        for r in (result, result.replay):
+            if r is None or r.status != "ok" or not r.accounts:
+                continue
+            named = set(step.get("accts") or []) | set(r.links_added)
+            for acct in list(r.accounts):
+                raw = await self.redis.hgetall(self.key(ACCOUNT_ENTITY + acct, "p"))
+                people: dict[str, str] = {}
+                notify: list[str] = []
+                if acct in named:
+                    people, notify = await self._people_of(acct)
+                r.accounts[acct] = AccountState(
+                    {_text(k): _text(v) for k, v in raw.items()}, people, tuple(notify)
+                )
+
+    # --- global counters ------------------------------------------------------------
+
+    async def _count(self, kept: Sequence[tuple[str, str, str]], forget: bool = True) -> None:
+        """Kept increments to their stripes (once per id each), then forgotten."""
+        if not kept:
+            return
+        by_stripe: dict[str, list[Any]] = {}
+        for _entity, once, text in kept:
+            by_stripe.setdefault(stripe_of(once, self.stripes), []).append(
+                [once, orjson.loads(text)]
+            )
+        now = _now()
+        for stripe, items in by_stripe.items():
+            route = f"{self.prefix}{{{stripe}}}:stats:products"
+            await self._op(
+                route, op="globals", stripe=stripe, items=items, now=now, ret=self.retention_ms
+            )
+        if forget:
+            pipe = self.redis.pipeline(transaction=False)
+            for entity, once, _increments in kept:
+                pipe.hdel(self.key(entity, "gq"), once)
+            await pipe.execute()
+
+    def _bases(self) -> list[str]:
+        return global_bases(self.prefix, self.stripes)
+
+    async def product_stats(self) -> dict[str, str]:
+        total: dict[str, int] = {}
+        for base in self._bases():
+            for name, value in (await self.redis.hgetall(f"{base}stats:products")).items():
+                total[_text(name)] = total.get(_text(name), 0) + int(value)
+        return {name: str(n) for name, n in total.items()}
+
+    async def population(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for base in self._bases():
+            for bucket, count in (await self.redis.hgetall(f"{base}pop:spend")).items():
+                total[_text(bucket)] = total.get(_text(bucket), 0) + int(count)
+        return {bucket: n for bucket, n in total.items() if n}
+
+    # --- reads and confirmations ------------------------------------------------------
+
+    async def load_many(
+        self, customer_ids: Sequence[str]
+    ) -> dict[str, tuple[StoredState, list[str]] | None]:
+        """As on a standalone Redis, one transaction per customer (one slot each)."""
+        out = {}
+        for cid in customer_ids:
+            pipe = self.redis.pipeline(transaction=True)
+            self._queue_person(pipe, cid)
+            out[cid] = self._person(await pipe.execute())
+        return out
+
+    async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
+        if applied:
+            task = asyncio.ensure_future(self._confirm(list(applied)))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+
+    async def _confirm(self, applied: Sequence[tuple[str, str]]) -> None:
+        """The pending outputs forgotten where they are now (merges followed)."""
+        async with self._order:
+            for cid, eid in applied:
+                if not cid:
+                    await self.redis.eval(_FORGET_TOMB, 1, f"{self.prefix}erasure:{eid}")
+                    continue
+                target = cid
+                for _ in range(16):
+                    nxt = await self.redis.get(self.key(target, "redirect"))
+                    if not nxt:
+                        break
+                    target = _text(nxt)
+                await self.redis.hdel(self.key(target, "pending"), eid)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_FORGET_TOMB = (
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[1], '', 'KEEPTTL') end "
+    "return 1"
+)
