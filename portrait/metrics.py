@@ -46,6 +46,17 @@ STATE_REWINDS = Counter(
     "writes mid-run: rejoin), 'fenced' (a newer generation owns the partition).",
     ["kind"],
 )
+CLUSTER_RESTARTS = Counter(
+    "portrait_cluster_restarts_total",
+    "Events resolved again on a Redis Cluster: an identifier claimed by another worker "
+    "first, or a person merged away or erased between resolution and update.",
+)
+CLUSTER_MERGES = Counter(
+    "portrait_cluster_merges_total",
+    "Merges of people on a Redis Cluster, by how they ended: 'event' (with the event that "
+    "joined them) or 'completed' (an interrupted merge finished by a later resolution).",
+    ["kind"],
+)
 READY = Gauge("portrait_worker_ready", "1 when the worker has partitions and its stores answer.")
 MODEL_SECONDS = Histogram(
     "portrait_model_inference_seconds",

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from portrait.config import Settings
-from portrait.stack import free_port, port_answers, redis_command, stop_process, tansu_command
+from portrait.stack import (
+    form_cluster,
+    free_port,
+    port_answers,
+    redis_command,
+    stop_process,
+    tansu_command,
+)
 
 pytest_plugins = ["tests.support.pipeline", "tests.support.worker"]
 
@@ -42,6 +49,32 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = _start(redis_command(port), port, tmp_path_factory.mktemp("redis") / "redis.log")
     yield f"redis://127.0.0.1:{port}/0"
     stop_process(process)
+
+
+def _cluster_ports() -> list[int]:
+    """Three consecutive free ports (a local cluster's masters)."""
+    for _ in range(50):
+        base = free_port()
+        if base + 2 < 65536 and not any(port_answers(base + i) for i in (1, 2)):
+            return [base, base + 1, base + 2]
+    raise RuntimeError("no three consecutive free ports")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the first node of a 3-master Redis Cluster started for this session only."""
+    ports = _cluster_ports()
+    workdir = tmp_path_factory.mktemp("cluster")
+    processes = [
+        _start(redis_command(port, cluster_dir=workdir), port, workdir / f"redis-{port}.log")
+        for port in ports
+    ]
+    try:
+        form_cluster(ports)
+        yield f"redis://127.0.0.1:{ports[0]}/0"
+    finally:
+        for process in processes:
+            stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -171,7 +171,11 @@ class ClusterProfileStore(RedisProfileStore):
             raise ValueError("PORTRAIT_REDIS_DURABILITY must be none on a Redis Cluster")
         self._sha: str | None = None
         self._token: int | None = None  # the merge lock's fencing token while held
-        self.retention_ms = 7 * 86_400_000  # the latest event's; merges without one use it
+        self.lock_ms = LOCK_MS  # how long a lock outlives a holder that died with it
+        # the latest event's clock and retention: the processed-id strings are kept per
+        # retention epoch of that clock, so every step of an event reads the same ones
+        self.retention_ms = 7 * 86_400_000
+        self.now_ms = _now()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ClusterProfileStore:
@@ -188,6 +192,12 @@ class ClusterProfileStore(RedisProfileStore):
 
     def _extra_options(self) -> dict[str, Any]:
         return {"cluster": True}
+
+    def _reads(self) -> Any:
+        """Plain pipelines: redis-py's cluster transactions fail on some read replies
+        (8.1: a response callback rejects ``keys``), so an entity's reads are not one
+        snapshot here (each script call still is)."""
+        return self.redis.pipeline(transaction=False)
 
     # --- one script call on one slot ------------------------------------------------
 
@@ -248,6 +258,7 @@ class ClusterProfileStore(RedisProfileStore):
         except orjson.JSONDecodeError:
             return ApplyResult("error", error="malformed_delta")
         self.retention_ms = int(d.get("ret") or self.retention_ms)
+        self.now_ms = int(d.get("now") or self.now_ms)
         try:
             if d.get("erase"):
                 return await self._erase(d)
@@ -257,6 +268,7 @@ class ClusterProfileStore(RedisProfileStore):
                 try:
                     return await self._person_event(d, kept)
                 except Restart:
+                    metrics.CLUSTER_RESTARTS.inc()
                     await asyncio.sleep(0.005)
             raise RedisUnwell("an event did not settle on one person")
         except ResponseError as error:
@@ -335,6 +347,8 @@ class ClusterProfileStore(RedisProfileStore):
         owned: Sequence[str] = (),
     ) -> ApplyResult:
         """The event's call on the person's slot; ``moved`` restarts it."""
+        if step.get("survivor") is None:  # the script's JSON null would read as true
+            step = {k: v for k, v in step.items() if k != "survivor"}
         [reply] = await self._call(self.key(person, "p"), orjson.dumps(step))
         if isinstance(reply, bytes):  # the script failed on this event's data
             return ApplyResult.parse(reply)
@@ -343,12 +357,26 @@ class ClusterProfileStore(RedisProfileStore):
             await self._settle(person, owned)
             raise Restart
         result = ApplyResult.parse(answer.encode("utf-8"))
-        entity = result.customer_id or person
+        # a duplicate names the customer it was first applied to (its outputs as they
+        # were); the links and the kept increments are the live person's
+        entity = person
         if increments:
             kept.append((entity, step["eid"], increments))
-        await self._fill_person(result, step)
+        if result.status in ("ok", "dup"):  # again on a redelivery: once per event each
+            for acct in step.get("accts") or []:
+                await self._op(
+                    self.key(ACCOUNT_ENTITY + acct, "p"),
+                    op="link",
+                    acct=acct,
+                    cid=entity,
+                    eid=step["eid"],
+                    now=step["now"],
+                    ret=step["ret"],
+                )
         if step.get("absorb"):
             await self._after_merge(entity, step["absorb"], kept)
+            metrics.CLUSTER_MERGES.labels("event").inc(len(step["absorb"]))
+        await self._fill_person(result, step)
         return result
 
     # --- merges ---------------------------------------------------------------------
@@ -370,8 +398,9 @@ class ClusterProfileStore(RedisProfileStore):
         if self._token is not None:
             return self._token
         token = int(await self.redis.incr(f"{self.prefix}lock:fence"))
-        deadline = time.monotonic() + 3 * LOCK_MS / 1000
-        while not await self.redis.set(f"{self.prefix}lock:merge", token, nx=True, px=LOCK_MS):
+        deadline = time.monotonic() + 3 * self.lock_ms / 1000
+        lock = f"{self.prefix}lock:merge"
+        while not await self.redis.set(lock, token, nx=True, px=self.lock_ms):
             if time.monotonic() > deadline:
                 raise RedisUnwell("the merge lock stayed taken")
             await asyncio.sleep(0.01)
@@ -401,7 +430,7 @@ class ClusterProfileStore(RedisProfileStore):
     async def _settle(self, person: str, ids: Sequence[str]) -> None:
         """After a ``moved`` answer: complete the person's merge if it was interrupted,
         and point these identifiers at the end of its redirect chain (or at no one)."""
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._reads()
         pipe.get(self.key(person, "redirect"))
         pipe.exists(self.key(person, "p"))
         redirect, has_data = await pipe.execute()
@@ -429,18 +458,19 @@ class ClusterProfileStore(RedisProfileStore):
             op="absorb",
             survivor=target,
             absorb=[seal],
-            now=_now(),
+            now=self.now_ms,
             ret=seal["ret"],
         )
         if answer == "moved":
             raise Restart
         await self._after_merge(target, [seal], None)
+        metrics.CLUSTER_MERGES.labels("completed").inc()
 
     async def _seal(self, loser: str, into: str) -> dict[str, Any] | None:
         """Seal a loser into a survivor: its dump and seal id, or None when it is gone
         (dropped already); a loser sealed into another restarts the event."""
         token = await self._lock()
-        now, ret = _now(), self.retention_ms
+        now, ret = self.now_ms, self.retention_ms
         answer = await self._op(
             self.key(loser, "p"), op="seal", cid=loser, into=into, token=token, now=now, ret=ret
         )
@@ -495,7 +525,7 @@ class ClusterProfileStore(RedisProfileStore):
     ) -> None:
         """Re-point what named each absorbed loser at the survivor; drop the loser; send
         the merge's kept global increments to the stripes."""
-        now = _now()
+        now = self.now_ms
         for a in absorbed:
             loser, dump = a["cid"], a["dump"]
             for i in dump.get("ids") or []:
@@ -584,7 +614,7 @@ class ClusterProfileStore(RedisProfileStore):
         if not answer.startswith("facts" + RS):
             return
         facts = orjson.loads(answer[6:])
-        now, ret = _now(), int(d["ret"])
+        now, ret = self.now_ms, int(d["ret"])
         await self._suppress(facts.get("idh") or [], ts, ttl)
         for i in facts.get("ids") or []:
             await self._op(self._idx(i), op="index", id=i, **{"from": person})
@@ -690,7 +720,7 @@ class ClusterProfileStore(RedisProfileStore):
             by_stripe.setdefault(stripe_of(once, self.stripes), []).append(
                 [once, orjson.loads(text)]
             )
-        now = _now()
+        now = self.now_ms
         for stripe, items in by_stripe.items():
             route = f"{self.prefix}{{{stripe}}}:stats:products"
             await self._op(
@@ -727,7 +757,7 @@ class ClusterProfileStore(RedisProfileStore):
         """As on a standalone Redis, one transaction per customer (one slot each)."""
         out = {}
         for cid in customer_ids:
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self._reads()
             self._queue_person(pipe, cid)
             out[cid] = self._person(await pipe.execute())
         return out

@@ -8,6 +8,7 @@ version, ``models:<name>:v:<version>``, with its ONNX bytes and its checked qual
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from models.customer_model import CustomerModel, default_customer_model
 
@@ -17,7 +18,9 @@ class ModelRegistry:
 
     def __init__(self, client: aioredis.Redis, prefix: str, name: str = "customer") -> None:
         self.redis = client
-        self.base = f"{prefix}models:{name}:"
+        # on a Redis Cluster the keys share a hash tag: publishing is one transaction
+        tag = f"{{{name}}}" if isinstance(client, RedisCluster) else name
+        self.base = f"{prefix}models:{tag}:"
 
     async def next_number(self) -> int:
         """A number no other worker will use for a new version."""

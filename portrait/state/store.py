@@ -419,6 +419,10 @@ class RedisProfileStore:
     def _extra_options(self) -> dict[str, Any]:
         return {}
 
+    def _reads(self) -> Any:
+        """A pipeline for the reads of one entity: a transaction, so they see one state."""
+        return self.redis.pipeline(transaction=True)
+
     @classmethod
     def for_settings(cls, settings: Settings) -> RedisProfileStore:
         """The store of these settings (URL, key prefix, password and TLS options); on a
@@ -522,7 +526,7 @@ class RedisProfileStore:
         look-up), one more per merge followed; None when there is no such customer."""
         current = customer_id
         for _ in range(16):
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self._reads()
             pipe.get(self.key(current, "redirect"))
             self._queue_person(pipe, current)
             redirect, *person = await pipe.execute()
@@ -538,7 +542,7 @@ class RedisProfileStore:
     ) -> dict[str, tuple[StoredState, list[str]] | None]:
         """Several customers' states and account numbers (no redirects followed), read in
         one transaction; None for an id with no profile."""
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._reads()
         for cid in customer_ids:
             self._queue_person(pipe, cid)
         answers = await pipe.execute()
@@ -569,7 +573,7 @@ class RedisProfileStore:
     async def _entity(self, entity: str, members: str) -> tuple[dict[str, str], list[str]] | None:
         """An entity's profile hash with its families as one flat map, and the members
         of its set ``members`` (``ids``, ``people``), in one transaction; None if absent."""
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._reads()
         pipe.hgetall(self.key(entity, "p"))
         pipe.smembers(self.key(entity, members))
         self._families(pipe, entity)

@@ -187,7 +187,8 @@ def test_cli_jsonl_keeps_order_and_adds_labels(tmp_path: Path) -> None:
 
 
 def test_cli_jsonl_reads_stdin_when_given_a_dash() -> None:
-    lines = [json.dumps({"text": t, "id": i}) for i, t in enumerate(["Thanks a lot!", "请问营业时间"])]
+    texts = ["Thanks a lot!", "请问营业时间"]
+    lines = [json.dumps({"text": t, "id": i}) for i, t in enumerate(texts)]
     done = subprocess.run(
         [sys.executable, "-m", "portrait.cli", "emotion", "--jsonl", "-"],
         input=("\n".join(lines) + "\n").encode(),

@@ -1,0 +1,261 @@
+"""The state on a 3-master Redis Cluster against the same events on a standalone Redis
+(DESIGN.md "Scale"): the same profiles, accounts and counters in any order, with
+merges across slots, a worker killed at every step of a merge, two workers merging at
+once, and erasure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from portrait.config import DEFAULT_IDENTITY_FILE, Settings
+from portrait.events import INPUT_EVENT_ADAPTER
+from portrait.lookup import get_account, get_profile
+from portrait.state.cluster import ClusterProfileStore
+from portrait.state.store import RedisProfileStore
+from processors.document import document_settings
+from processors.identity import IdentityRules, customer_id_for
+from processors.profile import DeltaSettings, build_delta
+from tests.support.envelopes import chan, event
+
+DELTAS = DeltaSettings(
+    timezone=ZoneInfo("Asia/Shanghai"), identity=IdentityRules.load(DEFAULT_IDENTITY_FILE)
+)
+DOCUMENT = document_settings(Settings())
+LOOKUPS: tuple[tuple[str, str], ...] = (
+    ("phone", "13912345678"),
+    ("phone", "13800001111"),
+    ("email", "li@corp.cn"),
+    ("im_id", "wx1"),
+    ("im_id", "j1"),
+    ("im_id", "j2"),
+)
+
+
+def bill(
+    eid: str, at: str, customer: dict[str, Any], action: str, amount: float = 0
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"action": action, **({"amount": amount} if amount else {})}
+    return event(eid, "channel.event", at, "app", customer, payload)
+
+
+STORY = [
+    chan(
+        "k1", "2026-11-01T09:00:00+08:00", "wechat", {"phone": "13912345678", "account_no": "H-1"}
+    ),
+    chan("k2", "2026-11-02T09:00:00+08:00", "app", {"phone": "13800001111", "account_no": "H-1"}),
+    bill("k3", "2026-11-03T10:00:00+08:00", {"phone": "13912345678"}, "purchase", 320.0),
+    bill("k4", "2026-11-03T11:00:00+08:00", {"account_no": "H-1"}, "bill_paid", 120.0),
+    chan("k5", "2026-11-04T09:00:00+08:00", "web", {"im_id": "wx1", "email": "li@corp.cn"}),
+    bill("k6", "2026-11-05T10:00:00+08:00", {"im_id": "wx1"}, "purchase", 80.0),
+    # joins the person of k2 (phone) with the person of k5 (email): a merge across slots
+    chan("k7", "2026-11-06T09:00:00+08:00", "web", {"phone": "13800001111", "email": "li@corp.cn"}),
+    chan("k8", "2026-11-07T09:00:00+08:00", "web", {"email": "li@corp.cn", "account_no": "C-9"}),
+    chan("k9", "2026-11-08T09:00:00+08:00", "web", {"phone": "00000000000", "im_id": "j1"}),
+    chan("k10", "2026-11-08T10:00:00+08:00", "web", {"phone": "00000000000", "im_id": "j2"}),
+]
+MERGE = 6  # index of k7
+
+
+def deltas(events: Sequence[dict[str, Any]]) -> list[bytes]:
+    return [
+        build_delta(INPUT_EVENT_ADAPTER.validate_python(e), DELTAS).to_json(
+            now_ms=1_800_000_000_000, retention_ms=86_400_000
+        )
+        for e in events
+    ]
+
+
+def open_store(url: str, prefix: str, cluster: bool) -> RedisProfileStore:
+    if cluster:
+        store = ClusterProfileStore(url, prefix)
+        store.lock_ms = 300  # a killed holder's lock lapses quickly here
+        return store
+    return RedisProfileStore(url, prefix)
+
+
+async def view(store: RedisProfileStore) -> dict[str, Any]:
+    """Everything a reader sees: profiles by each identifier, accounts, counters."""
+    out: dict[str, Any] = {"population": await store.population()}
+    for kind, value in LOOKUPS:
+        doc = await get_profile(store, kind, value, settings=DOCUMENT)
+        out[f"{kind}:{value}"] = doc and {k: v for k, v in doc.items() if k != "scores"}
+    for number in ("H-1", "C-9"):
+        out[number] = await get_account(store, number, DOCUMENT)
+    out["stats"] = await store.product_stats()
+    return out
+
+
+async def apply_and_view(
+    url: str, prefix: str, cluster: bool, batches: list[list[dict[str, Any]]]
+) -> Any:
+    store = open_store(url, prefix, cluster)
+    try:
+        answers = [await store.apply(deltas(batch)) for batch in batches]
+        return answers, await view(store)
+    finally:
+        await store.close()
+
+
+def comparable(results: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """What outputs are built from (set members in any order)."""
+    return [
+        (
+            r.status,
+            r.customer_id,
+            r.merged,
+            r.state and r.state["fields"],
+            r.state and sorted(r.state["ids"]),
+            r.old,
+            sorted(r.ids_added),
+            r.links_added,
+            r.rejections,
+            r.accounts,
+            r.people,
+            r.notify,
+        )
+        for r in results
+    ]
+
+
+def test_the_cluster_gives_the_standalone_state_in_any_order(
+    redis_url: str, redis_cluster_url: str, unique: str
+) -> None:
+    cids = {customer_id_for("phone:13800001111"), customer_id_for("im_id:wx1")}
+    assert len({key_slot(f"t:c:{{{c}}}:p".encode()) for c in cids}) == 2  # two slots merge
+    for seed in range(3):
+        order = STORY[:]
+        random.Random(seed).shuffle(order)
+        batches = [order[:4], order[4:], order[:3]]  # the last: redeliveries
+        prefix = f"c{unique}{seed}:"
+        alone = asyncio.run(apply_and_view(redis_url, prefix, False, batches))
+        spread = asyncio.run(apply_and_view(redis_cluster_url, prefix, True, batches))
+        assert spread[1] == alone[1], f"order {[e['event_id'] for e in order]}"
+        for mine, theirs in zip(spread[0], alone[0], strict=True):
+            assert comparable(mine) == comparable(theirs)
+    li = alone[1]["email:li@corp.cn"]
+    assert li is not None and li == alone[1]["phone:13800001111"]
+    assert [a["account_no"] for a in li["accounts"]] == ["C-9", "H-1"]
+    assert alone[1]["im_id:j1"]["customer_id"] != alone[1]["im_id:j2"]["customer_id"]
+
+
+class Killed(BaseException):
+    """The worker process died here."""
+
+
+def killing(store: ClusterProfileStore, at: int) -> list[int]:
+    """Make the store die at its ``at``-th script call (the lock it holds stays)."""
+    calls = [0]
+    call = store._call
+
+    async def dying(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == at:
+            store._unlock = _nothing  # type: ignore[method-assign]
+            raise Killed
+        return await call(*args, **kwargs)
+
+    store._call = dying  # type: ignore[method-assign]
+    return calls
+
+
+async def _nothing() -> None:
+    return None
+
+
+def test_a_merge_killed_at_every_step_completes_the_same(
+    redis_url: str, redis_cluster_url: str, unique: str
+) -> None:
+    before, merge, after = STORY[:MERGE], [STORY[MERGE]], STORY[MERGE + 1 :]
+    _, reference = asyncio.run(
+        apply_and_view(redis_url, f"r{unique}:", False, [before, merge, after])
+    )
+
+    async def killed_at(step: int) -> tuple[int, dict[str, Any]]:
+        prefix = f"k{unique}{step}:"
+        first = open_store(redis_cluster_url, prefix, True)
+        await first.apply(deltas(before))
+        calls = killing(first, step)  # type: ignore[arg-type]
+        with contextlib.suppress(Killed):
+            await first.apply(deltas(merge))
+        second = open_store(redis_cluster_url, prefix, True)
+        try:
+            await second.apply(deltas(merge))  # redelivered to the next worker
+            await second.apply(deltas(after))
+            return calls[0], await view(second)
+        finally:
+            await second.close()
+
+    step = 1
+    while True:
+        made, seen = asyncio.run(killed_at(step))
+        assert seen == reference, f"killed at script call {step}"
+        if made < step:  # the merge finished before this step: every step was covered
+            break
+        step += 1
+    assert step >= 8  # fence, seal, absorb+apply, index, link, drop, counters …
+
+
+def test_two_workers_merging_at_once_agree(
+    redis_url: str, redis_cluster_url: str, unique: str
+) -> None:
+    before, rest = STORY[:MERGE], STORY[MERGE:]
+    _, reference = asyncio.run(apply_and_view(redis_url, f"w{unique}:", False, [before, rest]))
+
+    async def both() -> dict[str, Any]:
+        prefix = f"x{unique}:"
+        a, b = (open_store(redis_cluster_url, prefix, True) for _ in range(2))
+        try:
+            await a.apply(deltas(before))
+            await asyncio.gather(a.apply(deltas(rest)), b.apply(deltas(rest[::-1])))
+            return await view(a)
+        finally:
+            await a.close()
+            await b.close()
+
+    assert asyncio.run(both()) == reference
+
+
+def test_an_erasure_on_the_cluster_leaves_no_trace(redis_cluster_url: str, unique: str) -> None:
+    prefix = f"e{unique}:"
+    erase = event("x1", "customer.erasure", "2026-11-10T00:00:00Z", "crm", {"im_id": "wx1"}, {})
+    late = chan("x2", "2026-11-05T12:00:00+08:00", "web", {"email": "li@corp.cn"})
+
+    async def go() -> tuple[list[Any], dict[str, Any]]:
+        store = open_store(redis_cluster_url, prefix, True)
+        try:
+            await store.apply(deltas(STORY))
+            answers = await store.apply(deltas([erase, erase, late]))
+            await store.confirm_delivered([("", "x1")])
+            return answers, await view(store)
+        finally:
+            await store.close()
+
+    answers, seen = asyncio.run(go())
+    assert [a.status for a in answers] == ["erased", "dup", "suppressed"]
+    assert seen["email:li@corp.cn"] is None and seen["phone:13800001111"] is None
+    assert seen["phone:13912345678"] is not None  # the household's other person stays
+    client = RedisCluster.from_url(redis_cluster_url)
+    leftovers = [
+        key
+        for key in client.scan_iter(match=f"{prefix}*", target_nodes=RedisCluster.PRIMARIES)
+        if any(s in key + repr(client.dump(key)).encode() for s in (b"wx1", b"li@corp", b"1380000"))
+    ]
+    client.close()
+    assert leftovers == []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray(redis_cluster_url: str) -> None:
+    client = redis.Redis.from_url(redis_cluster_url)
+    assert client.cluster("info")["cluster_state"] == "ok"
+    client.close()
