@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from portrait.config import Settings
 from tests.support.envelopes import REPLAY_STORY as STORY
 from tests.support.envelopes import settings_env
+from tests.support.state import raw_client
 from tests.support.worker import PORTRAIT, StartWorker, outputs, produce, wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ def test_replay_rebuilds_the_live_profiles_exactly(
     assert result["differences"] == {} and code == 0
 
     # a live profile that drifted from its inputs is reported, by path, without values
-    client = redis.Redis.from_url(settings.redis_url)
+    client = raw_client(settings.redis_url)
     [key] = [
         k
         for k in client.scan_iter(f"{settings.redis_key_prefix}c:*:p")

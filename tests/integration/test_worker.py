@@ -12,10 +12,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 
 from portrait.config import Settings
 from tests.support.envelopes import chan, chat, event, settings_env
+from tests.support.state import raw_client
 from tests.support.worker import (
     PORTRAIT,
     StartWorker,
@@ -178,7 +178,7 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
 
 
 def applied_total(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = raw_client(settings.redis_url)
     keys = list(client.scan_iter(f"{settings.redis_key_prefix}c:*:p", count=1000))
     return sum(int(client.hget(key, "c:events_total") or 0) for key in keys)
 
@@ -266,7 +266,7 @@ def test_erase_command_removes_every_trace(
         wait_for(lambda: profile_get(settings, "--im-id", "wx-erase")[0] == 1, what="erasure")
     erased = [c for c in outputs(settings, "profile-changes") if c["type"] == "profile.erased"]
     assert [e["customer_id"] for e in erased] == [cid]
-    client = redis.Redis.from_url(settings.redis_url)
+    client = raw_client(settings.redis_url)
     leftovers = []
     for key in client.scan_iter(f"{settings.redis_key_prefix}*"):
         blob = key + repr(client.dump(key)).encode()

@@ -13,12 +13,12 @@ import pytest
 
 from portrait.config import DEFAULT_IDENTITY_FILE, Settings
 from portrait.lookup import SeveralPeople, find_customer
-from portrait.state.store import ApplyResult, RedisProfileStore
+from portrait.state.store import ApplyResult
 from processors.document import document_settings
 from processors.identity import IdentityRules
 from processors.profile import DeltaSettings
 from tests.support.envelopes import chan, event
-from tests.support.state import account_of, apply_events, profile_of
+from tests.support.state import account_of, apply_events, open_store, profile_of
 
 RULES = IdentityRules.load(DEFAULT_IDENTITY_FILE)
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"), identity=RULES)
@@ -116,7 +116,7 @@ def test_an_account_number_finds_a_person_only_when_one_holds_it(
     apply(redis_settings, HOUSEHOLD[:1])
 
     async def find() -> str | None:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         try:
             return await find_customer(store, "account_no", "H-100")
         finally:

@@ -27,6 +27,10 @@ from processors.identity import IdentityRules, customer_id_for
 from processors.profile import DeltaSettings, build_delta
 from tests.support.envelopes import chan, event
 
+# the reference side is a standalone Redis: make test-cluster runs this module in the
+# standalone session (it starts its own cluster either way)
+pytestmark = pytest.mark.standalone
+
 DELTAS = DeltaSettings(
     timezone=ZoneInfo("Asia/Shanghai"), identity=IdentityRules.load(DEFAULT_IDENTITY_FILE)
 )

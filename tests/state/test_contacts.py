@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import redis
-
 from portrait.config import Settings
 from portrait.state.store import Contact
-from tests.support.state import with_store
+from tests.support.state import raw_client, with_store
 
 
 def test_the_newest_contact_wins_whatever_the_arrival_order(redis_settings: Settings) -> None:
@@ -27,6 +25,6 @@ def test_the_newest_contact_wins_whatever_the_arrival_order(redis_settings: Sett
 
     one, two, none = with_store(redis_settings, go)
     assert one == newer and two == other and none is None
-    client = redis.Redis.from_url(redis_settings.redis_url)
+    client = raw_client(redis_settings.redis_url)
     ttl = client.ttl(f"{redis_settings.redis_key_prefix}agent:{{agent-1}}")
     assert 0 < ttl <= 3600

@@ -16,6 +16,9 @@ from portrait.config import Settings
 from portrait.stack import free_port, stop_process
 from portrait.state.store import Durability, RedisUnwell
 
+# durability waits are per connection of a standalone Redis (a cluster store takes none)
+pytestmark = pytest.mark.standalone
+
 
 @pytest.fixture
 def aof_valkey(tmp_path: Path) -> Iterator[str]:

@@ -9,14 +9,12 @@ import random
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import redis
-
 from portrait.config import Settings
 from portrait.state.store import ApplyResult
 from processors.erasure import ErasureHasher
 from processors.profile import DeltaSettings
 from tests.support.envelopes import chan, chat, event
-from tests.support.state import apply_events, profile_of
+from tests.support.state import apply_events, profile_of, raw_client
 
 HASHER = ErasureHasher(b"test-key")
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"), hasher=HASHER)
@@ -44,7 +42,7 @@ def profile(settings: Settings, kind: str, value: str) -> dict[str, Any] | None:
 
 def traces(settings: Settings) -> list[bytes]:
     """Keys of the namespace whose name or content holds a value of the person."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = raw_client(settings.redis_url)
     found = []
     for key in client.scan_iter(f"{settings.redis_key_prefix}*"):
         blob = key + repr(client.dump(key)).encode()
@@ -63,7 +61,7 @@ def test_late_events_of_an_erased_person_are_dropped(redis_settings: Settings) -
     assert profile(redis_settings, "email", "w5@corp.cn") is None
     assert traces(redis_settings) == []
     # suppression entries are keyed hashes with the erasure time, and expire
-    client = redis.Redis.from_url(redis_settings.redis_url)
+    client = raw_client(redis_settings.redis_url)
     entries = list(client.scan_iter(f"{redis_settings.redis_key_prefix}sup:*"))
     assert len(entries) == 3 and all(client.pttl(k) > 0 for k in entries)
     assert {client.get(k) for k in entries} == {b"1794268800000"}

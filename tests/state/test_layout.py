@@ -34,6 +34,7 @@ from processors.layout import (
 from processors.needs import load_rules
 from processors.profile import DeltaSettings, build_delta
 from tests.support.envelopes import event
+from tests.support.state import open_store, raw_client
 
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
 DOCUMENT = DocumentSettings(needs_rules=load_rules())
@@ -141,7 +142,7 @@ def test_every_answer_gives_the_document_a_full_load_gives(redis_settings: Setti
     field must equal what a full load builds — through caps, streaks and merges."""
 
     async def scenario() -> int:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         checked = 0
         try:
             documents: dict[str, dict[str, Any]] = {}
@@ -187,7 +188,7 @@ def test_families_and_merges_are_the_same_in_any_order(redis_url: str, unique: s
     """Shuffled arrival of the same events, merges included: the same document and the
     same members of every family (of the keyword weights, the heaviest)."""
     events = workload(seed=11, per_person=60)
-    client = redis.Redis.from_url(redis_url)
+    client = raw_client(redis_url)
     seen: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for attempt in range(4):
         order = events[:]
@@ -195,7 +196,7 @@ def test_families_and_merges_are_the_same_in_any_order(redis_url: str, unique: s
         prefix = f"f{unique}{attempt}:"
 
         async def go(prefix: str = prefix, order: list[Any] = order) -> tuple[Any, str]:
-            store = RedisProfileStore(redis_url, prefix)
+            store = open_store(redis_url, prefix)
             try:
                 for start in range(0, len(order), 25):
                     chunk = order[start : start + 25]
@@ -237,7 +238,7 @@ def test_processed_ids_take_eight_bytes_and_last_one_to_two_retention_periods(
         return build_delta(parsed, DELTAS).to_json(now_ms, retention)
 
     async def statuses() -> list[str]:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         try:
             end = start + 2 * retention
             moments = [start, start + retention - 1, end - 1, end]
@@ -247,7 +248,7 @@ def test_processed_ids_take_eight_bytes_and_last_one_to_two_retention_periods(
 
     # seen in its epoch and the next one; forgotten two epochs on (applied again)
     assert asyncio.run(statuses()) == ["ok", "dup", "dup", "ok"]
-    client = redis.Redis.from_url(redis_settings.redis_url)
+    client = raw_client(redis_settings.redis_url)
     cid = customer_id_for("phone:1")
     strings = {
         key: client.strlen(key)

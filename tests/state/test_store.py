@@ -12,17 +12,17 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
-import redis
 
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import find_customer, get_profile
-from portrait.state.store import ApplyResult, RedisProfileStore
+from portrait.state.store import ApplyResult
 from processors.emotion import EmotionResult
 from processors.identity import customer_id_for
 from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, RESOLUTIONS, Family
 from processors.profile import DeltaSettings, build_delta
 from tests.support.envelopes import chan, event, settings_env
+from tests.support.state import open_store, raw_client
 
 T = TypeVar("T")
 DELTAS = DeltaSettings(timezone=ZoneInfo("Asia/Shanghai"))
@@ -38,7 +38,7 @@ def delta(raw: dict[str, Any]) -> bytes:
 
 
 async def apply(settings: Settings, events: list[dict[str, Any]]) -> list[ApplyResult]:
-    store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+    store = open_store(settings.redis_url, settings.redis_key_prefix)
     try:
         return await store.apply([delta(e) for e in events])
     finally:
@@ -46,7 +46,7 @@ async def apply(settings: Settings, events: list[dict[str, Any]]) -> list[ApplyR
 
 
 async def profile(settings: Settings, kind: str, value: str) -> dict[str, Any] | None:
-    store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+    store = open_store(settings.redis_url, settings.redis_key_prefix)
     try:
         return await get_profile(store, kind, value)
     finally:
@@ -97,7 +97,7 @@ def test_duplicate_changes_nothing_and_replays_until_confirmed(redis_settings: S
     assert doc is not None and doc["version"] == 1 and doc["stats"]["events_total"] == 1
 
     async def confirm() -> None:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         await store.confirm_delivered([(first.customer_id or "", "s1")])
         await store.close()
 
@@ -124,7 +124,7 @@ def test_shared_person_identifier_merges_into_the_earliest_customer(
     assert doc["attributes"]["city"]["value"] == "北京"  # the later of the two inferred values
     assert doc["stats"]["first_seen"] == "2026-11-01T01:00:00.000Z"
     assert run(profile(redis_settings, "email", "a1@x.com")) == doc
-    client = redis.Redis.from_url(redis_settings.redis_url)
+    client = raw_client(redis_settings.redis_url)
     assert not client.keys(f"{redis_settings.redis_key_prefix}c:{{{im_cid}}}:p")
 
 
@@ -185,12 +185,12 @@ def test_erasure_removes_every_trace(redis_settings: Settings) -> None:
     assert result.status == "erased" and result.erased == [cid]
 
     async def delivered() -> None:  # the notices went out: the erasure forgets the id
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         await store.confirm_delivered([("", "x1")])
         await store.close()
 
     run(delivered())
-    client = redis.Redis.from_url(redis_settings.redis_url)
+    client = raw_client(redis_settings.redis_url)
     leftovers = []
     for key in client.scan_iter(f"{redis_settings.redis_key_prefix}*"):
         blob = key + repr(client.dump(key)).encode()
@@ -214,7 +214,7 @@ def test_erasure_removes_every_trace(redis_settings: Settings) -> None:
 
 def test_scripts_are_reloaded_when_redis_forgets_them(redis_settings: Settings) -> None:
     async def scenario() -> list[str]:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         first = await store.apply([delta(STORY[0])])
         await store.redis.script_flush()
         second = await store.apply([delta(STORY[1])])
@@ -226,7 +226,7 @@ def test_scripts_are_reloaded_when_redis_forgets_them(redis_settings: Settings) 
 
 def test_unknown_identifier_finds_nothing(redis_settings: Settings) -> None:
     async def lookup() -> str | None:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         try:
             return await find_customer(store, "phone", "000")
         finally:
@@ -237,7 +237,7 @@ def test_unknown_identifier_finds_nothing(redis_settings: Settings) -> None:
 
 def test_a_script_error_fails_only_its_own_event(redis_settings: Settings) -> None:
     async def scenario() -> list[ApplyResult]:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         try:
             return await store.apply([delta(STORY[0]), b"{not a delta", delta(STORY[1])])
         finally:
@@ -279,7 +279,7 @@ def test_emotion_is_the_same_in_any_arrival_order(redis_url: str, unique: str) -
         settings = Settings(redis_url=redis_url, redis_key_prefix=f"e{unique}{attempt}:")
 
         async def go(settings: Settings = settings, order: list[tuple[str, str, str]] = order):
-            store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+            store = open_store(settings.redis_url, settings.redis_key_prefix)
             try:
                 await store.apply([emotional(*row) for row in order])
             finally:
@@ -296,7 +296,7 @@ def test_emotion_is_the_same_in_any_arrival_order(redis_url: str, unique: str) -
 
 def family_members(settings: Settings, customer: str, family: Family) -> list[bytes]:
     """A family's stored members for a customer (names, or "name US value")."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = raw_client(settings.redis_url)
     key = f"{settings.redis_key_prefix}c:{{{customer_id_for(customer)}}}:{family.key}"
     return [bytes(m) for m in client.zrange(key, 0, -1)]
 
@@ -363,7 +363,7 @@ def test_spend_population_follows_changes_merges_and_erasures(
     )
 
     async def population() -> dict[str, int]:
-        store = RedisProfileStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         try:
             return {k: v for k, v in (await store.population()).items() if v}
         finally:
@@ -448,7 +448,7 @@ def talker_family(settings: Settings, family: Family) -> list[bytes]:
 
 def apply_deltas(settings: Settings, deltas: list[bytes]) -> None:
     async def go() -> None:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        store = open_store(settings.redis_url, settings.redis_key_prefix)
         try:
             for start in range(0, len(deltas), 50):
                 await store.apply(deltas[start : start + 50])

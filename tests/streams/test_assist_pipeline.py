@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import redis
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
@@ -22,6 +21,7 @@ from tests.support.envelopes import (
     feedback,
 )
 from tests.support.pipeline import RunBatch
+from tests.support.state import raw_client
 
 
 def batch(events: list[dict[str, Any]]) -> list[InputRecord]:
@@ -139,7 +139,7 @@ def test_chat_soothes_then_escalates_a_negative_streak(
 def test_erasure_removes_call_sessions(redis_settings: Settings, run_batch: RunBatch) -> None:
     customer = {"phone": "141"}
     run_batch(redis_settings, batch(call("c5", customer, TURNS[:1])), ListSink())
-    client = redis.Redis.from_url(redis_settings.redis_url)
+    client = raw_client(redis_settings.redis_url)
     pattern = f"{redis_settings.redis_key_prefix}c:*:call*"
     assert len(list(client.scan_iter(pattern))) == 2  # the session and the list of calls
     erase = event("x", "customer.erasure", at(500), "crm", customer, {})

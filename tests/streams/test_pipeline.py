@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import pytest
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
@@ -18,6 +19,7 @@ from streams.records import BatchOutcome
 from streams.testing import ListSink, input_records
 from tests.support.envelopes import event
 from tests.support.pipeline import RunBatch
+from tests.support.state import open_store
 
 CHAT = event(
     "p1",
@@ -119,6 +121,7 @@ class FlakyStore(RedisProfileStore):
         return await super().apply(deltas)
 
 
+@pytest.mark.standalone  # its flaky store is the standalone one
 def test_a_lost_redis_connection_retries_the_batch(redis_settings: Settings) -> None:
     async def go() -> ListSink:
         store = FlakyStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
@@ -177,7 +180,7 @@ def test_feedback_feeds_a_learning_round_and_the_registry(redis_settings: Settin
         )
 
     async def go() -> tuple[BatchPipeline, str | None]:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        store = open_store(settings.redis_url, settings.redis_key_prefix)
         registry = ModelRegistry(store.redis, settings.redis_key_prefix)
         pipeline = BatchPipeline.for_settings(settings, store, registry)
         try:

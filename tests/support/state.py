@@ -7,9 +7,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import redis
+
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import get_account, get_profile
+from portrait.state.cluster import ClusterProfileStore
 from portrait.state.store import ApplyResult, RedisProfileStore
 from processors.document import DocumentSettings
 from processors.profile import DeltaSettings, build_delta
@@ -17,11 +20,28 @@ from processors.profile import DeltaSettings, build_delta
 T = TypeVar("T")
 
 
+def open_store(url: str, prefix: str) -> RedisProfileStore:
+    """A store on this Redis and key prefix: the cluster store when the environment says
+    PORTRAIT_REDIS_CLUSTER (``make test-cluster``)."""
+    if Settings().redis_cluster:
+        return ClusterProfileStore(url, prefix)
+    return RedisProfileStore(url, prefix)
+
+
+def raw_client(url: str) -> Any:
+    """A plain client for reading keys directly: a cluster client under
+    PORTRAIT_REDIS_CLUSTER (single-key commands follow the slots; SCAN visits every
+    primary)."""
+    if Settings().redis_cluster:
+        return redis.RedisCluster.from_url(url)
+    return redis.Redis.from_url(url)
+
+
 def with_store(settings: Settings, use: Callable[[RedisProfileStore], Awaitable[T]]) -> T:
     """Run ``use`` with a store on these settings' Redis and key prefix."""
 
     async def go() -> T:
-        store = RedisProfileStore(settings.redis_url, settings.redis_key_prefix)
+        store = open_store(settings.redis_url, settings.redis_key_prefix)
         try:
             return await use(store)
         finally:
