@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: browser install test lint typecheck unit integration demo bench chaos schemas models eval test-st clean
+.PHONY: browser install test test-cluster lint typecheck unit integration demo bench chaos schemas models eval test-st clean
 
 install: $(STAMP)
 
@@ -33,6 +33,15 @@ test: lint typecheck browser
 	$(BIN)/portrait schemas --check
 	$(BIN)/pytest -q
 
+# The state on a local 3-master Redis Cluster: the cluster-vs-standalone tests (their own
+# cluster), then the state, pipeline and worker tests (kill -9 included) with every test
+# Redis a cluster (PORTRAIT_REDIS_CLUSTER=true; tests that read a standalone Redis's keys
+# directly are left out).
+test-cluster: install
+	$(BIN)/pytest -q tests/state/test_cluster.py
+	PORTRAIT_REDIS_CLUSTER=true $(BIN)/pytest -q tests/state tests/streams/test_pipeline.py \
+	  tests/integration/test_worker.py tests/integration/test_recovery.py tests/integration/test_replay.py
+
 unit: install
 	$(BIN)/pytest -q -m "not integration"
 
@@ -50,6 +59,7 @@ bench: install
 	$(BIN)/portrait bench --growth
 	$(BIN)/portrait bench --api
 	$(BIN)/portrait bench --durability
+	$(BIN)/portrait bench --cluster --events 10000
 
 chaos: install
 	$(BIN)/portrait chaos

@@ -648,6 +648,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             seconds=args.seconds or 10.0,
             as_json=args.json,
         )
+    if args.cluster:
+        from portrait.bench.cluster import run_cluster_bench
+
+        return run_cluster_bench(settings, args.events, args.customers or 2_000, args.json)
     if args.durability:
         from portrait.bench.durability import run_durability_bench
 
@@ -841,6 +845,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--emotion", action="store_true", help="emotion model alone vs the worker reading emotion"
     )
     bench.add_argument("--messages", type=int, default=10_000, help="chat messages for --emotion")
+    bench.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the same events on standalone Redis and a local 3-master cluster: events/s, "
+        "script time per event per shard, each shard's share",
+    )
     bench.add_argument(
         "--durability",
         action="store_true",

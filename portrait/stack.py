@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -157,6 +158,27 @@ def redis_command(
 
 CLUSTER_NODES = 3
 """Masters of the local cluster: ``redis_url``'s port and the ones after it."""
+
+
+def cluster_ports(count: int = CLUSTER_NODES) -> list[int]:
+    """``count`` consecutive free ports for a local cluster's masters, their cluster bus
+    ports (10000 above) free too; Redis wants node ports at 55535 or below."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 45000)
+        ports = [base + i for i in range(count)]
+        if all(_bindable(p) and _bindable(p + 10000) for p in ports):
+            return ports
+    raise StackError(f"no {count} consecutive free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
