@@ -178,8 +178,8 @@ STRIPE = "~g"
 """On a Redis Cluster the global counters (product statistics, the spend population,
 trend windows) are striped: stripe ``k`` is the entity ``~g<k>``, its counters under
 ``{P}{~g<k>}:`` (``stats:products``, ``pop:spend``, ``trend:<window>``, ``trend:index``)
-and the ids it counted in its processed-id strings (``{P}c:{~g<k>}:seen:<epoch>``); an
-increment goes to the stripe of its id's CRC-32, readers add the stripes up."""
+and the ids it counted in one hash per hour (``{P}{~g<k>}:once:<hour>``, kept two hours);
+an increment goes to the stripe of its id's CRC-32, readers add the stripes up."""
 
 
 def global_bases(prefix: str, stripes: int = 0) -> list[str]:

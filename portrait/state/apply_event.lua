@@ -1032,15 +1032,21 @@ local function cluster_op(d)
     return 'ok'
   end
   if op == 'globals' then  -- a stripe's share of the global counters, once per id
+    -- the ids a stripe counted, in one hash per hour (this one and the last are checked):
+    -- O(1) per id, whatever the history; the caller forgets the kept increments right
+    -- after this call, so only a crash in between, redelivered hours later, counts twice
     local base = P .. '{' .. d.stripe .. '}:'
-    cid = d.stripe
+    local hour = math.floor(d.now / 3600000)
+    local done = base .. 'once:' .. string.format('%d', hour)
+    local before = base .. 'once:' .. string.format('%d', hour - 1)
     for _, item in ipairs(d.items) do
       local h = id_hash(item[1])
-      if not has_seen(d.stripe, h, d.now, d.ret) then
+      if redis.call('HEXISTS', done, h) == 0 and redis.call('HEXISTS', before, h) == 0 then
         add_globals(base, item[2])
-        remember(d, h)
+        redis.call('HSET', done, h, '')
       end
     end
+    redis.call('PEXPIRE', done, 2 * 3600000)
     return 'ok'
   end
   error('unknown op ' .. tostring(op))
