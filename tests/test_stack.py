@@ -8,11 +8,33 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from portrait.config import Settings
-from portrait.stack import LocalStack, free_port, port_answers
+from portrait.stack import LocalStack, cluster_ports, free_port, port_answers
 
 pytestmark = pytest.mark.integration
+
+
+def test_up_starts_and_forms_a_three_master_cluster(tmp_path: Path) -> None:
+    ports = cluster_ports()
+    settings = Settings(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        redis_url=f"redis://127.0.0.1:{ports[0]}/0",
+        redis_cluster=True,
+        stack_dir=tmp_path,
+    )
+    stack = LocalStack(settings)
+    started = stack.up()
+    try:
+        assert {s.service for s in started} == {"kafka", "redis-0", "redis-1", "redis-2"}
+        nodes = redis.Redis(port=ports[2]).cluster("nodes")
+        masters = [n for n in nodes.values() if "master" in n["flags"]]
+        assert len(masters) == 3 and all(n["slots"] for n in masters)
+        assert redis.Redis(port=ports[1]).cluster("info")["cluster_state"] == "ok"
+    finally:
+        stopped = stack.down()
+    assert {s.pid for s in stopped} == {s.pid for s in started}
 
 
 def test_up_status_down_on_free_ports(tmp_path: Path) -> None:
