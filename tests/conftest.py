@@ -6,8 +6,6 @@ Nothing here touches a server the tests did not start.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 import time
 import uuid
@@ -18,6 +16,7 @@ import pytest
 
 from portrait.config import Settings
 from portrait.stack import (
+    cluster_ports,
     form_cluster,
     free_port,
     port_answers,
@@ -63,27 +62,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_process(process)
 
 
-def _cluster_ports() -> list[int]:
-    """Three consecutive free ports for a local cluster's masters, their cluster bus
-    ports (10000 above) free too; Redis wants the node ports at 55535 or below."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 45000)
-        ports = [base + i for i in range(3)]
-        if all(_free(p) and _free(p + 10000) for p in ports):
-            return ports
-    raise RuntimeError("no three consecutive free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of the first node of a 3-master Redis Cluster started for this session only."""
@@ -91,7 +69,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ports = _cluster_ports()
+    ports = cluster_ports()
     workdir = tmp_path_factory.mktemp("cluster")
     processes = [
         _start(redis_command(port, cluster_dir=workdir), port, workdir / f"redis-{port}.log")

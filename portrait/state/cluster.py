@@ -215,10 +215,7 @@ class ClusterProfileStore(RedisProfileStore):
                 self._sha = None
                 continue
             except ResponseError as error:
-                words = str(error).split()
-                if words[:1] == ["STALE_OFFSETS"] and len(words) == 4:
-                    raise StaleOffsets(*words[1:]) from None
-                raise
+                raise StaleOffsets.of(error) or error from None
             metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
             return answer
         raise NoScriptError("the script vanished twice in a row")

@@ -104,6 +104,15 @@ class StaleOffsets(Exception):
     behind: the worker must start that partition again from Redis's position) or a newer
     consumer generation owns the partition (this worker is a zombie)."""
 
+    @classmethod
+    def of(cls, error: ResponseError) -> StaleOffsets | None:
+        """The script's ``STALE_OFFSETS <partition> <stored> <expected>`` error, or None
+        for any other."""
+        words = str(error).split()
+        if words[:1] == ["STALE_OFFSETS"] and len(words) == 4:
+            return cls(*words[1:])
+        return None
+
     def __init__(self, partition: str, stored: str, expected: str) -> None:
         super().__init__(f"{partition}: stored {stored}, expected {expected}")
         self.partition, self.stored, self.expected = partition, stored, expected
@@ -471,10 +480,7 @@ class RedisProfileStore:
                     self._shas = None
                     continue
                 except ResponseError as error:
-                    words = str(error).split()
-                    if words[:1] == ["STALE_OFFSETS"] and len(words) == 4:
-                        raise StaleOffsets(*words[1:]) from None
-                    raise
+                    raise StaleOffsets.of(error) or error from None
                 operation = "apply" if is_apply else "confirm"
                 metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
                 return answer
