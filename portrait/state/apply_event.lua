@@ -134,9 +134,16 @@ local function idxk(id) return P .. 'idx:' .. id end
 
 -- processed event ids: 8-byte hashes in one string per retention epoch -----------------
 
+local function unhex(h)
+  return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
+end
+
+local function hex(b)
+  return (string.gsub(b, '.', function(c) return string.format('%02x', string.byte(c)) end))
+end
+
 local function id_hash(eid)
-  local hex = string.sub(redis.sha1hex(eid), 1, SEEN_HASH_BYTES * 2)
-  return (string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end))
+  return unhex(string.sub(redis.sha1hex(eid), 1, SEEN_HASH_BYTES * 2))
 end
 
 local function seen_keys(cid, now, ret)
@@ -841,14 +848,6 @@ end
 -- A merge there: fence the survivor, seal each loser (its redirect is set, so nothing
 -- applies to it any more, and its dump is answered), absorb the dumps into the survivor
 -- (once per seal: the 'absorbed' set), then re-point the index and drop the loser.
-
-local function unhex(h)
-  return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
-end
-
-local function hex(b)
-  return (string.gsub(b, '.', function(c) return string.format('%02x', string.byte(c)) end))
-end
 
 -- a sealed loser's dump into the survivor in memory (cid), once per seal
 local function absorb(a, now, ret)

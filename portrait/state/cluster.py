@@ -69,13 +69,13 @@ from portrait.state.store import (
     _text,
 )
 from processors.accounts import AccountState
-from processors.document import StoredState
-from processors.layout import ACCOUNT_ENTITY, REGISTER, ROLE, STRIPE, global_bases
+from processors.document import sections_of
+from processors.layout import ACCOUNT_ENTITY, ROLE, STRIPE, global_bases
 from processors.layout import ENTITY_SEP as ES
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
+from processors.relationships import connected_employees
 
-FRIEND, GROUP = REGISTER + "friend:", REGISTER + "grp:"
 ATTEMPTS = 12
 """Times an event is resolved again (a lost claim, a moved person) before the batch fails."""
 LOCK_MS = 10_000
@@ -139,18 +139,6 @@ def resolve(
         if i not in owner and limits.get(kind_of(i) or "") != 1:
             attempt(i, new(i), None)
     return found, usable, rejections
-
-
-def connected(fields: Mapping[str, str]) -> set[str]:
-    """Employees with an active friend or group relation (the script's ``connected``)."""
-    out = set()
-    for name, value in fields.items():
-        if value.endswith("\tadded"):
-            if name.startswith(FRIEND):
-                out.add(name[len(FRIEND) :])
-            elif name.startswith(GROUP):
-                out.add(name[len(GROUP) : -9])
-    return out
 
 
 def stripe_of(once: str, stripes: int) -> str:
@@ -224,6 +212,18 @@ class ClusterProfileStore(RedisProfileStore):
         """One cluster step of the state script (``cluster_op``); its text answer."""
         [answer] = await self._call(route, orjson.dumps(step))
         return _text(answer)
+
+    async def _on_account(self, op: str, acct: str, person: str, ret: int, **extra: Any) -> str:
+        """A step on an account's slot (``link``, ``unlink``) for one person."""
+        return await self._op(
+            self.key(ACCOUNT_ENTITY + acct, "p"),
+            op=op,
+            acct=acct,
+            cid=person,
+            now=self.now_ms,
+            ret=ret,
+            **extra,
+        )
 
     def _idx(self, identifier: str) -> str:
         return f"{self.prefix}idx:{identifier}"
@@ -361,15 +361,7 @@ class ClusterProfileStore(RedisProfileStore):
             kept.append((entity, step["eid"], increments))
         if result.status in ("ok", "dup"):  # again on a redelivery: once per event each
             for acct in step.get("accts") or []:
-                await self._op(
-                    self.key(ACCOUNT_ENTITY + acct, "p"),
-                    op="link",
-                    acct=acct,
-                    cid=entity,
-                    eid=step["eid"],
-                    now=step["now"],
-                    ret=step["ret"],
-                )
+                await self._on_account("link", acct, entity, step["ret"], eid=step["eid"])
         if step.get("absorb"):
             await self._after_merge(entity, step["absorb"], kept)
             metrics.CLUSTER_MERGES.labels("event").inc(len(step["absorb"]))
@@ -528,15 +520,7 @@ class ClusterProfileStore(RedisProfileStore):
             for i in dump.get("ids") or []:
                 await self._op(self._idx(i), op="index", id=i, to=survivor, **{"from": loser})
             for acct in dump.get("accts") or []:
-                await self._op(
-                    self.key(ACCOUNT_ENTITY + acct, "p"),
-                    op="link",
-                    acct=acct,
-                    cid=survivor,
-                    now=now,
-                    ret=a["ret"],
-                    **{"from": loser},
-                )
+                await self._on_account("link", acct, survivor, a["ret"], **{"from": loser})
             for m in dump.get("merged") or []:
                 await self.redis.set(self.key(m, "redirect"), survivor)
             await self._op(self.key(loser, "p"), op="drop", cid=loser, now=now, ret=a["ret"])
@@ -616,14 +600,7 @@ class ClusterProfileStore(RedisProfileStore):
         for i in facts.get("ids") or []:
             await self._op(self._idx(i), op="index", id=i, **{"from": person})
         for acct in facts.get("accts") or []:
-            await self._op(
-                self.key(ACCOUNT_ENTITY + acct, "p"),
-                op="unlink",
-                acct=acct,
-                cid=person,
-                now=now,
-                ret=ret,
-            )
+            await self._on_account("unlink", acct, person, ret)
         for m in facts.get("merged") or []:
             await self.redis.delete(self.key(m, "redirect"))
         for agent in facts.get("agents") or []:
@@ -686,7 +663,7 @@ class ClusterProfileStore(RedisProfileStore):
                 for k, v in (await self.redis.hgetall(self.key(person, "p"))).items()
             }
             roles[person] = fields.get(ROLE + acct, "")
-            notify |= connected(fields)
+            notify.update(connected_employees(sections_of(fields)["r"]))
         return roles, sorted(notify)
 
     async def _fill_person(self, result: ApplyResult, step: Mapping[str, Any]) -> None:
@@ -747,17 +724,6 @@ class ClusterProfileStore(RedisProfileStore):
         return {bucket: n for bucket, n in total.items() if n}
 
     # --- reads and confirmations ------------------------------------------------------
-
-    async def load_many(
-        self, customer_ids: Sequence[str]
-    ) -> dict[str, tuple[StoredState, list[str]] | None]:
-        """As on a standalone Redis, one transaction per customer (one slot each)."""
-        out = {}
-        for cid in customer_ids:
-            pipe = self._reads()
-            self._queue_person(pipe, cid)
-            out[cid] = self._person(await pipe.execute())
-        return out
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
         if applied:
