@@ -83,7 +83,11 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
         late = chan(
             "w0", "2026-10-01T08:00:00+08:00", "app", {"phone": "8613900001111"}, company="Acme"
         )
-        produce(settings, [link, first[0], link2, late])
+        # w5 before w6 (other partitions may be read in any order): w5 links the IM
+        # customer to ACC-7, then w6's merge moves the link to the survivor
+        produce(settings, [link])
+        wait_for(lambda: profile_get(settings, "--account-no", "ACC-7")[0] == 0, what="w5")
+        produce(settings, [first[0], link2, late])
 
         def merged() -> bool:
             code, body, _ = profile_get(settings, "--account-no", "ACC-7")
