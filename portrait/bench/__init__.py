@@ -29,6 +29,15 @@ from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
 from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed
 from streams.records import OutputRecord
 
+SCRIPT_COMMANDS = ("evalsha", "eval", "fcall")  # the state scripts, however Redis runs them
+
+
+def script_usec(client: Any) -> float:
+    """Microseconds a Redis has spent in scripts and functions (``INFO commandstats``)."""
+    stats = client.info("commandstats")
+    return sum(float(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in SCRIPT_COMMANDS)
+
+
 SOURCES = ("app", "web", "wechat", "hotline", "online_service", "marketing")
 ACTIONS = ("login", "page_view", "bill_paid", "business_handled", "purchase", "share")
 

@@ -3,8 +3,8 @@
 
 One ``portrait worker`` per store takes the same channel events through the local broker
 (throughput from the outputs, as in ``portrait bench``). Redis time is read from ``INFO
-commandstats`` of every node before and after (EVALSHA and EVAL microseconds: the state
-script and the small scripts of the cluster protocol): script time per event in total
+commandstats`` of every node before and after (EVALSHA, EVAL and FCALL microseconds: the
+state script and the small scripts of the cluster protocol): script time per event in total
 and per shard, and each shard's share of the total.
 """
 
@@ -19,7 +19,14 @@ from typing import Any
 import orjson
 import redis
 
-from portrait.bench import Measured, _fill, _settings_for, _subprocess_contender, bench_events
+from portrait.bench import (
+    Measured,
+    _fill,
+    _settings_for,
+    _subprocess_contender,
+    bench_events,
+    script_usec,
+)
 from portrait.config import Settings
 from portrait.stack import (
     LocalStack,
@@ -35,10 +42,9 @@ from portrait.stack import (
 def _script_usec(port: int) -> float:
     client = redis.Redis(host="127.0.0.1", port=port)
     try:
-        stats = client.info("commandstats")
+        return script_usec(client)
     finally:
         client.close()
-    return sum(float(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in ("evalsha", "eval"))
 
 
 def _start_cluster(workdir: Path) -> tuple[list[int], list[subprocess.Popen[bytes]]]:

@@ -4,7 +4,7 @@ One ``portrait worker`` on the embedded stack. The same count of inbound chat me
 and of channel events, goes once to as many fresh customers and once to a few customers
 that already have ``history`` events each (sent first, not measured). For each run it
 prints events/s (first to last ``profile.changed``), the state scripts' Redis time per
-event (``INFO commandstats``: EVALSHA microseconds before and after, both scripts), and
+event (``INFO commandstats``: EVALSHA and FCALL microseconds before and after, both scripts), and
 ``MEMORY USAGE`` of one customer's keys; then mature ÷ fresh ratios.
 """
 
@@ -22,7 +22,7 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from portrait.bench import ACTIONS, SOURCES, _settings_for
+from portrait.bench import ACTIONS, SOURCES, _settings_for, script_usec
 from portrait.config import Settings
 from portrait.stack import LocalStack, on_free_ports, stop_process
 from processors.identity import customer_id_for
@@ -157,11 +157,6 @@ class OutputCounter:
         self.consumer.close()
 
 
-def _script_usec(client: redis.Redis) -> float:
-    stats = client.info("commandstats")
-    return float(stats.get("cmdstat_evalsha", {}).get("usec", 0))
-
-
 def _customer_bytes(client: redis.Redis, prefix: str, customer_id: str) -> int:
     total = 0
     for key in client.scan_iter(f"{prefix}c:{{{customer_id}}}:*", count=1000):
@@ -197,11 +192,11 @@ def _measure(
         time.sleep(1.0)  # the history's confirmations
         size = _customer_bytes(client, settings.redis_key_prefix, sample)
     time.sleep(1.0)  # let the previous workload's confirmations finish
-    before = _script_usec(client)
+    before = script_usec(client)
     _send(settings, events)
     seconds = counter.wait(name, len(events))
     time.sleep(1.0)
-    usec = _script_usec(client) - before
+    usec = script_usec(client) - before
     if not history:
         size = _customer_bytes(client, settings.redis_key_prefix, sample)
     return GrowthRun(name, len(events), seconds, usec, size)

@@ -1205,6 +1205,8 @@ local function stale_position(positions)
   end
 end
 
+-- Above: the set-up; below: each call (the library runs the set-up once: scripts.py).
+--@CALL@
 local positions = ARGV[3] ~= '' and cjson.decode(ARGV[3]) or nil
 if positions then
   local stale = stale_position(positions)

@@ -57,7 +57,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from portrait import metrics
 from portrait.config import Settings
@@ -149,6 +149,20 @@ class Restart(Exception):
     """The event must be resolved again (a claim lost, a person moved or sealed)."""
 
 
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, routing FCALL by its first key as it routes EVALSHA.
+
+    redis-py 8.1 finds FCALL's keys with a COMMAND GETKEYS round trip per call (FCALL's
+    keys are "movable"); FCALL's arguments are laid out as EVALSHA's (name, numkeys,
+    keys...), so the first key names the slot without asking.
+    """
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() == "FCALL" and len(args) > 2 and int(args[1]) > 0:
+            return int(self.keyslot(args[2]))
+        return int(await super()._determine_slot(command, *args))
+
+
 class ClusterProfileStore(RedisProfileStore):
     """:class:`~portrait.state.store.ProfileStore` on a Redis Cluster (module docstring)."""
 
@@ -157,7 +171,6 @@ class ClusterProfileStore(RedisProfileStore):
         super().__init__(url, prefix, **kw)
         if self.durability.mode != "none":
             raise ValueError("PORTRAIT_REDIS_DURABILITY must be none on a Redis Cluster")
-        self._sha: str | None = None
         self._token: int | None = None  # the merge lock's fencing token while held
         self.lock_ms = LOCK_MS  # how long a lock outlives a holder that died with it
         # the latest event's clock and retention: the processed-id strings are kept per
@@ -175,7 +188,7 @@ class ClusterProfileStore(RedisProfileStore):
         )
 
     def _connect(self, url: str, options: dict[str, Any]) -> tuple[Any, Any]:
-        client = RedisCluster.from_url(url, decode_responses=False, **options)
+        client = _Cluster.from_url(url, decode_responses=False, **options)
         return client, client
 
     def _extra_options(self) -> dict[str, Any]:
@@ -191,22 +204,15 @@ class ClusterProfileStore(RedisProfileStore):
 
     async def _call(self, route: str, *args: bytes | str, positions: bytes | str = b"") -> Any:
         """The state script on the slot of ``route`` (its first key names the slot)."""
-        for _attempt in (1, 2):
-            if self._sha is None:
-                self._sha = str(await self.redis.script_load(self._apply_src))
-            started = time.perf_counter()
-            try:
-                answer = await self.redis.evalsha(
-                    self._sha, 1, route, self.prefix, self._script_options, positions, *args
-                )
-            except NoScriptError:
-                self._sha = None
-                continue
-            except ResponseError as error:
-                raise StaleOffsets.of(error) or error from None
-            metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
-            return answer
-        raise NoScriptError("the script vanished twice in a row")
+        started = time.perf_counter()
+        try:
+            answer = await self._apply.call(
+                self.redis, (route,), (self.prefix, self._script_options, positions, *args)
+            )
+        except ResponseError as error:
+            raise StaleOffsets.of(error) or error from None
+        metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
+        return answer
 
     async def _op(self, route: str, **step: Any) -> str:
         """One cluster step of the state script (``cluster_op``); its text answer."""

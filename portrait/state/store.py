@@ -17,10 +17,11 @@ from typing import Any, Protocol, cast
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from portrait import metrics
 from portrait.config import Settings
+from portrait.state.scripts import StateScript
 from processors.accounts import AccountState
 from processors.assist import CallAdvice
 from processors.document import StoredState, document_settings
@@ -409,9 +410,8 @@ class RedisProfileStore:
                 **self._extra_options(),
             }
         )
-        self._apply_src = _lua("apply_event.lua")
-        self._ack_src = _lua("ack_outputs.lua")
-        self._shas: tuple[str, str] | None = None
+        self._apply = StateScript(_lua("apply_event.lua"))
+        self._ack = StateScript(_lua("ack_outputs.lua"))
         self._order = asyncio.Lock()  # FIFO: updates reach Redis in submission order
         self._confirming: set[asyncio.Task[Any]] = set()
 
@@ -459,32 +459,24 @@ class RedisProfileStore:
         return f"{self.prefix}c:{{{customer_id}}}:{section}"
 
     async def _eval(self, is_apply: bool, args: Sequence[bytes | str]) -> Any:
-        """EVALSHA one of the scripts; reload both once if Redis lost them.
+        """One of the scripts (the state script as a Functions library: scripts.py).
 
         Calls run one at a time, in the order they were made. Re-running is safe: both
         scripts are idempotent.
         """
         async with self._order:
-            for _attempt in (1, 2):
-                if self._shas is None:
-                    self._shas = (
-                        str(await self._writer.script_load(self._apply_src)),
-                        str(await self._writer.script_load(self._ack_src)),
-                    )
-                sha = self._shas[0] if is_apply else self._shas[1]
-                started = time.perf_counter()
-                try:
-                    extra = (self._script_options,) if is_apply else ()
-                    answer = await self._writer.evalsha(sha, 0, self.prefix, *extra, *args)
-                except NoScriptError:
-                    self._shas = None
-                    continue
-                except ResponseError as error:
-                    raise StaleOffsets.of(error) or error from None
-                operation = "apply" if is_apply else "confirm"
-                metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
-                return answer
-        raise NoScriptError("scripts vanished twice in a row")
+            started = time.perf_counter()
+            try:
+                if is_apply:
+                    args = (self.prefix, self._script_options, *args)
+                    answer = await self._apply.call(self._writer, (), args)
+                else:
+                    answer = await self._ack.call(self._writer, (), (self.prefix, *args))
+            except ResponseError as error:
+                raise StaleOffsets.of(error) or error from None
+            operation = "apply" if is_apply else "confirm"
+            metrics.REDIS_SECONDS.labels(operation).observe(time.perf_counter() - started)
+            return answer
 
     async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
         if not deltas and not positions:

@@ -216,12 +216,18 @@ def test_scripts_are_reloaded_when_redis_forgets_them(redis_settings: Settings) 
     async def scenario() -> list[str]:
         store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         first = await store.apply([delta(STORY[0])])
-        await store.redis.script_flush()
+        await store.redis.script_flush()  # what a restart without persistence leaves
+        await store.redis.function_flush()
         second = await store.apply([delta(STORY[1])])
+        await store.confirm_delivered([(second[0].customer_id or "", "s2")])
+        await store.redis.script_flush()
+        await store.redis.function_flush()
+        third = await store.apply([delta(STORY[1])])
         await store.close()
-        return [first[0].status, second[0].status]
+        return [first[0].status, second[0].status, third[0].status, str(third[0].replay)]
 
-    assert run(scenario()) == ["ok", "ok"]
+    # the confirmation ran (the ack script reloaded too): the redelivery replays nothing
+    assert run(scenario()) == ["ok", "ok", "dup", "None"]
 
 
 def test_unknown_identifier_finds_nothing(redis_settings: Settings) -> None:

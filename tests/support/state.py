@@ -50,16 +50,17 @@ def with_store(settings: Settings, use: Callable[[RedisProfileStore], Awaitable[
     return asyncio.run(go())
 
 
+def delta_of(event: dict[str, Any], deltas: DeltaSettings) -> bytes:
+    """The state script's input for one envelope (at a fixed clock)."""
+    parsed = INPUT_EVENT_ADAPTER.validate_python(event)
+    return build_delta(parsed, deltas).to_json(now_ms=1_800_000_000_000, retention_ms=86_400_000)
+
+
 def apply_events(
     settings: Settings, events: list[dict[str, Any]], deltas: DeltaSettings
 ) -> list[ApplyResult]:
     """Apply input envelopes, in order, in one script call."""
-    raw = [
-        build_delta(INPUT_EVENT_ADAPTER.validate_python(e), deltas).to_json(
-            now_ms=1_800_000_000_000, retention_ms=86_400_000
-        )
-        for e in events
-    ]
+    raw = [delta_of(e, deltas) for e in events]
     return with_store(settings, lambda store: store.apply(raw))
 
 
