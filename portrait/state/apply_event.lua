@@ -1040,9 +1040,8 @@ local function cluster_op(d)
     local before = base .. 'once:' .. string.format('%d', hour - 1)
     for _, item in ipairs(d.items) do
       local h = id_hash(item[1])
-      if redis.call('HEXISTS', done, h) == 0 and redis.call('HEXISTS', before, h) == 0 then
+      if redis.call('HSETNX', done, h, '') == 1 and redis.call('HEXISTS', before, h) == 0 then
         add_globals(base, item[2])
-        redis.call('HSET', done, h, '')
       end
     end
     redis.call('PEXPIRE', done, 2 * 3600000)
