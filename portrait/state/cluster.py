@@ -246,14 +246,103 @@ class ClusterProfileStore(RedisProfileStore):
             if positions:
                 check = orjson.loads(positions)
                 await self._call(check["key"], positions=orjson.dumps({**check, "check": True}))
-            results: list[ApplyResult] = []
             kept: list[tuple[str, str, str]] = []  # (entity, once id, increments)
-            for raw in deltas:
-                results.append(await self._event(raw, kept))
+            results = await self._chunk(deltas, kept)
             await self._count(kept)
             if positions:
                 await self._call(orjson.loads(positions)["key"], positions=positions)
         return results
+
+    # --- a chunk: the events of people already known go out together -----------------
+
+    async def _chunk(
+        self, deltas: Sequence[bytes], kept: list[tuple[str, str, str]]
+    ) -> list[ApplyResult]:
+        """Each delta's result, in order.
+
+        An event whose identifiers all belong to one person already (no claim, no merge,
+        no erasure in its way: most events of a long-lived deployment) is *plain*: its
+        call waits in a batch that goes to every node in one pipeline (each node applies
+        its share back to back; one person's events stay in order on its one slot). Any
+        other event sends the batch first and then runs the protocol alone; the owners
+        read for the chunk are not trusted afterwards for the identifiers and people it
+        touched (after an erasure they are read again). A plain call that fails or finds
+        its person moved runs the protocol alone too.
+        """
+        parsed = [_parsed(raw) for raw in deltas]
+        owners = await self._owners_of(parsed)
+        results: list[ApplyResult | None] = [None] * len(deltas)
+        batch: list[tuple[int, dict[str, Any]]] = []
+        touched: tuple[set[str], set[str]] | None = (set(), set())  # (identifiers, people)
+        for n, d in enumerate(parsed):
+            if d is not None:
+                self.retention_ms = int(d.get("ret") or self.retention_ms)
+                self.now_ms = int(d.get("now") or self.now_ms)
+            step = self._plain(d, owners[n], touched)
+            if step is not None:
+                batch.append((n, step))
+                continue
+            await self._send(batch, deltas, results, kept)
+            batch = []
+            results[n] = await self._event(deltas[n], kept)
+            touched = _touch(touched, d, owners[n], results[n])
+            if touched is None:  # an erasure: the rest of the chunk's owners read again
+                owners[n + 1 :] = await self._owners_of(parsed[n + 1 :])
+                touched = (set(), set())
+        await self._send(batch, deltas, results, kept)
+        return [r if r is not None else ApplyResult("error", error="script_error") for r in results]
+
+    def _plain(
+        self,
+        d: dict[str, Any] | None,
+        read: tuple[dict[str, str], int | None] | None,
+        touched: tuple[set[str], set[str]] | None,
+    ) -> dict[str, Any] | None:
+        """The event's call if it is plain (:meth:`_chunk`), else None."""
+        if d is None or read is None or touched is None:
+            return None
+        owner, erasure = read
+        ids = d["ids"]
+        if erasure is not None and d["ts"] < erasure:
+            return None
+        people = set(owner.values())
+        if len(owner) < len(ids) or len(people) != 1:
+            return None
+        if not touched[0].isdisjoint(ids) or not touched[1].isdisjoint(people):
+            return None
+        found, usable, rejections = resolve(ids, owner, {}, self.limits)
+        if len(found) != 1 or any(i not in owner for i in usable):
+            return None
+        return {**d, "survivor": found[0], "usable": usable, "rejections": rejections}
+
+    async def _send(
+        self,
+        batch: Sequence[tuple[int, dict[str, Any]]],
+        deltas: Sequence[bytes],
+        results: list[ApplyResult | None],
+        kept: list[tuple[str, str, str]],
+    ) -> None:
+        """The plain calls of a batch in one pipeline, then what follows each."""
+        if not batch:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for _n, step in batch:
+            args = (self.prefix, self._script_options, b"", orjson.dumps(step))
+            self._apply.queue(pipe, (self.key(step["survivor"], "p"),), args)
+        started = time.perf_counter()
+        replies = await pipe.execute(raise_on_error=False)
+        metrics.REDIS_SECONDS.labels("apply").observe(time.perf_counter() - started)
+        for (n, step), reply in zip(batch, replies, strict=True):
+            if not isinstance(reply, Exception):
+                try:
+                    results[n] = await self._applied(reply[0], step, step["survivor"], kept)
+                    continue
+                except Restart:
+                    metrics.CLUSTER_RESTARTS.inc()
+                except ResponseError as error:
+                    results[n] = _failed(error)
+                    continue
+            results[n] = await self._event(deltas[n], kept)  # the whole protocol, alone
 
     async def _event(self, raw: bytes, kept: list[tuple[str, str, str]]) -> ApplyResult:
         try:
@@ -275,24 +364,44 @@ class ClusterProfileStore(RedisProfileStore):
                     await asyncio.sleep(0.005)
             raise RedisUnwell("an event did not settle on one person")
         except ResponseError as error:
-            message = str(error)
-            if "non local key" in message or "CROSSSLOT" in message or "MOVED" in message:
-                raise
-            return ApplyResult("error", error="script_error")
+            return _failed(error)
 
     async def _read_owners(self, d: Mapping[str, Any]) -> tuple[dict[str, str], int | None]:
         """Each identifier's person and the latest erasure among the event's identifier
         hashes, in one round trip."""
-        ids, hashes = d["ids"], d.get("idh") or []
+        [read] = await self._owners_of([d])
+        assert read is not None
+        return read
+
+    async def _owners_of(
+        self, events: Sequence[Mapping[str, Any] | None]
+    ) -> list[tuple[dict[str, str], int | None] | None]:
+        """:meth:`_read_owners` of every person event, in one pipeline (None for the
+        others: unreadable, erasures, account-only events)."""
         pipe = self.redis.pipeline(transaction=False)
-        for i in ids:
-            pipe.get(self._idx(i))
-        for h in hashes:
-            pipe.get(self._sup(h))
-        values = await pipe.execute()
-        owner = {i: _text(v) for i, v in zip(ids, values[: len(ids)], strict=True) if v}
-        erasures = [int(v) for v in values[len(ids) :] if v]
-        return owner, max(erasures) if erasures else None
+        asked: list[tuple[list[str], int] | None] = []
+        for d in events:
+            if d is None or d.get("erase") or not d.get("ids"):
+                asked.append(None)
+                continue
+            ids, hashes = d["ids"], d.get("idh") or []
+            for i in ids:
+                pipe.get(self._idx(i))
+            for h in hashes:
+                pipe.get(self._sup(h))
+            asked.append((ids, len(hashes)))
+        values = iter(await pipe.execute() if any(asked) else [])
+        reads: list[tuple[dict[str, str], int | None] | None] = []
+        for item in asked:
+            if item is None:
+                reads.append(None)
+                continue
+            ids, count = item
+            owned = [next(values) for _ in ids]
+            owner = {i: _text(v) for i, v in zip(ids, owned, strict=True) if v}
+            erasures = [int(v) for v in (next(values) for _ in range(count)) if v]
+            reads.append((owner, max(erasures) if erasures else None))
+        return reads
 
     async def _held(self, people: Sequence[str]) -> dict[str, list[str]]:
         pipe = self.redis.pipeline(transaction=False)
@@ -353,6 +462,19 @@ class ClusterProfileStore(RedisProfileStore):
         if step.get("survivor") is None:  # the script's JSON null would read as true
             step = {k: v for k, v in step.items() if k != "survivor"}
         [reply] = await self._call(self.key(person, "p"), orjson.dumps(step))
+        return await self._applied(reply, step, person, kept, owned)
+
+    async def _applied(
+        self,
+        reply: Any,
+        step: Mapping[str, Any],
+        person: str,
+        kept: list[tuple[str, str, str]],
+        owned: Sequence[str] = (),
+    ) -> ApplyResult:
+        """What follows an event's call: its increments kept for the stripes, the account
+        links, the merge's last steps, the accounts of the answer; ``moved`` settles the
+        person's identifiers and restarts the event."""
         if isinstance(reply, bytes):  # the script failed on this event's data
             return ApplyResult.parse(reply)
         answer, increments = _text(reply[0]), _text(reply[1])
@@ -764,3 +886,43 @@ _FORGET_TOMB = (
     "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[1], '', 'KEEPTTL') end "
     "return 1"
 )
+
+
+def _parsed(raw: bytes) -> dict[str, Any] | None:
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _failed(error: ResponseError) -> ApplyResult:
+    """An event the script failed on; a slot error is the deployment's, not the event's."""
+    message = str(error)
+    if "non local key" in message or "CROSSSLOT" in message or "MOVED" in message:
+        raise error
+    return ApplyResult("error", error="script_error")
+
+
+def _touch(
+    touched: tuple[set[str], set[str]] | None,
+    d: Mapping[str, Any] | None,
+    read: tuple[dict[str, str], int | None] | None,
+    result: ApplyResult | None,
+) -> tuple[set[str], set[str]] | None:
+    """What an event run alone may have changed in the identity index: its identifiers
+    and the people it found, merged or erased (an erasure: anything)."""
+    if touched is None or d is None:
+        return touched
+    if d.get("erase"):
+        return None
+    ids, people = touched
+    ids.update(d.get("ids") or ())
+    if read is not None:
+        people.update(read[0].values())
+    if result is not None:
+        people.update(result.merged)
+        people.update(result.erased)
+        if result.customer_id:
+            people.add(result.customer_id)
+    return ids, people

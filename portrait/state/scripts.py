@@ -77,6 +77,15 @@ class StateScript:
         if functions and CALL_MARK in source:
             self.library, self.name = as_library(source)
 
+    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[bytes | str]) -> None:
+        """One call on a pipeline; its answer (or error: a server that lacks the script
+        answers one) comes with the pipeline's, and the caller retries it with
+        :meth:`call`."""
+        if self.library is not None:
+            pipe.fcall(self.name, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+
     async def call(self, client: Any, keys: Sequence[str], args: Sequence[bytes | str]) -> Any:
         """The script's answer to one call; loads it first where the server lacks it."""
         for _attempt in range(3):

@@ -665,7 +665,8 @@ class RedisProfileStore:
 
     async def population(self) -> dict[str, int]:
         counts = await self.redis.hgetall(f"{self.prefix}pop:spend")
-        return {_text(bucket): int(count) for bucket, count in counts.items()}
+        # buckets emptied again are left out, as the cluster store's sum leaves them
+        return {_text(bucket): int(count) for bucket, count in counts.items() if int(count)}
 
     async def positions(self, key: str) -> dict[str, str]:
         """Every partition's stored position in an offsets hash (``streams/offsets.py``)."""

@@ -263,3 +263,71 @@ def _no_stray(redis_cluster_url: str) -> None:
     client = redis.Redis.from_url(redis_cluster_url)
     assert client.cluster("info")["cluster_state"] == "ok"
     client.close()
+
+
+def long_chunk(seed: int) -> list[dict[str, Any]]:
+    """Sixty events of twelve people in one chunk: most of them plain (every identifier
+    known, one person), some new, a merge across people and an erasure mid-chunk, then
+    events of the erased and merged people."""
+    rng = random.Random(seed)
+    phones = [f"1390000{n:04d}" for n in range(12)]
+    story: list[dict[str, Any]] = []
+    for n in range(60):
+        moment = f"2026-11-{1 + n // 24:02d}T{n % 24:02d}:00:00+08:00"
+        who = {"phone": rng.choice(phones)}
+        if n == 25:  # joins two people already seen in this chunk
+            who = {"phone": phones[0], "email": "m@x.cn"}
+        elif n == 20:
+            who = {"phone": phones[1], "email": "m@x.cn"}
+        if n == 30:
+            story.append(event("e30", "customer.erasure", moment, "crm", {"phone": phones[2]}, {}))
+            continue
+        story.append(bill(f"l{n}", moment, who, rng.choice(["purchase", "bill_paid"]), n + 1.0))
+    return story
+
+
+def test_a_long_chunk_sends_known_people_together_and_agrees(
+    redis_url: str, redis_cluster_url: str, unique: str
+) -> None:
+    """Plain events go out in pipelines (:meth:`ClusterProfileStore._chunk`); the state
+    and every answer are the standalone script's, and the chunk takes far fewer lone
+    protocol runs than events."""
+    story = long_chunk(7)
+    warm = [
+        bill(f"w{n}", "2026-10-31T09:00:00+08:00", {"phone": f"1390000{n:04d}"}, "purchase")
+        for n in range(12)
+    ]
+    prefix = f"l{unique}:"
+
+    async def run(url: str, cluster: bool) -> tuple[Any, Any, int]:
+        store = open_store(url, prefix, cluster)
+        alone = [0]
+        if cluster:
+            event_alone = store._event  # type: ignore[attr-defined]
+
+            async def counted(*args: Any) -> Any:
+                alone[0] += 1
+                return await event_alone(*args)
+
+            store._event = counted  # type: ignore[attr-defined]
+        try:
+            await store.apply(deltas(warm))
+            answers = await store.apply(deltas(story))
+            again = await store.apply(deltas(story[:10]))  # redelivered
+            out = {
+                f"p{n}": await get_profile(store, "phone", f"1390000{n:04d}", settings=DOCUMENT)
+                for n in range(12)
+            }
+            out["stats"] = await store.product_stats()
+            out["population"] = await store.population()
+            return comparable(answers) + comparable(again), out, alone[0]
+        finally:
+            await store.close()
+
+    alone_answers, alone_view, _ = asyncio.run(run(redis_url, False))
+    spread_answers, spread_view, lone = asyncio.run(run(redis_cluster_url, True))
+    assert spread_view == alone_view
+    assert spread_answers == alone_answers
+    assert [a[0] for a in alone_answers].count("erased") == 1  # mid-chunk (later events: anew)
+    assert alone_view["p0"] == alone_view["p1"]  # merged mid-chunk
+    assert 12 <= lone <= 35, lone  # the warm-up's new people, the merge, erasure, their fallout
