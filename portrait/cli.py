@@ -651,9 +651,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.cluster:
         from portrait.bench.cluster import run_cluster_bench
 
-        return run_cluster_bench(
-            settings, args.events, args.customers or 2_000, args.json, pin=not args.no_pin
-        )
+        return run_cluster_bench(settings, args.events, args.customers or 2_000, args.json)
     if args.durability:
         from portrait.bench.durability import run_durability_bench
 
@@ -851,11 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cluster",
         action="store_true",
         help="the same events on standalone Redis and a local 3-master cluster: events/s, "
-        "script time per event per shard, each shard's share (Redis servers pinned to one "
-        "core, worker and broker to the others)",
-    )
-    bench.add_argument(
-        "--no-pin", action="store_true", help="--cluster without pinning processes to cores"
+        "script time per event per shard, each shard's share",
     )
     bench.add_argument(
         "--durability",

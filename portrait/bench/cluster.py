@@ -10,10 +10,10 @@ and per shard, and each shard's share of the total.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from portrait.bench import (
 from portrait.config import Settings
 from portrait.stack import (
     LocalStack,
+    StackError,
     cluster_ports,
     form_cluster,
     on_free_ports,
@@ -50,37 +51,29 @@ def _script_usec(port: int) -> float:
 
 def _start_cluster(workdir: Path) -> tuple[list[int], list[subprocess.Popen[bytes]]]:
     ports = cluster_ports()
-    processes = [
-        subprocess.Popen(
-            redis_command(port, cluster_dir=workdir),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for port in ports
-    ]
-    for port in ports:
-        while not port_answers(port):
-            pass
-    form_cluster(ports)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            processes.append(
+                subprocess.Popen(
+                    redis_command(port, cluster_dir=workdir),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + 10
+        for port, process in zip(ports, processes, strict=True):
+            while not port_answers(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise StackError(f"the cluster node on port {port} did not start")
+                time.sleep(0.02)
+        form_cluster(ports)
+    except BaseException:  # a node that failed to start or join: none left running
+        for process in processes:
+            stop_process(process)
+        raise
     return ports, processes
-
-
-def _pin(redis_pids: list[int], others: list[int]) -> str:
-    """Every Redis server on the last core; this process (so the worker it starts next)
-    and ``others`` (the broker) on the rest. Unpinned, three shards that each run a third
-    of the time on a 2-core machine wake on whichever core is free, with cold caches: a
-    call costs about 1.3x what it costs on a server that stays on its core (measured
-    with the same function alternating over three nodes), which is this machine's
-    artefact, not the protocol's. Both stores are measured the same way."""
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        return "not pinned (one core)"
-    for pid in redis_pids:
-        os.sched_setaffinity(pid, {cores[-1]})
-    for pid in [0, *others]:
-        os.sched_setaffinity(pid, set(cores[:-1]))
-    return f"Redis servers on core {cores[-1]}, worker and broker on {cores[:-1]}"
 
 
 def _run(settings: Settings, name: str, payload: list[Any], events: int) -> Measured:
@@ -92,32 +85,20 @@ def _run(settings: Settings, name: str, payload: list[Any], events: int) -> Meas
     )
 
 
-def run_cluster_bench(
-    base: Settings, events: int, customers: int, as_json: bool, pin: bool = True
-) -> int:
-    """One worker on standalone Redis, one on the 3-shard cluster; print the figures.
-    ``pin``: Redis servers on one core, worker and broker on the others (:func:`_pin`)."""
+def run_cluster_bench(base: Settings, events: int, customers: int, as_json: bool) -> int:
+    """One worker on standalone Redis, one on the 3-shard cluster; print the figures."""
     base = on_free_ports(base).model_copy(update={"redis_cluster": False})
     stack = LocalStack(base)
     payload = bench_events(events, customers)
-    affinity = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory(prefix="portrait-cluster-") as tmp:
         processes: list[subprocess.Popen[bytes]] = []
         try:
             stack.up()
-            started = {p.service: p.pid for p in stack.recorded()}
-            ports, processes = _start_cluster(Path(tmp))
-            pinning = "not pinned"
-            if pin:
-                servers = [started.get("redis", 0), *(p.pid for p in processes)]
-                pinning = _pin(
-                    [p for p in servers if p],
-                    [started.get("kafka", 0)] if "kafka" in started else [],
-                )
             alone = _settings_for(base, "standalone")
             before = _script_usec(base.redis_port)
             standalone = _run(alone, "standalone", payload, events)
             alone_usec = _script_usec(base.redis_port) - before
+            ports, processes = _start_cluster(Path(tmp))
             spread = _settings_for(base, "cluster").model_copy(
                 update={"redis_url": f"redis://127.0.0.1:{ports[0]}/0", "redis_cluster": True}
             )
@@ -128,8 +109,7 @@ def run_cluster_bench(
             for process in processes:
                 stop_process(process)
             stack.down()
-            os.sched_setaffinity(0, affinity)
-    summary = _summary(standalone, cluster, alone_usec, shard_usec, events) | {"cpu": pinning}
+    summary = _summary(standalone, cluster, alone_usec, shard_usec, events)
     _print(summary, as_json)
     return 0 if summary["lossless"] else 1
 
@@ -164,7 +144,7 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
         return
     rates, script = summary["events_per_second"], summary["script_us_per_event"]
-    print(f"{summary['events']} channel events, one worker each; {summary['cpu']}")
+    print(f"{summary['events']} channel events, one worker each")
     print(
         f"  standalone  {rates['standalone']:8.0f} events/s  "
         f"script {script['standalone']:6.1f} µs/event"
