@@ -41,12 +41,21 @@ from portrait.stack import (
 )
 
 
-def _script_usec(port: int) -> float:
+def _usage(port: int) -> tuple[float, float]:
+    """Microseconds a node has spent in scripts (``INFO commandstats``: wall time inside
+    the calls) and on its CPU in all (``INFO cpu``: user + system, every command and the
+    network, but not the time it waited for a core)."""
     client = redis.Redis(host="127.0.0.1", port=port)
     try:
-        return script_usec(client)
+        cpu = client.info("cpu")
+        return script_usec(client), (cpu["used_cpu_user"] + cpu["used_cpu_sys"]) * 1e6
     finally:
         client.close()
+
+
+def _spent(ports: list[int], before: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    now = [_usage(p) for p in ports]
+    return [(n[0] - b[0], n[1] - b[1]) for n, b in zip(now, before, strict=True)]
 
 
 def _start_cluster(workdir: Path) -> tuple[list[int], list[subprocess.Popen[bytes]]]:
@@ -95,16 +104,16 @@ def run_cluster_bench(base: Settings, events: int, customers: int, as_json: bool
         try:
             stack.up()
             alone = _settings_for(base, "standalone")
-            before = _script_usec(base.redis_port)
+            before = [_usage(base.redis_port)]
             standalone = _run(alone, "standalone", payload, events)
-            alone_usec = _script_usec(base.redis_port) - before
+            [alone_usec] = _spent([base.redis_port], before)
             ports, processes = _start_cluster(Path(tmp))
             spread = _settings_for(base, "cluster").model_copy(
                 update={"redis_url": f"redis://127.0.0.1:{ports[0]}/0", "redis_cluster": True}
             )
-            before_nodes = [_script_usec(p) for p in ports]
+            before = [_usage(p) for p in ports]
             cluster = _run(spread, "cluster", payload, events)
-            shard_usec = [_script_usec(p) - b for p, b in zip(ports, before_nodes, strict=True)]
+            shard_usec = _spent(ports, before)
         finally:
             for process in processes:
                 stop_process(process)
@@ -117,11 +126,15 @@ def run_cluster_bench(base: Settings, events: int, customers: int, as_json: bool
 def _summary(
     standalone: Measured,
     cluster: Measured,
-    alone_usec: float,
-    shard_usec: list[float],
+    alone: tuple[float, float],
+    shards: list[tuple[float, float]],
     events: int,
 ) -> dict[str, Any]:
+    """Script and CPU microseconds per event; ``alone`` and each of ``shards``: (script,
+    CPU) microseconds of the run."""
+    alone_usec, shard_usec = alone[0], [u for u, _cpu in shards]
     total = sum(shard_usec) or 1.0
+    cpu = sum(c for _u, c in shards)
     return {
         "events": events,
         "events_per_second": {
@@ -135,6 +148,11 @@ def _summary(
         },
         "shard_share": [round(u / total, 3) for u in shard_usec],
         "cluster_vs_standalone_script_time": round(total / alone_usec, 2) if alone_usec else None,
+        "redis_cpu_us_per_event": {
+            "standalone": round(alone[1] / events, 1),
+            "cluster": round(cpu / events, 1),
+        },
+        "cluster_vs_standalone_redis_cpu": round(cpu / alone[1], 2) if alone[1] else None,
         "lossless": standalone.unique == events and cluster.unique == events,
     }
 
@@ -157,4 +175,9 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
         zip(script["cluster_per_shard"], summary["shard_share"], strict=True)
     ):
         print(f"    shard {n}   {us:6.1f} µs/event  share {share:.3f}")
+    cpu = summary["redis_cpu_us_per_event"]
+    print(
+        f"  Redis CPU (all commands) µs/event: standalone {cpu['standalone']:.1f}, "
+        f"cluster {cpu['cluster']:.1f} ({summary['cluster_vs_standalone_redis_cpu']}x)"
+    )
     print(f"lossless: {summary['lossless']}")
