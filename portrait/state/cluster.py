@@ -370,8 +370,7 @@ class ClusterProfileStore(RedisProfileStore):
         """Each identifier's person and the latest erasure among the event's identifier
         hashes, in one round trip."""
         [read] = await self._owners_of([d])
-        assert read is not None
-        return read
+        return read if read is not None else ({}, None)
 
     async def _owners_of(
         self, events: Sequence[Mapping[str, Any] | None]
