@@ -24,7 +24,11 @@ leaves a mark the next step (or the next worker, or a redelivery) completes from
    survivor and *drop* its keys but the redirect.
 4. **Apply** the event on the survivor's slot (one call; ``moved`` → back to 1). The
    account links it names and their versions are each one call on the account's slot,
-   once per event (the account's processed ids).
+   once per event (the account's processed ids). A chunk reads every event's owners in
+   one pipeline first; *plain* events (every identifier already one person's: steps 2
+   and 3 have nothing to do) send their calls to all nodes in one pipeline, the others
+   run the steps alone in between (:meth:`ClusterProfileStore._chunk`). A crash with a
+   pipeline half applied leaves what a crash between two events leaves.
 5. **Global counters**: the call keeps the event's increments (product statistics, trend
    counts, spend-population moves) with the customer (``gq``) and answers them; one call
    per stripe and chunk adds them to the stripe of the event id, once per id, then they
