@@ -138,16 +138,21 @@ def test_a_lost_redis_connection_retries_the_batch(redis_settings: Settings) -> 
     assert [e["type"] for e in sink.events()] == ["profile.changed"]
 
 
-class RefusingStore(RedisProfileStore):
-    """A store whose script fails on every event's data."""
+def refusing_store(url: str, prefix: str) -> RedisProfileStore:
+    """A store whose script fails on every event's data (the cluster store under
+    ``make test-cluster``: a standalone client's reads would meet MOVED on a cluster)."""
+    store = open_store(url, prefix)
 
-    async def apply(self, deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
+    async def refuse(deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
         return [ApplyResult("error", error="ResponseError") for _ in deltas]
+
+    store.apply = refuse  # type: ignore[method-assign]
+    return store
 
 
 def test_an_event_the_state_script_rejects_goes_to_the_dlq(redis_settings: Settings) -> None:
     async def go() -> tuple[ListSink, BatchOutcome]:
-        store = RefusingStore(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        store = refusing_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
         sink = ListSink()
         try:
             outcome = await BatchPipeline.for_settings(redis_settings, store).run(
