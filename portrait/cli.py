@@ -197,8 +197,7 @@ def _seconds(text: str) -> int:
 
 
 def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
+    from portrait.state.store import redis_client
     from streams.trends import recent_windows
 
     bucket = _seconds(args.window) if args.window else settings.trends_window_seconds
@@ -211,7 +210,7 @@ def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def read() -> list[dict[str, Any]]:
-        client = aioredis.Redis.from_url(settings.redis_url, **settings.redis_options())
+        client = redis_client(settings)
         try:
             return await recent_windows(client, settings, bucket, args.last)
         finally:
@@ -431,9 +430,9 @@ def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    import redis
     from tqdm import tqdm
 
+    from portrait.state.store import redis_client
     from streams.kafka import check_broker
     from streams.replay import replay_parallel, verify
 
@@ -444,7 +443,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if prefix == settings.redis_key_prefix and target.redis_url == settings.redis_url:
         print("the replay target must differ from the live namespace", file=sys.stderr)
         return 2
-    client = redis.Redis.from_url(target.redis_url, **target.redis_options())
+    client = redis_client(target, sync=True)
     if next(client.scan_iter(match=f"{prefix}*", count=100), None) is not None:
         print(f"namespace {prefix!r} is not empty; choose a fresh one", file=sys.stderr)
         return 2

@@ -24,11 +24,14 @@ leaves a mark the next step (or the next worker, or a redelivery) completes from
    survivor and *drop* its keys but the redirect.
 4. **Apply** the event on the survivor's slot (one call; ``moved`` → back to 1). The
    account links it names and their versions are each one call on the account's slot,
-   once per event (the account's processed ids). A chunk reads every event's owners in
+   once per event (the account's processed ids); the accounts' states and people the
+   answer shows are read then and kept beside the event's pending outputs (a
+   redelivery re-emits them as they were). A chunk reads every event's owners in
    one pipeline first; *plain* events (every identifier already one person's: steps 2
-   and 3 have nothing to do) send their calls to all nodes in one pipeline, the others
-   run the steps alone in between (:meth:`ClusterProfileStore._chunk`). A crash with a
-   pipeline half applied leaves what a crash between two events leaves.
+   and 3 have nothing to do; no account named) send their calls to all nodes in one
+   pipeline, the others run the steps alone in between
+   (:meth:`ClusterProfileStore._chunk`). A crash with a pipeline half applied leaves
+   what a crash between two events leaves.
 5. **Global counters**: the call keeps the event's increments (product statistics, trend
    counts, spend-population moves) with the customer (``gq``) and answers them; one call
    per stripe and chunk adds them to the stripe of the event id, once per id, then they
@@ -265,13 +268,13 @@ class ClusterProfileStore(RedisProfileStore):
         """Each delta's result, in order.
 
         An event whose identifiers all belong to one person already (no claim, no merge,
-        no erasure in its way: most events of a long-lived deployment) is *plain*: its
-        call waits in a batch that goes to every node in one pipeline (each node applies
-        its share back to back; one person's events stay in order on its one slot). Any
-        other event sends the batch first and then runs the protocol alone; the owners
-        read for the chunk are not trusted afterwards for the identifiers and people it
-        touched (after an erasure they are read again). A plain call that fails or finds
-        its person moved runs the protocol alone too.
+        no erasure in its way, no account named: most events of a long-lived deployment)
+        is *plain*: its call waits in a batch that goes to every node in one pipeline
+        (each node applies its share back to back; one person's events stay in order on
+        its one slot). Any other event sends the batch first and then runs the protocol
+        alone; the owners read for the chunk are not trusted afterwards for the
+        identifiers and people it touched (after an erasure they are read again). A
+        plain call that fails or finds its person moved runs the protocol alone too.
         """
         parsed = [_parsed(raw) for raw in deltas]
         owners = await self._owners_of(parsed)
@@ -307,6 +310,8 @@ class ClusterProfileStore(RedisProfileStore):
             return None
         owner, erasure = read
         ids = d["ids"]
+        if d.get("accts"):  # its links and the accounts' answer follow the call at once
+            return None
         if erasure is not None and d["ts"] < erasure:
             return None
         people = set(owner.values())
@@ -496,7 +501,7 @@ class ClusterProfileStore(RedisProfileStore):
         if step.get("absorb"):
             await self._after_merge(entity, step["absorb"], kept)
             metrics.CLUSTER_MERGES.labels("event").inc(len(step["absorb"]))
-        await self._fill_person(result, step)
+        await self._fill_person(result, step, entity)
         return result
 
     # --- merges ---------------------------------------------------------------------
@@ -773,13 +778,28 @@ class ClusterProfileStore(RedisProfileStore):
         else:
             text = answers[0]
         result = ApplyResult.parse(text.encode("utf-8"))
-        for applied in result.applied_accounts or (
-            result.replay.applied_accounts if result.replay else []
-        ):
+        await self._fill_accounts(result, d["eid"])
+        return result
+
+    async def _fill_accounts(self, result: ApplyResult, eid: str) -> None:
+        """The people of each account an account-only event applied to (they live on
+        other slots), kept beside the account's pending outputs for a redelivery."""
+        for applied in result.applied_accounts:
             if applied.account_no is not None:
                 applied.people, notify = await self._people_of(applied.account_no)
                 applied.notify = notify
-        return result
+                key = self.key(ACCOUNT_ENTITY + applied.account_no, "pending")
+                await self.redis.hset(
+                    key, pending_accounts(eid), orjson.dumps([applied.people, notify])
+                )
+        for applied in result.replay.applied_accounts if result.replay else []:
+            if applied.account_no is not None:
+                key = self.key(ACCOUNT_ENTITY + applied.account_no, "pending")
+                raw = await self.redis.hget(key, pending_accounts(eid))
+                if raw:  # else the worker stopped between the call and the record
+                    applied.people, applied.notify = orjson.loads(raw)
+                else:
+                    applied.people, applied.notify = await self._people_of(applied.account_no)
 
     async def _people_of(self, acct: str) -> tuple[dict[str, str], list[str]]:
         """An account's people with their role registers, and the employees connected to
@@ -797,22 +817,38 @@ class ClusterProfileStore(RedisProfileStore):
             notify.update(connected_employees(sections_of(fields)["r"]))
         return roles, sorted(notify)
 
-    async def _fill_person(self, result: ApplyResult, step: Mapping[str, Any]) -> None:
+    async def _fill_person(self, result: ApplyResult, step: Mapping[str, Any], person: str) -> None:
         """The accounts a person's answer lists, with their hashes, and the people of those
-        the event named (they live on other slots)."""
-        for r in (result, result.replay):
-            if r is None or r.status != "ok" or not r.accounts:
-                continue
-            named = set(step.get("accts") or []) | set(r.links_added)
-            for acct in list(r.accounts):
-                raw = await self.redis.hgetall(self.key(ACCOUNT_ENTITY + acct, "p"))
-                people: dict[str, str] = {}
-                notify: list[str] = []
-                if acct in named:
-                    people, notify = await self._people_of(acct)
-                r.accounts[acct] = AccountState(
-                    {_text(k): _text(v) for k, v in raw.items()}, people, tuple(notify)
-                )
+        the event named (they live on other slots). Kept beside the event's pending
+        outputs, so that a redelivery re-emits them as they were, not as they are."""
+        kept = self.key(person, "pending"), pending_accounts(step["eid"])
+        if result.status == "ok" and result.accounts:
+            states = await self._account_states(result, step)
+            result.accounts.update(states)
+            await self.redis.hset(*kept, _dump_states(states))
+        replay = result.replay
+        if replay is not None and replay.status == "ok" and replay.accounts:
+            raw = await self.redis.hget(*kept)
+            # no record: the worker stopped between the call and the record
+            replay.accounts.update(
+                _load_states(raw) if raw else await self._account_states(replay, step)
+            )
+
+    async def _account_states(
+        self, result: ApplyResult, step: Mapping[str, Any]
+    ) -> dict[str, AccountState]:
+        named = set(step.get("accts") or []) | set(result.links_added)
+        states = {}
+        for acct in result.accounts:
+            raw = await self.redis.hgetall(self.key(ACCOUNT_ENTITY + acct, "p"))
+            people: dict[str, str] = {}
+            notify: list[str] = []
+            if acct in named:
+                people, notify = await self._people_of(acct)
+            states[acct] = AccountState(
+                {_text(k): _text(v) for k, v in raw.items()}, people, tuple(notify)
+            )
+        return states
 
     # --- global counters ------------------------------------------------------------
 
@@ -875,7 +911,7 @@ class ClusterProfileStore(RedisProfileStore):
                     if not nxt:
                         break
                     target = _text(nxt)
-                await self.redis.hdel(self.key(target, "pending"), eid)
+                await self.redis.hdel(self.key(target, "pending"), eid, pending_accounts(eid))
 
 
 def _now() -> int:
@@ -929,3 +965,17 @@ def _touch(
         if result.customer_id:
             people.add(result.customer_id)
     return ids, people
+
+
+def pending_accounts(eid: str) -> str:
+    """The field beside an event's pending outputs that keeps the account states its
+    answer named (read from the accounts' slots after the call)."""
+    return f"{eid}{RS}accounts"
+
+
+def _dump_states(states: Mapping[str, AccountState]) -> bytes:
+    return orjson.dumps({a: [s.fields, s.people, list(s.notify)] for a, s in states.items()})
+
+
+def _load_states(raw: bytes) -> dict[str, AccountState]:
+    return {a: AccountState(f, p, tuple(n)) for a, (f, p, n) in orjson.loads(raw).items()}

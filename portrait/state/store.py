@@ -59,6 +59,21 @@ def watched_keywords(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(terms)
 
 
+def redis_client(settings: Settings, *, sync: bool = False) -> Any:
+    """A Redis client for these settings' URL, password and TLS: redis-py's cluster
+    client on a Redis Cluster (``PORTRAIT_REDIS_CLUSTER``; single-key commands follow
+    the slots, SCAN visits every primary), asyncio unless ``sync``."""
+    import redis
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    if settings.redis_cluster:
+        cluster = redis.cluster.RedisCluster if sync else redis.asyncio.cluster.RedisCluster
+        return cluster.from_url(settings.redis_url, **settings.redis_options())
+    plain = redis.Redis if sync else aioredis.Redis
+    return plain.from_url(settings.redis_url, **settings.redis_options())
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 

@@ -10,9 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jsonschema
-import redis.asyncio as aioredis
 
 from portrait.config import Settings
+from portrait.state.store import redis_client
 from streams.records import OutputRecord
 from streams.testing import ListSink, input_records
 from streams.trends import emit_closed_windows
@@ -68,7 +68,7 @@ def _trends(settings: Settings) -> list[OutputRecord]:
         found.extend(records)
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             await emit_closed_windows(client, settings, deliver)
         finally:

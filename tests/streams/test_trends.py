@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
+from portrait.state.store import redis_client
 from streams.records import OutputRecord
 from streams.testing import ListSink, input_records
 from streams.trends import emit_closed_windows
@@ -33,7 +33,7 @@ TEXTS = [
 
 def emit(settings: Settings, deliver: Any) -> int:
     async def go() -> int:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             return await emit_closed_windows(client, settings, deliver)
         finally:
