@@ -621,11 +621,14 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.chaos import FAULTS, SHORT_FAULTS, run_chaos
+    from portrait.chaos import FAULTS, OUTSIDE_CLUSTER_CONTRACT, default_faults, run_chaos
 
-    faults = tuple(args.faults.split(",")) if args.faults else FAULTS
-    if args.short:
-        faults = SHORT_FAULTS
+    faults = default_faults(settings, args.short)
+    if args.faults and not args.short:
+        faults = tuple(args.faults.split(","))
+    elif settings.redis_cluster:
+        left = ", ".join(sorted(OUTSIDE_CLUSTER_CONTRACT))
+        print(f"chaos: on a Redis Cluster {left} runs only when named (--faults; README)")
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
         print(f"chaos: unknown faults {', '.join(unknown)}; known: {', '.join(FAULTS)}")

@@ -74,6 +74,7 @@ from portrait.state.store import (
     RedisUnwell,
     StaleOffsets,
     _text,
+    parse_position,
 )
 from processors.accounts import AccountState
 from processors.document import sections_of
@@ -86,6 +87,8 @@ from processors.relationships import connected_employees
 ATTEMPTS = 12
 """Times an event is resolved again (a lost claim, a moved person) before the batch fails."""
 LOCK_MS = 10_000
+UNKNOWN_POSITION = -1
+"""Generation and offset of a position a copy lacks: before everything."""
 
 
 def kind_of(identifier: str) -> str | None:
@@ -250,15 +253,65 @@ class ClusterProfileStore(RedisProfileStore):
         if not deltas and not positions:
             return []
         async with self._order:
-            if positions:
-                check = orjson.loads(positions)
-                await self._call(check["key"], positions=orjson.dumps({**check, "check": True}))
+            plan: dict[str, Any] = orjson.loads(positions) if positions else {}
+            copies = await self._copies(plan["key"]) if plan else []
+            for copy in copies:  # every copy holds what this worker expects
+                await self._call(copy, positions=orjson.dumps({**plan, "key": copy, "check": 1}))
             kept: list[tuple[str, str, str]] = []  # (entity, once id, increments)
             results = await self._chunk(deltas, kept)
             await self._count(kept)
-            if positions:
-                await self._call(orjson.loads(positions)["key"], positions=positions)
+            for copy in copies:  # after the chunk's writes on that node
+                await self._call(copy, positions=orjson.dumps({**plan, "key": copy}))
         return results
+
+    # --- input positions: a copy on every node --------------------------------------
+
+    async def _copies(self, key: str) -> list[str]:
+        """The offsets hash's copies, one on each primary node (the hash tag
+        ``{~n<k>}`` of the lowest k whose slot the node serves). A node is written in
+        order, so a node whose AOF loses its last second (a host crash) loses its
+        copy's advance with its own state; the lowest copy is Redis's position
+        (:meth:`positions`) and the events from there are applied again — duplicates
+        on the nodes that kept them, new on the node that lost them."""
+        await self.redis.initialize()
+        nodes = {node.name for node in self.redis.get_primaries()}
+        tags: dict[str, str] = {}
+        for k in range(4096):
+            tag = f"~n{k}"
+            node = self.redis.nodes_manager.get_node_from_slot(self.redis.keyslot(tag))
+            tags.setdefault(node.name, tag)
+            if len(tags) == len(nodes):
+                break
+        return [f"{key}{{{tag}}}" for tag in sorted(tags.values())]
+
+    async def positions(self, key: str) -> dict[str, str]:
+        """The lowest of the copies' positions per partition; a partition missing from a
+        copy that exists is at the start (a copy that does not exist yet — a node that
+        never held one — tells nothing)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for copy in await self._copies(key):
+            pipe.hgetall(copy)
+        held = [
+            {_text(k): _text(v) for k, v in found.items()}
+            for found in await pipe.execute()
+            if found
+        ]
+        lowest: dict[str, str] = {}
+        for name in {name for copy in held for name in copy}:
+            start = f"{UNKNOWN_POSITION}:{UNKNOWN_POSITION}"
+            lowest[name] = min(
+                (copy.get(name, start) for copy in held),
+                key=lambda text: parse_position(text) or (UNKNOWN_POSITION, UNKNOWN_POSITION),
+            )
+        return lowest
+
+    async def set_positions(self, key: str, positions: Mapping[str, str]) -> None:
+        for copy in await self._copies(key):
+            await super().set_positions(copy, positions)
+
+    async def lower_positions(self, key: str, floors: Mapping[str, str]) -> None:
+        for copy in await self._copies(key):
+            await super().lower_positions(copy, floors)
 
     # --- a chunk: the events of people already known go out together -----------------
 

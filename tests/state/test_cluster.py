@@ -21,10 +21,12 @@ from portrait.config import DEFAULT_IDENTITY_FILE, Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import get_account, get_profile
 from portrait.state.cluster import ClusterProfileStore
-from portrait.state.store import RedisProfileStore
+from portrait.state.store import RedisProfileStore, StaleOffsets
 from processors.document import document_settings
 from processors.identity import IdentityRules, customer_id_for
 from processors.profile import DeltaSettings, build_delta
+from streams.offsets import Ledger
+from streams.records import InputRecord
 from tests.support.envelopes import chan, event
 
 # the reference side is a standalone Redis: make test-cluster runs this module in the
@@ -331,3 +333,49 @@ def test_a_long_chunk_sends_known_people_together_and_agrees(
     assert [a[0] for a in alone_answers].count("erased") == 1  # mid-chunk (later events: anew)
     assert alone_view["p0"] == alone_view["p1"]  # merged mid-chunk
     assert 12 <= lone <= 35, lone  # the warm-up's new people, the merge, erasure, their fallout
+
+
+def test_a_node_that_lost_its_last_writes_holds_the_lowest_position(
+    redis_cluster_url: str, unique: str
+) -> None:
+    """Every primary keeps a copy of the input positions, written after the chunk's
+    state on that node: a node that loses its last writes (its AOF's last second, on a
+    host crash) loses its copy's advance with them. The lowest copy is Redis's position:
+    the watch finds the loss, the next chunk is refused, the claim starts there again."""
+    prefix = f"p{unique}:"
+    ledger = Ledger(prefix, "g")
+    records = [InputRecord("t.chat", 0, o, None, b"") for o in range(len(STORY))]
+
+    async def go() -> tuple[list[str], dict[str, str], bool, dict[str, str], Any, Any]:
+        store = open_store(redis_cluster_url, prefix, True)
+        assert isinstance(store, ClusterProfileStore)
+        try:
+            await ledger.claim(store, {("t.chat", 0): 0}, 1)
+            copies = await store._copies(ledger.key)
+            (plan,) = ledger.plan([records])
+            await store.apply(deltas(STORY), plan)
+            ledger.advance(records)
+            after = await store.positions(ledger.key)
+            await store.redis.hset(copies[1], "t.chat|0", "1:0")  # that node's loss
+            lost = await ledger.watch(store)
+            lowest = await store.positions(ledger.key)
+            (again,) = ledger.plan([[InputRecord("t.chat", 0, len(STORY), None, b"")]])
+            refused = None
+            try:
+                await store.apply(deltas(STORY[:1]), again)
+            except StaleOffsets as stale:
+                refused = stale
+            seek = await Ledger(prefix, "g").claim(store, {("t.chat", 0): len(STORY)}, 2)
+            return copies, after, lost, lowest, refused, seek
+        finally:
+            await store.close()
+
+    copies, after, lost, lowest, refused, seek = asyncio.run(go())
+    client = RedisCluster.from_url(redis_cluster_url)
+    nodes = {client.nodes_manager.get_node_from_slot(key_slot(c.encode())).name for c in copies}
+    client.close()
+    assert len(copies) == len(nodes) == 3  # one copy on each primary
+    assert after == {"t.chat|0": f"1:{len(STORY)}"}
+    assert lost and lowest == {"t.chat|0": "1:0"}
+    assert refused is not None and refused.stored == "1:0"
+    assert seek == {("t.chat", 0): 0}  # every event again: duplicates but on that node
