@@ -928,6 +928,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(settings, args)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         return _unreachable(ServiceUnreachable("Redis", settings.redis_url), exc, args.debug)
+    except redis.exceptions.RedisClusterException as exc:
+        if "reachable node" not in str(exc):  # not "no node of the cluster answers"
+            raise
+        return _unreachable(ServiceUnreachable("Redis", settings.redis_url), exc, args.debug)
     except ServiceUnreachable as exc:
         return _unreachable(exc, exc, args.debug)
     except ConfigurationError as exc:

@@ -42,6 +42,7 @@ def test_up_status_down_on_free_ports(tmp_path: Path) -> None:
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
         stack_dir=tmp_path,
+        redis_cluster=False,  # a standalone Redis here, also under make test-cluster
     )
     stack = LocalStack(settings)
     started = stack.up()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from models.customer_model import default_customer_model
 from models.customer_sim import simulate
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
 from portrait.config import Settings
 from portrait.state.registry import ModelRegistry
+from portrait.state.store import redis_client
 
 
 def test_feedback_labels() -> None:
@@ -51,7 +51,7 @@ def test_feedback_that_ruins_quality_keeps_the_old_version() -> None:
 
 def test_registry_publishes_keeps_previous_and_rolls_back(redis_settings: Settings) -> None:
     async def scenario() -> list[object]:
-        client = aioredis.Redis.from_url(redis_settings.redis_url)
+        client = redis_client(redis_settings)
         registry = ModelRegistry(client, redis_settings.redis_key_prefix)
         try:
             first = await registry.current()
@@ -75,7 +75,7 @@ def test_workers_and_lookups_use_the_pinned_or_current_version(redis_settings: S
     candidate = learner.learn("customer-2026.11.1+7")
 
     async def scenario() -> list[str]:
-        client = aioredis.Redis.from_url(redis_settings.redis_url)
+        client = redis_client(redis_settings)
         registry = ModelRegistry(client, redis_settings.redis_key_prefix)
         try:
             before = (await customer_model_in_use(registry)).version
