@@ -26,7 +26,6 @@ One line per fault gives what was done and the time until outputs flowed again.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import random
 import re
@@ -48,11 +47,15 @@ import redis
 
 from portrait.config import Settings
 from portrait.stack import (
+    await_node,
     cluster_ports,
     form_cluster,
     free_port,
     port_answers,
     redis_command,
+    spawn,
+    start_cluster,
+    start_node,
     stop_process,
     tansu_command,
 )
@@ -291,15 +294,7 @@ class Cluster:
         self.workers: list[subprocess.Popen[bytes] | None] = [None, None]
 
     def _spawn(self, command: list[str], log: str, env: dict[str, str] | None = None) -> Any:
-        with (self.workdir / log).open("ab") as handle:
-            return subprocess.Popen(
-                command,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
+        return spawn(command, self.workdir / log, env)
 
     def node_dir(self, index: int) -> Path:
         """Where a Redis node keeps its AOF (and, on a cluster, its node table)."""
@@ -310,14 +305,16 @@ class Cluster:
     def start_redis(self, index: int | None = None) -> None:
         """Start every Redis node, or the one ``index`` names (from its AOF); on a
         cluster, wait until the cluster reports ``ok`` again."""
-        cluster = self.settings.redis_cluster
-        for n in range(len(self.nodes)) if index is None else [index]:
-            port, where = self.redis_ports[n], self.node_dir(n)
-            where.mkdir(parents=True, exist_ok=True)
-            command = redis_command(port, where, cluster_dir=where if cluster else None)
-            self.nodes[n] = self._spawn(command, f"redis-{port}.log")
-            _wait(functools.partial(port_answers, port), 20, f"redis on port {port}")
-        if cluster:
+        if not self.settings.redis_cluster:
+            port = self.redis_ports[0]
+            self.nodes[0] = self._spawn(redis_command(port, self.workdir), "redis.log")
+            _wait(lambda: port_answers(port), 20, "redis")
+        elif index is None:
+            self.nodes[:] = start_cluster(self.redis_ports, self.workdir, aof=True, timeout=30)
+        else:  # one node again, from its AOF and node table; the cluster ok again
+            port = self.redis_ports[index]
+            node = self.nodes[index] = start_node(port, self.workdir, aof=True)
+            await_node(port, node)
             form_cluster(self.redis_ports, timeout=30)
 
     def kill_redis(self, index: int) -> None:

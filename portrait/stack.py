@@ -210,6 +210,60 @@ def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
             client.close()
 
 
+def start_node(port: int, workdir: Path, *, aof: bool = False) -> subprocess.Popen[bytes]:
+    """Start a Redis Cluster node on ``port``: its node table (and with ``aof`` its
+    AOF, from which a restart loads it) in ``workdir/redis-<port>``, its log beside.
+    Does not wait for it."""
+    where = workdir / f"redis-{port}"
+    where.mkdir(parents=True, exist_ok=True)
+    command = redis_command(port, where if aof else None, cluster_dir=where)
+    return spawn(command, workdir / f"redis-{port}.log")
+
+
+def spawn(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (a signal to its group reaches its children
+    only), its output appended to ``log``."""
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def await_node(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait until a node started here answers; StackError if it exits or stays silent."""
+    deadline = time.monotonic() + timeout
+    while not port_answers(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise StackError(f"the Redis node on port {port} did not start")
+        time.sleep(0.02)
+
+
+def start_cluster(
+    ports: list[int], workdir: Path, *, aof: bool = False, timeout: float = 20.0
+) -> list[subprocess.Popen[bytes]]:
+    """A local Redis Cluster of a master on each port (:func:`start_node`), formed; a
+    node that does not start or join stops the others."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            processes.append(start_node(port, workdir, aof=aof))
+        for port, process in zip(ports, processes, strict=True):
+            await_node(port, process, timeout)
+        form_cluster(ports, timeout)
+    except BaseException:
+        for process in processes:
+            stop_process(process)
+        raise
+    return processes
+
+
 def _cluster_ok(info: object) -> bool:
     if isinstance(info, dict):
         known = int(info.get("cluster_known_nodes", 0))

@@ -17,10 +17,10 @@ import pytest
 from portrait.config import Settings
 from portrait.stack import (
     cluster_ports,
-    form_cluster,
     free_port,
     port_answers,
     redis_command,
+    start_cluster,
     stop_process,
     tansu_command,
 )
@@ -70,13 +70,8 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ports = cluster_ports()
-    workdir = tmp_path_factory.mktemp("cluster")
-    processes = [
-        _start(redis_command(port, cluster_dir=workdir), port, workdir / f"redis-{port}.log")
-        for port in ports
-    ]
+    processes = start_cluster(ports, tmp_path_factory.mktemp("cluster"))
     try:
-        form_cluster(ports)
         yield f"redis://127.0.0.1:{ports[0]}/0"
     finally:
         for process in processes:

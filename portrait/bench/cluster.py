@@ -13,7 +13,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,7 @@ from portrait.bench import (
     script_usec,
 )
 from portrait.config import Settings
-from portrait.stack import (
-    LocalStack,
-    StackError,
-    cluster_ports,
-    form_cluster,
-    on_free_ports,
-    port_answers,
-    redis_command,
-    stop_process,
-)
+from portrait.stack import LocalStack, cluster_ports, on_free_ports, start_cluster, stop_process
 
 
 def _usage(port: int) -> tuple[float, float]:
@@ -56,33 +46,6 @@ def _usage(port: int) -> tuple[float, float]:
 def _spent(ports: list[int], before: list[tuple[float, float]]) -> list[tuple[float, float]]:
     now = [_usage(p) for p in ports]
     return [(n[0] - b[0], n[1] - b[1]) for n, b in zip(now, before, strict=True)]
-
-
-def _start_cluster(workdir: Path) -> tuple[list[int], list[subprocess.Popen[bytes]]]:
-    ports = cluster_ports()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for port in ports:
-            processes.append(
-                subprocess.Popen(
-                    redis_command(port, cluster_dir=workdir),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        deadline = time.monotonic() + 10
-        for port, process in zip(ports, processes, strict=True):
-            while not port_answers(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise StackError(f"the cluster node on port {port} did not start")
-                time.sleep(0.02)
-        form_cluster(ports)
-    except BaseException:  # a node that failed to start or join: none left running
-        for process in processes:
-            stop_process(process)
-        raise
-    return ports, processes
 
 
 def _run(settings: Settings, name: str, payload: list[Any], events: int) -> Measured:
@@ -107,7 +70,8 @@ def run_cluster_bench(base: Settings, events: int, customers: int, as_json: bool
             before = [_usage(base.redis_port)]
             standalone = _run(alone, "standalone", payload, events)
             [alone_usec] = _spent([base.redis_port], before)
-            ports, processes = _start_cluster(Path(tmp))
+            ports = cluster_ports()
+            processes = start_cluster(ports, Path(tmp))
             spread = _settings_for(base, "cluster").model_copy(
                 update={"redis_url": f"redis://127.0.0.1:{ports[0]}/0", "redis_cluster": True}
             )
