@@ -107,6 +107,33 @@ local function add_globals(base, g)
   end
 end
 
+-- the global increments of several events (a stripe's share of a chunk) added up first,
+-- then one write per counter: the same totals as add_globals of each in turn
+local function add_globals_summed(base, list)
+  local stats, windows, spend = {}, {}, {}
+  for _, g in ipairs(list) do
+    for f, n in pairs(g.stats or {}) do stats[f] = (stats[f] or 0) + n end
+    if g.trend then
+      local w = windows[g.trend.w] or {counts = {messages = 0}}
+      windows[g.trend.w] = w
+      w.counts.messages = w.counts.messages + 1
+      for _, f in ipairs(g.trend.keys) do w.counts[f] = (w.counts[f] or 0) + 1 end
+      w.exp = g.trend.exp  -- the last one's, as in turn
+    end
+    for bucket, n in pairs(g.spend or {}) do spend[bucket] = (spend[bucket] or 0) + n end
+  end
+  for f, n in pairs(stats) do redis.call('HINCRBY', base .. 'stats:products', f, n) end
+  for start, w in pairs(windows) do
+    local window = base .. 'trend:' .. string.format('%d', start)
+    for f, n in pairs(w.counts) do redis.call('HINCRBY', window, f, n) end
+    redis.call('PEXPIRE', window, w.exp)
+    redis.call('ZADD', base .. 'trend:index', start, string.format('%d', start))
+  end
+  for bucket, n in pairs(spend) do
+    if n ~= 0 then redis.call('HINCRBY', base .. 'pop:spend', bucket, n) end
+  end
+end
+
 local gacc  -- cluster: the current event's global increments (nil: none yet)
 
 local function record_globals(g)
@@ -1038,12 +1065,14 @@ local function cluster_op(d)
     local hour = math.floor(d.now / 3600000)
     local done = base .. 'once:' .. string.format('%d', hour)
     local before = base .. 'once:' .. string.format('%d', hour - 1)
+    local fresh = {}
     for _, item in ipairs(d.items) do
       local h = id_hash(item[1])
       if redis.call('HSETNX', done, h, '') == 1 and redis.call('HEXISTS', before, h) == 0 then
-        add_globals(base, item[2])
+        table.insert(fresh, item[2])
       end
     end
+    add_globals_summed(base, fresh)
     redis.call('PEXPIRE', done, 2 * 3600000)
     return 'ok'
   end
