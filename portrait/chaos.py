@@ -349,6 +349,12 @@ class Cluster:
         return redis_client(self.settings, sync=True)
 
 
+def _any_node(cluster: Cluster, rng: random.Random) -> int:
+    """A Redis node to hit (one draw on a cluster only: a seed's standalone run draws
+    the same workers as before clusters were supported)."""
+    return rng.randrange(len(cluster.nodes)) if len(cluster.nodes) > 1 else 0
+
+
 def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -425,7 +431,7 @@ def inject(cluster: Cluster, name: str, rng: random.Random) -> FaultResult:
         os.killpg(worker.pid, signal.SIGCONT)
         detail = f"worker {index} SIGSTOP {pause:.0f} s (past its session), SIGCONT"
     elif name == "kill_redis":
-        node = rng.randrange(len(cluster.nodes))
+        node = _any_node(cluster, rng)
         cluster.kill_redis(node)
         time.sleep(1.0)
         cluster.start_redis(node)
@@ -640,7 +646,7 @@ def _run_faults(
         before = _settled(cluster)
         started = time.monotonic()
         if name in UNDER_LOAD:
-            result = cut_aof(cluster, records, rng.randrange(len(cluster.nodes)))
+            result = cut_aof(cluster, records, _any_node(cluster, rng))
             _wait(lambda: _safe_applied(client, prefix) is not None, 30, "redis loaded")
             before = _safe_applied(client, prefix) or 0  # what the restarted Redis holds
         else:
