@@ -17,6 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from portrait.chaos import build_workload
 from portrait.config import DEFAULT_IDENTITY_FILE, Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import get_account, get_profile
@@ -24,7 +25,7 @@ from portrait.state.cluster import ClusterProfileStore
 from portrait.state.store import RedisProfileStore, StaleOffsets
 from processors.document import document_settings
 from processors.identity import IdentityRules, customer_id_for
-from processors.profile import DeltaSettings, build_delta
+from processors.profile import DeltaSettings, NoUsableIdentifier, build_delta
 from streams.offsets import Ledger
 from streams.records import InputRecord
 from tests.support.envelopes import chan, event
@@ -379,3 +380,54 @@ def test_a_node_that_lost_its_last_writes_holds_the_lowest_position(
     assert lost and lowest == {"t.chat|0": "1:0"}
     assert refused is not None and refused.stored == "1:0"
     assert seek == {("t.chat", 0): 0}  # every event again: duplicates but on that node
+
+
+def _workload_deltas(seed: int, people: int) -> tuple[list[bytes], Any]:
+    """The fault suite's seeded workload (``portrait.chaos``: phones written three ways,
+    people meeting through later events, households, bills, duplicates, out-of-order
+    times, erasures racing their person's events) as deltas; bad records left out."""
+    work = build_workload(seed, people, 6)
+    out = []
+    for line in work.lines:
+        try:
+            event = INPUT_EVENT_ADAPTER.validate_json(line)
+            delta = build_delta(event, DELTAS)
+        except (ValueError, NoUsableIdentifier):
+            continue
+        out.append(delta.to_json(now_ms=1_800_000_000_000, retention_ms=86_400_000 * 60))
+    return out, work
+
+
+def test_the_fault_suites_workload_gives_the_same_documents_on_the_cluster(
+    redis_url: str, redis_cluster_url: str, unique: str
+) -> None:
+    """Every person (by each identifier) and every account document, the counters and
+    the population equal the standalone script's after the seeded workload, applied in
+    chunks of 50 and then redelivered in chunks of 70."""
+    raw, work = _workload_deltas(3, 40)
+    lookups = [(kind, value) for p in work.people for kind, value in p.ids.items()]
+    accounts = sorted({p.account for p in work.people if p.account})
+
+    async def run(url: str, cluster: bool) -> dict[str, Any]:
+        store = open_store(url, f"w{unique}:", cluster)
+        try:
+            for size in (50, 70):
+                for start in range(0, len(raw), size):
+                    await store.apply(raw[start : start + size])
+            out: dict[str, Any] = {"stats": await store.product_stats()}
+            out["population"] = await store.population()
+            for kind, value in lookups:
+                doc = await get_profile(store, kind, value, settings=DOCUMENT)
+                out[f"{kind}:{value}"] = doc and {k: v for k, v in doc.items() if k != "scores"}
+            for number in accounts:
+                out[number] = await get_account(store, number, DOCUMENT)
+            return out
+        finally:
+            await store.close()
+
+    alone = asyncio.run(run(redis_url, False))
+    spread = asyncio.run(run(redis_cluster_url, True))
+    assert sum(1 for v in alone.values() if v) > len(work.people)  # people were found
+    assert any(alone[f"{k}:{v}"] is None for k, v in lookups)  # erasures happened
+    differ = sorted(key for key in alone if alone[key] != spread[key])
+    assert differ == []
