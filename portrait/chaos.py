@@ -51,6 +51,7 @@ from portrait.stack import (
     cluster_ports,
     form_cluster,
     free_port,
+    node_dir,
     port_answers,
     redis_command,
     spawn,
@@ -300,7 +301,11 @@ class Cluster:
         """Where a Redis node keeps its AOF (and, on a cluster, its node table)."""
         if not self.settings.redis_cluster:
             return self.workdir
-        return self.workdir / f"redis-{self.redis_ports[index]}"
+        return node_dir(self.workdir, self.redis_ports[index])
+
+    def node_name(self, index: int) -> str:
+        """A Redis node as the fault lines name it."""
+        return f"redis node {index}" if len(self.nodes) > 1 else "redis"
 
     def start_redis(self, index: int | None = None) -> None:
         """Start every Redis node, or the one ``index`` names (from its AOF); on a
@@ -435,9 +440,7 @@ def inject(cluster: Cluster, name: str, rng: random.Random) -> FaultResult:
         cluster.kill_redis(node)
         time.sleep(1.0)
         cluster.start_redis(node)
-        detail = "redis SIGKILL, restarted from its AOF"
-        if len(cluster.nodes) > 1:
-            detail = f"redis node {node} SIGKILL, restarted from its AOF"
+        detail = f"{cluster.node_name(node)} SIGKILL, restarted from its AOF"
     elif name == "poison":
         records = [OutputRecord(settings.topic("chat"), None, line) for line in poison(rng, 50)]
         producer = make_producer(settings)
@@ -502,8 +505,9 @@ def cut_aof(cluster: Cluster, records: list[OutputRecord], node: int = 0) -> Fau
         cluster.kill_redis(node)
         cut = sizes.cut(1.0)
     cluster.start_redis(node)
-    which = f"redis node {node}" if len(cluster.nodes) > 1 else "redis"
-    detail = f"{which} SIGKILL mid-slice ({lost} applied), AOF cut by {cut} B (1 s)"
+    detail = (
+        f"{cluster.node_name(node)} SIGKILL mid-slice ({lost} applied), AOF cut by {cut} B (1 s)"
+    )
     return FaultResult("cut_aof", detail, time.monotonic() - started)
 
 

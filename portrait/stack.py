@@ -210,11 +210,16 @@ def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
             client.close()
 
 
+def node_dir(workdir: Path, port: int) -> Path:
+    """Where :func:`start_node` keeps a node's node table and AOF."""
+    return workdir / f"redis-{port}"
+
+
 def start_node(port: int, workdir: Path, *, aof: bool = False) -> subprocess.Popen[bytes]:
     """Start a Redis Cluster node on ``port``: its node table (and with ``aof`` its
     AOF, from which a restart loads it) in ``workdir/redis-<port>``, its log beside.
     Does not wait for it."""
-    where = workdir / f"redis-{port}"
+    where = node_dir(workdir, port)
     where.mkdir(parents=True, exist_ok=True)
     command = redis_command(port, where if aof else None, cluster_dir=where)
     return spawn(command, workdir / f"redis-{port}.log")

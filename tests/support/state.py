@@ -7,13 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis
-
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import get_account, get_profile
 from portrait.state.cluster import ClusterProfileStore
-from portrait.state.store import ApplyResult, RedisProfileStore
+from portrait.state.store import ApplyResult, RedisProfileStore, redis_client
 from processors.document import DocumentSettings
 from processors.profile import DeltaSettings, build_delta
 
@@ -29,12 +27,9 @@ def open_store(url: str, prefix: str) -> RedisProfileStore:
 
 
 def raw_client(url: str) -> Any:
-    """A plain client for reading keys directly: a cluster client under
-    PORTRAIT_REDIS_CLUSTER (single-key commands follow the slots; SCAN visits every
-    primary)."""
-    if Settings().redis_cluster:
-        return redis.RedisCluster.from_url(url)
-    return redis.Redis.from_url(url)
+    """A plain client for reading keys directly (a cluster client under
+    PORTRAIT_REDIS_CLUSTER: :func:`portrait.state.store.redis_client`)."""
+    return redis_client(Settings(redis_url=url), sync=True)
 
 
 def with_store(settings: Settings, use: Callable[[RedisProfileStore], Awaitable[T]]) -> T:
