@@ -15,10 +15,12 @@ A customer's state is a key family hash-tagged by the customer id (``{P}c:{cid}:
 - one sorted set per :class:`Family` — the parts that grow with history: the action
   trail, problems, resolutions, keyword weights and the recent negative messages. Each is
   kept to its cap by rank (O(log n) per event), never by scanning the profile.
-- ``seen:<epoch>`` — processed event ids as 8-byte hashes appended to a string, one
-  string per retention epoch (``floor(now / retention)``); the current and previous
-  epochs are checked, so an id is remembered for one to two retention periods at
-  8 bytes an id.
+- ``seenb:<epoch>:<bucket>`` — processed event ids as 8-byte hashes appended to
+  strings, :data:`SEEN_BUCKETS` per retention epoch (``floor(now / retention)``), an id
+  in the bucket of its hash's first byte (hex), so a check reads one bucket, not every id
+  of the epoch; the current and previous epochs are checked, so an id is remembered for
+  one to two retention periods at 8 bytes an id. (``seen:<epoch>``, one string of every
+  id, is what earlier versions wrote: still read, merged and deleted until it expires.)
 - ``ids``, ``pending``, ``merged``, ``redirect``, ``calls``, ``call:<id>`` — identifiers,
   outputs awaiting delivery, merge bookkeeping and call sessions.
 - ``accts`` / ``people`` — a person's account numbers / an account's people. An account
@@ -65,6 +67,13 @@ person's (an account has stats, a behaviour trail and indicators of its own)."""
 
 SEEN_HASH_BYTES = 8
 """Bytes of an event id's SHA-1 kept in the processed-id strings."""
+SEEN, SEEN_LEGACY = "seenb:", "seen:"
+"""Key names (before the epoch) of the processed-id buckets and of earlier versions'
+processed-id strings."""
+SEEN_BUCKETS = 16
+"""Processed-id strings per epoch: an id's bucket is its hash's first byte modulo this
+(16: a check reads a sixteenth of the epoch's ids; a long-lived customer's buckets cost
+about 1 KB of keys beyond the ids' own bytes)."""
 
 NEGATIVE_STREAK = "n:streak"
 """The view field holding the number of negative messages since the latest calm one."""
@@ -165,7 +174,8 @@ def lua_constants() -> str:
             f"local FRIEND, GROUP = {_lua_string(REGISTER + FRIEND)}, "
             f"{_lua_string(REGISTER + GROUP)}",
             f"local MET, AGENT = {_lua_string(REGISTER + MET)}, {_lua_string(AGENT)}",
-            f"local SEEN_HASH_BYTES = {SEEN_HASH_BYTES}",
+            f"local SEEN_HASH_BYTES, SEEN_BUCKETS = {SEEN_HASH_BYTES}, {SEEN_BUCKETS}",
+            f"local SEEN, SEEN_LEGACY = {_lua_string(SEEN)}, {_lua_string(SEEN_LEGACY)}",
             f"local NEGATIVE_STREAK = {_lua_string(NEGATIVE_STREAK)}",
             f"local CALM = {_lua_string(CALM)}",
             f"local FAMILIES = {{\n{families},\n}}",

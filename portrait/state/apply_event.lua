@@ -159,7 +159,8 @@ local function move_spend(before, after)
 end
 local function idxk(id) return P .. 'idx:' .. id end
 
--- processed event ids: 8-byte hashes in one string per retention epoch -----------------
+-- processed event ids: 8-byte hashes appended to strings, SEEN_BUCKETS per retention
+-- epoch, an id in the bucket of its hash's first byte (a check reads one bucket) ---------
 
 local function unhex(h)
   return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
@@ -173,26 +174,83 @@ local function id_hash(eid)
   return unhex(string.sub(redis.sha1hex(eid), 1, SEEN_HASH_BYTES * 2))
 end
 
-local function seen_keys(cid, now, ret)
+local function epoch_keys(cid, now, ret, name)
   local epoch = math.floor(now / math.max(ret, 1))
-  return {ck(cid, 'seen:' .. string.format('%d', epoch)),
-          ck(cid, 'seen:' .. string.format('%d', epoch - 1))}
+  return {ck(cid, name .. string.format('%d', epoch)),
+          ck(cid, name .. string.format('%d', epoch - 1))}
+end
+
+-- this epoch's and the last one's processed-id buckets: '<base>:<bucket>'
+local function seen_bases(cid, now, ret) return epoch_keys(cid, now, ret, SEEN) end
+
+-- the single strings of ids that versions before the buckets wrote (read, merged and
+-- deleted with the buckets until they expire)
+local function legacy_seen_keys(cid, now, ret) return epoch_keys(cid, now, ret, SEEN_LEGACY) end
+
+local function bucket_of(hash)
+  return string.format('%x', string.byte(hash, 1) % SEEN_BUCKETS)
+end
+
+local function bucket_keys(base)
+  local keys = {}
+  for b = 0, SEEN_BUCKETS - 1 do keys[b + 1] = base .. ':' .. string.format('%x', b) end
+  return keys
+end
+
+local function drop_seen(cid, now, ret)
+  local keys = legacy_seen_keys(cid, now, ret)
+  for _, base in ipairs(seen_bases(cid, now, ret)) do
+    for _, key in ipairs(bucket_keys(base)) do table.insert(keys, key) end
+  end
+  redis.call('DEL', unpack(keys))
+end
+
+local function holds(blob, hash)
+  local from = 1
+  while blob do
+    local at = string.find(blob, hash, from, true)
+    if not at then return false end
+    if (at - 1) % SEEN_HASH_BYTES == 0 then return true end
+    from = at + 1
+  end
+  return false
 end
 
 local function has_seen(cid, hash, now, ret)
-  for _, key in ipairs(seen_keys(cid, now, ret)) do
-    local blob = redis.call('GET', key)
-    if blob then
-      local from = 1
-      while true do
-        local at = string.find(blob, hash, from, true)
-        if not at then break end
-        if (at - 1) % SEEN_HASH_BYTES == 0 then return true end
-        from = at + 1
-      end
-    end
+  local bucket = ':' .. bucket_of(hash)
+  for _, base in ipairs(seen_bases(cid, now, ret)) do
+    if holds(redis.call('GET', base .. bucket), hash) then return true end
+  end
+  for _, key in ipairs(legacy_seen_keys(cid, now, ret)) do
+    if holds(redis.call('GET', key), hash) then return true end
   end
   return false
+end
+
+-- ids (a string of hashes) appended to an epoch's buckets, each to its own
+local function add_seen(base, blob, ret)
+  local by = {}
+  for at = 1, #blob, SEEN_HASH_BYTES do
+    local hash = string.sub(blob, at, at + SEEN_HASH_BYTES - 1)
+    local bucket = bucket_of(hash)
+    by[bucket] = by[bucket] or {}
+    table.insert(by[bucket], hash)
+  end
+  for bucket, hashes in pairs(by) do
+    local key = base .. ':' .. bucket
+    redis.call('APPEND', key, table.concat(hashes))
+    redis.call('PEXPIRE', key, 2 * math.max(ret, 1))
+  end
+end
+
+-- all the ids of an epoch (its buckets and legacy string), as one string
+local function seen_blob(cid, now, ret, i)
+  local held = redis.call('MGET', unpack(bucket_keys(seen_bases(cid, now, ret)[i])))
+  local parts = {redis.call('GET', legacy_seen_keys(cid, now, ret)[i]) or ''}
+  for _, blob in ipairs(held) do
+    if blob then table.insert(parts, blob) end
+  end
+  return table.concat(parts)
 end
 
 local function delete_customer(cid, keep_redirect)
@@ -226,7 +284,7 @@ local function erase(cid, now, ret)
     local a = account_of(acct)
     redis.call('SREM', ck(a, 'people'), cid)
     if redis.call('SCARD', ck(a, 'people')) == 0 then
-      for _, key in ipairs(seen_keys(a, now, ret)) do redis.call('DEL', key) end
+      drop_seen(a, now, ret)
       delete_customer(a, false)
     end
   end
@@ -239,7 +297,7 @@ local function erase(cid, now, ret)
   for _, call in ipairs(redis.call('SMEMBERS', ck(cid, 'calls'))) do
     redis.call('DEL', ck(cid, 'call:' .. call))
   end
-  for _, key in ipairs(seen_keys(cid, now, ret)) do redis.call('DEL', key) end
+  drop_seen(cid, now, ret)
   delete_customer(cid, false)
 end
 
@@ -462,7 +520,7 @@ local function read_dump(loser, now, ret)
   for _, s in ipairs({'ids', 'idh', 'accts', 'merged'}) do
     dump[s] = redis.call('SMEMBERS', ck(loser, s))
   end
-  for i, key in ipairs(seen_keys(loser, now, ret)) do dump.seen[i] = redis.call('GET', key) or '' end
+  for i = 1, 2 do dump.seen[i] = seen_blob(loser, now, ret, i) end
   dump.pending = redis.call('HGETALL', ck(loser, 'pending'))
   for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
     local from = ck(loser, 'call:' .. call)
@@ -500,12 +558,9 @@ local function merge_dump(loser, dump, now, ret)
   for _, acct in ipairs(dump.accts) do
     if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
   end
-  local into = seen_keys(cid, now, ret)
+  local into = seen_bases(cid, now, ret)
   for i, blob in ipairs(dump.seen) do
-    if blob ~= '' then
-      redis.call('APPEND', into[i], blob)
-      redis.call('PEXPIRE', into[i], 2 * math.max(ret, 1))
-    end
+    if blob ~= '' then add_seen(into[i], blob, ret) end
   end
   for i = 1, #dump.pending, 2 do
     redis.call('HSETNX', ck(cid, 'pending'), dump.pending[i], dump.pending[i + 1])
@@ -526,7 +581,7 @@ local function drop_loser(loser, now, ret)
   for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
     redis.call('DEL', ck(loser, 'call:' .. call))
   end
-  for _, key in ipairs(seen_keys(loser, now, ret)) do redis.call('DEL', key) end
+  drop_seen(loser, now, ret)
   delete_customer(loser, true)
 end
 
@@ -821,9 +876,9 @@ local function answer(d, losers, streak_before, prompt, links, notify)
 end
 
 local function remember(d, hash)
-  local seen = seen_keys(cid, d.now, d.ret)[1]
-  redis.call('APPEND', seen, hash)
-  redis.call('PEXPIRE', seen, 2 * math.max(d.ret, 1))
+  local key = seen_bases(cid, d.now, d.ret)[1] .. ':' .. bucket_of(hash)
+  redis.call('APPEND', key, hash)
+  redis.call('PEXPIRE', key, 2 * math.max(d.ret, 1))
 end
 
 -- global counters an applied event adds to (once per event id): phase × product
@@ -1010,7 +1065,7 @@ local function cluster_op(d)
       for _, call in ipairs(redis.call('SMEMBERS', ck(d.cid, 'calls'))) do
         redis.call('DEL', ck(d.cid, 'call:' .. call))
       end
-      for _, key in ipairs(seen_keys(d.cid, d.now, d.ret)) do redis.call('DEL', key) end
+      drop_seen(d.cid, d.now, d.ret)
       delete_customer(d.cid, false)
       return 'ok'
     end
@@ -1036,7 +1091,7 @@ local function cluster_op(d)
     local a = account_of(d.acct)
     redis.call('SREM', ck(a, 'people'), d.cid)
     if redis.call('SCARD', ck(a, 'people')) == 0 then
-      for _, key in ipairs(seen_keys(a, d.now, d.ret)) do redis.call('DEL', key) end
+      drop_seen(a, d.now, d.ret)
       delete_customer(a, false)
     end
     return 'ok'

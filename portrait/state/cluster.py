@@ -952,19 +952,33 @@ class ClusterProfileStore(RedisProfileStore):
             task.add_done_callback(self._confirming.discard)
 
     async def _confirm(self, applied: Sequence[tuple[str, str]]) -> None:
-        """The pending outputs forgotten where they are now (merges followed)."""
+        """The pending outputs forgotten where they are now (merges followed): the
+        erasure tombstones and each person's redirect in one pipeline, a redirect's
+        target in another (rare), the forgetting in a third."""
         async with self._order:
+            where = {cid: cid for cid, _eid in applied if cid}
+            asking = list(where)
+            pipe = self.redis.pipeline(transaction=False)
             for cid, eid in applied:
                 if not cid:
-                    await self.redis.eval(_FORGET_TOMB, 1, f"{self.prefix}erasure:{eid}")
-                    continue
-                target = cid
-                for _ in range(16):
-                    nxt = await self.redis.get(self.key(target, "redirect"))
-                    if not nxt:
-                        break
-                    target = _text(nxt)
-                await self.redis.hdel(self.key(target, "pending"), eid, pending_accounts(eid))
+                    pipe.eval(_FORGET_TOMB, 1, f"{self.prefix}erasure:{eid}")
+            for _hop in range(16):
+                for cid in asking:
+                    pipe.get(self.key(where[cid], "redirect"))
+                replies = await pipe.execute()
+                redirects = replies[len(replies) - len(asking) :] if asking else []
+                moved = [(c, _text(nxt)) for c, nxt in zip(asking, redirects, strict=True) if nxt]
+                where.update(moved)
+                asking = [cid for cid, _target in moved]
+                if not asking:
+                    break
+                pipe = self.redis.pipeline(transaction=False)
+            if where:
+                pipe = self.redis.pipeline(transaction=False)
+                for cid, eid in applied:
+                    if cid:
+                        pipe.hdel(self.key(where[cid], "pending"), eid, pending_accounts(eid))
+                await pipe.execute()
 
 
 def _now() -> int:

@@ -4,6 +4,7 @@ needs, and every family keeps the same content in any arrival or merge order."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from importlib.resources import files
 from typing import Any
@@ -28,7 +29,10 @@ from processors.layout import (
     CUSTOMER_KEYS,
     FAMILIES,
     NEGATIVE_STREAK,
+    SEEN,
+    SEEN_BUCKETS,
     SEEN_HASH_BYTES,
+    SEEN_LEGACY,
     lua_constants,
 )
 from processors.needs import load_rules
@@ -250,8 +254,56 @@ def test_processed_ids_take_eight_bytes_and_last_one_to_two_retention_periods(
     assert asyncio.run(statuses()) == ["ok", "dup", "dup", "ok"]
     client = raw_client(redis_settings.redis_url)
     cid = customer_id_for("phone:1")
-    strings = {
-        key: client.strlen(key)
-        for key in client.scan_iter(f"{redis_settings.redis_key_prefix}c:{{{cid}}}:seen:*")
-    }
-    assert sorted(strings.values()) == [SEEN_HASH_BYTES, SEEN_HASH_BYTES]  # two epochs, one id
+    held = [
+        client.strlen(key)
+        for key in client.scan_iter(f"{redis_settings.redis_key_prefix}c:{{{cid}}}:{SEEN}*")
+    ]
+    assert sorted(held) == [SEEN_HASH_BYTES, SEEN_HASH_BYTES]  # two epochs, one id
+
+
+def _login(eid: str, customer: dict[str, Any], at: str = "2026-11-01T09:00:00Z") -> bytes:
+    body = event(eid, "channel.event", at, "app", customer, {})
+    body["payload"] = {"action": "login"}
+    delta = build_delta(INPUT_EVENT_ADAPTER.validate_python(body), DELTAS)
+    return delta.to_json(NOW_MS, RETENTION_MS)
+
+
+def test_processed_ids_spread_over_buckets_and_an_earlier_versions_string_still_counts(
+    redis_settings: Settings,
+) -> None:
+    """A customer's ids go to their buckets (a check reads one); an id in the single
+    string an earlier version wrote is still a duplicate, also after a merge moved it."""
+    prefix = redis_settings.redis_key_prefix
+    client = raw_client(redis_settings.redis_url)
+    epoch = NOW_MS // RETENTION_MS
+    older = customer_id_for("phone:7")
+    legacy = hashlib.sha1(b"before-upgrade").digest()[:SEEN_HASH_BYTES]
+    client.set(f"{prefix}c:{{{older}}}:{SEEN_LEGACY}{epoch}", legacy)
+
+    async def go() -> tuple[list[str], list[str], list[str]]:
+        store = open_store(redis_settings.redis_url, prefix)
+        try:
+            many = [_login(f"many-{i}", {"im_id": "busy"}) for i in range(300)]
+            first = [r.status for r in await store.apply(many)]
+            again = [r.status for r in await store.apply(random.Random(5).sample(many, 40))]
+            story = [
+                _login("p7", {"phone": "7"}, "2026-11-01T10:00:00Z"),  # the later person
+                _login("e8", {"email": "e8@example.com"}),
+                _login("join", {"phone": "7", "email": "e8@example.com"}),
+                _login("before-upgrade", {"email": "e8@example.com"}),
+            ]
+            return first, again, [r.status for r in await store.apply(story)]
+        finally:
+            await store.close()
+
+    first, again, story = asyncio.run(go())
+    assert first == ["ok"] * 300 and again == ["dup"] * 40
+    assert story == ["ok", "ok", "ok", "dup"]  # the legacy id came with the merged person
+    assert not client.exists(f"{prefix}c:{{{older}}}:{SEEN_LEGACY}{epoch}")
+    busy = customer_id_for("im_id:busy")
+    buckets = [
+        client.strlen(key) for key in client.scan_iter(f"{prefix}c:{{{busy}}}:{SEEN}{epoch}:*")
+    ]
+    assert len(buckets) == SEEN_BUCKETS
+    assert sum(buckets) == 300 * SEEN_HASH_BYTES
+    assert max(buckets) < 300 * SEEN_HASH_BYTES / 8  # spread
