@@ -86,6 +86,19 @@ class StateScript:
         else:
             pipe.evalsha(self.sha, len(keys), *keys, *args)
 
+    def missing(self, reply: object) -> bool:
+        """Whether a pipelined call's answer says the server lacks the script."""
+        if isinstance(reply, NoScriptError):
+            return True
+        return isinstance(reply, ResponseError) and _missing_function(reply)
+
+    async def load(self, client: Any) -> None:
+        """Load the script (every primary, on a cluster client)."""
+        if self.library is not None:
+            await client.function_load(self.library, replace=True)
+        else:
+            await client.script_load(self.source)
+
     async def call(self, client: Any, keys: Sequence[str], args: Sequence[bytes | str]) -> Any:
         """The script's answer to one call; loads it first where the server lacks it."""
         for _attempt in range(3):
