@@ -15,12 +15,13 @@ A customer's state is a key family hash-tagged by the customer id (``{P}c:{cid}:
 - one sorted set per :class:`Family` — the parts that grow with history: the action
   trail, problems, resolutions, keyword weights and the recent negative messages. Each is
   kept to its cap by rank (O(log n) per event), never by scanning the profile.
-- ``seenb:<epoch>:<bucket>`` — processed event ids as 8-byte hashes appended to
-  strings, :data:`SEEN_BUCKETS` per retention epoch (``floor(now / retention)``), an id
-  in the bucket of its hash's first byte (hex), so a check reads one bucket, not every id
-  of the epoch; the current and previous epochs are checked, so an id is remembered for
-  one to two retention periods at 8 bytes an id. (``seen:<epoch>``, one string of every
-  id, is what earlier versions wrote: still read, merged and deleted until it expires.)
+- ``seenh:<epoch>`` — processed event ids as 8-byte hashes, one hash per retention
+  epoch (``floor(now / retention)``) whose :data:`SEEN_BUCKETS` fields (the hash's first
+  byte, hex) hold the ids appended to them, so a check reads one bucket, not every id of
+  the epoch; a bucket is written whole, so it keeps no spare room as an appended string
+  does. The current and previous epochs are checked, so an id is remembered for one to
+  two retention periods at 8 bytes an id. (``seen:<epoch>``, one string of every id, is
+  what earlier versions wrote: still read, merged and deleted until it expires.)
 - ``ids``, ``pending``, ``merged``, ``redirect``, ``calls``, ``call:<id>`` — identifiers,
   outputs awaiting delivery, merge bookkeeping and call sessions.
 - ``accts`` / ``people`` — a person's account numbers / an account's people. An account
@@ -67,13 +68,12 @@ person's (an account has stats, a behaviour trail and indicators of its own)."""
 
 SEEN_HASH_BYTES = 8
 """Bytes of an event id's SHA-1 kept in the processed-id strings."""
-SEEN, SEEN_LEGACY = "seenb:", "seen:"
-"""Key names (before the epoch) of the processed-id buckets and of earlier versions'
+SEEN, SEEN_LEGACY = "seenh:", "seen:"
+"""Key names (before the epoch) of the processed-id hashes and of earlier versions'
 processed-id strings."""
 SEEN_BUCKETS = 16
-"""Processed-id strings per epoch: an id's bucket is its hash's first byte modulo this
-(16: a check reads a sixteenth of the epoch's ids; a long-lived customer's buckets cost
-about 1 KB of keys beyond the ids' own bytes)."""
+"""Fields of a processed-id hash: an id's bucket is its hash's first byte modulo this (16:
+a check reads a sixteenth of the epoch's ids)."""
 
 NEGATIVE_STREAK = "n:streak"
 """The view field holding the number of negative messages since the latest calm one."""

@@ -159,8 +159,9 @@ local function move_spend(before, after)
 end
 local function idxk(id) return P .. 'idx:' .. id end
 
--- processed event ids: 8-byte hashes appended to strings, SEEN_BUCKETS per retention
--- epoch, an id in the bucket of its hash's first byte (a check reads one bucket) ---------
+-- processed event ids: 8-byte hashes in one hash per retention epoch, appended to the
+-- field (of SEEN_BUCKETS) of the hash's first byte: a check reads one bucket, and a
+-- bucket is written whole, so it holds no spare room as an appended string does ---------
 
 local function unhex(h)
   return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
@@ -180,7 +181,7 @@ local function epoch_keys(cid, now, ret, name)
           ck(cid, name .. string.format('%d', epoch - 1))}
 end
 
--- this epoch's and the last one's processed-id buckets: '<base>:<bucket>'
+-- this epoch's and the last one's hashes of processed ids (a field per bucket)
 local function seen_bases(cid, now, ret) return epoch_keys(cid, now, ret, SEEN) end
 
 -- the single strings of ids that versions before the buckets wrote (read, merged and
@@ -191,17 +192,9 @@ local function bucket_of(hash)
   return string.format('%x', string.byte(hash, 1) % SEEN_BUCKETS)
 end
 
-local function bucket_keys(base)
-  local keys = {}
-  for b = 0, SEEN_BUCKETS - 1 do keys[b + 1] = base .. ':' .. string.format('%x', b) end
-  return keys
-end
-
 local function drop_seen(cid, now, ret)
   local keys = legacy_seen_keys(cid, now, ret)
-  for _, base in ipairs(seen_bases(cid, now, ret)) do
-    for _, key in ipairs(bucket_keys(base)) do table.insert(keys, key) end
-  end
+  for _, base in ipairs(seen_bases(cid, now, ret)) do table.insert(keys, base) end
   redis.call('DEL', unpack(keys))
 end
 
@@ -217,9 +210,9 @@ local function holds(blob, hash)
 end
 
 local function has_seen(cid, hash, now, ret)
-  local bucket = ':' .. bucket_of(hash)
+  local bucket = bucket_of(hash)
   for _, base in ipairs(seen_bases(cid, now, ret)) do
-    if holds(redis.call('GET', base .. bucket), hash) then return true end
+    if holds(redis.call('HGET', base, bucket), hash) then return true end
   end
   for _, key in ipairs(legacy_seen_keys(cid, now, ret)) do
     if holds(redis.call('GET', key), hash) then return true end
@@ -227,7 +220,7 @@ local function has_seen(cid, hash, now, ret)
   return false
 end
 
--- ids (a string of hashes) appended to an epoch's buckets, each to its own
+-- ids (a string of hashes) into an epoch's hash, each to its bucket
 local function add_seen(base, blob, ret)
   local by = {}
   for at = 1, #blob, SEEN_HASH_BYTES do
@@ -237,19 +230,16 @@ local function add_seen(base, blob, ret)
     table.insert(by[bucket], hash)
   end
   for bucket, hashes in pairs(by) do
-    local key = base .. ':' .. bucket
-    redis.call('APPEND', key, table.concat(hashes))
-    redis.call('PEXPIRE', key, 2 * math.max(ret, 1))
+    local held = redis.call('HGET', base, bucket) or ''
+    redis.call('HSET', base, bucket, held .. table.concat(hashes))
   end
+  redis.call('PEXPIRE', base, 2 * math.max(ret, 1))
 end
 
 -- all the ids of an epoch (its buckets and legacy string), as one string
 local function seen_blob(cid, now, ret, i)
-  local held = redis.call('MGET', unpack(bucket_keys(seen_bases(cid, now, ret)[i])))
-  local parts = {redis.call('GET', legacy_seen_keys(cid, now, ret)[i]) or ''}
-  for _, blob in ipairs(held) do
-    if blob then table.insert(parts, blob) end
-  end
+  local parts = redis.call('HVALS', seen_bases(cid, now, ret)[i])
+  table.insert(parts, redis.call('GET', legacy_seen_keys(cid, now, ret)[i]) or '')
   return table.concat(parts)
 end
 
@@ -876,9 +866,7 @@ local function answer(d, losers, streak_before, prompt, links, notify)
 end
 
 local function remember(d, hash)
-  local key = seen_bases(cid, d.now, d.ret)[1] .. ':' .. bucket_of(hash)
-  redis.call('APPEND', key, hash)
-  redis.call('PEXPIRE', key, 2 * math.max(d.ret, 1))
+  add_seen(seen_bases(cid, d.now, d.ret)[1], hash, d.ret)
 end
 
 -- global counters an applied event adds to (once per event id): phase × product
