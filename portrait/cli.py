@@ -653,7 +653,9 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.cluster:
         from portrait.bench.cluster import run_cluster_bench
 
-        return run_cluster_bench(settings, args.events, args.customers or 2_000, args.json)
+        return run_cluster_bench(
+            settings, args.events, args.customers or 2_000, args.json, rounds=args.rounds
+        )
     if args.durability:
         from portrait.bench.durability import run_durability_bench
 
@@ -884,6 +886,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fresh customers against customers with a long history: events/s, Redis µs, bytes",
     )
     bench.add_argument("--history", type=int, default=500, help="events per mature customer")
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="--cluster: rounds of both sides (median shown)"
+    )
     bench.add_argument(
         "--backlog",
         type=int,
