@@ -117,6 +117,10 @@ def _median_round(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "rounds": len(summaries),
         "round_script_time_ratios": [s["cluster_vs_standalone_script_time"] for s in summaries],
         "round_redis_cpu_ratios": [s["cluster_vs_standalone_redis_cpu"] for s in summaries],
+        "round_script_us_per_event": [
+            [s["script_us_per_event"]["standalone"], s["script_us_per_event"]["cluster"]]
+            for s in summaries
+        ],
         "lossless": all(s["lossless"] for s in summaries),
     }
 
