@@ -147,14 +147,15 @@ local function record_globals(g)
   end
 end
 
+-- a customer moved between spend buckets: nothing to count when the bucket stays (most
+-- purchases of a customer who has spent a while)
 local function move_spend(before, after)
-  if before == after then return end
+  local from = before and spend_bucket(before)
+  local to = after and spend_bucket(after)
+  if from == to then return end
   local spend = {}
-  if before then spend[spend_bucket(before)] = -1 end
-  if after then
-    local b = spend_bucket(after)
-    spend[b] = (spend[b] or 0) + 1
-  end
+  if from then spend[from] = -1 end
+  if to then spend[to] = 1 end
   record_globals({spend = spend})
 end
 local function idxk(id) return P .. 'idx:' .. id end
