@@ -106,13 +106,11 @@ class StateScript:
                 if self.library is not None:
                     return await client.fcall(self.name, len(keys), *keys, *args)
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                await client.script_load(self.source)
             except ResponseError as error:
                 if self.library is not None and _no_functions(error):
                     self.library = None  # Redis < 7: the plain script, from now on
-                elif self.library is not None and _missing_function(error):
-                    await client.function_load(self.library, replace=True)
+                elif self.missing(error):
+                    await self.load(client)
                 else:
                     raise
         raise NoScriptError("the script vanished twice in a row")
