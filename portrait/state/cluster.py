@@ -553,7 +553,8 @@ class ClusterProfileStore(RedisProfileStore):
                 await self._release(claimed, survivor or d["newcid"])
                 raise Restart
         step = {**d, "survivor": survivor, "usable": usable, "rejections": rejections}
-        owned = [i for i, p in owner.items() if p == survivor]
+        # a person that turns out not to exist gives up these (those just claimed too)
+        owned = [i for i, p in owner.items() if p == survivor] + claimed
         return await self._apply_step(step, survivor or d["newcid"], kept, owned)
 
     async def _claim(self, ids: Sequence[str], person: str) -> list[str]:

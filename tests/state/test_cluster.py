@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 import redis
 from redis.cluster import RedisCluster
@@ -282,6 +283,44 @@ def test_new_people_claimed_by_two_workers_at_once_agree(
     assert spread == reference
     assert all(reference[who["phone"]] is not None for who in NEW_PEOPLE)
     assert statuses == ["dup"] * 16 + ["ok"] * 16
+
+
+def test_claims_of_a_worker_killed_before_its_calls_are_taken_over(
+    redis_url: str, redis_cluster_url: str, unique: str
+) -> None:
+    """A worker killed after its claims, before the calls, leaves identifiers pointing at
+    people who do not exist yet (all of an event's, or some: the next event of such a
+    person can name one more): the events settle the index and apply as if the claims
+    had never been made."""
+    batch = [
+        bill(f"k{n}", f"2026-11-02T{n:02d}:00:00+08:00", who, "purchase", n + 1.0)
+        for n, who in enumerate(NEW_PEOPLE[:6])
+    ]
+
+    async def alone() -> dict[str, Any]:
+        store = open_store(redis_url, f"m{unique}:", False)
+        try:
+            await store.apply(deltas(batch))
+            return await new_people(store)
+        finally:
+            await store.close()
+
+    async def after_a_kill() -> tuple[dict[str, Any], list[str]]:
+        store = open_store(redis_cluster_url, f"o{unique}:", True)
+        try:
+            for n, raw in enumerate(deltas(batch)):  # what killed workers' claims left
+                d = orjson.loads(raw)
+                for identifier in d["ids"] if n % 2 == 0 else d["ids"][:1]:
+                    await store.redis.set(store._idx(identifier), d["newcid"])  # type: ignore[attr-defined]
+            answers = await store.apply(deltas(batch))
+            return await new_people(store), [r.status for r in answers]
+        finally:
+            await store.close()
+
+    reference = {k: v for k, v in asyncio.run(alone()).items() if k != "population"}
+    spread, statuses = asyncio.run(after_a_kill())
+    assert statuses == ["ok"] * 6
+    assert {k: v for k, v in spread.items() if k in reference} == reference
 
 
 def test_an_erasure_between_reading_and_claiming_a_new_person_wins(
