@@ -246,24 +246,35 @@ async def new_people(store: RedisProfileStore) -> dict[str, Any]:
     return out
 
 
+def purchases(tag: str, people: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    """One purchase of each person, an hour apart."""
+    return [
+        bill(f"{tag}{n}", f"2026-11-02T{n:02d}:00:00+08:00", who, "purchase", n + 1.0)
+        for n, who in enumerate(people)
+    ]
+
+
+def new_people_alone(url: str, prefix: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`new_people` after the batch on a standalone store (the reference)."""
+
+    async def go() -> dict[str, Any]:
+        store = open_store(url, prefix, False)
+        try:
+            await store.apply(deltas(batch))
+            return await new_people(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
 def test_new_people_claimed_by_two_workers_at_once_agree(
     redis_url: str, redis_cluster_url: str, unique: str
 ) -> None:
     """A chunk's new people are claimed together (``ClusterProfileStore._claim_fresh``):
     two workers creating the same people at once, in opposite orders, leave the
     standalone state (a lost claim runs its event alone; a repeat answers dup)."""
-    batch = [
-        bill(f"f{n}", f"2026-11-02T{n:02d}:00:00+08:00", who, "purchase", n + 1.0)
-        for n, who in enumerate(NEW_PEOPLE)
-    ]
-
-    async def alone() -> dict[str, Any]:
-        store = open_store(redis_url, f"g{unique}:", False)
-        try:
-            await store.apply(deltas(batch))
-            return await new_people(store)
-        finally:
-            await store.close()
+    batch = purchases("f", NEW_PEOPLE)
 
     async def both() -> tuple[dict[str, Any], list[str]]:
         prefix = f"h{unique}:"
@@ -278,7 +289,7 @@ def test_new_people_claimed_by_two_workers_at_once_agree(
             await a.close()
             await b.close()
 
-    reference = asyncio.run(alone())
+    reference = new_people_alone(redis_url, f"g{unique}:", batch)
     spread, statuses = asyncio.run(both())
     assert spread == reference
     assert all(reference[who["phone"]] is not None for who in NEW_PEOPLE)
@@ -292,18 +303,7 @@ def test_claims_of_a_worker_killed_before_its_calls_are_taken_over(
     people who do not exist yet (all of an event's, or some: the next event of such a
     person can name one more): the events settle the index and apply as if the claims
     had never been made."""
-    batch = [
-        bill(f"k{n}", f"2026-11-02T{n:02d}:00:00+08:00", who, "purchase", n + 1.0)
-        for n, who in enumerate(NEW_PEOPLE[:6])
-    ]
-
-    async def alone() -> dict[str, Any]:
-        store = open_store(redis_url, f"m{unique}:", False)
-        try:
-            await store.apply(deltas(batch))
-            return await new_people(store)
-        finally:
-            await store.close()
+    batch = purchases("k", NEW_PEOPLE[:6])
 
     async def after_a_kill() -> tuple[dict[str, Any], list[str]]:
         store = open_store(redis_cluster_url, f"o{unique}:", True)
@@ -317,7 +317,11 @@ def test_claims_of_a_worker_killed_before_its_calls_are_taken_over(
         finally:
             await store.close()
 
-    reference = {k: v for k, v in asyncio.run(alone()).items() if k != "population"}
+    reference = {
+        k: v
+        for k, v in new_people_alone(redis_url, f"m{unique}:", batch).items()
+        if k != "population"
+    }
     spread, statuses = asyncio.run(after_a_kill())
     assert statuses == ["ok"] * 6
     assert {k: v for k, v in spread.items() if k in reference} == reference
