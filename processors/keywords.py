@@ -75,12 +75,11 @@ def keywords_document(
     """The ``top_k`` heaviest keywords (ties: the smaller term), weights as mentions at the
     customer's latest event (``latest_weight`` = the decay weight of that moment)."""
     scale = 1.0 / latest_weight if latest_weight > 0 else 1.0
+    # (minus the weight, term) sorts heaviest first, ties by the smaller term
+    start = len(KEYWORD)
     ranked = sorted(
-        (
-            (float(value) * scale, name[len(KEYWORD) :])
-            for name, value in weights.items()
-            if name.startswith(KEYWORD)
-        ),
-        key=lambda pair: (-pair[0], pair[1]),
+        (-float(value) * scale, name[start:])
+        for name, value in weights.items()
+        if name.startswith(KEYWORD)
     )
-    return [{"term": term, "weight": round(weight, 4)} for weight, term in ranked[:top_k]]
+    return [{"term": term, "weight": round(-minus, 4)} for minus, term in ranked[:top_k]]
