@@ -670,6 +670,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             channel=args.channel_events,
             history=args.history,
             as_json=args.json,
+            rounds=args.rounds,
         )
         return 0
     if args.replay:
@@ -887,7 +888,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--history", type=int, default=500, help="events per mature customer")
     bench.add_argument(
-        "--rounds", type=int, default=3, help="--cluster: rounds of both sides (median shown)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="--cluster, --growth: rounds of both sides (median shown)",
     )
     bench.add_argument(
         "--backlog",

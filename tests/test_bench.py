@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from portrait.bench.cluster import _median_round
+from portrait.bench.growth import GrowthRun, _medians, _summary
 
 
 def test_the_cluster_bench_shows_the_round_with_the_median_ratio() -> None:
@@ -21,3 +22,25 @@ def test_the_cluster_bench_shows_the_round_with_the_median_ratio() -> None:
     assert shown["round_script_time_ratios"] == [1.9, 1.4, 1.6] and shown["rounds"] == 3
     assert shown["lossless"] is False  # every round must be
     assert shown["round_script_us_per_event"][1] == [100.0, 140.0]
+
+
+def test_the_growth_bench_takes_each_ratio_over_rounds_not_the_ratio_of_medians() -> None:
+    def run(fresh_us: float, mature_us: float, rate: float) -> dict[str, GrowthRun]:
+        return {
+            "chat-fresh": GrowthRun("chat-fresh", 100, 1.0, fresh_us * 100, 2000),
+            "chat-mature": GrowthRun("chat-mature", 100, 100 / rate, mature_us * 100, 20000),
+            "channel-fresh": GrowthRun("channel-fresh", 100, 1.0, 100 * 100, 3000),
+            "channel-mature": GrowthRun("channel-mature", 100, 1.0, 110 * 100, 18000),
+        }
+
+    rounds = [
+        _summary(run(*figures), 500) for figures in ((100, 200, 50), (300, 390, 90), (200, 240, 80))
+    ]
+    assert [r["chat_script_ratio"] for r in rounds] == [2.0, 1.3, 1.2]
+    shown = _medians(rounds)
+    # the median of the rounds' ratios (1.3), not median mature ÷ median fresh (240 ÷ 200)
+    assert shown["chat_script_ratio"] == 1.3 and shown["chat_rate_ratio"] == 0.8
+    assert shown["runs"]["chat-fresh"]["script_usec_per_event"] == 200
+    assert shown["round_ratios"]["chat_script_ratio"] == [2.0, 1.3, 1.2]
+    assert shown["channel_script_ratio"] == 1.1 and shown["rounds"] == 3
+    assert shown["mature_chat_customer_bytes"] == 20000

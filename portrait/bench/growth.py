@@ -5,7 +5,10 @@ and of channel events, goes once to as many fresh customers and once to a few cu
 that already have ``history`` events each (sent first, not measured). For each run it
 prints events/s (first to last ``profile.changed``), the state scripts' Redis time per
 event (``INFO commandstats``: EVALSHA and FCALL microseconds before and after, both scripts), and
-``MEMORY USAGE`` of one customer's keys; then mature ÷ fresh ratios.
+``MEMORY USAGE`` of one customer's keys; then mature ÷ fresh ratios. It runs ``rounds``
+rounds on new customers each, the order of fresh and mature alternating, and prints the
+medians with each round's ratios: single runs of one build differ by up to 0.5× on a
+busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
+from statistics import median
 from typing import Any
 
 import orjson
@@ -202,15 +206,48 @@ def _measure(
     return GrowthRun(name, len(events), seconds, usec, size)
 
 
+def _round(
+    settings: Settings,
+    client: redis.Redis,
+    counter: OutputCounter,
+    texts: list[str],
+    n: int,
+    sizes: tuple[int, int, int],
+) -> dict[str, GrowthRun]:
+    """One round: each kind's fresh and mature runs, on customers of this round only, in
+    the order of the round (even: fresh first, odd: mature first)."""
+    chats, channel, history = sizes
+    runs: dict[str, GrowthRun] = {}
+    for kind, count, make, name in (
+        ("chat", chats, chat_events, "im"),
+        ("channel", channel, channel_events, "ACC"),
+    ):
+        mature = [f"{name}-old-{n}-{i}" for i in range(max(1, count // history))]
+        fresh = [f"{name}-new-{n}-{i}" for i in range(count)]
+        plan = [
+            (f"{kind}-fresh", make(f"r{n}-{kind}-fresh", count, fresh, texts), None),
+            (
+                f"{kind}-mature",
+                make(f"r{n}-{kind}-mature", count, mature, texts),
+                make(f"r{n}-{kind}-past", history * len(mature), mature, texts),
+            ),
+        ]
+        for run, events, past in plan[:: 1 if n % 2 == 0 else -1]:
+            measured = _measure(settings, client, counter, f"r{n}-{run}", events, past)
+            runs[run] = replace(measured, name=run)
+    return runs
+
+
 def run_growth_bench(
-    base: Settings, chats: int, channel: int, history: int, as_json: bool
+    base: Settings, chats: int, channel: int, history: int, as_json: bool, rounds: int = 3
 ) -> dict[str, Any]:
-    """Fresh against mature customers, chat and channel events; print and return the
-    figures."""
+    """Fresh against mature customers, chat and channel events, in ``rounds`` rounds (the
+    order of fresh and mature alternating, so drift of this machine's speed falls on
+    both); print and return the medians with every round's ratios."""
     base = on_free_ports(base)
     stack = LocalStack(base)
     texts = _texts()
-    runs: dict[str, GrowthRun] = {}
+    summaries: list[dict[str, Any]] = []
     try:
         stack.up()
         settings = _settings_for(base, "growth")
@@ -228,38 +265,15 @@ def run_growth_bench(
             warm = chat_events("warm", 50, [f"warm-{i}" for i in range(50)], texts)
             _send(settings, warm)
             counter.wait("warm", len(warm))
-            mature_chat = [f"im-old-{i}" for i in range(max(1, chats // history))]
-            mature_channel = [f"ACC-OLD-{i}" for i in range(max(1, channel // history))]
-            fresh_chat = [f"im-new-{i}" for i in range(chats)]
-            fresh_channel = [f"ACC-NEW-{i}" for i in range(channel)]
-            plan = [
-                ("chat-fresh", chat_events("chat-fresh", chats, fresh_chat, texts), None),
-                (
-                    "chat-mature",
-                    chat_events("chat-mature", chats, mature_chat, texts),
-                    chat_events("chat-past", history * len(mature_chat), mature_chat, texts),
-                ),
-                (
-                    "channel-fresh",
-                    channel_events("channel-fresh", channel, fresh_channel, texts),
-                    None,
-                ),
-                (
-                    "channel-mature",
-                    channel_events("channel-mature", channel, mature_channel, texts),
-                    channel_events(
-                        "channel-past", history * len(mature_channel), mature_channel, texts
-                    ),
-                ),
-            ]
-            for name, events, history_events in plan:
-                runs[name] = _measure(settings, client, counter, name, events, history_events)
+            for n in range(max(1, rounds)):
+                runs = _round(settings, client, counter, texts, n, (chats, channel, history))
+                summaries.append(_summary(runs, history))
         finally:
             counter.close()
             stop_process(worker)
     finally:
         stack.down()
-    summary = _summary(runs, history)
+    summary = _medians(summaries)
     _print(summary, as_json)
     return summary
 
@@ -285,13 +299,39 @@ def _summary(runs: dict[str, GrowthRun], history: int) -> dict[str, Any]:
     return out
 
 
+RATIOS = ("chat_script_ratio", "chat_rate_ratio", "channel_script_ratio", "channel_rate_ratio")
+
+
+def _medians(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every figure's median over the rounds (each ratio the median of the rounds'
+    ratios, not a ratio of medians), and each round's ratios."""
+    first = summaries[0]
+    out: dict[str, Any] = {
+        "history": first["history"],
+        "rounds": len(summaries),
+        "runs": {
+            name: {
+                figure: median(s["runs"][name][figure] for s in summaries)
+                for figure in first["runs"][name]
+            }
+            for name in first["runs"]
+        },
+    }
+    for ratio in RATIOS:
+        out[ratio] = median(s[ratio] for s in summaries)
+    out["mature_chat_customer_bytes"] = median(s["mature_chat_customer_bytes"] for s in summaries)
+    out["round_ratios"] = {ratio: [s[ratio] for s in summaries] for ratio in RATIOS}
+    return out
+
+
 def _print(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
         return
     print(
         f"one worker; mature customers have {summary['history']} events before the run "
-        "(bytes: a customer after that history; fresh: after its one event)"
+        "(bytes: a customer after that history; fresh: after its one event); "
+        f"medians of {summary['rounds']} rounds"
     )
     for name, run in summary["runs"].items():
         print(
@@ -304,6 +344,8 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
             f"  {kind}: mature / fresh script time = {summary[f'{kind}_script_ratio']}x   "
             f"events/s = {summary[f'{kind}_rate_ratio']}x"
         )
+    for ratio, values in summary["round_ratios"].items():
+        print(f"  {ratio} by round: {', '.join(f'{v}x' for v in values)}")
     print(
         f"  a customer with {summary['history']} chats holds "
         f"{summary['mature_chat_customer_bytes']} bytes in Redis"

@@ -768,9 +768,10 @@ local function write_entity()
   -- written in slices: unpack() has a limit, and a merge can dirty many fields
   local writes = {}
   for f, _ in pairs(dirty) do
-    table.insert(writes, f)
-    table.insert(writes, cur[f])
+    writes[#writes + 1] = f
+    writes[#writes + 1] = cur[f]
     if #writes >= 1000 then
+
       redis.call('HSET', ck(cid, 'p'), unpack(writes))
       writes = {}
     end
@@ -838,14 +839,13 @@ local function answer(d, losers, streak_before, prompt, links, notify)
       old[NEGATIVE_STREAK] = streak_before
     end
   end
-  local after, before = {}, {}
+  local after, before, n = {}, {}, 0
   for f, v in pairs(cur) do
-    table.insert(after, f)
-    table.insert(after, v)
+    after[n + 1], after[n + 2], n = f, v, n + 2
   end
+  n = 0
   for f, v in pairs(old) do
-    table.insert(before, f)
-    table.insert(before, v)
+    before[n + 1], before[n + 2], n = f, v, n + 2
   end
   local body = table.concat({
     table.concat(losers, US),
