@@ -28,6 +28,7 @@ from processors.keywords import KEYWORD, keywords_document
 from processors.layout import (
     ACTIONS,
     COUNT,
+    FAMILIES,
     KEYWORDS,
     NEGATIVES,
     PROBLEMS,
@@ -431,10 +432,19 @@ def update_of(
     )
 
 
-@lru_cache(maxsize=65_536)
 def _fields_reading(stored: str) -> frozenset[str]:
-    """The document fields whose builders read this stored field (names repeat across
-    updates, so this is worked out once per name, not once per field and update)."""
+    """The document fields whose builders read this stored field. A family's members
+    (an action, a keyword, a problem: a new name nearly every update) all read as their
+    family's prefix, which no builder's prefix extends (``tests/processors``)."""
+    for family in FAMILIES:
+        if stored.startswith(family.prefix):
+            return _prefix_reading(family.prefix)
+    return _prefix_reading(stored)
+
+
+@lru_cache(maxsize=65_536)
+def _prefix_reading(stored: str) -> frozenset[str]:
+    # names repeat across updates: worked out once per name, not per field and update
     return frozenset(
         name for name, (reads, _) in FIELD_BUILDERS.items() if stored.startswith(reads)
     )

@@ -5,8 +5,16 @@ import pytest
 
 from portrait.events import INPUT_EVENT_ADAPTER, ProfileDocument
 from processors.attributes import encode_register, order_key
-from processors.document import StoredState, changed_fields, document_from_state, update_of
+from processors.document import (
+    FIELD_BUILDERS,
+    StoredState,
+    _fields_reading,
+    changed_fields,
+    document_from_state,
+    update_of,
+)
 from processors.identity import customer_id_for
+from processors.layout import FAMILIES
 from processors.profile import DeltaSettings, ProfileDelta, build_delta
 from tests.support.envelopes import event
 
@@ -219,3 +227,14 @@ def test_imported_past_interactions_count_as_actions() -> None:
     assert delta.fields["c:act:complaint"] == 2
     assert not any("bad" in name for name in delta.fields)
     assert "a:tier" in delta.fields
+
+
+def test_a_family_member_reads_as_its_family_prefix() -> None:
+    # _fields_reading answers a family's members by the family's prefix, which holds
+    # only while no builder reads a longer prefix inside a family
+    for family in FAMILIES:
+        for name, (reads, _) in FIELD_BUILDERS.items():
+            assert not any(r.startswith(family.prefix) and r != family.prefix for r in reads), name
+        member = f"{family.prefix}000001793500000|e-1\temp-1"
+        direct = {n for n, (reads, _) in FIELD_BUILDERS.items() if member.startswith(reads)}
+        assert _fields_reading(member) == direct and direct
