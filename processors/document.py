@@ -454,21 +454,30 @@ def changed_fields(
     update: Update,
     derived: dict[str, tuple[Any, Any]] | None = None,
     settings: DocumentSettings = DEFAULT_DOCUMENT,
+    known: Mapping[str, Any] | None = None,
+    built: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Top-level document fields that differ before and after an update, old and new.
 
     Only the fields that read a written stored field are built. ``derived`` gives
-    (old, new) of fields computed elsewhere, such as model scores.
+    (old, new) of fields computed elsewhere, such as model scores. ``known``: fields
+    already built for the state before the update (the same customer's previous update
+    built them as its state after), taken instead of built again; ``built`` receives
+    every field built for the state after.
     """
     before = ProfileView(update.before, update.ids_before, settings, update.accounts_before)
     after = ProfileView(update.after, update.ids_after, settings, update.accounts_after)
+    known = known or {}
     changes = []
     affected: set[str] = set()
     for written in update.written:
         affected |= _fields_reading(written)
     for name, (_, build) in FIELD_BUILDERS.items():
         if name in affected:
-            previous, current = build(before), build(after)
+            previous = known[name] if name in known else build(before)
+            current = build(after)
+            if built is not None:
+                built[name] = current
             if previous != current:
                 changes.append({"field": name, "old": previous, "new": current})
     for name, (previous, current) in (derived or {}).items():

@@ -100,12 +100,44 @@ class Outputs:
         self.profile_topic = settings.topic("profile-changes")
         self.prompt_topic = settings.topic("agent-prompts")
         self.dlq_topic = settings.topic("dlq")
+        # document fields built in this batch, per customer: (version, field → value)
+        self._built: dict[str, tuple[int, dict[str, object]]] = {}
+        self._built_for: DocumentSettings | None = None
 
-    def applied(self, done: AppliedEvent, emitted_at: str) -> list[OutputRecord]:
+    def _fields_changed(
+        self, done: AppliedEvent, customer_id: str, again: bool
+    ) -> list[dict[str, object]]:
+        """The change's fields, old and new. When the same customer has another update
+        later in the chunk (``again``), the fields built here are kept for it: its state
+        before is this one's state after (when the versions follow), so a busy
+        customer's fields are built once per update, not twice. Not for a person holding
+        accounts (an account can change through others' events between two of the
+        person's), and only within one batch (its document settings: the spend
+        population is read per batch)."""
+        update = done.update
+        if self._built_for is not self.document:
+            self._built, self._built_for = {}, self.document
+        derived = {"scores": done.scores}
+        previous = self._built.pop(customer_id, None)
+        if update.accounts_after or update.accounts_before:
+            return changed_fields(update, derived, self.document)
+        before = int(update.before["m"].get("version", 0))
+        known = previous[1] if previous is not None and previous[0] == before else None
+        built: dict[str, object] | None = {} if again else None
+        changes = changed_fields(update, derived, self.document, known, built)
+        if built is not None:
+            version = int(update.after["m"].get("version", 0))
+            self._built[customer_id] = (version, {**known, **built} if known else built)
+        return changes
+
+    def applied(
+        self, done: AppliedEvent, emitted_at: str, again: bool = False
+    ) -> list[OutputRecord]:
         """Every output of an applied event: merges, the change, the agent prompt it
         calls for, and the whole profile for an employee who just became a friend. A
         redelivery whose outputs were never confirmed gets all of them again (the same
-        ids: the state script kept its answer pending)."""
+        ids: the state script kept its answer pending). ``again``: the customer has
+        another update later in this chunk."""
         result, update = done.result, done.update
         assert result.customer_id is not None
         applied = Applied(
@@ -120,7 +152,9 @@ class Outputs:
             OutputRecord(self.profile_topic, key, encode(profile_merged(applied, loser)))
             for loser in result.merged
         ]
-        changes = changed_fields(update, {"scores": done.scores}, self.document)
+        for loser in result.merged:
+            self._built.pop(loser, None)
+        changes = self._fields_changed(done, applied.customer_id, again)
         out.append(OutputRecord(self.profile_topic, key, encode(profile_changed(applied, changes))))
         out.extend(self._links(done, emitted_at))
         prompt = self._prompt(done)
@@ -248,6 +282,8 @@ class Outputs:
         self, source_event_id: str, customers: Sequence[str], emitted_at: str
     ) -> list[OutputRecord]:
         """``profile.erased`` for each customer an erasure removed."""
+        for cid in customers:  # the id can come back as a new person, versions anew
+            self._built.pop(cid, None)
         return [
             OutputRecord(
                 self.profile_topic,

@@ -280,6 +280,7 @@ class BatchPipeline:
         }
         customers = [(r.customer_id or "", updates[id(r)]) for _, r in people]
         scores = dict(zip(updates, self.scorer.score(customers), strict=True))
+        later = Counter(cid for cid, _ in customers)  # a customer's updates still to come
         for item, result, first in applied:
             event_id = item.event.event_id
             if result.status != "ok":  # erasures and account-only events: no person to score
@@ -291,7 +292,9 @@ class BatchPipeline:
                 continue
             update, pair = updates[id(result)], scores[id(result)]
             done = AppliedEvent(item.record, item.event, item.emotion, result, update, pair)
-            outcome.outputs.extend(self.outputs.applied(done, emitted_at))
+            later[result.customer_id or ""] -= 1
+            again = later[result.customer_id or ""] > 0
+            outcome.outputs.extend(self.outputs.applied(done, emitted_at, again))
             outcome.confirm.append((result.customer_id or "", event_id))
             if first:
                 outcome.meet(item.event, result.customer_id or "")
