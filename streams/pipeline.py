@@ -272,13 +272,11 @@ class BatchPipeline:
             elif result.replay is not None and item.event.event_id not in emitted:
                 applied.append((item, result.replay, False))
             emitted.add(item.event.event_id)
-        people = [(item, r) for item, r, _ in applied if r.status == "ok" and r.state]
+        people = [(r, s) for _, r, _ in applied if r.status == "ok" and (s := r.state)]
         updates = {
-            id(r): update_of(r.state, r.old, r.ids_added, r.accounts, r.links_added)
-            for _, r in people
-            if r.state
+            id(r): update_of(s, r.old, r.ids_added, r.accounts, r.links_added) for r, s in people
         }
-        customers = [(r.customer_id or "", updates[id(r)]) for _, r in people]
+        customers = [(r.customer_id or "", updates[id(r)]) for r, _ in people]
         scores = dict(zip(updates, self.scorer.score(customers), strict=True))
         later = Counter(cid for cid, _ in customers)  # a customer's updates still to come
         for item, result, first in applied:
@@ -290,14 +288,13 @@ class BatchPipeline:
                 if first:
                     count_rejections(item.rejected)
                 continue
-            update, pair = updates[id(result)], scores[id(result)]
+            update, pair, cid = updates[id(result)], scores[id(result)], result.customer_id or ""
             done = AppliedEvent(item.record, item.event, item.emotion, result, update, pair)
-            later[result.customer_id or ""] -= 1
-            again = later[result.customer_id or ""] > 0
-            outcome.outputs.extend(self.outputs.applied(done, emitted_at, again))
-            outcome.confirm.append((result.customer_id or "", event_id))
+            later[cid] -= 1
+            outcome.outputs.extend(self.outputs.applied(done, emitted_at, later[cid] > 0))
+            outcome.confirm.append((cid, event_id))
             if first:
-                outcome.meet(item.event, result.customer_id or "")
+                outcome.meet(item.event, cid)
                 metrics.MERGES.inc(len(result.merged))
                 self.scorer.observe(item.event, update, pair[1])
                 count_rejections([*item.rejected, *result.rejections])
