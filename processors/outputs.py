@@ -62,8 +62,9 @@ def output_event_id(kind: str, source_event_id: str, customer_id: str) -> str:
 
 
 EMISSION_FIELDS = {"event_id", "emitted_at", "latency_ms"}
-EMISSION_ORDER = ("emitted_at", "latency_ms")
 """What describes an emission, not its content: left out of the content an id names."""
+EMISSION_ORDER = ("emitted_at", "latency_ms")
+"""The emission's fields after ``event_id``, in the order :func:`encode` writes them."""
 
 
 def encode(output: Output) -> bytes:

@@ -771,7 +771,6 @@ local function write_entity()
     writes[#writes + 1] = f
     writes[#writes + 1] = cur[f]
     if #writes >= 1000 then
-
       redis.call('HSET', ck(cid, 'p'), unpack(writes))
       writes = {}
     end
