@@ -30,6 +30,7 @@ from processors.layout import (
     COUNT,
     FAMILIES,
     KEYWORDS,
+    NEGATIVE_STREAK,
     NEGATIVES,
     PROBLEMS,
     REJECTED,
@@ -333,6 +334,25 @@ def document_from_state(
         **built,
         "scores": scores if scores is not None else dict(EMPTY_SCORES),
     }
+
+
+def empty_fields(settings: DocumentSettings = DEFAULT_DOCUMENT) -> dict[str, Any]:
+    """Every built document field of a customer with no state: what a new customer's
+    first update changes from (:func:`changed_fields` ``known``)."""
+    view = ProfileView(sections_of({}), [], settings)
+    return {name: build(view) for name, (_, build) in FIELD_BUILDERS.items()}
+
+
+_NO_STREAK = {NEGATIVE_STREAK[2:]: "0"}  # how every answer shows an empty negative streak
+
+
+def is_new(update: Update) -> bool:
+    """Whether the state before the update was empty (a new customer)."""
+    if update.ids_before or update.accounts_before:
+        return False
+    return all(
+        not part or (kind == "n" and part == _NO_STREAK) for kind, part in update.before.items()
+    )
 
 
 ACCOUNT_FIELDS: dict[str, Callable[[ProfileView], Any]] = {

@@ -26,6 +26,8 @@ from processors.document import (
     account_changes,
     changed_fields,
     document_from_state,
+    empty_fields,
+    is_new,
     update_of,
 )
 from processors.emotion import EmotionResult, negative_streak
@@ -103,27 +105,32 @@ class Outputs:
         # document fields built in this batch, per customer: (version, field → value)
         self._built: dict[str, tuple[int, dict[str, object]]] = {}
         self._built_for: DocumentSettings | None = None
+        self._empty: dict[str, object] = {}  # the fields of the empty document, per batch
 
     def _fields_changed(
         self, done: AppliedEvent, customer_id: str, again: bool
     ) -> list[dict[str, object]]:
-        """The change's fields, old and new. When the same customer has another update
-        later in the chunk (``again``), the fields built here are kept for it: its state
-        before is this one's state after (when the versions follow), so a busy
-        customer's fields are built once per update, not twice. Not for a person holding
-        accounts (an account can change through others' events between two of the
-        person's), and only within one batch (its document settings: the spend
-        population is read per batch)."""
+        """The change's fields, old and new, each built once: a new customer changes from
+        the empty document (built once per batch), and when the same customer has
+        another update later in the chunk (``again``) the fields built here are kept for
+        it — its state before is this one's state after when the versions follow. Not
+        for a person holding accounts (an account can change through others' events
+        between two of the person's), and only within one batch (its document settings:
+        the spend population is read per batch)."""
         update = done.update
         if self._built_for is not self.document:
             self._built, self._built_for = {}, self.document
+            self._empty = empty_fields(self.document)
         derived = {"scores": done.scores}
         previous = self._built.pop(customer_id, None)
-        if update.accounts_after or update.accounts_before:
-            return changed_fields(update, derived, self.document)
+        holds = bool(update.accounts_after or update.accounts_before)
         before = int(update.before["m"].get("version", 0))
-        known = previous[1] if previous is not None and previous[0] == before else None
-        built: dict[str, object] | None = {} if again else None
+        known: dict[str, object] | None = None
+        if is_new(update):  # a new customer changes from the empty document
+            known = self._empty
+        elif previous is not None and previous[0] == before and not holds:
+            known = previous[1]
+        built: dict[str, object] | None = {} if again and not holds else None
         changes = changed_fields(update, derived, self.document, known, built)
         if built is not None:
             version = int(update.after["m"].get("version", 0))
