@@ -79,6 +79,11 @@ def event_order(occurred_ms: int, event_id: str) -> str:
     return f"{max(occurred_ms, 0):015d}|{event_id}"
 
 
+def order_time(order: str) -> str:
+    """The RFC 3339 time of an :func:`event_order` key."""
+    return iso_from_ms(int(order.split("|", 1)[0]))
+
+
 def order_key(manual: bool, occurred_ms: int, event_id: str) -> str:
     """Sortable string: compares as ``(manual, occurred_at, event_id)``."""
     return f"{1 if manual else 0}|{event_order(occurred_ms, event_id)}"

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from portrait.events import CallEnded, FeedbackRecorded, InputEvent
-from processors.attributes import decode_register, encode_register, event_order, iso_from_ms
+from processors.attributes import decode_register, encode_register, event_order, order_time
 from processors.intents import SentenceEncoder
 from processors.layout import PROBLEMS, RESOLUTIONS
 
@@ -75,7 +75,7 @@ def all_problems(registers: Mapping[str, str]) -> list[dict[str, Any]]:
         if resolved is not None:
             found = decode_register(resolved[1])
             resolution = {
-                "at": iso_from_ms(int(resolved[0].split("|", 1)[0])),
+                "at": order_time(resolved[0]),
                 "event_id": found["event_id"],
                 "type": found["type"],
                 "outcome": found.get("outcome"),
@@ -83,7 +83,7 @@ def all_problems(registers: Mapping[str, str]) -> list[dict[str, Any]]:
             }
         out.append(
             {
-                "at": iso_from_ms(int(order.split("|", 1)[0])),
+                "at": order_time(order),
                 "intent": problem["intent"],
                 "text": problem["text"],
                 "event_id": problem["event_id"],

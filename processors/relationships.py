@@ -29,10 +29,9 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from processors.attributes import event_order, iso_from_ms
+from processors.attributes import event_order, order_time
 from processors.layout import ACTIONS, FRIEND, GROUP, MET
 
 MESSAGES, RECENT = "msg:", "emp:"
@@ -106,20 +105,14 @@ def action_fields(
     return {f"{ACTION}{event_order(occurred_ms, event_id)}\t{employee_id}": action}
 
 
-@lru_cache(maxsize=16384)
-def _trail_entry(name: str) -> tuple[str, str]:
-    """A trail member's employee and time. Cached: every change of a busy customer's
-    trail shows its 50 newest actions twice (old and new), mostly the same members."""
-    order, employee = name.split("\t", 1)
-    return employee, iso_from_ms(int(order.split("|", 1)[0]))
-
-
 def actions_towards_employees(trail: dict[str, str]) -> list[dict[str, Any]]:
     """``profile.actions``: the newest actions towards employees first (at most 50)."""
     out = []
     for name in sorted(trail, reverse=True)[:ACTIONS_SHOWN]:
-        employee, occurred_at = _trail_entry(name)
-        out.append({"employee_id": employee, "action": trail[name], "occurred_at": occurred_at})
+        order, employee = name.split("\t", 1)
+        out.append(
+            {"employee_id": employee, "action": trail[name], "occurred_at": order_time(order)}
+        )
     return out
 
 
