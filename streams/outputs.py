@@ -116,7 +116,9 @@ class Outputs:
         it — its state before is this one's state after when the versions follow. Not
         for a person holding accounts (an account can change through others' events
         between two of the person's), and only within one batch (its document settings:
-        the spend population is read per batch)."""
+        the spend population is read per batch). Every update takes its customer's kept
+        fields out, so what a loser or an erased person left is never found: an id that
+        comes back starts new (the empty document) and keeps its own from there."""
         update = done.update
         if self._built_for is not self.document:
             self._built, self._built_for = {}, self.document
@@ -159,8 +161,6 @@ class Outputs:
             OutputRecord(self.profile_topic, key, encode(profile_merged(applied, loser)))
             for loser in result.merged
         ]
-        for loser in result.merged:
-            self._built.pop(loser, None)
         changes = self._fields_changed(done, applied.customer_id, again)
         out.append(OutputRecord(self.profile_topic, key, encode(profile_changed(applied, changes))))
         out.extend(self._links(done, emitted_at))
@@ -289,8 +289,6 @@ class Outputs:
         self, source_event_id: str, customers: Sequence[str], emitted_at: str
     ) -> list[OutputRecord]:
         """``profile.erased`` for each customer an erasure removed."""
-        for cid in customers:  # the id can come back as a new person, versions anew
-            self._built.pop(cid, None)
         return [
             OutputRecord(
                 self.profile_topic,
