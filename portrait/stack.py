@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 
 from portrait.config import Settings
+from processors.layout import REDIS_SETTINGS
 
 
 class StackError(RuntimeError):
@@ -149,6 +150,7 @@ def redis_command(
         "127.0.0.1",
         "--save",
         "",
+        *(part for name, value in REDIS_SETTINGS.items() for part in (f"--{name}", value)),
         *persistence,
         *cluster,
         "--daemonize",

@@ -113,6 +113,23 @@ NEGATIVES = Family("n:", "neg", "since_calm", kept=0, shown=0)
 
 FAMILIES: tuple[Family, ...] = (ACTIONS, PROBLEMS, RESOLUTIONS, KEYWORDS, NEGATIVES)
 
+REDIS_SETTINGS: dict[str, str] = {
+    "zset-max-listpack-entries": "64",
+    "zset-max-listpack-value": "512",
+}
+"""The Redis server settings the families are sized for (``portrait stack``, the tests'
+servers and ``deploy/compose.yaml`` start Redis with them; a worker on a Redis without
+them logs a warning and works all the same, at a higher cost per event). A sorted set
+of up to 64 members is a listpack, scanned member by member; a longer one is a
+skiplist with a hash index. The keyword family (up to 100 members) takes look-ups and
+an increment per keyword of every chat message: as a listpack each ``ZINCRBY`` scanned
+and re-parsed up to 100 scores (23 µs a call against 5 µs on a new customer's; paired
+harness, 2026-12-03), as a skiplist it is a hash look-up. The action trail (50) and
+problems (20) stay listpacks; members of up to 512 bytes keep problems (an order key and
+the problem's text, ≈ 160 bytes) a listpack too, which pays for most of the keyword
+index's memory (a 500-chat customer 20.9 KB → 25.1 KB; with the defaults, 128 and 64,
+the problems were a skiplist of 5.9 KB)."""
+
 CALM = "r:calm"
 """The register of the latest non-negative message's order key."""
 

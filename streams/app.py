@@ -24,6 +24,7 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore, StaleOffsets
+from processors.layout import REDIS_SETTINGS
 from streams.kafka import ConfirmedProducer
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for
 from streams.offsets import Ledger
@@ -214,6 +215,13 @@ def create_apps(settings: Settings) -> list[faust.App]:
     @app.task  # type: ignore[untyped-decorator]
     async def open_clients() -> None:
         clients.store = RedisProfileStore.for_settings(settings)
+        untuned = await clients.store.untuned_settings()
+        if untuned:
+            log.warning(
+                "Redis runs without the settings the state layout is sized for: "
+                "per-event cost is higher (README, Speed)",
+                extra={"settings": untuned, "wanted": REDIS_SETTINGS},
+            )
         clients.producer = ConfirmedProducer(settings)
         runner = model_runner(settings)  # one model process, shared by the lanes
         opened: dict[str, Lane] = {}

@@ -20,6 +20,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from portrait import metrics
 from portrait.config import Settings
 from portrait.schemas import SCHEMA_DIR, asyncapi_document
+from processors.layout import REDIS_SETTINGS
 from streams.kafka import all_topics
 from streams.lanes import LANES, consumer_group
 
@@ -69,7 +70,10 @@ def test_compose_references_only_what_exists() -> None:
     assert {"kafka", "redis", "worker", "prometheus", "grafana"} <= set(services)
     kafka = services["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
-    assert "--appendonly" in services["redis"]["command"]
+    redis = services["redis"]["command"]
+    assert "--appendonly" in redis
+    for name, value in REDIS_SETTINGS.items():  # the sizes the state layout is tuned for
+        assert redis[redis.index(f"--{name}") + 1] == value, name
     for name, service in services.items():
         assert "image" in service or "build" in service, name
         for dependency in service.get("depends_on", {}):

@@ -34,6 +34,7 @@ from processors.layout import (
     FAMILIES,
     MEMBER_SEP,
     NEGATIVE_STREAK,
+    REDIS_SETTINGS,
     ROLE,
     VIEW_SEP,
     Family,
@@ -712,6 +713,21 @@ class RedisProfileStore:
     async def ping(self) -> bool:
         """True when Redis answers."""
         return bool(await self.redis.ping())
+
+    async def untuned_settings(self) -> dict[str, str]:
+        """The server settings the layout is sized for (``processors.layout.
+        REDIS_SETTINGS``) that this Redis has otherwise: name → its value. Empty where
+        ``CONFIG GET`` is refused (a managed Redis): nothing to say then."""
+        try:
+            found = await self.redis.config_get("zset-max-listpack-*")
+            values = {_text(k): _text(v) for k, v in found.items()}
+        except Exception:  # CONFIG disabled or renamed: the settings cannot be read
+            return {}
+        return {
+            name: values[name]
+            for name, wanted in REDIS_SETTINGS.items()
+            if name in values and values[name] != wanted
+        }
 
     async def close(self) -> None:
         if self._confirming:

@@ -19,7 +19,7 @@ from portrait.lookup import find_customer, get_profile
 from portrait.state.store import ApplyResult
 from processors.emotion import EmotionResult
 from processors.identity import customer_id_for
-from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, RESOLUTIONS, Family
+from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, REDIS_SETTINGS, RESOLUTIONS, Family
 from processors.profile import DeltaSettings, build_delta
 from tests.support.envelopes import chan, event, settings_env
 from tests.support.state import open_store, raw_client
@@ -485,6 +485,43 @@ def test_problems_and_resolutions_keep_the_newest_twenty_in_any_order(
     assert kept[0] == kept[1] == kept[2]
     # the oldest kept problem is number 50 of 70
     assert b"pb050" in min(kept[0][0]) and b"rs050" in min(kept[0][1])
+
+
+LISTPACK_ENTRIES = "zset-max-listpack-entries"
+
+
+def test_the_keyword_family_is_indexed_and_the_trail_stays_compact(
+    redis_settings: Settings,
+) -> None:
+    # the servers Portrait starts have the layout's settings (processors/layout.py): a
+    # keyword family past 64 terms is a skiplist (a hash look-up per increment, not a
+    # scan), the action trail and problems stay listpacks
+    apply_deltas(
+        redis_settings, [said(f"e{i:03d}", i, [f"a{i:03d}", f"b{i:03d}"]) for i in range(40)]
+    )
+    client = raw_client(redis_settings.redis_url)
+    person = customer_id_for("im_id:talker")
+
+    def encoding(family: Family) -> bytes:
+        key = f"{redis_settings.redis_key_prefix}c:{{{person}}}:{family.key}"
+        return bytes(client.object("encoding", key))
+
+    assert len(talker_family(redis_settings, KEYWORDS)) == 80
+    assert encoding(KEYWORDS) == b"skiplist"
+    assert len(talker_family(redis_settings, ACTIONS)) == 40
+    assert encoding(ACTIONS) == b"listpack"
+
+    async def untuned() -> tuple[dict[str, str], dict[str, str]]:
+        store = open_store(redis_settings.redis_url, redis_settings.redis_key_prefix)
+        try:
+            tuned = await store.untuned_settings()
+            client.config_set("zset-max-listpack-entries", 128)  # a Redis at its defaults
+            return tuned, await store.untuned_settings()
+        finally:
+            client.config_set("zset-max-listpack-entries", REDIS_SETTINGS[LISTPACK_ENTRIES])
+            await store.close()
+
+    assert run(untuned()) == ({}, {LISTPACK_ENTRIES: "128"})
 
 
 def test_a_customer_keeps_the_heaviest_keywords(redis_settings: Settings) -> None:
