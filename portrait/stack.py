@@ -192,7 +192,7 @@ def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
     clients = [redis.Redis(host="127.0.0.1", port=port) for port in ports]
     try:
         states = [client.cluster("info") for client in clients]
-        if all(_cluster_ok(state) for state in states):
+        if all(_cluster_ok(state, len(ports)) for state in states):
             return
         per = 16384 // len(ports)
         for i, client in enumerate(clients):
@@ -203,7 +203,7 @@ def form_cluster(ports: list[int], timeout: float = 20.0) -> None:
         for port in ports[1:]:
             clients[0].cluster("meet", "127.0.0.1", port)
         deadline = time.monotonic() + timeout
-        while not all(_cluster_ok(client.cluster("info")) for client in clients):
+        while not all(_cluster_ok(client.cluster("info"), len(ports)) for client in clients):
             if time.monotonic() > deadline:
                 raise StackError(f"the cluster on ports {ports} did not form in {timeout:.0f} s")
             time.sleep(0.05)
@@ -271,10 +271,11 @@ def start_cluster(
     return processes
 
 
-def _cluster_ok(info: object) -> bool:
+def _cluster_ok(info: object, nodes: int = 2) -> bool:
+    """A node's ``CLUSTER INFO``: the cluster is up and the node knows ``nodes`` nodes."""
     if isinstance(info, dict):
         known = int(info.get("cluster_known_nodes", 0))
-        return str(info.get("cluster_state")) == "ok" and known > 1
+        return str(info.get("cluster_state")) == "ok" and known >= nodes
     return False
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from portrait.bench.cluster import _median_round
+from portrait.bench import Measured
+from portrait.bench.cluster import _median_round, _one_node
 from portrait.bench.growth import GrowthRun, _medians, _summary
 
 
@@ -13,6 +14,10 @@ def test_the_cluster_bench_shows_the_round_with_the_median_ratio() -> None:
             "cluster_vs_standalone_redis_cpu": c,
             "lossless": ok,
             "script_us_per_event": {"standalone": 100.0, "cluster": 100.0 * r},
+            # the one-node cluster: 5,000 events in 2 s, scripts 1.2x and CPU 1.3x standalone
+            **_one_node(
+                Measured("one_node", 5000, 2.0, 5000, 5000), (600e3, 650e3), (500e3, 500e3), 5000
+            ),
         }
         for r, c, ok in ((1.9, 2.5, True), (1.4, 2.0, True), (1.6, 2.2, False))
     ]
@@ -22,6 +27,10 @@ def test_the_cluster_bench_shows_the_round_with_the_median_ratio() -> None:
     assert shown["round_script_time_ratios"] == [1.9, 1.4, 1.6] and shown["rounds"] == 3
     assert shown["lossless"] is False  # every round must be
     assert shown["round_script_us_per_event"][1] == [100.0, 140.0]
+    one = shown["one_node"]
+    assert one["vs_standalone_script_time"] == 1.2 and one["vs_standalone_redis_cpu"] == 1.3
+    assert one["script_us_per_event"] == 120.0 and one["events_per_second"] == 2500.0
+    assert shown["round_one_node_script_time_ratios"] == [1.2, 1.2, 1.2]
 
 
 def test_the_growth_bench_takes_each_ratio_over_rounds_not_the_ratio_of_medians() -> None:

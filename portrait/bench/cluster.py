@@ -1,5 +1,9 @@
-"""``portrait bench --cluster``: the same events on a standalone Redis and on a local
-3-master Redis Cluster.
+"""``portrait bench --cluster``: the same events on a standalone Redis, on a local
+3-master Redis Cluster and on a one-node cluster holding every slot.
+
+The one-node cluster runs the same cross-slot protocol on one process: its ratio to
+standalone is what the protocol and cluster mode cost, apart from three nodes sharing
+this machine's cores.
 
 One ``portrait worker`` per store takes the same channel events through the local broker
 (throughput from the outputs, as in ``portrait bench``), in ``--rounds`` rounds (3) whose
@@ -93,12 +97,19 @@ def run_cluster_bench(
             stack.up()
             ports = cluster_ports()
             processes = start_cluster(ports, Path(tmp))
+            one = _one_node_ports(ports)
+            processes += start_cluster(one, Path(tmp))
+            clusters: dict[str, list[int] | None] = {"standalone": None, "cluster": ports}
+            clusters["one_node"] = one
             for n in range(max(1, rounds)):
                 sides: dict[str, tuple[Measured, list[tuple[float, float]]]] = {}
-                for side in ("standalone", "cluster")[:: 1 if n % 2 == 0 else -1]:
-                    sides[side] = _side(base, ports if side == "cluster" else None, payload, events)
+                order = list(clusters)[n % 3 :] + list(clusters)[: n % 3]
+                for side in order:
+                    sides[side] = _side(base, clusters[side], payload, events)
                 (standalone, [alone]), (cluster, shards) = sides["standalone"], sides["cluster"]
-                summaries.append(_summary(standalone, cluster, alone, shards, events))
+                summary = _summary(standalone, cluster, alone, shards, events)
+                single, [node] = sides["one_node"]
+                summaries.append(summary | _one_node(single, node, alone, events))
         finally:
             for process in processes:
                 stop_process(process)
@@ -106,6 +117,30 @@ def run_cluster_bench(
     summary = _median_round(summaries)
     _print(summary, as_json)
     return 0 if summary["lossless"] else 1
+
+
+def _one_node_ports(taken: list[int]) -> list[int]:
+    """A port for the one-node cluster, apart from the 3-node cluster's."""
+    while True:
+        [port] = cluster_ports(1)
+        if all(abs(port - other) > 1 for other in taken):
+            return [port]
+
+
+def _one_node(
+    measured: Measured, node: tuple[float, float], alone: tuple[float, float], events: int
+) -> dict[str, Any]:
+    """The one-node cluster's figures and their ratios to standalone (``alone``)."""
+    return {
+        "one_node": {
+            "events_per_second": round(measured.rate, 1),
+            "script_us_per_event": round(node[0] / events, 1),
+            "redis_cpu_us_per_event": round(node[1] / events, 1),
+            "vs_standalone_script_time": round(node[0] / alone[0], 2) if alone[0] else None,
+            "vs_standalone_redis_cpu": round(node[1] / alone[1], 2) if alone[1] else None,
+            "lossless": measured.unique == events,
+        }
+    }
 
 
 def _median_round(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,11 +152,14 @@ def _median_round(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "rounds": len(summaries),
         "round_script_time_ratios": [s["cluster_vs_standalone_script_time"] for s in summaries],
         "round_redis_cpu_ratios": [s["cluster_vs_standalone_redis_cpu"] for s in summaries],
+        "round_one_node_script_time_ratios": [
+            s["one_node"]["vs_standalone_script_time"] for s in summaries
+        ],
         "round_script_us_per_event": [
             [s["script_us_per_event"]["standalone"], s["script_us_per_event"]["cluster"]]
             for s in summaries
         ],
-        "lossless": all(s["lossless"] for s in summaries),
+        "lossless": all(s["lossless"] and s["one_node"]["lossless"] for s in summaries),
     }
 
 
@@ -185,5 +223,12 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     print(
         f"  Redis CPU (all commands) µs/event: standalone {cpu['standalone']:.1f}, "
         f"cluster {cpu['cluster']:.1f} ({summary['cluster_vs_standalone_redis_cpu']}x)"
+    )
+    one = summary["one_node"]
+    print(
+        f"  cluster (1) {one['events_per_second']:8.0f} events/s  script "
+        f"{one['script_us_per_event']:6.1f} µs/event ({one['vs_standalone_script_time']}x "
+        f"standalone), Redis CPU {one['redis_cpu_us_per_event']:.1f} µs/event "
+        f"({one['vs_standalone_redis_cpu']}x): the protocol on one node, every slot"
     )
     print(f"lossless: {summary['lossless']}")
