@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -63,9 +64,27 @@ def client_config(settings: Settings) -> dict[str, Any]:
     } | settings.kafka_client_config()
 
 
+def _all_refused(bootstrap: str) -> bool:
+    """Whether every bootstrap address refuses a TCP connection outright (nothing
+    listens there): then no wait can help. Names that do not resolve, timeouts and
+    anything else leave the answer to the Kafka client."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return False
+        except ConnectionRefusedError:
+            continue
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 def check_broker(settings: Settings, timeout: float = 5.0) -> AdminClient:
     """An admin client of a broker that answered; :class:`ServiceUnreachable` if none
-    did within ``timeout`` seconds."""
+    did within ``timeout`` seconds (at once when every address refuses connections)."""
+    if _all_refused(settings.kafka_bootstrap):
+        raise ServiceUnreachable("Kafka", settings.kafka_bootstrap)
     admin = AdminClient(client_config(settings))
     try:
         admin.list_topics(timeout=timeout)

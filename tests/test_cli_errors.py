@@ -3,6 +3,7 @@ documented code (3 Redis, 4 Kafka), with no traceback unless ``--debug``."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from portrait.config import Settings
 from portrait.errors import KAFKA_UNREACHABLE, REDIS_UNREACHABLE
 from portrait.stack import free_port
+from streams.kafka import _all_refused
 from tests.support.envelopes import settings_env
 from tests.support.worker import PORTRAIT
 
@@ -71,6 +73,18 @@ def test_kafka_commands_name_the_broker_they_could_not_reach(
     [line] = done.stderr.strip().splitlines()
     assert settings.kafka_bootstrap in line and "portrait stack up" in line
     assert "Traceback" not in done.stderr
+
+
+def test_a_broker_address_is_given_up_at_once_only_when_nothing_listens() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        open_port = listening.getsockname()[1]
+        refused = f"127.0.0.1:{free_port()}"
+        assert _all_refused(refused) and _all_refused(f"{refused},{refused}")
+        # one address that answers, or one the client must resolve: the client decides
+        assert not _all_refused(f"{refused},127.0.0.1:{open_port}")
+        assert not _all_refused(f"no-such-host.invalid:{free_port()}")
 
 
 def test_debug_shows_the_traceback() -> None:
