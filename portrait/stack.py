@@ -271,7 +271,7 @@ def start_cluster(
     return processes
 
 
-def _cluster_ok(info: object, nodes: int = 2) -> bool:
+def _cluster_ok(info: object, nodes: int) -> bool:
     """A node's ``CLUSTER INFO``: the cluster is up and the node knows ``nodes`` nodes."""
     if isinstance(info, dict):
         known = int(info.get("cluster_known_nodes", 0))

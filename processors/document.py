@@ -315,6 +315,11 @@ FIELD_BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[ProfileView], Any]]] 
 (``tests/state/test_layout.py`` checks every one against full loads)."""
 
 
+def _every_field(view: ProfileView) -> dict[str, Any]:
+    """Every document field :data:`FIELD_BUILDERS` builds, from one view."""
+    return {name: build(view) for name, (_, build) in FIELD_BUILDERS.items()}
+
+
 def document_from_state(
     customer_id: str,
     state: StoredState,
@@ -328,10 +333,9 @@ def document_from_state(
     ``models/scorer.py``); without it the scores are empty.
     """
     view = ProfileView(sections_of(state["fields"]), state["ids"], settings, accounts)
-    built = {name: build(view) for name, (_, build) in FIELD_BUILDERS.items()}
     return {
         "customer_id": customer_id,
-        **built,
+        **_every_field(view),
         "scores": scores if scores is not None else dict(EMPTY_SCORES),
     }
 
@@ -339,8 +343,7 @@ def document_from_state(
 def empty_fields(settings: DocumentSettings = DEFAULT_DOCUMENT) -> dict[str, Any]:
     """Every built document field of a customer with no state: what a new customer's
     first update changes from (:func:`changed_fields` ``known``)."""
-    view = ProfileView(sections_of({}), [], settings)
-    return {name: build(view) for name, (_, build) in FIELD_BUILDERS.items()}
+    return _every_field(ProfileView(sections_of({}), [], settings))
 
 
 _NO_STREAK = {NEGATIVE_STREAK[2:]: "0"}  # how every answer shows an empty negative streak

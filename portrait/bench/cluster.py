@@ -99,11 +99,16 @@ def run_cluster_bench(
             processes = start_cluster(ports, Path(tmp))
             one = _one_node_ports(ports)
             processes += start_cluster(one, Path(tmp))
-            clusters: dict[str, list[int] | None] = {"standalone": None, "cluster": ports}
-            clusters["one_node"] = one
+            clusters: dict[str, list[int] | None] = {
+                "standalone": None,
+                "cluster": ports,
+                "one_node": one,
+            }
+            names = list(clusters)
             for n in range(max(1, rounds)):
                 sides: dict[str, tuple[Measured, list[tuple[float, float]]]] = {}
-                order = list(clusters)[n % 3 :] + list(clusters)[: n % 3]
+                turn = n % len(names)
+                order = names[turn:] + names[:turn]
                 for side in order:
                     sides[side] = _side(base, clusters[side], payload, events)
                 (standalone, [alone]), (cluster, shards) = sides["standalone"], sides["cluster"]

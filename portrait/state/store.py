@@ -719,7 +719,7 @@ class RedisProfileStore:
         REDIS_SETTINGS``) that this Redis has otherwise: name → its value. Empty where
         ``CONFIG GET`` is refused (a managed Redis): nothing to say then."""
         try:
-            found = await self.redis.config_get("zset-max-listpack-*")
+            found = await self.redis.config_get(*REDIS_SETTINGS)
             values = {_text(k): _text(v) for k, v in found.items()}
         except Exception:  # CONFIG disabled or renamed: the settings cannot be read
             return {}
