@@ -23,7 +23,7 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.events import FeedbackRecorded, InputEvent
 from portrait.state.registry import ModelRegistry, customer_model_in_use
-from processors.document import EMPTY_SCORES, Sections, Update
+from processors.document import EMPTY_SCORES, Sections, Update, is_new
 from processors.emotion import emotion_document
 from processors.features import feature_vector
 
@@ -75,6 +75,8 @@ class Scorer:
         self.registry = registry
         self.pinned = pinned
         self._last: OrderedDict[str, tuple[str | None, dict[str, Any]]] = OrderedDict()
+        self._empty: dict[tuple[Any, ...], Scores] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
         self._checked = 0.0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="learner")
 
@@ -114,6 +116,8 @@ class Scorer:
                 and known[1]["model_version"] == model.version
             ):
                 before[index] = known[1]
+            elif is_new(update):  # every new customer's state before is the empty one
+                before[index] = self._empty_scores(update.held("before"))
             else:
                 missing.append(index)
         started = time.perf_counter()
@@ -129,12 +133,30 @@ class Scorer:
         for (customer, update), document in zip(customers, after, strict=True):
             if document["model_version"] is not None:
                 for name in ("value", "loyalty", "churn_risk"):
-                    metrics.SCORES.labels(document["model_version"], name).observe(document[name])
+                    self._histogram(document["model_version"], name).observe(document[name])
             self._last[customer] = (update.after["m"].get("version"), document)
             self._last.move_to_end(customer)
         while len(self._last) > 100_000:
             self._last.popitem(last=False)
         return [(before[i], after[i]) for i in range(len(customers))]
+
+    def _empty_scores(self, sections: Sections) -> Scores:
+        """The scores of an empty state (as a new customer's answer shows it), scored
+        once per model."""
+        model = self.model
+        shape = tuple((kind, tuple(part.items())) for kind, part in sections.items() if part)
+        key = (model.version if model is not None else None, shape)
+        scores = self._empty.get(key)
+        if scores is None:
+            scores = self._empty[key] = score_sections(model, [sections])[0]
+        return scores
+
+    def _histogram(self, version: str, name: str) -> Any:
+        """The scores histogram of one model version and score (labels looked up once)."""
+        child = self._histograms.get((version, name))
+        if child is None:
+            child = self._histograms[version, name] = metrics.SCORES.labels(version, name)
+        return child
 
     def observe(self, event: InputEvent, update: Update, scores: Scores) -> None:
         """A feedback with a satisfaction score becomes a training example (its

@@ -17,6 +17,7 @@ All from stored state, never the wall clock, so replays agree:
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,17 @@ class Population:
 
     counts: Mapping[int, int] = field(default_factory=dict)
     total: int = 0
+    _edges: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _below: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # the buckets in order and the customers below each: a percentile is one bisect
+        edges = tuple(sorted(self.counts))
+        below = [0]
+        for bucket in edges:
+            below.append(below[-1] + self.counts[bucket])
+        object.__setattr__(self, "_edges", edges)
+        object.__setattr__(self, "_below", tuple(below))
 
     @classmethod
     def of(cls, stored: Mapping[str, int]) -> Population:
@@ -51,7 +63,7 @@ class Population:
 
     def below(self, bucket: int) -> int:
         """Customers in buckets lower than ``bucket``."""
-        return sum(count for other, count in self.counts.items() if other < bucket)
+        return self._below[bisect_left(self._edges, bucket)]
 
 
 def wealth(amount: float | None, population: Population) -> float | None:

@@ -45,3 +45,16 @@ def test_indicators_are_empty_without_evidence() -> None:
         "campaign_participation": None,
         "influence": 0.0,
     }
+
+
+def test_customers_below_a_bucket_are_counted_whatever_the_buckets() -> None:
+    import random
+
+    from processors.indicators import Population
+
+    rng = random.Random(7)
+    for _ in range(300):
+        counts = {rng.randrange(60): rng.randrange(1, 9) for _ in range(rng.randrange(30))}
+        population = Population.of({str(b): n for b, n in counts.items()})
+        for bucket in range(-1, 62):
+            assert population.below(bucket) == sum(n for b, n in counts.items() if b < bucket)
