@@ -828,7 +828,21 @@ local function accounts_of(person, named)
   return table.concat(out, MS)
 end
 
--- the answer: the bounded hash, each family's view, what changed, the links
+-- A pending answer is kept as the answer itself ('ok' RS cid RS body; before: cid RS
+-- body): as a redelivery's answer ('dup' RS cid RS body), and its body alone.
+local OK = 'ok' .. RS
+local function as_dup(pending)
+  if string.sub(pending, 1, 3) == OK then return 'dup' .. string.sub(pending, 3) end
+  return 'dup' .. RS .. pending
+end
+local function pending_body(pending)
+  if string.sub(pending, 1, 3) == OK then return string.match(pending, '^ok\30[^\30]*\30(.*)$') end
+  return string.match(pending, '^[^\30]*\30(.*)$')
+end
+
+-- The answer ('ok' RS cid RS body): the bounded hash, each family's view, what changed,
+-- the links. Built as one string, kept pending as it is: a mature customer's answer is
+-- kilobytes, and each copy of it costs the script more than most of its commands.
 local function answer(d, losers, streak_before, prompt, links, notify)
   local views = {}
   for i, fam in ipairs(FAMILIES) do
@@ -846,7 +860,9 @@ local function answer(d, losers, streak_before, prompt, links, notify)
   for f, v in pairs(old) do
     before[n + 1], before[n + 2], n = f, v, n + 2
   end
-  local body = table.concat({
+  local full = table.concat({
+    'ok',
+    cid,
     table.concat(losers, US),
     table.concat(ids_added, US),
     table.concat(redis.call('SMEMBERS', ck(cid, 'ids')), US),
@@ -861,8 +877,8 @@ local function answer(d, losers, streak_before, prompt, links, notify)
   }, RS)
   -- kept with the id it was applied to: a redelivery after a merge re-emits the
   -- outputs as they were (same ids, same content), not as the survivor's
-  redis.call('HSET', ck(cid, 'pending'), d.eid, cid .. RS .. body)
-  return body
+  redis.call('HSET', ck(cid, 'pending'), d.eid, full)
+  return full
 end
 
 local function remember(d, hash)
@@ -887,7 +903,7 @@ local function apply_accounts(d, hash)
       for _, other in ipairs(d.accts) do
         local pending = redis.call('HGET', ck(account_of(other), 'pending'), d.eid)
         if pending then
-          table.insert(bodies, other .. RS .. string.match(pending, '^[^\30]*\30(.*)$'))
+          table.insert(bodies, other .. RS .. pending_body(pending))
         end
       end
       if #bodies == 0 then return 'dup' .. RS .. a end
@@ -904,7 +920,8 @@ local function apply_accounts(d, hash)
     if not d.quiet then
       local people, notify = '', ''  -- cluster: the people are the caller's to add
       if not CLUSTER then people, notify = people_of(acct) end
-      table.insert(bodies, acct .. RS .. answer(d, {}, streak_before, '', people, notify))
+      local full = answer(d, {}, streak_before, '', people, notify)
+      table.insert(bodies, acct .. RS .. string.sub(full, #cid + 5))  -- past 'ok' RS cid RS
     end
   end
   if not (CLUSTER and d.later) then count_globals(d) end  -- cluster: one account's call counts
@@ -971,7 +988,7 @@ local function apply_cluster(d, hash)
   if has_seen(cid, hash, d.now, d.ret) then
     if #losers > 0 then write_entity() end
     local pending = redis.call('HGET', ck(cid, 'pending'), d.eid)
-    if pending then return 'dup' .. RS .. pending end
+    if pending then return as_dup(pending) end
     return 'dup' .. RS .. cid
   end
   local spend_before = tonumber(cur['e:amount'])
@@ -995,7 +1012,7 @@ local function apply_cluster(d, hash)
   for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, 'accts'))) do
     table.insert(held, table.concat({acct, '', '', ''}, VS))
   end
-  return 'ok' .. RS .. cid .. RS .. answer(d, losers, streak_before, prompt, table.concat(held, MS))
+  return answer(d, losers, streak_before, prompt, table.concat(held, MS))
 end
 
 local function seal(d)
@@ -1187,7 +1204,7 @@ local function apply_one(raw)
       checked[c] = true
       if has_seen(c, hash, d.now, d.ret) then
         local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
-        if pending then return 'dup' .. RS .. pending end
+        if pending then return as_dup(pending) end
         return 'dup' .. RS .. c
       end
     end
@@ -1259,8 +1276,7 @@ local function apply_one(raw)
   remember(d, hash)
   -- replay: state only, no outputs to build or keep pending
   if d.quiet then return 'ok' .. RS .. cid end
-  local body = answer(d, losers, streak_before, prompt, accounts_of(cid, named))
-  return 'ok' .. RS .. cid .. RS .. body
+  return answer(d, losers, streak_before, prompt, accounts_of(cid, named))
 end
 
 local function stale_position(positions)

@@ -106,6 +106,25 @@ def test_duplicate_changes_nothing_and_replays_until_confirmed(redis_settings: S
     assert third.status == "dup" and third.replay is None
 
 
+def test_a_redelivery_replays_what_was_kept_pending_in_either_form(
+    redis_settings: Settings,
+) -> None:
+    """An answer is kept pending as the answer itself ('ok' RS cid RS body); one kept
+    by an earlier version (cid RS body) replays all the same."""
+    [first] = run(apply(redis_settings, [STORY[0]]))
+    client = raw_client(redis_settings.redis_url)
+    pending = f"{redis_settings.redis_key_prefix}c:{{{first.customer_id}}}:pending"
+    kept = bytes(client.hget(pending, "s1"))
+    assert kept.startswith(b"ok\x1e" + (first.customer_id or "").encode() + b"\x1e")
+    [again] = run(apply(redis_settings, [STORY[0]]))
+    client.hset(pending, "s1", kept[3:])  # as an earlier version kept it
+    [legacy] = run(apply(redis_settings, [STORY[0]]))
+    for replayed in (again, legacy):
+        assert replayed.status == "dup" and replayed.replay is not None
+        assert replayed.replay.state == first.state and replayed.replay.old == first.old
+        assert replayed.customer_id == first.customer_id
+
+
 def test_shared_person_identifier_merges_into_the_earliest_customer(
     redis_settings: Settings,
 ) -> None:
