@@ -39,8 +39,8 @@ from processors.outputs import (
     agent_prompt,
     dlq_record,
     encode,
+    encode_profile_changed,
     plan_prompt,
-    profile_changed,
     profile_erased,
     profile_merged,
     profile_snapshot,
@@ -162,7 +162,7 @@ class Outputs:
             for loser in result.merged
         ]
         changes = self._fields_changed(done, applied.customer_id, again)
-        out.append(OutputRecord(self.profile_topic, key, encode(profile_changed(applied, changes))))
+        out.append(OutputRecord(self.profile_topic, key, encode_profile_changed(applied, changes)))
         out.extend(self._links(done, emitted_at))
         prompt = self._prompt(done)
         if prompt is not None:
