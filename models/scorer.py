@@ -148,6 +148,8 @@ class Scorer:
         key = (model.version if model is not None else None, shape)
         scores = self._empty.get(key)
         if scores is None:
+            if len(self._empty) >= 16:  # models learned since: their versions are gone
+                self._empty.clear()
             scores = self._empty[key] = score_sections(model, [sections])[0]
         return scores
 
