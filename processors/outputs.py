@@ -80,15 +80,17 @@ def encode(output: Output) -> bytes:
     if not hasattr(output, "event_id"):
         return output.model_dump_json(exclude_unset=True).encode()
     content = output.model_dump_json(exclude_unset=True, exclude=EMISSION_FIELDS).encode()
-    digest = hashlib.sha256(output.event_id.encode() + b"|" + content).hexdigest()[:32]
-    # the emission's fields go first, then the content as dumped once (a second dump of
-    # the whole output cost as much as the first: a busy customer's change carries two
-    # 50-item action lists)
-    emission: dict[str, Any] = {"event_id": digest}
-    for name in EMISSION_ORDER:
-        if name in output.model_fields_set:
-            emission[name] = getattr(output, name)
-    head = orjson.dumps(emission)
+    emission = {n: getattr(output, n) for n in EMISSION_ORDER if n in output.model_fields_set}
+    return _stamped(output.event_id, content, emission)
+
+
+def _stamped(named: str, content: bytes, emission: dict[str, Any]) -> bytes:
+    """An output's JSON from its content (dumped once, without the emission's fields):
+    its ``event_id`` (``named`` and a digest of the content), the emission's fields, then
+    the content (a second dump of the whole output cost as much as the first: a busy
+    customer's change carries two 50-item action lists)."""
+    digest = hashlib.sha256(named.encode() + b"|" + content).hexdigest()[:32]
+    head = orjson.dumps({"event_id": digest, **emission})
     return head if content == b"{}" else head[:-1] + b"," + content[1:]
 
 
@@ -139,9 +141,7 @@ def encode_profile_changed(applied: Applied, changes: Sequence[dict[str, Any]]) 
         },
         option=orjson.OPT_NON_STR_KEYS,
     )
-    digest = hashlib.sha256(fields["event_id"].encode() + b"|" + content).hexdigest()[:32]
-    head = orjson.dumps({"event_id": digest, "emitted_at": fields["emitted_at"]})
-    return head[:-1] + b"," + content[1:]
+    return _stamped(fields["event_id"], content, {"emitted_at": fields["emitted_at"]})
 
 
 def account_changed(
