@@ -28,7 +28,6 @@ from processors.keywords import KEYWORD, keywords_document
 from processors.layout import (
     ACTIONS,
     COUNT,
-    FAMILIES,
     KEYWORDS,
     NEGATIVE_STREAK,
     NEGATIVES,
@@ -36,6 +35,7 @@ from processors.layout import (
     REJECTED,
     RESOLUTIONS,
     ROLE,
+    family_of,
 )
 from processors.needs import load_rules, needs
 from processors.preferences import decay_weight
@@ -459,14 +459,8 @@ def _fields_reading(stored: str) -> frozenset[str]:
     """The document fields whose builders read this stored field. A family's members
     (an action, a keyword, a problem: a new name nearly every update) all read as their
     family's prefix, which no builder's prefix extends (``tests/processors``)."""
-    for length in _FAMILY_PREFIX_LENGTHS:  # a dictionary look-up per prefix length
-        if stored[:length] in _FAMILY_PREFIXES:
-            return _prefix_reading(stored[:length])
-    return _prefix_reading(stored)
-
-
-_FAMILY_PREFIXES = frozenset(family.prefix for family in FAMILIES)
-_FAMILY_PREFIX_LENGTHS = sorted({len(prefix) for prefix in _FAMILY_PREFIXES})
+    family = family_of(stored)
+    return _prefix_reading(family.prefix if family is not None else stored)
 
 
 @lru_cache(maxsize=65_536)

@@ -158,11 +158,17 @@ fencing tokens)."""
 
 
 def family_of(name: str) -> Family | None:
-    """The family a field name belongs to, or None for a profile-hash field."""
-    for family in FAMILIES:
-        if name.startswith(family.prefix):
+    """The family a field name belongs to, or None for a profile-hash field (one
+    dictionary look-up per family-prefix length, as the state script's ``family_of``)."""
+    for length in _FAMILY_PREFIX_LENGTHS:
+        family = _FAMILY_BY_PREFIX.get(name[:length])
+        if family is not None:
             return family
     return None
+
+
+_FAMILY_BY_PREFIX = {family.prefix: family for family in FAMILIES}
+_FAMILY_PREFIX_LENGTHS = sorted({len(family.prefix) for family in FAMILIES})
 
 
 def _lua_string(text: str) -> str:
