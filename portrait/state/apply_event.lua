@@ -920,8 +920,8 @@ local function apply_accounts(d, hash)
     if not d.quiet then
       local people, notify = '', ''  -- cluster: the people are the caller's to add
       if not CLUSTER then people, notify = people_of(acct) end
-      local full = answer(d, {}, streak_before, '', people, notify)
-      table.insert(bodies, acct .. RS .. string.sub(full, #cid + 5))  -- past 'ok' RS cid RS
+      local answered = answer(d, {}, streak_before, '', people, notify)
+      table.insert(bodies, acct .. RS .. pending_body(answered))  -- its body, as a dup's
     end
   end
   if not (CLUSTER and d.later) then count_globals(d) end  -- cluster: one account's call counts
