@@ -19,14 +19,16 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
 
-from api.access import Principal, Tokens, bearer
-from api.page import LOGIN_COOKIE, add_page_routes
+from api.access import Principal, Tokens, bearer, is_agent_id
+from api.guard import Limits, Refused, harden, refusal
+from api.page import add_page_routes
 from api.prompts import PromptFeed
+from api.sessions import SESSION_COOKIE, Sessions
 from models.customer_model import CustomerModel
 from models.encoder import load_encoder
 from portrait import metrics
@@ -36,6 +38,7 @@ from portrait.lookup import SeveralPeople, find_customer, get_account, scored_do
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import RedisProfileStore
 from processors.document import DocumentSettings, StoredState, document_settings, sections_of
+from processors.identity import is_customer_id
 from processors.indicators import Population
 from processors.problems import all_problems, most_similar
 from processors.relationships import is_connected
@@ -49,6 +52,10 @@ POPULATION_REFRESH_SECONDS = 2.0
 Loaded = tuple[str, StoredState, list[str]]
 """A live customer id, its state and the account numbers it holds (``load_live``)."""
 HEARTBEAT_SECONDS = 15.0
+MAX_IDENTIFIER_CHARS = 256
+STREAMS = frozenset({"/v1/agents/{agent_id}/prompts"})
+"""Routes whose answers stay open: they hold a stream slot, not a request slot, and
+have no answer deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,8 @@ class Api:
 
     def __init__(self, settings: Settings, feed: PromptFeed | None = None) -> None:
         self.settings = settings
-        self.tokens = Tokens.load(settings.api_tokens_file)
+        self.tokens = Tokens.load(settings.api_tokens_file, settings.api_tokens_check_seconds)
+        self.limits = Limits(settings)
         self.document: DocumentSettings = document_settings(settings)
         self.feed = feed or PromptFeed(settings)
         self._store: RedisProfileStore | None = None
@@ -100,6 +108,12 @@ class Api:
             self._store = RedisProfileStore.for_settings(self.settings)
         return self._store
 
+    @property
+    def sessions(self) -> Sessions:
+        """The agent page's sign-in sessions (kept in Redis: every process shares them)."""
+        settings = self.settings
+        return Sessions(self.store.redis, settings.redis_key_prefix, settings.api_session_hours)
+
     async def startup(self, _app: web.Application) -> None:
         self.feed.start()
 
@@ -108,10 +122,22 @@ class Api:
         if self._store is not None:
             await self._store.close()
 
-    def principal(self, request: web.Request) -> Principal | None:
-        """The caller: a bearer token, else the page's session cookie."""
-        token = bearer(request.headers.get("Authorization")) or request.cookies.get(LOGIN_COOKIE)
-        return self.tokens.authenticate(token)
+    async def principal(self, request: web.Request) -> Principal | None:
+        """The caller: a bearer token, else the page's session cookie (whose token must
+        still be listed). An unknown token or session counts towards the address's
+        failures."""
+        token = bearer(request.headers.get("Authorization"))
+        session = request.cookies.get(SESSION_COOKIE)
+        if token:
+            found = self.tokens.authenticate(token)
+        elif session:
+            digest = await self.sessions.token_digest(session)
+            found = self.tokens.by_digest(digest) if digest is not None else None
+        else:
+            return None
+        if found is None:
+            self.limits.failed(request.remote or "")
+        return found
 
     async def model(self) -> CustomerModel:
         """The customer model the workers score with, looked up at most every 30 s."""
@@ -148,12 +174,14 @@ class Api:
         return scored_document(customer_id, state, accounts, model, self.document, population)
 
     async def encode_like(self, problems: list[dict[str, Any]], like: str) -> list[dict[str, Any]]:
-        """The 3 problems most like a text (the encoder loads on first use, off the loop)."""
+        """The 3 problems most like a text (the encoder loads on first use, off the loop),
+        under the similarity searches' own limit."""
         loop = asyncio.get_running_loop()
-        if self._encoder is None:
-            model = self.settings.embedding_model
-            self._encoder = await loop.run_in_executor(None, load_encoder, model)
-        return await loop.run_in_executor(None, most_similar, problems, like, self._encoder, 3)
+        with self.limits.similar():
+            if self._encoder is None:
+                model = self.settings.embedding_model
+                self._encoder = await loop.run_in_executor(None, load_encoder, model)
+            return await loop.run_in_executor(None, most_similar, problems, like, self._encoder, 3)
 
 
 # --- handlers ------------------------------------------------------------------------------
@@ -167,8 +195,23 @@ async def _customer_answer(api: Api, principal: Principal, loaded: Loaded | None
     return _json(await api.document_of(loaded))
 
 
+def _customer_id(request: web.Request) -> str | None:
+    """The path's customer id when it is well formed (``c-`` and 20 hex digits): no other
+    spelling — an account's entity id, spaces, another case — reaches the store."""
+    given = request.match_info["customer_id"]
+    return given if is_customer_id(given) else None
+
+
+def _agent_id(request: web.Request) -> str | None:
+    given = request.match_info["agent_id"]
+    return given if is_agent_id(given) else None
+
+
 async def profile_by_path(api: Api, request: web.Request) -> web.StreamResponse:
-    loaded = await api.store.load_live(request.match_info["customer_id"].strip())
+    customer_id = _customer_id(request)
+    if customer_id is None:
+        return _error(400, "malformed_customer_id")
+    loaded = await api.store.load_live(customer_id)
     return await _customer_answer(api, request["principal"], loaded)
 
 
@@ -178,6 +221,8 @@ async def profile_by_identifier(api: Api, request: web.Request) -> web.StreamRes
     if len(given) != 1:
         return _error(400, "one_identifier", kinds=list(LOOKUP_KINDS))
     [(kind, value)] = given
+    if len(value) > MAX_IDENTIFIER_CHARS or not value.isprintable():
+        return _error(400, "malformed_identifier")
     try:
         found = await find_customer(api.store, kind, value, api.settings.default_region)
     except SeveralPeople as several:
@@ -197,7 +242,10 @@ async def account(api: Api, request: web.Request) -> web.StreamResponse:
 
 
 async def problems(api: Api, request: web.Request) -> web.StreamResponse:
-    loaded = await api.store.load_live(request.match_info["customer_id"].strip())
+    customer_id = _customer_id(request)
+    if customer_id is None:
+        return _error(400, "malformed_customer_id")
+    loaded = await api.store.load_live(customer_id)
     if not api.readable(request["principal"], loaded):
         return _error(403, "forbidden")
     if loaded is None:
@@ -208,7 +256,9 @@ async def problems(api: Api, request: web.Request) -> web.StreamResponse:
 
 
 async def current(api: Api, request: web.Request) -> web.StreamResponse:
-    agent_id = request.match_info["agent_id"]
+    agent_id = _agent_id(request)
+    if agent_id is None:
+        return _error(400, "malformed_agent_id")
     if not request["principal"].may_read_prompts(agent_id):
         return _error(403, "forbidden")
     contact = await api.store.current_contact(agent_id)
@@ -220,10 +270,19 @@ async def current(api: Api, request: web.Request) -> web.StreamResponse:
 
 
 async def prompts(api: Api, request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: ``id:`` is the prompt id, ``event: agent.prompt``."""
-    agent_id = request.match_info["agent_id"]
-    if not request["principal"].may_read_prompts(agent_id):
+    """Server-Sent Events: ``id:`` is the prompt id, ``event: agent.prompt``; the stream
+    holds one of the token's stream slots while it is open."""
+    agent_id = _agent_id(request)
+    if agent_id is None:
+        return _error(400, "malformed_agent_id")
+    principal = request["principal"]
+    if not principal.may_read_prompts(agent_id):
         return _error(403, "forbidden")
+    with api.limits.stream(principal.key):
+        return await _stream(api, request, agent_id)
+
+
+async def _stream(api: Api, request: web.Request, agent_id: str) -> web.StreamResponse:
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     backlog, queue = api.feed.subscribe(agent_id, last)
     answer = web.StreamResponse(
@@ -236,16 +295,16 @@ async def prompts(api: Api, request: web.Request) -> web.StreamResponse:
     metrics.SSE_CLIENTS.inc()
     try:
         await answer.prepare(request)
-        await answer.write(b"retry: 1000\n\n")
+        await api.limits.write(answer, b"retry: 1000\n\n")
         for prompt in backlog:
-            await answer.write(_event(prompt.prompt_id, prompt.body))
+            await api.limits.write(answer, _event(prompt.prompt_id, prompt.body))
         while True:
             try:
                 prompt = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
             except TimeoutError:
-                await answer.write(b": keep-alive\n\n")
+                await api.limits.write(answer, b": keep-alive\n\n")
                 continue
-            await answer.write(_event(prompt.prompt_id, prompt.body))
+            await api.limits.write(answer, _event(prompt.prompt_id, prompt.body))
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client went away
     finally:
@@ -332,25 +391,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
 )
 PUBLIC = frozenset({"/v1/openapi.json"})
+UNGUARDED = PUBLIC | {"/agent/static/{name}"}
+"""Routes that take no credentials, so no guessing can happen through them."""
 
 
 def _middleware(api: Api) -> Any:
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        """Authenticate ``/v1`` requests and count every answer by route."""
+        """Authenticate ``/v1`` requests within the API's limits (``api/guard.py``) and
+        count every answer by route."""
         resource = request.match_info.route.resource
         endpoint = resource.canonical if resource is not None else "unmatched"
         started = time.perf_counter()
         code = 500
         try:
-            if endpoint.startswith("/v1") and endpoint not in PUBLIC:
-                principal = api.principal(request)
-                if principal is None:
-                    answer: web.StreamResponse = _error(401, "unauthorized")
-                    code = answer.status
-                    return answer
-                request["principal"] = principal
-            answer = await handler(request)
+            answer = await _guarded(api, request, handler, endpoint)
             code = answer.status
             return answer
         except web.HTTPException as exc:
@@ -364,11 +419,36 @@ def _middleware(api: Api) -> Any:
     return guard
 
 
+async def _guarded(
+    api: Api, request: web.Request, handler: Any, endpoint: str
+) -> web.StreamResponse:
+    try:
+        if endpoint.startswith(("/v1", "/agent")) and endpoint not in UNGUARDED:
+            api.limits.check_guessing(request.remote or "")
+        if not endpoint.startswith("/v1") or endpoint in PUBLIC:
+            async with asyncio.timeout(api.limits.timeout):
+                return cast(web.StreamResponse, await handler(request))
+        principal = await api.principal(request)
+        if principal is None:
+            return _error(401, "unauthorized")
+        request["principal"] = principal
+        if endpoint in STREAMS:
+            return cast(web.StreamResponse, await handler(request))
+        with api.limits.request(principal.key):
+            async with asyncio.timeout(api.limits.timeout):
+                return cast(web.StreamResponse, await handler(request))
+    except Refused as refused:
+        return refusal(refused)
+    except TimeoutError:
+        return _error(503, "timeout")
+
+
 def mount(app: web.Application, settings: Settings, feed: PromptFeed | None = None) -> Api:
     """Add the API and the agent page to an aiohttp application (the worker's or
     ``portrait serve``'s); the prompt feed starts and stops with it."""
     api = Api(settings, feed)
     app.middlewares.append(_middleware(api))
+    app.on_response_prepare.append(harden)
     for endpoint in ENDPOINTS:
         app.router.add_route(endpoint.method, endpoint.path, _bound(api, endpoint.handler))
     add_page_routes(app, api)

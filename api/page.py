@@ -1,9 +1,10 @@
 """The agent page: ``GET /agent/{agent_id}`` — plain HTML and one small script, no build.
 
-Signing in: a small form posts the token (``POST /agent/login``), or a link carries it
-once (``?token=``, exchanged at once for the cookie and dropped from the address). The
-cookie is HttpOnly and SameSite=Strict; the page's script then calls the ``/v1`` API
-with it (a browser's EventSource cannot send an Authorization header). An agent's token
+Signing in: a small form posts the token (``POST /agent/login``, protected against
+cross-site requests), or a link carries it once (``?token=``, dropped from the address at
+once). Either opens a session (``api/sessions.py``): the cookie holds a random session
+id, HttpOnly and SameSite=Strict, never the token; the page's script then calls the
+``/v1`` API with it (a browser's EventSource cannot send an Authorization header). An agent's token
 opens only its own page; a supervisor's opens any. ``?customer=<id>`` shows a given
 customer instead of the current one (the API still checks the agent is connected).
 """
@@ -17,10 +18,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from api.access import is_agent_id, token_digest
+from api.sessions import new_form_token, same_site_form, set_session
+
 if TYPE_CHECKING:
     from api.http import Api
 
-LOGIN_COOKIE = "portrait_token"
 STATIC = files("api") / "static"
 _TYPES = {".js": "text/javascript", ".css": "text/css"}
 
@@ -36,29 +39,40 @@ def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
-def _with_cookie(answer: web.StreamResponse, token: str, secure: bool) -> web.StreamResponse:
-    answer.set_cookie(
-        LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/", secure=secure
-    )
-    return answer
-
-
 def add_page_routes(app: web.Application, api: Api) -> None:
     """The page, its login and its static files."""
     secure = api.settings.profile == "production"
 
+    def login_form(agent_id: str, note: str, status: int) -> web.Response:
+        answer = _html("", status)
+        csrf = new_form_token(answer, secure)
+        answer.text = _page("login.html", agent=agent_id, note=note, csrf=csrf)
+        return answer
+
+    async def signed_in(request: web.Request, token: str, target: str) -> web.StreamResponse:
+        """A session for a presented token, and the way on; the form again when the
+        token is unknown (counted towards the address's failures)."""
+        agent_id = request.match_info.get("agent_id", "")
+        principal = api.tokens.authenticate(token)
+        if principal is None:
+            api.limits.failed(request.remote or "")
+            return login_form(agent_id, "unknown token", 401)
+        session_id = await api.sessions.open(token_digest(token))
+        answer = web.HTTPSeeOther(target)
+        set_session(answer, session_id, api.sessions.seconds, secure)
+        return answer
+
     async def page(request: web.Request) -> web.StreamResponse:
         agent_id = request.match_info["agent_id"]
+        if not is_agent_id(agent_id):
+            return _html(_page("forbidden.html", agent=""), 400)
         token = request.query.get("token")
-        if token:  # a link's token becomes the cookie; the address loses it
-            if api.tokens.authenticate(token) is None:
-                return _html(_page("login.html", agent=agent_id, note="unknown token"), 401)
+        if token:  # a link's token opens a session; the address loses it
             rest = "&".join(f"{k}={quote(v)}" for k, v in request.query.items() if k != "token")
-            target = request.path + (f"?{rest}" if rest else "")
-            return _with_cookie(web.HTTPSeeOther(target), token, secure)
-        principal = api.tokens.authenticate(request.cookies.get(LOGIN_COOKIE))
+            return await signed_in(request, token, request.path + (f"?{rest}" if rest else ""))
+        principal = await api.principal(request)
         if principal is None:
-            return _html(_page("login.html", agent=agent_id, note=""), 401)
+            return login_form(agent_id, "", 401)
         if not principal.may_read_prompts(agent_id):
             return _html(_page("forbidden.html", agent=agent_id), 403)
         customer = request.query.get("customer", "")
@@ -67,9 +81,11 @@ def add_page_routes(app: web.Application, api: Api) -> None:
     async def login(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         token, agent_id = str(form.get("token", "")), str(form.get("agent", ""))
-        if api.tokens.authenticate(token) is None:
-            return _html(_page("login.html", agent=agent_id, note="unknown token"), 401)
-        return _with_cookie(web.HTTPSeeOther(f"/agent/{quote(agent_id)}"), token, secure)
+        if not same_site_form(request, str(form.get("csrf", ""))):
+            return _html(_page("forbidden.html", agent=""), 403)
+        if not is_agent_id(agent_id):
+            return _html(_page("forbidden.html", agent=""), 400)
+        return await signed_in(request, token, f"/agent/{quote(agent_id)}")
 
     async def static(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.http import Api, mount
 from portrait.config import Settings
 from portrait.logs import configure_logging
+from portrait.metrics import serve_metrics_apart
 
 log = logging.getLogger("portrait.api")
 
@@ -44,7 +45,8 @@ def application(settings: Settings) -> tuple[web.Application, Api]:
             status=200 if ready else 503,
         )
 
-    app.router.add_get("/metrics", metrics_view)
+    if settings.metrics_port is None:  # else on that port alone (serve below)
+        app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     return app, api
@@ -53,6 +55,8 @@ def application(settings: Settings) -> tuple[web.Application, Api]:
 def serve(settings: Settings, port: int | None = None) -> None:
     """Serve until stopped (SIGINT/SIGTERM)."""
     configure_logging(settings.log_level)
+    settings.check_production()
+    serve_metrics_apart(settings)
     try:
         import uvloop
 
@@ -63,6 +67,12 @@ def serve(settings: Settings, port: int | None = None) -> None:
     # Answers allocate many short-lived objects; the default young-generation threshold
     # (700) collects far more often than it frees anything (as in the worker).
     gc.set_threshold(50_000, 20, 100)
-    host = "127.0.0.1" if settings.profile == "local" else "0.0.0.0"
     log.info("serving the API", extra={"reason": f"port {port or settings.http_port}"})
-    web.run_app(app, host=host, port=port or settings.http_port, access_log=None, print=None)
+    web.run_app(
+        app,
+        host=settings.bind_host,
+        port=port or settings.http_port,
+        access_log=None,
+        print=None,
+        keepalive_timeout=settings.api_request_timeout_seconds,
+    )

@@ -4,18 +4,24 @@ shipped in the ``rapidocr-onnxruntime`` wheel and run with onnxruntime.
 An image reference in ``chat.message`` ``payload.images`` is base64 (optionally a
 ``data:`` URL), a local path inside ``PORTRAIT_OCR_IMAGE_DIR`` (tests, batch imports), or
 an http(s) URL, fetched only when ``PORTRAIT_OCR_FETCH_URLS`` is on, within
-``PORTRAIT_OCR_MAX_IMAGE_BYTES`` and ``PORTRAIT_OCR_FETCH_TIMEOUT_SECONDS``. A reference
-that cannot be read or decoded raises :class:`ImageError` with a reason code.
+``PORTRAIT_OCR_MAX_IMAGE_BYTES`` and ``PORTRAIT_OCR_FETCH_TIMEOUT_SECONDS`` (the whole
+fetch). An image past ``PORTRAIT_OCR_MAX_IMAGE_PIXELS`` is refused from its header,
+before it is decoded. A reference that cannot be read or decoded raises
+:class:`ImageError` with a reason code.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import http.client
+import io
 import ipaddress
 import socket
+import ssl
+import time
 import urllib.parse
-import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ class ImagePolicy:
     """Where images may come from, and how big they may be."""
 
     max_bytes: int = 5_000_000
+    max_pixels: int = 16_000_000
     image_dir: Path | None = None
     fetch_urls: bool = False
     fetch_timeout_seconds: float = 3.0
@@ -45,6 +52,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
     """Where chat images may be read from, and their size and time limits."""
     return ImagePolicy(
         max_bytes=settings.ocr_max_image_bytes,
+        max_pixels=settings.ocr_max_image_pixels,
         image_dir=settings.ocr_image_dir,
         fetch_urls=settings.ocr_fetch_urls,
         fetch_timeout_seconds=settings.ocr_fetch_timeout_seconds,
@@ -52,36 +60,114 @@ def image_policy(settings: Settings) -> ImagePolicy:
     )
 
 
-def _check_host(url: str, policy: ImagePolicy) -> None:
-    """Refuse a URL whose host resolves to an address that is not public — private,
-    loopback, link-local (cloud metadata at 169.254.169.254), shared or reserved —
-    unless the host is allowed (server-side request forgery: a chat image URL must not
-    make the worker fetch from inside the network)."""
+def _checked_address(url: str, policy: ImagePolicy) -> str:
+    """The one address a URL's host is fetched from. Refused: a host that resolves to
+    an address that is not public — private, loopback, link-local (cloud metadata at
+    169.254.169.254), shared or reserved — unless the host is allowed (server-side
+    request forgery: a chat image URL must not make the worker fetch from inside the
+    network). The fetch connects to this very address: a second look-up could answer
+    differently (DNS rebinding)."""
     host = (urllib.parse.urlsplit(url).hostname or "").lower()
     if not host:
         raise ImageError("image_url_refused")
-    if host in policy.allowed_hosts:
-        return
     try:
         found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
         raise ImageError("image_fetch_failed") from exc
-    for *_, address in found:
-        if not ipaddress.ip_address(str(address[0]).split("%", 1)[0]).is_global:
+    addresses = [str(address[0]).split("%", 1)[0] for *_, address in found]
+    if not addresses:
+        raise ImageError("image_fetch_failed")
+    if host not in policy.allowed_hosts and not all(
+        ipaddress.ip_address(address).is_global for address in addresses
+    ):
+        raise ImageError("image_url_refused")
+    return addresses[0]
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to an address already checked, whatever the host name says."""
+
+    def __init__(self, host: str, port: int | None, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+        self.held: socket.socket
+
+    def connect(self) -> None:
+        self.sock = self.held = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """As :class:`_PinnedHTTP`, over TLS; the certificate is checked against the host
+    name."""
+
+    def __init__(self, host: str, port: int | None, address: str, timeout: float) -> None:
+        self.tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self.tls)
+        self.address = address
+        self.held: socket.socket
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.held = self.tls.wrap_socket(sock, server_hostname=self.host)
+
+
+MAX_REDIRECTS = 3
+
+
+def _fetch(url: str, policy: ImagePolicy) -> bytes:
+    """GET an image URL within the policy: every hop's address checked and connected to
+    as checked, at most :data:`MAX_REDIRECTS` redirects, and one deadline for the whole
+    fetch (a server that trickles a byte at a time is cut off when it passes)."""
+    deadline = time.monotonic() + policy.fetch_timeout_seconds
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https"):
             raise ImageError("image_url_refused")
+        address = _checked_address(url, policy)
+        kind = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+        connection = kind(parts.hostname or "", parts.port, address, _left(deadline))
+        try:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request("GET", target)
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308):
+                url = urllib.parse.urljoin(url, response.getheader("Location") or "")
+                continue
+            if response.status != 200:
+                raise ImageError("image_fetch_failed")
+            return _read_until(response, policy.max_bytes + 1, deadline, connection)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise ImageError("image_fetch_failed") from exc
+        finally:
+            connection.close()
+    raise ImageError("image_fetch_failed")
 
 
-def _opener(policy: ImagePolicy) -> urllib.request.OpenerDirector:
-    """An opener whose redirects are checked like the first URL."""
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ImageError("image_fetch_failed")
+    return left
 
-    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
-        def redirect_request(
-            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
-        ) -> Any:
-            _check_host(newurl, policy)
-            return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-    return urllib.request.build_opener(CheckedRedirects)
+def _read_until(
+    response: http.client.HTTPResponse,
+    limit: int,
+    deadline: float,
+    connection: _PinnedHTTP | _PinnedHTTPS,
+) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        # the connection may have let go of its socket (a response that closes it), the
+        # response still reads from it
+        connection.held.settimeout(_left(deadline))
+        chunk = response.read1(min(65536, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def image_bytes(ref: str, policy: ImagePolicy) -> bytes:
@@ -90,15 +176,7 @@ def image_bytes(ref: str, policy: ImagePolicy) -> bytes:
     if ref.startswith(("http://", "https://")):
         if not policy.fetch_urls:
             raise ImageError("image_url_disabled")
-        _check_host(ref, policy)
-        try:
-            opener = _opener(policy)
-            with opener.open(ref, timeout=policy.fetch_timeout_seconds) as response:
-                data = bytes(response.read(policy.max_bytes + 1))
-        except ImageError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise ImageError("image_fetch_failed") from exc
+        data = _fetch(ref, policy)
     elif not ref.startswith("data:") and ("." in ref or ref.startswith("/")):
         # a path ("." never occurs in base64): only inside the configured image directory
         if policy.image_dir is None or len(ref) > 1024:
@@ -121,9 +199,33 @@ def image_bytes(ref: str, policy: ImagePolicy) -> bytes:
     return data
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Pixels (BGR) of an encoded image, or :class:`ImageError`."""
+READABLE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+"""The image formats read: each states its size in a header read before decoding."""
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from an encoded image's header, without decoding its pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the size limit is ours (decode_image)
+            with Image.open(io.BytesIO(data), formats=READABLE_FORMATS) as image:
+                return image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError("image_too_many_pixels") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError("image_undecodable") from exc
+
+
+def decode_image(data: bytes, max_pixels: int = 16_000_000) -> np.ndarray:
+    """Pixels (BGR) of an encoded image, or :class:`ImageError`; refused before decoding
+    past ``max_pixels`` (a 68 KB PNG can hold 24000 × 24000 pixels: 1.7 GB decoded)."""
     import cv2
+
+    width, height = image_size(data)
+    if width * height > max_pixels:
+        raise ImageError("image_too_many_pixels")
 
     pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if pixels is None or pixels.size == 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
@@ -25,6 +25,13 @@ DEFAULT_ROLES_FILE = SETTINGS_DIR / "roles.json"
 DEFAULT_IDENTITY_FILE = SETTINGS_DIR / "identity.json"
 LOCAL_ERASURE_KEY = b"portrait-local-erasure-key"
 """The erasure HMAC key of the local profile when none is set (never in production)."""
+LOCAL_CUSTOMER_ID_KEY = b"portrait-local-customer-id-key"
+"""The customer-id HMAC key of the local profile when none is set (never in production)."""
+MIN_SECRET_BYTES = 16
+"""The shortest key the production profile accepts."""
+PLACEHOLDER_MARK = "change-me"
+"""Committed secret values start with this (``k8s/base/secret.yaml``): a worker refuses
+to run in production with one, so a placeholder never reaches real data."""
 
 
 class Settings(BaseSettings):
@@ -51,6 +58,9 @@ class Settings(BaseSettings):
     population, trend windows) are striped over; readers sum them."""
     topic_prefix: str = "portrait."
     http_port: int = 6066
+    http_bind: str | None = None
+    """The address the HTTP port listens on (default: 127.0.0.1 in the local profile,
+    every address in production)."""
     profile: Literal["local", "production"] = "local"
 
     topic_partitions: int = Field(default=4, ge=1)
@@ -73,13 +83,40 @@ class Settings(BaseSettings):
     dedup_retention_seconds: int = 7 * 24 * 3600
     erasure_key: SecretStr = SecretStr("")
     """HMAC key of erased identifiers' suppression entries; required in production."""
+    customer_id_key: SecretStr = SecretStr("")
+    """HMAC key customer ids are derived with (an id tells nothing of the identifier
+    that created it without this key); required in production, never changed once set."""
     erasure_suppression_days: int = Field(default=30, ge=1)
     profiles_topic: bool = True
     """A worker that runs the bulk lane starts a ``portrait.profiles`` publisher beside
     itself (off: run ``portrait publish-profiles`` apart, or none)."""
     api_tokens_file: Path | None = None
     """JSON list of API tokens: subject, scope, token_sha256 (none set: every /v1 request
-    is refused with 401)."""
+    is refused with 401); read again when it changes (revocation without a restart)."""
+    api_tokens_check_seconds: float = Field(default=2.0, gt=0)
+    """How often the tokens file's modification time is looked at."""
+    api_max_streams: int = Field(default=200, ge=1)
+    """Live prompt streams one serving process holds open, all tokens together."""
+    api_max_streams_per_token: int = Field(default=4, ge=1)
+    api_max_requests: int = Field(default=64, ge=1)
+    """Requests one serving process answers at once (streams not counted)."""
+    api_max_requests_per_token: int = Field(default=8, ge=1)
+    api_max_similarity: int = Field(default=2, ge=1)
+    """Similarity searches (``/problems?like=``) run at once: each encodes text."""
+    api_request_timeout_seconds: float = Field(default=15.0, gt=0)
+    """The longest a request may take to arrive and be answered (slow clients); a
+    stream's single write gets as long."""
+    api_session_hours: float = Field(default=12.0, gt=0)
+    """How long an agent page's sign-in lasts."""
+    api_auth_failures: int = Field(default=10, ge=1)
+    """Failed tokens one client address may present per minute before it is slowed
+    down (429 with Retry-After until the minute ends)."""
+    metrics_port: int | None = None
+    """Serve ``/metrics`` on this port alone (and not on ``PORTRAIT_HTTP_PORT``): the
+    public API's port then carries no metrics."""
+    data_dir: Path = Path.home() / ".cache" / "portrait" / "data"
+    """Where the worker may write files (the stream framework's data directory); with a
+    read-only root filesystem, a mounted volume."""
     agent_access_hours: float = Field(default=24.0, gt=0)
     api_prompt_buffer: int = Field(default=500, ge=1)
     """Prompts kept per agent for Server-Sent Events resumption (Last-Event-ID)."""
@@ -119,7 +156,11 @@ class Settings(BaseSettings):
     ocr_allowed_hosts: tuple[str, ...] = ()
     ocr_fetch_urls: bool = False
     ocr_max_image_bytes: int = Field(default=5_000_000, ge=1)
+    ocr_max_image_pixels: int = Field(default=16_000_000, ge=1)
+    """Images are refused past this many pixels, read from their header before any
+    decoding (a small compressed file can hold a huge image)."""
     ocr_fetch_timeout_seconds: float = Field(default=3.0, gt=0)
+    """The whole fetch of an image URL, connection to last byte."""
     keywords_enabled: bool = True
     keywords_top_k: int = Field(default=10, ge=0)
     stopwords_file: Path = DEFAULT_STOPWORDS_FILE
@@ -155,6 +196,13 @@ class Settings(BaseSettings):
         """Port of the first bootstrap server."""
         first = self.kafka_bootstrap.split(",")[0]
         return int(first.rsplit(":", 1)[1]) if ":" in first else 9092
+
+    @property
+    def bind_host(self) -> str:
+        """Where HTTP servers listen (``PORTRAIT_HTTP_BIND``, else by profile)."""
+        if self.http_bind:
+            return self.http_bind
+        return "127.0.0.1" if self.profile == "local" else "0.0.0.0"
 
     @property
     def effective_session_timeout(self) -> float:
@@ -233,15 +281,44 @@ class Settings(BaseSettings):
     def erasure_hash_key(self) -> bytes:
         """The erasure HMAC key; the local profile has a fixed one when none is set, the
         production profile refuses to run without one (``ConfigurationError``)."""
-        key = self.erasure_key.get_secret_value()
-        if key:
-            return key.encode("utf-8")
-        if self.profile == "production":
+        return self._key("erasure_key", LOCAL_ERASURE_KEY)
+
+    def customer_id_hash_key(self) -> bytes:
+        """The customer-id HMAC key; as :meth:`erasure_hash_key`."""
+        return self._key("customer_id_key", LOCAL_CUSTOMER_ID_KEY)
+
+    def _key(self, name: str, local: bytes) -> bytes:
+        key = cast(SecretStr, getattr(self, name)).get_secret_value()
+        if self.profile != "production":
+            return key.encode("utf-8") if key else local
+        variable = f"PORTRAIT_{name.upper()}"
+        if not key:
             raise ConfigurationError(
-                "PORTRAIT_ERASURE_KEY is required in the production profile: erased "
-                "identifiers are kept only as keyed hashes (README, Erasure)"
+                f"{variable} is required in the production profile (docs/operations.md, Secrets)"
             )
-        return LOCAL_ERASURE_KEY
+        if len(key.encode("utf-8")) < MIN_SECRET_BYTES or _placeholder(key):
+            raise ConfigurationError(
+                f"{variable} is a placeholder or shorter than {MIN_SECRET_BYTES} bytes: "
+                "set a random secret (docs/operations.md, Secrets)"
+            )
+        return key.encode("utf-8")
+
+    def check_production(self) -> None:
+        """Refuse to start with what the production profile must not run with: a missing,
+        short or placeholder key, a placeholder password (``ConfigurationError``)."""
+        self.erasure_hash_key()
+        self.customer_id_hash_key()
+        for name in ("kafka_sasl_password", "redis_password"):
+            value = cast(SecretStr, getattr(self, name)).get_secret_value()
+            if self.profile == "production" and _placeholder(value):
+                raise ConfigurationError(
+                    f"PORTRAIT_{name.upper()} is still the committed placeholder: set the "
+                    "real secret (docs/operations.md, Secrets)"
+                )
+
+
+def _placeholder(value: str) -> bool:
+    return value.strip().lower().startswith(PLACEHOLDER_MARK)
 
 
 def load_settings() -> Settings:

@@ -5,7 +5,9 @@ No customer or event ids as labels: label values come from small fixed sets.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from portrait.config import Settings
 
 EVENTS = Counter(
     "portrait_events_total",
@@ -102,3 +104,16 @@ API_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
 SSE_CLIENTS = Gauge("portrait_api_sse_clients", "Open Server-Sent Events streams of prompts.")
+API_REFUSED = Counter(
+    "portrait_api_refused_total",
+    "HTTP API requests refused with 429, by reason (requests_total, requests_per_token, "
+    "streams_total, streams_per_token, similarity_total, auth_failures).",
+    ["reason"],
+)
+
+
+def serve_metrics_apart(settings: Settings) -> None:
+    """``/metrics`` on ``PORTRAIT_METRICS_PORT`` alone (a thread of this process), when
+    it is set: scrapes then reach a port the public API does not share."""
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr=settings.bind_host)

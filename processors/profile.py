@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from portrait.config import Settings
+from portrait.config import LOCAL_CUSTOMER_ID_KEY, Settings
 from portrait.events import (
     CallStarted,
     ChannelEvent,
@@ -89,6 +89,8 @@ class DeltaSettings:
     identity: IdentityRules = PLAIN_RULES
     hasher: ErasureHasher = LOCAL_HASHER
     suppression_ms: int = 30 * 86_400_000
+    id_key: bytes = LOCAL_CUSTOMER_ID_KEY
+    """The customer-id HMAC key (``processors.identity.customer_id_for``)."""
 
 
 @dataclass(slots=True)
@@ -168,6 +170,7 @@ def delta_settings(settings: Settings) -> DeltaSettings:
         identity=IdentityRules.load(settings.identity_file, settings.default_region),
         hasher=ErasureHasher(settings.erasure_hash_key()),
         suppression_ms=settings.erasure_suppression_days * 86_400_000,
+        id_key=settings.customer_id_hash_key(),
     )
 
 
@@ -475,7 +478,7 @@ def build_delta(
         event_id=event.event_id,
         occurred_ms=occurred_ms,
         identifiers=identifiers,
-        new_customer_id=customer_id_for(identifiers[0]) if identifiers else "",
+        new_customer_id=customer_id_for(identifiers[0], settings.id_key) if identifiers else "",
         accounts=accounts,
         rejected=rejected,
         id_hashes=settings.hasher.many(identifiers),

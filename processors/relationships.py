@@ -36,6 +36,8 @@ from processors.attributes import event_order, order_time
 from processors.layout import ACTIONS, FRIEND, GROUP, MET
 
 MESSAGES, RECENT = "msg:", "emp:"
+GROUP_HASH_HEX = 8
+"""Hex digits of the group id's hash in a group register's name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ def relation_fields(
     register = f"{event_order(occurred_ms, event_id)}\t{action}"
     if relation == "friend":
         return {f"r:{FRIEND}{employee_id}": register}
-    digest = hashlib.sha256((group_id or "").encode()).hexdigest()[:8]
+    digest = hashlib.sha256((group_id or "").encode()).hexdigest()[:GROUP_HASH_HEX]
     return {f"r:{GROUP}{employee_id}:{digest}": register}
 
 
@@ -89,7 +91,12 @@ def is_connected(registers: dict[str, str], employee_id: str, since_ms: int) -> 
     friend, met, groups = relation_field_names(employee_id)
     if _active(registers.get(friend, "")):
         return True
-    if any(_active(v) for k, v in registers.items() if k.startswith(groups[:-1])):
+    prefix = groups[:-1]
+    if any(
+        _active(v) and _is_group_hash(k[len(prefix) :])
+        for k, v in registers.items()
+        if k.startswith(prefix)
+    ):
         return True
     stamp = registers.get(met, "")
     return stamp.isdigit() and int(stamp) >= since_ms
@@ -120,6 +127,12 @@ def _action(name: str, action: str) -> dict[str, Any]:
     return {"employee_id": employee, "action": action, "occurred_at": order_time(order)}
 
 
+def _is_group_hash(rest: str) -> bool:
+    """True when what follows ``r:grp:<employee>:`` is only a group hash: the field of
+    employee ``a:b`` (``r:grp:a:b:<hash>``) does not connect employee ``a``."""
+    return len(rest) == GROUP_HASH_HEX and all(c in "0123456789abcdef" for c in rest)
+
+
 def _active(register: str) -> bool:
     return register.endswith("\tadded")
 
@@ -142,7 +155,7 @@ def _active_relations(registers: dict[str, str]) -> tuple[set[str], dict[str, in
         if name.startswith(FRIEND):
             friends.add(name[len(FRIEND) :])
         elif name.startswith(GROUP):
-            employee = name[len(GROUP) : -9]  # drop ":" and the 8-hex group hash
+            employee = name[len(GROUP) : -(GROUP_HASH_HEX + 1)]  # drop ":" and the hash
             groups[employee] = groups.get(employee, 0) + 1
     return friends, groups
 

@@ -17,6 +17,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.web import Request, Response, View
+from faust.web import drivers as web_drivers
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential_jitter
 
@@ -71,7 +72,10 @@ def _transport_class(fetch_max_wait_ms: int) -> type:
 
 
 class _App(faust.App):  # type: ignore[misc]
-    """The Faust app, with the consumer transport above."""
+    """The Faust app, with the consumer transport above, and a web server that serves
+    only Portrait's own routes: Faust's built-in views (its index, router, table,
+    statistics and graph pages) tell anyone who asks about the consumer and its
+    partitions, and none of them is needed."""
 
     fetch_max_wait_ms = 1500
     after_seek: Callable[[Any], Awaitable[None]] | None = None
@@ -79,6 +83,20 @@ class _App(faust.App):  # type: ignore[misc]
     def _new_transport(self) -> Any:
         transport = _transport_class(self.fetch_max_wait_ms)
         return transport(self.conf.broker_consumer, self)
+
+    def _new_web(self) -> Any:
+        driver = web_drivers.by_url(self.conf.web)
+        quiet = type(
+            "PortraitWeb",
+            (driver,),
+            {
+                "default_blueprints": (),
+                "production_blueprints": (),
+                "debug_blueprints": (),
+                "optional_blueprints": (),
+            },
+        )
+        return quiet(self)
 
 
 def _observe_lag(app: faust.App, partitions: set[Any]) -> None:
@@ -155,8 +173,9 @@ def _faust_app(settings: Settings, lane: str, web: bool, ledger: Ledger) -> faus
         topic_allow_declare=False,
         topic_disable_leader=True,
         web_enabled=web,
+        datadir=str(settings.data_dir / lane),
         web_port=settings.http_port,
-        web_bind="127.0.0.1" if settings.profile == "local" else "0.0.0.0",
+        web_bind=settings.bind_host,
         web_in_thread=False,
         stream_buffer_maxsize=max(4 * settings.batch_max_events, 4096),
         broker_max_poll_records=settings.batch_max_events,
@@ -251,7 +270,7 @@ def create_apps(settings: Settings) -> list[faust.App]:
         _add_agent(lane_app, settings, clients, name)
     _add_timers(list(apps.values()), settings, clients)
     _add_watch(apps, clients)
-    _add_views(list(apps.values()), clients)
+    _add_views(list(apps.values()), clients, metrics_here=settings.metrics_port is None)
     return list(apps.values())
 
 
@@ -361,12 +380,14 @@ def _add_watch(apps: dict[str, faust.App], clients: Clients) -> None:
                 log.debug("positions check failed", exc_info=True)
 
 
-def _add_views(apps: list[faust.App], clients: Clients) -> None:
+def _add_views(apps: list[faust.App], clients: Clients, metrics_here: bool) -> None:
     app = apps[0]
 
-    @app.page("/metrics")  # type: ignore[untyped-decorator]
-    async def metrics_view(view: View, _request: Request) -> Response:
-        return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    if metrics_here:  # else on PORTRAIT_METRICS_PORT alone (streams/worker.py)
+
+        @app.page("/metrics")  # type: ignore[untyped-decorator]
+        async def metrics_view(view: View, _request: Request) -> Response:
+            return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/livez")  # type: ignore[untyped-decorator]
     async def livez(view: View, _request: Request) -> Response:

@@ -180,6 +180,7 @@ def _retrying(state: Any) -> None:
 def run_publisher(settings: Settings) -> None:
     """``portrait publish-profiles``: publish until SIGTERM or SIGINT."""
     configure_logging(settings.log_level)
+    settings.check_production()
 
     async def main() -> None:
         stopping = asyncio.Event()

@@ -195,7 +195,8 @@ class Reader:
         images: list[tuple[int, Any]] = []
         for index, number, ref in request.images if self.ocr else ():
             try:
-                images.append((index, decode_image(image_bytes(ref, self.image_policy))))
+                data = image_bytes(ref, self.image_policy)
+                images.append((index, decode_image(data, self.image_policy.max_pixels)))
             except ImageError as exc:
                 reading.image_errors[index].append((number, str(exc)))
         if images:

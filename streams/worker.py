@@ -9,12 +9,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import faust
 
-from portrait.config import Settings
+from portrait.config import ConfigurationError, Settings
 from portrait.logs import configure_logging
+from portrait.metrics import serve_metrics_apart
 from streams.app import create_apps
 from streams.kafka import ensure_topics
 from streams.model_child import die_with_parent
@@ -26,7 +29,9 @@ def run_worker(settings: Settings, web: Callable[[faust.App], object] | None = N
     """Create missing topics, then run the Faust worker until it is stopped. ``web``
     adds routes to the app that serves HTTP (the CLI mounts the API there)."""
     configure_logging(settings.log_level)
-    settings.erasure_hash_key()  # the production profile refuses to run without a key
+    settings.check_production()
+    writable_directories(settings)
+    serve_metrics_apart(settings)
     ensure_topics(settings)
     try:
         import uvloop
@@ -63,6 +68,27 @@ def run_worker(settings: Settings, web: Callable[[faust.App], object] | None = N
                 publisher.wait(10)
             except subprocess.TimeoutExpired:
                 publisher.kill()
+
+
+def writable_directories(settings: Settings) -> None:
+    """Make sure every directory the worker writes to can be written, before anything
+    starts: the stream framework's data directory (``PORTRAIT_DATA_DIR``) and the
+    temporary directory (``TMPDIR``: the keyword segmenter's cache). A read-only root
+    filesystem needs both mounted; the error names the path and the setting."""
+    for path, setting in (
+        (settings.data_dir, "PORTRAIT_DATA_DIR"),
+        (Path(tempfile.gettempdir()), "TMPDIR"),
+    ):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write to {path} ({type(exc).__name__}: {exc.strerror}): mount a "
+                f"writable volume there or point {setting} at one (docs/operations.md, "
+                "Start-up failures)"
+            ) from exc
 
 
 def _start_publisher(settings: Settings) -> subprocess.Popen[bytes] | None:

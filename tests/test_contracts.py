@@ -29,7 +29,7 @@ def test_there_is_a_schema_for_every_event_type() -> None:
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(PORTRAIT_[A-Z_]+)`", readme, flags=re.MULTILINE))
     expected = {f"PORTRAIT_{name.upper()}" for name in Settings.model_fields}
     assert documented == expected

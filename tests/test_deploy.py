@@ -123,10 +123,15 @@ def manifests() -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
+PATCHES = {
+    kustomization.parent / patch["path"]
+    for kustomization in K8S.rglob("kustomization.yaml")
+    for patch in yaml.safe_load(kustomization.read_text()).get("patches", [])
+}
 BUILTIN = [
     (path, doc)
     for path, doc in manifests()
-    if doc["kind"] not in CUSTOM_KINDS and path.parent.name != "production"  # not patches
+    if doc["kind"] not in CUSTOM_KINDS and path not in PATCHES  # a patch is a fragment
 ]
 
 
@@ -217,3 +222,103 @@ def test_asyncapi_names_every_topic_and_existing_schemas() -> None:
         channel = operation["channel"]["$ref"].rsplit("/", 1)[1]
         for ref in operation["messages"]:
             assert ref["$ref"].rsplit("/", 1)[1] in document["channels"][channel]["messages"]
+
+
+def test_every_data_file_of_the_packages_is_in_the_package_data() -> None:
+    """A file the code reads that ``pip install .`` leaves out breaks only the installed
+    image (a stop-words file did): every tracked non-Python file must be shipped."""
+    import fnmatch
+    import subprocess
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = setuptools["package-data"]
+    roots = [p.rstrip("*") for p in setuptools["packages"]["find"]["include"]]
+    tracked = subprocess.run(
+        ["git", "ls-files", *roots], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in tracked:
+        if name.endswith(".py") or name.endswith("README.md"):
+            continue
+        parts = name.split("/")
+        covered = any(
+            fnmatch.fnmatch("/".join(parts[cut:]), pattern)
+            for cut in range(1, len(parts))
+            for pattern in shipped.get(".".join(parts[:cut]), [])
+        )
+        assert covered, f"{name} is not in [tool.setuptools.package-data]"
+
+
+def _container_env(objects: dict[str, dict[str, Any]], deployment: str) -> dict[str, str]:
+    """A Deployment's first container's settings as Kubernetes gives them: the ConfigMap,
+    its own values, each secret reference resolved in the committed Secrets."""
+    [container] = objects[f"Deployment/{deployment}"]["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= objects[f"ConfigMap/{source['configMapRef']['name']}"]["data"]
+    for variable in container.get("env", []):
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+            continue
+        ref = variable["valueFrom"]["secretKeyRef"]
+        env[variable["name"]] = objects[f"Secret/{ref['name']}"]["stringData"][ref["key"]]
+    return env
+
+
+@pytest.mark.parametrize("deployment", ["portrait-worker", "portrait-api", "portrait-profiles"])
+def test_each_deployment_gets_what_production_requires_and_refuses_placeholders(
+    deployment: str,
+) -> None:
+    from portrait.config import ConfigurationError
+
+    objects = by_kind()
+    env = _container_env(objects, deployment)
+    assert set(env) <= SETTINGS
+    fields = {name.removeprefix("PORTRAIT_").lower(): value for name, value in env.items()}
+    settings = Settings(**fields)
+    assert settings.profile == "production"
+    with pytest.raises(ConfigurationError, match="placeholder"):  # as committed
+        settings.check_production()
+    secret_names = {
+        v["name"]
+        for v in objects[f"Deployment/{deployment}"]["spec"]["template"]["spec"]["containers"][
+            0
+        ].get("env", [])
+        if "valueFrom" in v
+    }
+    real = {name.removeprefix("PORTRAIT_").lower(): "r" * 32 for name in secret_names}
+    Settings(**(fields | real)).check_production()  # with the real Secret: it starts
+    spec = objects[f"Deployment/{deployment}"]["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    data_dir = Path(env.get("PORTRAIT_DATA_DIR", "/home/portrait/.cache/portrait/data"))
+    assert "/tmp" in mounts and any(data_dir.is_relative_to(m) for m in mounts)
+    image_env = dict(re.findall(r"(PORTRAIT_DATA_DIR)=(\S+)", (DEPLOY / "Dockerfile").read_text()))
+    assert any(Path(image_env["PORTRAIT_DATA_DIR"]).is_relative_to(m) for m in mounts)
+
+
+def test_the_api_has_its_own_service_and_an_example_ingress() -> None:
+    objects = by_kind()
+    service = objects["Service/portrait-api"]["spec"]
+    labels = objects["Deployment/portrait-api"]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    worker_labels = objects["Deployment/portrait-worker"]["spec"]["template"]["metadata"]["labels"]
+    assert not service["selector"].items() <= worker_labels.items()
+    [container] = objects["Deployment/portrait-api"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["serve"]
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    metrics_port = int(env["PORTRAIT_METRICS_PORT"])
+    assert {p["containerPort"] for p in container["ports"]} == {6066, metrics_port}
+    ingress = load_all(K8S / "overlays" / "production" / "ingress.yaml")[0]
+    backends = {
+        path["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends == {"portrait-api"} and ingress["spec"]["tls"]
+    publisher = objects["Deployment/portrait-profiles"]["spec"]["template"]["spec"]
+    assert publisher["containers"][0]["args"] == ["publish-profiles"]
+    config = objects["ConfigMap/portrait-config"]["data"]
+    assert config["PORTRAIT_PROFILES_TOPIC"] == "false"  # not beside every worker too

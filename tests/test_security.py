@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import faust
+import pytest
 
 from portrait.config import Settings
 from streams.kafka import RDKAFKA_LOG, client_config
@@ -44,3 +47,43 @@ def test_redis_password_and_tls_options() -> None:
     assert settings.redis_options() == {"password": "pw", "ssl_ca_certs": "/etc/ssl/redis-ca.pem"}
     plain = Settings(redis_ssl_ca_file="/etc/ssl/redis-ca.pem")  # redis:// → no TLS options
     assert plain.redis_options() == {}
+
+
+def test_production_refuses_missing_short_and_placeholder_secrets() -> None:
+    from portrait.config import ConfigurationError
+
+    good = {"erasure_key": "e" * 32, "customer_id_key": "k" * 32}
+    Settings(profile="production", **good).check_production()
+    for change, mentioned in (
+        ({"erasure_key": ""}, "PORTRAIT_ERASURE_KEY is required"),
+        ({"customer_id_key": ""}, "PORTRAIT_CUSTOMER_ID_KEY is required"),
+        ({"customer_id_key": "short"}, "PORTRAIT_CUSTOMER_ID_KEY is a placeholder or shorter"),
+        ({"erasure_key": "change-me-erasure-key"}, "PORTRAIT_ERASURE_KEY is a placeholder"),
+        ({"redis_password": "change-me"}, "PORTRAIT_REDIS_PASSWORD is still the committed"),
+    ):
+        with pytest.raises(ConfigurationError, match=mentioned):
+            Settings(profile="production", **(good | change)).check_production()
+    Settings(profile="local").check_production()  # local runs with fixed keys
+
+
+def test_error_logs_say_what_failed_and_where_without_personal_values() -> None:
+    import json
+    import logging
+
+    from portrait.logs import JsonFormatter
+
+    try:
+        raise PermissionError(13, "Permission denied", "/home/portrait/faust-data")
+    except PermissionError:
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "start failed", None, sys.exc_info())
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["error"] == "PermissionError" and entry["path"] == "/home/portrait/faust-data"
+    assert "Permission denied" in entry["error_message"]
+    try:
+        raise ValueError("bad input_value='我很生气 call me' from +86 139 1234 5678, a@b.cn")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "failed", None, sys.exc_info())
+    entry = json.loads(JsonFormatter().format(record))
+    for personal in ("生气", "call me", "1234", "a@b.cn"):
+        assert personal not in entry["error_message"]
+    assert entry["error_message"].startswith("bad input_value=")

@@ -97,3 +97,57 @@ def test_the_openapi_document_is_valid_committed_and_names_every_route() -> None
     profile = document["paths"]["/v1/profiles/{customer_id}"]["get"]
     assert set(profile["responses"]) == {"200", "401", "403", "404"}
     assert profile["security"] == [{"bearer": []}]
+
+
+def test_a_connection_compares_whole_employee_ids() -> None:
+    since = 1_700_000_000_000
+    for relation, group in (("group", "g-1"), ("friend", None)):
+        fields = relation_fields("ag_1:team-b", relation, "added", group, 5, "e1")
+        registers = {str(k): str(v) for k, v in fields.items()}
+        assert is_connected(registers, "ag_1:team-b", since)
+        for other in ("ag_1", "ag_1:team", "ag", "ag_1:team-b:x"):
+            assert not is_connected(registers, other, since), other
+    met = {k: str(v) for k, v in interaction_fields("ag_1:x", 1.0, since + 1).items()}
+    assert not is_connected(met, "ag_1", since)
+
+
+def test_agent_scopes_name_a_whole_agent_id(tmp_path: Path) -> None:
+    for scope in ("agent:ag_1:team-b", "agent:a b", "agent:a/b", "agent:" + "x" * 200):
+        with pytest.raises(ConfigurationError):
+            _tokens(tmp_path, [_entry("t", scope)])
+    assert _tokens(tmp_path, [_entry("t", "agent:ag_1.team-b@x")]).authenticate("t")
+
+
+def test_the_tokens_file_is_read_again_when_it_changes_and_fails_closed(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps([_entry("t-old", "service")]))
+    tokens = Tokens.load(path, every=0.0)
+    assert tokens.authenticate("t-old") is not None
+    path.write_text(json.dumps([_entry("t-new", "service"), _entry("t-2", "supervisor")]))
+    assert tokens.authenticate("t-old") is None  # revoked without a restart
+    assert tokens.authenticate("t-new") == Principal("s", "service")
+    path.write_text("[{not json")  # a broken file lets nobody in until it is fixed
+    assert tokens.authenticate("t-new") is None
+    path.unlink()
+    assert tokens.authenticate("t-new") is None
+
+
+def test_limits_refuse_past_each_bound_and_free_their_slots() -> None:
+    from api.guard import Limits, Refused
+    from portrait.config import Settings
+
+    limits = Limits(Settings(api_max_streams=3, api_max_streams_per_token=2, api_auth_failures=2))
+    with limits.stream("a"), limits.stream("a"):
+        with pytest.raises(Refused, match="streams_per_token"), limits.stream("a"):
+            pass
+        with limits.stream("b"), pytest.raises(Refused, match="streams_total"), limits.stream("c"):
+            pass
+    with limits.stream("a"), limits.stream("a"):  # freed again
+        pass
+    limits.check_guessing("10.0.0.1")
+    limits.failed("10.0.0.1")
+    limits.failed("10.0.0.1")
+    with pytest.raises(Refused) as refused:
+        limits.check_guessing("10.0.0.1")
+    assert refused.value.reason == "auth_failures" and 1 <= refused.value.retry_after <= 60
+    limits.check_guessing("10.0.0.2")  # another address is not slowed

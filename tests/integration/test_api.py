@@ -3,7 +3,6 @@ documents, live prompts over Server-Sent Events with resumption."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,9 @@ from typing import Any
 import pytest
 
 from portrait.config import Settings
-from portrait.stack import stop_process
 from tests.support.api import STORY, A, SseReader, get, live_call, write_tokens
-from tests.support.envelopes import ANGRY_ZH, HAPPY_ZH, QUESTION_ZH, settings_env
-from tests.support.worker import PORTRAIT, StartWorker, produce, profile_get, wait_for
+from tests.support.envelopes import ANGRY_ZH, HAPPY_ZH, QUESTION_ZH
+from tests.support.worker import StartWorker, produce, profile_get, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +52,8 @@ def test_tokens_scopes_documents_and_live_prompts(
         assert [x["account_no"] for x in document["accounts"]] == ["ACC-7"]
         assert get(port, "/v1/profiles?phone=+86%20137%200000%200001", "svc-token-1")[1] == expected
         assert get(port, "/v1/profiles?account_no=ACC-7", "svc-token-1")[1] == expected
-        assert get(port, "/v1/profiles/nobody-at-all", "svc-token-1")[0] == 404
+        assert get(port, "/v1/profiles/nobody-at-all", "svc-token-1")[0] == 400  # malformed
+        assert get(port, f"/v1/profiles/c-{'0' * 20}", "svc-token-1")[0] == 404
         assert get(port, "/v1/profiles?phone=1&email=x@y.cn", "svc-token-1")[0] == 400
         code, account = get(port, "/v1/accounts/ACC-7", "svc-token-1")
         assert code == 200 and account["people"][0]["customer_id"] == a
@@ -63,7 +62,7 @@ def test_tokens_scopes_documents_and_live_prompts(
         assert get(port, f"/v1/profiles/{b}", "wang-token-1")[0] == 200  # a friend
         assert get(port, f"/v1/profiles/{a}", "wang-token-1")[0] == 403
         assert get(port, f"/v1/profiles/{c}", "li-token-1")[0] == 403  # chatted 48 h ago
-        assert get(port, "/v1/profiles/nobody-at-all", "li-token-1") == (
+        assert get(port, f"/v1/profiles/c-{'0' * 20}", "li-token-1") == (
             403,
             {"error": "forbidden"},
         )
@@ -108,7 +107,7 @@ def test_tokens_scopes_documents_and_live_prompts(
 
     # `portrait serve` answers the same, read-only, apart from the worker
     serve_port = port + 1
-    with _serve(settings, serve_port, tmp_path / "serve.log"):
+    with serving(settings, serve_port, tmp_path / "serve.log"):
         wait_for(lambda: _up(serve_port) and get(serve_port, "/readyz")[0] == 200, what="serve")
         assert get(serve_port, f"/v1/profiles/{a}", "svc-token-1") == (
             200,
@@ -142,28 +141,3 @@ def _up(port: int) -> bool:
 
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-class _serve:
-    """``portrait serve`` on a port, stopped on exit."""
-
-    def __init__(self, settings: Settings, port: int, log: Path) -> None:
-        self.command = [*PORTRAIT, "serve", "--port", str(port)]
-        self.env = settings_env(settings)
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                self.command,
-                env=self.env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self.process
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.process is not None:
-            stop_process(self.process)

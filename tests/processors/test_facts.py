@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from models.entities import ChineseEntities, EnglishEntities
-from models.ocr import ImageError, ImagePolicy, TextReader, decode_image, image_bytes
+from models.ocr import (
+    ImageError,
+    ImagePolicy,
+    TextReader,
+    decode_image,
+    image_bytes,
+    image_size,
+)
 from processors.facts import Fact, FactExtractor, best_per_attribute, birthdays, phones
 from tests.support.images import EN_CARD, ZH_CARD, card_png
 
@@ -210,5 +217,104 @@ def test_urls_are_fetched_only_when_enabled_and_within_limits() -> None:
                 image_bytes(base + path, policy)
         with pytest.raises(ImageError, match="image_url_disabled"):
             image_bytes(f"{base}/card.png", ImagePolicy())
+    finally:
+        server.shutdown()
+
+
+def bomb_png(side: int = 24000) -> bytes:
+    """A PNG of side × side one-bit pixels, all white: about 70 KB on disk, 1.7 GB as the
+    BGR pixels a decoder would make of it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    packer = zlib.compressobj(9)
+    row = b"\x00" + b"\xff" * ((side + 7) // 8)
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_past_the_pixel_limit_is_refused_before_it_is_decoded() -> None:
+    import resource
+
+    bomb = bomb_png()
+    assert len(bomb) < 128_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match="image_too_many_pixels"):
+        decode_image(bomb, max_pixels=16_000_000)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 100 * 1024  # nothing near the 1.7 GB of its pixels
+    small = card_png([("hello", 30)], size=(200, 100))
+    assert image_size(small) == (200, 100)
+    assert decode_image(small, max_pixels=200 * 100).shape[:2] == (100, 200)
+    with pytest.raises(ImageError, match="image_too_many_pixels"):
+        decode_image(small, max_pixels=200 * 100 - 1)
+    with pytest.raises(ImageError, match="image_undecodable"):  # no size, no decoding
+        decode_image(b"P6\n24000 24000\n255\n" + b"\0" * 100)
+
+
+def test_a_fetch_connects_to_the_address_it_checked_and_has_one_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import http.server
+    import socket
+    import threading
+
+    png = card_png([("hello", 30)], size=(200, 100))
+    hosts: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hosts.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            if self.path == "/trickle.png":  # each byte within a read timeout, never done
+                for byte in png[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    threading.Event().wait(0.1)
+            self.wfile.write(png)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    looked_up: list[str] = []
+    real = socket.getaddrinfo
+
+    def rebinding(host: str, *args: object, **kwargs: object) -> object:
+        # the first answer for the name is the one checked; a later look-up of it would
+        # get an inside address
+        if host != "pictures.test":
+            return real(host, *args, **kwargs)  # type: ignore[arg-type]
+        looked_up.append(host)
+        address = "127.0.0.1" if len(looked_up) == 1 else "10.9.9.9"
+        return real(address, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    policy = ImagePolicy(
+        max_bytes=len(png) * 2,
+        fetch_urls=True,
+        fetch_timeout_seconds=1.0,
+        allowed_hosts=frozenset({"pictures.test"}),
+    )
+    try:
+        assert image_bytes(f"http://pictures.test:{port}/card.png", policy) == png
+        assert looked_up == ["pictures.test"] and hosts == [f"pictures.test:{port}"]
+        looked_up.clear()
+        with pytest.raises(ImageError, match="image_fetch_failed"):
+            image_bytes(
+                f"http://pictures.test:{port}/trickle.png",
+                replace(policy, fetch_timeout_seconds=0.5),
+            )
     finally:
         server.shutdown()

@@ -8,6 +8,7 @@ from processors.identity import (
     IdentityRules,
     customer_id_for,
     identify,
+    is_customer_id,
     normalise_identifier,
     split_identifier_key,
 )
@@ -95,3 +96,15 @@ def test_the_same_customer_gets_the_same_id_whatever_the_order_of_identifiers() 
 
 def test_split_keeps_colons_in_values() -> None:
     assert split_identifier_key("im_id:wx:abc") == ("im_id", "wx:abc")
+
+
+def test_customer_ids_are_keyed_so_an_identifier_cannot_be_tried() -> None:
+    import hashlib
+
+    plain = "c-" + hashlib.sha256(b"phone:+8613800138000").hexdigest()[:20]
+    keyed = customer_id_for("phone:+8613800138000", b"k1" * 16)
+    assert keyed != plain and keyed != customer_id_for("phone:+8613800138000", b"k2" * 16)
+    assert keyed == customer_id_for("phone:+8613800138000", b"k1" * 16)  # replays agree
+    assert is_customer_id(keyed) and is_customer_id(customer_id_for("im_id:x"))
+    for spelling in ("acct:A-1", keyed.upper(), f" {keyed}", keyed + "0", "c-" + "g" * 20):
+        assert not is_customer_id(spelling)

@@ -24,13 +24,19 @@ TOKENS = {
 }
 
 
-def write_tokens(path: Path) -> Path:
-    """A ``PORTRAIT_API_TOKENS_FILE`` with :data:`TOKENS`, hashed."""
+def write_tokens(
+    path: Path, extra: dict[str, tuple[str, str]] | None = None, leave_out: str = ""
+) -> Path:
+    """A ``PORTRAIT_API_TOKENS_FILE`` with :data:`TOKENS` (and ``extra``, without
+    ``leave_out``), hashed; written whole to a new file, then renamed over the old one."""
     listed = [
         {"subject": s, "scope": scope, "token_sha256": hashlib.sha256(t.encode()).hexdigest()}
-        for t, (s, scope) in TOKENS.items()
+        for t, (s, scope) in (TOKENS | (extra or {})).items()
+        if t != leave_out
     ]
-    path.write_text(json.dumps(listed))
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(listed))
+    partial.replace(path)
     return path
 
 

@@ -43,6 +43,23 @@ def _worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop_process(process)
 
 
+@contextmanager
+def serving(settings: Settings, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``portrait serve`` on a port, stopped on exit."""
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [*PORTRAIT, "serve", "--port", str(port)],
+            env=settings_env(settings),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop_process(process)
+
+
 @pytest.fixture
 def worker() -> StartWorker:
     """``with worker(settings, log) as process:`` a running worker; stopped (SIGTERM,
