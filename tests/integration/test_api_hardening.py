@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 from pathlib import Path
 
 import orjson
@@ -193,7 +194,12 @@ def test_the_page_signs_in_with_a_session_and_guessing_is_slowed(
 ) -> None:
     tokens = write_tokens(tmp_path / "tokens.json")
     settings = stack_settings.model_copy(
-        update={"api_tokens_file": tokens, "api_tokens_check_seconds": 0.2, "api_auth_failures": 3}
+        update={
+            "api_tokens_file": tokens,
+            "api_tokens_check_seconds": 0.2,
+            "api_auth_failures": 3,
+            "api_request_timeout_seconds": 1.0,
+        }
     )
     ensure_topics(settings)
     port = free_port()
@@ -238,6 +244,11 @@ def test_the_page_signs_in_with_a_session_and_guessing_is_slowed(
         # too): then even a right one waits
         guesses = [client.status("/v1/agents/agent-li/current", f"g{n}") for n in range(5)]
         assert guesses.count(401) <= 3 and guesses[-1] == 429
+
+        # a client that sends half a request and waits is let go (slowloris)
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as slow:
+            slow.sendall(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n")
+            assert slow.recv(1024) == b""  # closed by the server, no answer
         status, headers, _ = client.request("GET", "/v1/agents/agent-wang/current", "wang-token-1")
         assert status == 429 and 1 <= int(headers["retry-after"]) <= 60
 

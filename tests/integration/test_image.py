@@ -29,6 +29,7 @@ import yaml
 from portrait.config import Settings
 from portrait.stack import free_port, stop_process
 from processors.identity import customer_id_for
+from streams.kafka import ensure_topics
 from tests.support.envelopes import chan
 from tests.support.image import Builder, Image, image_base
 from tests.support.worker import outputs, produce, wait_for
@@ -222,6 +223,7 @@ def test_kubernetes_placeholders_are_refused_and_real_secrets_serve(
     tokens.write_text(json.dumps(listed))
     env = kubernetes_env("portrait-api", "api", real) | local_addresses(stack_settings, port)
     env |= {"PORTRAIT_METRICS_PORT": str(metrics_port), "PORTRAIT_API_TOKENS_FILE": str(tokens)}
+    ensure_topics(stack_settings)  # the workers' first start makes them; serve reads one
     with running(image, env, ["serve"], tmp_path / "serve.log") as process:
         wait_for(
             lambda: process.poll() is None and status(port, "/readyz") == 200,
