@@ -689,6 +689,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             as_json=args.json,
             backlog=args.backlog,
         )
+    if args.loss:
+        from portrait.bench.loss import loss_workdir, run_loss
+
+        customers = args.customers or 10_000
+        return run_loss(settings, args.loss, args.events, customers, loss_workdir())
     if args.emotion:
         from portrait.bench.emotion import run_emotion_bench
 
@@ -880,6 +885,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--api",
         action="store_true",
         help="profile look-ups against portrait serve at --rate, and prompt delivery over SSE",
+    )
+    bench.add_argument(
+        "--loss",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="RUNS two-process runs of --events: every output counted by an independent "
+        "reader, every missing event traced (on the topic, pending, applied, DLQ)",
     )
     bench.add_argument(
         "--growth",
