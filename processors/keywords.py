@@ -1,6 +1,14 @@
 """Keywords of what a customer writes (seed 002 "keywords"): jieba for Chinese, a word
 tokenizer for English, stop words for both (``PORTRAIT_STOPWORDS_FILE``).
 
+Function words are never keywords: a Chinese word whose part of speech in jieba's
+dictionary is a pronoun, numeral, measure word, adverb, preposition, conjunction,
+particle, interjection, onomatopoeia, direction or time word (每个, 多少, 已经, 这个) is
+dropped by its tag, whatever the stop-word list holds; the list adds the content words
+that are filler in customer service (了解, 请问, 麻烦) and the English function words.
+The tags come from the dictionary jieba already loads (a look-up per word, not a
+tagging pass: tagging would cost 4× the segmentation).
+
 A customer's keywords are decayed weights, one per term (``d:kw:<term>`` in the
 profile hash, added per message like every decayed preference; the state script keeps
 the heaviest 300); the document shows the ``PORTRAIT_KEYWORDS_TOP_K`` heaviest, each
@@ -15,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from portrait.config import DEFAULT_STOPWORDS_FILE
 from processors.layout import KEYWORDS
@@ -46,6 +54,28 @@ def _jieba() -> Any:
     return jieba
 
 
+FUNCTION_TAGS = frozenset("rmqdpcueyoftxwz")
+"""First letters of jieba's part-of-speech tags that mark function words (pronoun,
+numeral, quantifier, adverb, preposition, conjunction, particle, interjection, modal,
+onomatopoeia, direction, time, non-word, punctuation, status)."""
+
+
+@lru_cache(maxsize=1)
+def _tags() -> dict[str, str]:
+    """jieba's dictionary: word → part-of-speech tag."""
+    import jieba.posseg
+
+    _jieba()
+    return cast(dict[str, str], jieba.posseg.dt.word_tag_tab)
+
+
+def is_function_word(word: str) -> bool:
+    """True for a Chinese word the dictionary tags as a function word (module docstring);
+    words it does not know are content."""
+    tag = _tags().get(word, "")
+    return tag[:1] in FUNCTION_TAGS if tag else False
+
+
 def terms(text: str, stopwords: frozenset[str]) -> list[str]:
     """The distinct keyword terms of a text, in order of appearance: Chinese words of two
     or more characters from jieba, English words of three or more letters (apostrophes
@@ -55,7 +85,7 @@ def terms(text: str, stopwords: frozenset[str]) -> list[str]:
     if _HAN.search(text):
         for run in _HAN_RUN.findall(text):
             for word in _jieba().lcut(run):
-                if len(word) >= 2 and word not in stopwords:
+                if len(word) >= 2 and word not in stopwords and not is_function_word(word):
                     found.setdefault(word[:MAX_TERM_CHARS], None)
     for word in _EN_WORD.findall(lowered):
         word = word.replace("'", "")

@@ -98,3 +98,13 @@ def test_needs_build_only_what_a_rule_reaches() -> None:
 
     rules = [{"need": "n", "reason": "r", "intent": "outage", "indicator": "credit", "below": 1}]
     assert needs(rules, {}, unreachable, unreachable, unreachable) == []
+
+
+def test_function_words_and_filler_are_never_keywords() -> None:
+    said = ["请问这个套餐每个月多少钱", "你们太差劲了，我非常生气", "我想了解一下宽带业务"]
+    found = [term for text in said for term in terms(text, STOP)]
+    assert found == ["套餐", "差劲", "生气", "宽带", "业务"]
+    for filler in ("每个", "多少", "了解", "一下", "已经", "这个"):
+        assert filler not in found
+    english = terms("Um, well, I actually just want to basically cancel my broadband", STOP)
+    assert english == ["cancel", "broadband"]
