@@ -227,8 +227,9 @@ class ProfileView:
         return out
 
     def own_indicators(self) -> dict[str, Any]:
-        """Indicators of this state alone (an account's)."""
-        return indicators(self.sections, self.settings.half_life_days, self.settings.population)
+        """Indicators of this state alone (an account's: its wealth among accounts)."""
+        population = self.settings.population.accounts
+        return indicators(self.sections, self.settings.half_life_days, population)
 
     def identity_rejections(self) -> list[dict[str, Any]]:
         """Identifiers the identity rules refused: kind, reason and how many times (never

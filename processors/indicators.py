@@ -8,10 +8,13 @@ All from stored state, never the wall clock, so replays agree:
 - ``credit`` — bills paid on time / (paid + overdue); None before the first bill.
 - ``campaign_participation`` — campaigns joined / (joined + ignored); None before any.
 - ``influence`` — 1 − exp(−(shares + shared groups + friend relations) / 10), in 0…1.
-- ``wealth`` — the customer's spend percentile in the population: customers are counted
-  per spend bucket ⌊4·log2(1 + total amount)⌋ (kept incrementally by the state script,
-  also through merges and erasures); wealth = (customers in lower buckets + half of the
-  customer's own bucket) / customers with any spend. None without spend.
+- ``wealth`` — the spend percentile in the population: spenders are counted per spend
+  bucket ⌊4·log2(1 + total amount)⌋ (kept incrementally by the state script, also
+  through merges and erasures; people by their own spend, accounts by theirs); wealth =
+  (spenders in lower buckets + half of the own bucket) / spenders. An account ranks
+  among accounts with spend; a person, whose spend counts the accounts they hold (bills
+  paid and business handled on them), among people and accounts with spend. None without
+  spend.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.layout import ACCOUNT_SPEND
 from processors.preferences import DECAY_EPOCH_MS
 
 _DAY_MS = 86_400_000
@@ -38,11 +42,14 @@ def spend_bucket(amount: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Population:
-    """Customers per spend bucket (the store's ``pop:spend``), read once per batch and
-    asked for many customers' percentiles."""
+    """Spenders per spend bucket (the store's ``pop:spend``), read once per batch and
+    asked for many percentiles: people and accounts together (what a person, whose spend
+    includes the accounts they hold, ranks among), and the accounts alone (``accounts``,
+    what an account ranks among)."""
 
     counts: Mapping[int, int] = field(default_factory=dict)
     total: int = 0
+    account_counts: Mapping[int, int] = field(default_factory=dict)
     _edges: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _below: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
@@ -57,9 +64,25 @@ class Population:
 
     @classmethod
     def of(cls, stored: Mapping[str, int]) -> Population:
-        """The population from the stored histogram (bucket → customers)."""
-        counts = {int(bucket): int(count) for bucket, count in stored.items() if int(count) > 0}
-        return cls(counts, sum(counts.values()))
+        """The population from the stored histogram (bucket → spenders; an account's
+        bucket carries :data:`~processors.layout.ACCOUNT_SPEND` in front)."""
+        counts: dict[int, int] = {}
+        accounts: dict[int, int] = {}
+        for name, count in stored.items():
+            if int(count) <= 0:
+                continue
+            if name.startswith(ACCOUNT_SPEND):
+                bucket = int(name[len(ACCOUNT_SPEND) :])
+                accounts[bucket] = accounts.get(bucket, 0) + int(count)
+            else:
+                bucket = int(name)
+            counts[bucket] = counts.get(bucket, 0) + int(count)
+        return cls(counts, sum(counts.values()), accounts)
+
+    @property
+    def accounts(self) -> Population:
+        """The accounts with spend alone."""
+        return Population(self.account_counts, sum(self.account_counts.values()))
 
     def below(self, bucket: int) -> int:
         """Customers in buckets lower than ``bucket``."""

@@ -66,6 +66,11 @@ ACCOUNT_ENTITY = "acct:"
 ``{P}c:{acct:<no>}:<key>``, with the same profile hash, families and processed ids as a
 person's (an account has stats, a behaviour trail and indicators of its own)."""
 
+ACCOUNT_SPEND = "a"
+"""Buckets of the spend population (``pop:spend``) that count accounts are this prefix
+and the bucket (``a12``); a person's bucket is the bare number. Account wealth ranks
+among accounts; a person's, whose spend includes the accounts they hold, among both."""
+
 SEEN_HASH_BYTES = 8
 """Bytes of an event id's SHA-1 kept in the processed-id strings."""
 SEEN, SEEN_LEGACY = "seenh:", "seen:"
@@ -194,6 +199,7 @@ def lua_constants() -> str:
             f"local REJECTED = {_lua_string(COUNT + REJECTED)}",
             f"local ROLE = {_lua_string(ROLE)}",
             f"local ACCOUNT_ENTITY = {_lua_string(ACCOUNT_ENTITY)}",
+            f"local ACCOUNT_SPEND = {_lua_string(ACCOUNT_SPEND)}",
             f"local FRIEND, GROUP = {_lua_string(REGISTER + FRIEND)}, "
             f"{_lua_string(REGISTER + GROUP)}",
             f"local MET, AGENT = {_lua_string(REGISTER + MET)}, {_lua_string(AGENT)}",

@@ -147,11 +147,13 @@ local function record_globals(g)
   end
 end
 
--- a customer moved between spend buckets: nothing to count when the bucket stays (most
--- purchases of a customer who has spent a while)
-local function move_spend(before, after)
-  local from = before and spend_bucket(before)
-  local to = after and spend_bucket(after)
+-- a customer (an account: kind ACCOUNT_SPEND, else '') moved between spend buckets:
+-- nothing to count when the bucket stays (most purchases of a customer who has spent a
+-- while)
+local function move_spend(before, after, kind)
+  kind = kind or ''
+  local from = before and (kind .. spend_bucket(before))
+  local to = after and (kind .. spend_bucket(after))
   if from == to then return end
   local spend = {}
   if from then spend[from] = -1 end
@@ -267,6 +269,13 @@ local function forget_contacts(cid)
   until cursor == '0'
 end
 
+-- an account left with no people goes with its data, out of the spend population
+local function drop_account(a, now, ret)
+  move_spend(tonumber(redis.call('HGET', ck(a, 'p'), 'e:amount')), nil, ACCOUNT_SPEND)
+  drop_seen(a, now, ret)
+  delete_customer(a, false)
+end
+
 local function erase(cid, now, ret)
   move_spend(tonumber(redis.call('HGET', ck(cid, 'p'), 'e:amount')), nil)
   forget_contacts(cid)
@@ -275,8 +284,7 @@ local function erase(cid, now, ret)
     local a = account_of(acct)
     redis.call('SREM', ck(a, 'people'), cid)
     if redis.call('SCARD', ck(a, 'people')) == 0 then
-      drop_seen(a, now, ret)
-      delete_customer(a, false)
+      drop_account(a, now, ret)
     end
   end
   for _, id in ipairs(redis.call('SMEMBERS', ck(cid, 'ids'))) do
@@ -914,7 +922,9 @@ local function apply_accounts(d, hash)
   for _, acct in ipairs(d.accts) do
     begin(account_of(acct))
     local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
+    local spend_before = tonumber(cur['e:amount'])
     apply_fields(d)
+    move_spend(spend_before, tonumber(cur['e:amount']), ACCOUNT_SPEND)
     write_entity()
     remember(d, hash)
     if not d.quiet then
@@ -1095,11 +1105,12 @@ local function cluster_op(d)
   if op == 'unlink' then  -- an erased person off an account; an account left empty goes
     local a = account_of(d.acct)
     redis.call('SREM', ck(a, 'people'), d.cid)
-    if redis.call('SCARD', ck(a, 'people')) == 0 then
-      drop_seen(a, d.now, d.ret)
-      delete_customer(a, false)
-    end
-    return 'ok'
+    gacc = nil
+    if redis.call('SCARD', ck(a, 'people')) == 0 then drop_account(a, d.now, d.ret) end
+    if not gacc then return 'ok' end
+    local moved = cjson.encode(gacc)  -- its spend bucket, for the caller's stripe step
+    gacc = nil
+    return 'ok' .. RS .. moved
   end
   if op == 'index' then  -- compare and set (or delete) one identifier's person
     local v = redis.call('GET', idxk(d.id))

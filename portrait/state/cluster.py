@@ -852,7 +852,11 @@ class ClusterProfileStore(RedisProfileStore):
         for i in facts.get("ids") or []:
             await self._op(self._idx(i), op="index", id=i, **{"from": person})
         for acct in facts.get("accts") or []:
-            await self._on_account("unlink", acct, person, ret)
+            unlinked = await self._on_account("unlink", acct, person, ret)
+            if RS in unlinked:  # the account went: out of the spend population too
+                once = f"x:{ACCOUNT_ENTITY}{acct}:{d['eid']}"
+                moved = unlinked.split(RS, 1)[1]
+                await self._count([(ACCOUNT_ENTITY + acct, once, moved)], forget=False)
         for m in facts.get("merged") or []:
             await self.redis.delete(self.key(m, "redirect"))
         for agent in facts.get("agents") or []:

@@ -94,3 +94,73 @@ def test_rejected_identifiers_are_counted_and_an_event_without_any_goes_to_the_d
     [changed] = outputs(sink, "profile.changed")
     [field] = [c for c in changed["changed"] if c["field"] == "identity_rejections"]
     assert field["new"] == [{"kind": "phone", "reason": "blocked", "count": 1}]
+
+
+def test_an_accounts_wealth_comes_from_its_spend_and_its_people_count_it(
+    redis_settings: Settings, run_batch: RunBatch
+) -> None:
+    import asyncio
+
+    from portrait.lookup import get_account, get_profile
+    from portrait.state.store import RedisProfileStore
+
+    people = [
+        chan(f"w{n}", "2026-11-01T09:00:00Z", "app", {"phone": phone, "account_no": "W1"}, role=r)
+        for n, (phone, r) in enumerate(
+            [("13900000001", "holder"), ("13900000002", "family_member"), ("13900000003", "tenant")]
+        )
+    ]
+    spend = [
+        event(
+            f"s{n}", "channel.event", f"2026-11-0{n + 2}T09:00:00Z", "app", {"account_no": "W1"}, p
+        )
+        for n, p in enumerate(
+            [
+                {"action": "bill_paid", "amount": 210.5},
+                {"action": "bill_paid", "amount": 198.0},
+                {"action": "bill_paid", "amount": 225.0},
+                {"action": "business_handled", "amount": 5000},
+            ]
+        )
+    ]
+    small = event(  # another account, with less spend: W1 ranks above it
+        "s9",
+        "channel.event",
+        "2026-11-03T09:00:00Z",
+        "app",
+        {"account_no": "W2"},
+        {"action": "bill_paid", "amount": 20},
+    )
+    sink = ListSink()
+    run_batch(redis_settings, input_records("t.channel-events", [*people, *spend, small]), sink)
+
+    async def read() -> tuple[Any, list[Any]]:
+        store = RedisProfileStore.for_settings(redis_settings)
+        try:
+            account = await get_account(store, "W1")
+            found = [await get_profile(store, "phone", f"1390000000{n}") for n in (1, 2, 3)]
+            return account, found
+        finally:
+            await store.close()
+
+    account, holders = asyncio.run(read())
+    assert account["indicators"]["credit"] == 1.0
+    assert account["indicators"]["wealth"] == 0.75  # above W2: (1 + 0.5) / 2
+    for person in holders:
+        assert person["indicators"]["wealth"] is not None and person["indicators"]["wealth"] > 0.5
+        assert person["indicators"]["credit"] == 1.0
+        [held] = person["accounts"]
+        assert held["indicators"]["wealth"] == 0.75
+    # account.changed carries it too (ranked against the population as the batch began)
+    later = event(
+        "s10",
+        "channel.event",
+        "2026-11-09T09:00:00Z",
+        "app",
+        {"account_no": "W1"},
+        {"action": "bill_paid", "amount": 50},
+    )
+    sink = ListSink()
+    run_batch(redis_settings, input_records("t.channel-events", [later]), sink)
+    [changed] = outputs(sink, "account.changed")
+    assert {c["field"]: c for c in changed["changed"]}["indicators"]["new"]["wealth"] == 0.75
