@@ -104,6 +104,21 @@ class NgramVectoriser:
 
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN = re.compile(r"[A-Za-z]{2,}")
+_HAN_CHAR = re.compile(r"[\u4e00-\u9fff]")
+
+
+@lru_cache(maxsize=1)
+def _to_simplified() -> Any:
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def simplified(text: str) -> str:
+    """Chinese text in simplified characters (OpenCC, ≈ 5 µs a message): the heads,
+    the n-grams and the lexicon were learned from simplified text, and a message in
+    traditional characters (維修人員很準時) is the same message."""
+    return _to_simplified().convert(text) if _HAN_CHAR.search(text) else text
 LEXICON_FEATURES = (
     "vader_compound",
     "vader_positive",
@@ -243,6 +258,7 @@ class EmotionModel:
         """One result per text, in order; ``embeddings``: the texts already encoded."""
         if not texts:
             return []
+        texts = [simplified(text) for text in texts]
         if embeddings is None:
             embeddings = self.encoder.encode(texts)
         clauses = [self.cues.final_clause(t) for t in texts]
