@@ -119,6 +119,8 @@ def simplified(text: str) -> str:
     the n-grams and the lexicon were learned from simplified text, and a message in
     traditional characters (維修人員很準時) is the same message."""
     return _to_simplified().convert(text) if _HAN_CHAR.search(text) else text
+
+
 LEXICON_FEATURES = (
     "vader_compound",
     "vader_positive",
