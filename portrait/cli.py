@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from portrait.config import Settings, load_settings
+from portrait.config import Settings, load_settings, yield_cpu
 from portrait.errors import ServiceUnreachable, without_password
 from processors.document import document_settings
 
@@ -319,6 +319,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         print(f"import: {exc}", file=sys.stderr)
         return 2
     lines, summary = build_imports(path.read_bytes(), fmt, args.source, mapping, args.confidence)
+    yield_cpu(settings)  # a backfill: the live workers on this host go first
     ensure_topics(settings)
     producer = make_producer(settings)
     step = 1000
@@ -449,6 +450,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     since_ms = int(datetime.fromisoformat(args.since).timestamp() * 1000) if args.since else None
     check_broker(settings)
+    yield_cpu(settings)  # a backfill: the live workers on this host go first
 
     with tqdm(unit="events", desc="replayed", file=sys.stderr) as bar:
 

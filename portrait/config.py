@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     profiles_topic: bool = True
     """A worker that runs the bulk lane starts a ``portrait.profiles`` publisher beside
     itself (off: run ``portrait publish-profiles`` apart, or none)."""
+    background_nice: int = Field(default=10, ge=0, le=19)
+    """How much lower the CPU priority of background work is: the profiles publisher a
+    worker starts, ``portrait publish-profiles``, a bulk-only worker, replays and imports
+    (0: the same). On a shared host the realtime lane then gets a core first."""
     api_tokens_file: Path | None = None
     """JSON list of API tokens: subject, scope, token_sha256 (none set: every /v1 request
     is refused with 401); read again when it changes (revocation without a restart)."""
@@ -315,6 +319,15 @@ class Settings(BaseSettings):
                     f"PORTRAIT_{name.upper()} is still the committed placeholder: set the "
                     "real secret (docs/operations.md, Secrets)"
                 )
+
+
+def yield_cpu(settings: Settings) -> None:
+    """Lower this process's CPU priority by ``PORTRAIT_BACKGROUND_NICE`` (background
+    work: the operating system then runs the realtime lane first)."""
+    if settings.background_nice:
+        import os
+
+        os.nice(settings.background_nice)
 
 
 def _placeholder(value: str) -> bool:

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer
 from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
 
 from models.customer_model import CustomerModel
-from portrait.config import Settings
+from portrait.config import Settings, yield_cpu
 from portrait.logs import configure_logging
 from portrait.lookup import get_account, profiles_by_id
 from portrait.state.registry import ModelRegistry, customer_model_in_use
@@ -181,6 +181,7 @@ def run_publisher(settings: Settings) -> None:
     """``portrait publish-profiles``: publish until SIGTERM or SIGINT."""
     configure_logging(settings.log_level)
     settings.check_production()
+    yield_cpu(settings)  # background work: a realtime lane on this host goes first
 
     async def main() -> None:
         stopping = asyncio.Event()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import faust
 
-from portrait.config import ConfigurationError, Settings
+from portrait.config import ConfigurationError, Settings, yield_cpu
 from portrait.logs import configure_logging
 from portrait.metrics import serve_metrics_apart
 from streams.app import create_apps
@@ -30,6 +30,8 @@ def run_worker(settings: Settings, web: Callable[[faust.App], object] | None = N
     adds routes to the app that serves HTTP (the CLI mounts the API there)."""
     configure_logging(settings.log_level)
     settings.check_production()
+    if settings.lane == "bulk":  # nothing here is urgent
+        yield_cpu(settings)
     writable_directories(settings)
     serve_metrics_apart(settings)
     ensure_topics(settings)
@@ -97,6 +99,7 @@ def _start_publisher(settings: Settings) -> subprocess.Popen[bytes] | None:
     the worker, also when the worker is killed."""
     if not settings.profiles_topic or settings.lane == "realtime":
         return None
+    # it yields the CPU to the worker itself (it nices itself when it starts)
     return subprocess.Popen(
         [sys.executable, "-m", "portrait.cli", "publish-profiles"],
         preexec_fn=die_with_parent,  # only asks for the parent-death signal

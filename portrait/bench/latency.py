@@ -174,8 +174,10 @@ def run_latency_bench(
 
 
 def _run(base: Settings, name: str, rate: int, seconds: float, backlog: int) -> dict[str, Any]:
-    """One worker on fresh topics: warm-up, the backlog (if any), then the paced turns."""
-    settings = _settings_for(base, name)
+    """One worker on fresh topics, as ``portrait worker`` runs by default (the profiles
+    publisher beside it, competing for the same cores): warm-up, the backlog (if any),
+    then the paced turns."""
+    settings = _settings_for(base, name).model_copy(update={"profiles_topic": True})
     ensure_topics(settings)
     worker = _worker(settings)
     watcher = PromptWatcher(settings)
@@ -273,7 +275,7 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
         )
     print(
         f"{summary['segments']} customer call segments at {summary['segments_per_second']}/s, "
-        f"{CALLS} concurrent calls, one worker process"
+        f"{CALLS} concurrent calls, one default worker (the profiles publisher beside it)"
     )
     print(
         f"  produced → prompt consumed  p50 {summary['p50_ms']} ms  "
