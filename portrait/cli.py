@@ -691,6 +691,13 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             as_json=args.json,
             backlog=args.backlog,
         )
+    if args.recovery:
+        from portrait.bench.loss import loss_workdir
+        from portrait.bench.recovery import run_recovery_bench
+
+        return run_recovery_bench(
+            settings, args.kills, args.every, args.rate or 200, args.json, loss_workdir()
+        )
     if args.loss:
         from portrait.bench.loss import loss_workdir, run_loss
 
@@ -888,6 +895,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="profile look-ups against portrait serve at --rate, and prompt delivery over SSE",
     )
+    bench.add_argument(
+        "--recovery",
+        action="store_true",
+        help="two workers, one killed and restarted every --every seconds (--kills times) "
+        "while events flow: how long until every partition's outputs resume",
+    )
+    bench.add_argument("--kills", type=int, default=6, help="--recovery: kills")
+    bench.add_argument("--every", type=float, default=25.0, help="--recovery: seconds apart")
     bench.add_argument(
         "--loss",
         type=int,

@@ -30,7 +30,7 @@ from streams.kafka import ConfirmedProducer
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for
 from streams.offsets import Ledger
 from streams.pipeline import BatchPipeline
-from streams.reading import GatedRunner, ReadAhead, model_runner
+from streams.reading import GatedRunner, ModelRunner, ReadAhead, model_runner
 from streams.records import InputRecord, OutputRecord
 from streams.trends import emit_closed_windows
 
@@ -215,10 +215,11 @@ class Clients:
         return bool(self.lanes)
 
 
-def create_apps(settings: Settings) -> list[faust.App]:
+def create_apps(settings: Settings, runner: ModelRunner | None = None) -> list[faust.App]:
     """The Faust apps of a worker for these settings, one per lane, each with its own
     consumer (nothing connects until they start). The first serves HTTP and runs the
-    timers."""
+    timers. ``runner``: where the lanes' models read (default: a new one, started when
+    the apps start)."""
     lanes = lanes_for(settings.lane)
     ledgers = {
         name: Ledger(settings.redis_key_prefix, consumer_group(settings.consumer_group, name))
@@ -230,6 +231,7 @@ def create_apps(settings: Settings) -> list[faust.App]:
     }
     app = next(iter(apps.values()))
     clients = Clients()
+    given = runner
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_clients() -> None:
@@ -242,7 +244,7 @@ def create_apps(settings: Settings) -> list[faust.App]:
                 extra={"settings": untuned, "wanted": REDIS_SETTINGS},
             )
         clients.producer = ConfirmedProducer(settings)
-        runner = model_runner(settings)  # one model process, shared by the lanes
+        runner = given or model_runner(settings)  # one model process, shared by the lanes
         opened: dict[str, Lane] = {}
         for name in lanes:
             bulk = name == "bulk"

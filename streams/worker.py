@@ -21,6 +21,7 @@ from portrait.metrics import serve_metrics_apart
 from streams.app import create_apps
 from streams.kafka import ensure_topics
 from streams.model_child import die_with_parent
+from streams.reading import model_runner
 
 log = logging.getLogger("portrait.worker")
 
@@ -42,7 +43,12 @@ def run_worker(settings: Settings, web: Callable[[faust.App], object] | None = N
     except ImportError:  # uvloop is optional off Linux/macOS
         pass
     asyncio.set_event_loop(asyncio.new_event_loop())
-    apps = create_apps(settings)
+    # The models load before the worker joins its consumer groups: a worker that took
+    # partitions while loading them held those partitions still for seconds after every
+    # restart (a second stall after each kill, on top of the dead member's rebalance).
+    runner = model_runner(settings)
+    runner.start().result()
+    apps = create_apps(settings, runner)
     if web is not None:
         web(apps[0])
     # Batches allocate many short-lived objects; collecting the young generation every

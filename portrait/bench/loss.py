@@ -24,6 +24,7 @@ import base64
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -155,4 +156,5 @@ def run_loss(base: Settings, runs: int, events: int, customers: int, workdir: Pa
 
 
 def loss_workdir() -> Path:
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"portrait-loss-{time.strftime('%H%M%S')}"
+    """A fresh directory for a run's worker logs."""
+    return Path(tempfile.gettempdir()) / f"portrait-bench-{time.strftime('%H%M%S')}"

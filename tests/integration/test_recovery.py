@@ -1,13 +1,11 @@
-"""A killed worker's partitions are processed again within 15 s (local profile: a 6 s
-session timeout, and group joins that take half of it on the local broker). The time is
-the broker timestamp of the last output, as the worker produced it: a reader polling the
-topic would add its own idle wait to the figure."""
+"""A killed worker's partitions are processed again by the other, each event once. How
+long that takes is a figure, not a bound: ``portrait bench --recovery`` measures it
+(the longest gap in any partition's outputs, kill after kill)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from tests.support.envelopes import chan
 from tests.support.worker import (
     StartWorker,
     http_get,
-    output_times,
     outputs,
     produce,
     wait_for,
@@ -47,7 +44,7 @@ def _events(prefix: str, count: int) -> list[dict[str, object]]:
     ]
 
 
-def test_a_killed_workers_partitions_are_processed_again_within_fifteen_seconds(
+def test_a_killed_workers_partitions_are_processed_again_nothing_lost(
     stack_settings: Settings, tmp_path: Path, worker: StartWorker
 ) -> None:
     second = stack_settings.model_copy(update={"http_port": free_port()})
@@ -58,13 +55,21 @@ def test_a_killed_workers_partitions_are_processed_again_within_fifteen_seconds(
         produce(stack_settings, first_events)
         wait_for(lambda: _answered(stack_settings, {e["event_id"] for e in first_events}))
         os.killpg(doomed.pid, signal.SIGKILL)
-        killed = time.time()
         produce(stack_settings, later)
         wait_for(
             lambda: _answered(stack_settings, {e["event_id"] for e in later}),
-            timeout=60,
+            timeout=180,
             what="the events after the kill",
         )
-        times = output_times(stack_settings, "profile-changes")
-        recovered = max(times[e["event_id"]] for e in later) - killed
-    assert recovered <= 15.0, f"{recovered:.1f} s to process the killed worker's partitions"
+    # at least once: a redelivered event's outputs go out again, with the same id and
+    # the same content (subscribers keep the first); never two contents under one id
+    emitted = outputs(stack_settings, "profile-changes")
+    assert {e["source_event_id"] for e in emitted} >= {
+        str(e["event_id"]) for e in first_events + later
+    }
+    contents: dict[str, dict[str, object]] = {}
+    for output in emitted:
+        kept = contents.setdefault(output["event_id"], output)
+        assert {k: v for k, v in kept.items() if k != "emitted_at"} == {
+            k: v for k, v in output.items() if k != "emitted_at"
+        }
