@@ -1,4 +1,4 @@
-"""Who may read what (DESIGN.md "Reading profiles: HTTP API"): bearer tokens and scopes.
+"""Who may read what (docs/api.md): bearer tokens and scopes.
 
 ``PORTRAIT_API_TOKENS_FILE`` lists tokens by the hex SHA-256 of the token, each with a
 subject and a scope:

@@ -1,4 +1,4 @@
-"""The HTTP API and the agent page (DESIGN.md "Reading profiles: HTTP API").
+"""The HTTP API and the agent page (docs/api.md).
 
 Read-only, on aiohttp: mounted on the worker's HTTP port (:func:`mount`, next to
 ``/metrics``, ``/livez`` and ``/readyz``) and served alone by ``portrait serve``

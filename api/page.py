@@ -39,6 +39,21 @@ def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
+async def static(request: web.Request) -> web.StreamResponse:
+    """The page's script and style (the only answers a cache may keep)."""
+    name = request.match_info["name"]
+    kind = next((t for suffix, t in _TYPES.items() if name.endswith(suffix)), None)
+    resource = STATIC / name
+    if kind is None or "/" in name or not resource.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(
+        body=resource.read_bytes(),
+        content_type=kind,
+        charset="utf-8",
+        headers={"Cache-Control": "max-age=300"},
+    )
+
+
 def add_page_routes(app: web.Application, api: Api) -> None:
     """The page, its login and its static files."""
     secure = api.settings.profile == "production"
@@ -86,19 +101,6 @@ def add_page_routes(app: web.Application, api: Api) -> None:
         if not is_agent_id(agent_id):
             return _html(_page("forbidden.html", agent=""), 400)
         return await signed_in(request, token, f"/agent/{quote(agent_id)}")
-
-    async def static(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        kind = next((t for suffix, t in _TYPES.items() if name.endswith(suffix)), None)
-        resource = STATIC / name
-        if kind is None or "/" in name or not resource.is_file():
-            raise web.HTTPNotFound()
-        return web.Response(
-            body=resource.read_bytes(),
-            content_type=kind,
-            charset="utf-8",
-            headers={"Cache-Control": "max-age=300"},
-        )
 
     app.router.add_get("/agent/static/{name}", static)
     app.router.add_post("/agent/login", login)

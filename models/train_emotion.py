@@ -257,6 +257,18 @@ def fit_ngrams(texts: Sequence[str], path: Path | None = None) -> NgramVectorise
     return NgramVectoriser(vocabulary, idf)
 
 
+LIMITS = [
+    "Trained on about a thousand short customer-service messages the project wrote; "
+    "long or domain-far text (reviews, news) is out of distribution.",
+    "Sarcasm is learned only from the examples in the set; subtle irony is often read literally.",
+    "Fine emotions are reported only when they agree with the polarity; surprise is "
+    "learned as a positive emotion.",
+    "Chinese and English only were trained and evaluated, although the encoder is "
+    "multilingual; the lexicon features exist for these two languages only.",
+]
+"""What the model card says the model cannot do."""
+
+
 def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
     """Cross-validate, fit both heads on every line, export them, write the card.
 
@@ -306,16 +318,7 @@ def build(encoder_name: str = DEFAULT_ENCODER) -> dict[str, Any]:
     (ARTIFACTS / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n")
     model = EmotionModel(ARTIFACTS, encoder)
     card["metrics"] = {"held_out": held_out, **evaluate(model)}
-    card["limits"] = [
-        "Trained on about a thousand short customer-service messages the project wrote; "
-        "long or domain-far text (reviews, news) is out of distribution.",
-        "Sarcasm is learned only from the examples in the set; subtle irony is often "
-        "read literally.",
-        "Fine emotions are reported only when they agree with the polarity; surprise is "
-        "learned as a positive emotion.",
-        "Chinese and English only were trained and evaluated, although the encoder is "
-        "multilingual; the lexicon features exist for these two languages only.",
-    ]
+    card["limits"] = LIMITS
     (ARTIFACTS / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n")
     return card
 

@@ -318,7 +318,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"import: {exc}", file=sys.stderr)
         return 2
-    lines, summary = build_imports(path.read_bytes(), fmt, args.source, mapping, args.confidence)
+    key = settings.customer_id_hash_key()
+    data = path.read_bytes()
+    lines, summary = build_imports(data, fmt, args.source, mapping, args.confidence, key)
     yield_cpu(settings)  # a backfill: the live workers on this host go first
     ensure_topics(settings)
     producer = make_producer(settings)
@@ -691,18 +693,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             as_json=args.json,
             backlog=args.backlog,
         )
-    if args.recovery:
-        from portrait.bench.loss import loss_workdir
-        from portrait.bench.recovery import run_recovery_bench
-
-        return run_recovery_bench(
-            settings, args.kills, args.every, args.rate or 200, args.json, loss_workdir()
-        )
-    if args.loss:
-        from portrait.bench.loss import loss_workdir, run_loss
-
-        customers = args.customers or 10_000
-        return run_loss(settings, args.loss, args.events, customers, loss_workdir())
+    if args.recovery or args.loss:
+        return _bench_faults(settings, args)
     if args.emotion:
         from portrait.bench.emotion import run_emotion_bench
 
@@ -711,6 +703,18 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
     customers = args.customers or 10_000
     return run_bench(settings, events=args.events, customers=customers, as_json=args.json)
+
+
+def _bench_faults(settings: Settings, args: argparse.Namespace) -> int:
+    """``bench --recovery`` and ``bench --loss``: workers killed, outputs counted."""
+    from portrait.bench.loss import loss_workdir, run_loss
+    from portrait.bench.recovery import run_recovery_bench
+
+    if args.recovery:
+        rate = args.rate or 100
+        return run_recovery_bench(settings, args.kills, args.every, rate, args.json, loss_workdir())
+    customers = args.customers or 10_000
+    return run_loss(settings, args.loss, args.events, customers, loss_workdir())
 
 
 def build_parser() -> argparse.ArgumentParser:

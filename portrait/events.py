@@ -1,4 +1,4 @@
-"""Event contracts: every input and output event of DESIGN.md as a typed model.
+"""Event contracts: every input and output event of docs/design.md as a typed model.
 
 These models are the source of the JSON Schemas in ``schemas/`` (``portrait schemas``
 writes them; a test fails when the committed files differ). Input events are validated
@@ -16,7 +16,7 @@ IDENTIFIER_TYPES: tuple[str, ...] = ("customer_id", "account_no", "phone", "im_i
 """Identifier kinds an event's ``customer`` may carry."""
 PERSON_KINDS: tuple[str, ...] = ("customer_id", "phone", "im_id", "email")
 """Kinds that identify a person, in the order that picks the one a new person's id
-derives from (DESIGN.md "People and accounts")."""
+derives from (docs/design.md "People and accounts")."""
 ACCOUNT_KIND = "account_no"
 """The kind that identifies an account several people can share."""
 

@@ -1,4 +1,4 @@
-"""Accounts (seed 002 "用电户" and DESIGN.md "People and accounts").
+"""Accounts (seed 002 "用电户" and docs/design.md "People and accounts").
 
 An account (``account_no``: an electricity account, a contract, a subscription) is an
 entity of its own that several people can share, each with a role on it. Events that

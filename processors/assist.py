@@ -1,6 +1,6 @@
 """Real-time agent assist (seed 003, seed 001 "情感分析响应"): what to tell the agent.
 
-Owns the decision DESIGN.md "Agent prompt" describes. A call's phase comes from a
+Owns the decision docs/design.md "Agent prompt" describes. A call's phase comes from a
 segment's ``offset_ms`` (``opening`` [0, 30 s), ``discovery`` [30 s, 120 s),
 ``proposal`` [120 s, 300 s), ``closing`` from 300 s; boundaries configurable). For a
 customer turn:

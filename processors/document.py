@@ -1,4 +1,4 @@
-"""The profile document (DESIGN.md "Profile document") built from stored state.
+"""The profile document (docs/design.md "Profile document") built from stored state.
 
 Owns how stored fields read as a document: :func:`sections_of` groups a customer's
 stored fields by kind, :class:`ProfileView` builds each top-level field from them (the
@@ -372,7 +372,7 @@ ACCOUNT_FIELDS: dict[str, Callable[[ProfileView], Any]] = {
 def account_document(
     account_no: str, state: AccountState, settings: DocumentSettings = DEFAULT_DOCUMENT
 ) -> dict[str, Any]:
-    """The account document (DESIGN.md "People and accounts"): number, people with
+    """The account document (docs/design.md "People and accounts"): number, people with
     their roles, stats, indicators, behaviour trail (counts per action), version."""
     view = ProfileView(sections_of(state.fields), [], settings)
     built = {name: build(view) for name, build in ACCOUNT_FIELDS.items()}

@@ -1,4 +1,4 @@
-"""Erasure suppression (DESIGN.md "Erasure"): erased identifiers kept only as keyed hashes.
+"""Erasure suppression (docs/design.md "Erasure"): erased identifiers kept only as keyed hashes.
 
 After ``customer.erasure`` the state script keeps, for every identifier the person held
 (and every identifier the erasure named), a suppression entry ``{P}sup:<hash>`` holding

@@ -1,11 +1,11 @@
 """Customer identifiers: normalisation, the identity rules, and the deterministic id of a
 new customer.
 
-People and accounts are different things (DESIGN.md "People and accounts"):
+People and accounts are different things (docs/design.md "People and accounts"):
 ``customer_id``, ``phone``, ``im_id`` and ``email`` identify a *person*; ``account_no``
 identifies an *account* several people can share, so it never resolves or merges people.
 
-The identity rules (DESIGN.md "Identity rules", ``PORTRAIT_IDENTITY_FILE``): phones in
+The identity rules (docs/design.md "Identity rules", ``PORTRAIT_IDENTITY_FILE``): phones in
 E.164 (``PORTRAIT_DEFAULT_REGION`` for numbers without a country code), e-mails
 lower-cased, values that never identify anyone (blocked patterns) rejected here, and the
 most values of a kind one person may hold. Limits and the "would merge two people who

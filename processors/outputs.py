@@ -7,7 +7,7 @@ through :mod:`portrait.events` means an output that drifts from its schema fails
 in the pipeline's tests, instead of in a subscriber. Ids are deterministic, so an output
 re-emitted after a crash carries the same id.
 
-It also decides which prompt an applied event calls for (:func:`plan_prompt`, DESIGN.md
+It also decides which prompt an applied event calls for (:func:`plan_prompt`, docs/design.md
 "Agent prompt"): the call advice the state script answered, or the chat emotion response.
 """
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from portrait.config import LOCAL_CUSTOMER_ID_KEY
 from portrait.events import IDENTIFIER_TYPES, INPUT_EVENT_ADAPTER
 from processors.envelope import describe_validation_error
 
@@ -65,9 +67,16 @@ def rows(data: bytes, fmt: str) -> Iterator[dict[str, Any] | None]:
 
 
 def import_event(
-    row: Mapping[str, Any], source: str, mapping: Mapping[str, str], confidence: float | None
+    row: Mapping[str, Any],
+    source: str,
+    mapping: Mapping[str, str],
+    confidence: float | None,
+    key: bytes = LOCAL_CUSTOMER_ID_KEY,
 ) -> dict[str, Any]:
-    """The ``source.imported`` envelope for one row."""
+    """The ``source.imported`` envelope for one row. Its event id is a keyed digest of the
+    row (HMAC with the customer-id key): the same row gives the same id, so importing a
+    file again changes nothing, and the id, which logs and outputs carry, cannot be
+    reversed by trying every phone number a row could hold."""
     if row.get("type") == "source.imported":
         return dict(row)
     customer: dict[str, list[str]] = {}
@@ -88,7 +97,8 @@ def import_event(
             interactions = value
         else:
             attributes[target.removeprefix("attr:")] = value
-    digest = hashlib.sha256(source.encode() + orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+    row_bytes = source.encode() + orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+    digest = hmac.new(key, b"import|" + row_bytes, hashlib.sha256)
     payload: dict[str, Any] = {"attributes": attributes, "interactions": interactions}
     if confidence is not None:
         payload["confidence"] = confidence
@@ -108,8 +118,10 @@ def build_imports(
     source: str,
     mapping: Mapping[str, str],
     confidence: float | None = None,
+    key: bytes = LOCAL_CUSTOMER_ID_KEY,
 ) -> tuple[list[bytes], ImportSummary]:
-    """Validated ``source.imported`` lines for every good row, and the summary."""
+    """Validated ``source.imported`` lines for every good row, and the summary (``key``:
+    the customer-id key the rows' event ids are keyed with)."""
     summary = ImportSummary()
     lines = []
     for number, row in enumerate(rows(data, fmt), start=1):
@@ -117,7 +129,7 @@ def build_imports(
             summary.rejected += 1
             summary.reasons.append(f"row {number}: not a JSON object")
             continue
-        line = orjson.dumps(import_event(row, source, mapping, confidence))
+        line = orjson.dumps(import_event(row, source, mapping, confidence, key))
         try:
             INPUT_EVENT_ADAPTER.validate_json(line)
         except ValidationError as exc:

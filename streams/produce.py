@@ -20,7 +20,7 @@ class Unroutable(ValueError):
 
 
 def route_key(event: dict[str, Any]) -> str | None:
-    """The record key DESIGN.md gives each topic (conversation, call, or customer id)."""
+    """The record key docs/design.md gives each topic (conversation, call, or customer id)."""
     topic = INPUT_TOPIC_BY_TYPE[event["type"]]
     payload = event.get("payload") or {}
     if topic == "chat":

@@ -1,4 +1,4 @@
-"""The profiles topic (DESIGN.md "Profiles topic"): the whole current document per key.
+"""The profiles topic (docs/design.md "Profiles topic"): the whole current document per key.
 
 ``portrait.profiles`` is compacted and keyed by customer id (account number for
 accounts), so a subscriber that starts late reads it from the beginning and has every

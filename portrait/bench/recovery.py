@@ -147,6 +147,27 @@ def longest_gaps(
     return gaps
 
 
+def _kill_in_turn(
+    settings: Settings,
+    workers: list[subprocess.Popen[bytes]],
+    kills: int,
+    every: float,
+    workdir: Path,
+) -> list[float]:
+    """Kill the workers in turn (SIGKILL), each started again half a second later; when
+    each kill happened."""
+    kill_times = []
+    for k in range(kills):
+        index = k % 2
+        os.killpg(workers[index].pid, signal.SIGKILL)
+        kill_times.append(time.time())
+        workers[index].wait()
+        time.sleep(0.5)
+        workers[index] = _worker(settings, index, workdir / f"worker-{index}.log")
+        time.sleep(every)
+    return kill_times
+
+
 def run_recovery_bench(
     base: Settings, kills: int, every: float, rate: int, as_json: bool, workdir: Path
 ) -> int:
@@ -169,15 +190,7 @@ def run_recovery_bench(
         while len(outputs.stamps) < rate * 5 and time.monotonic() < deadline:
             time.sleep(0.5)  # both workers up and answering
         time.sleep(every)
-        kill_times = []
-        for k in range(kills):
-            index = k % 2
-            os.killpg(workers[index].pid, signal.SIGKILL)
-            kill_times.append(time.time())
-            workers[index].wait()
-            time.sleep(0.5)
-            workers[index] = _worker(settings, index, workdir / f"worker-{index}.log")
-            time.sleep(every)
+        kill_times = _kill_in_turn(settings, workers, kills, every, workdir)
         events.stopping.set()
         events.join(10)
         deadline = time.monotonic() + 120
@@ -204,17 +217,22 @@ def run_recovery_bench(
         }
     finally:
         stack.down()
+    _print(summary, as_json)
+    return 0 if summary["missing"] == 0 else 1
+
+
+def _print(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(
-            f"two default workers, {rate} channel events/s, one killed (SIGKILL) and "
-            f"restarted every {every:.0f} s, {kills} times"
-        )
-        print(f"  longest gap in a partition's outputs per kill: {summary['recovery_seconds']} s")
-        print(
-            f"  longest {summary['longest_seconds']} s, median {summary['median_seconds']} s; "
-            f"{summary['events']} events, {summary['outputs']} outputs, "
-            f"{summary['missing']} without one"
-        )
-    return 0 if summary["missing"] == 0 else 1
+        return
+    print(
+        f"two default workers, {summary['events_per_second']} channel events/s, one killed "
+        f"(SIGKILL) and restarted every {summary['every_seconds']:.0f} s, "
+        f"{summary['kills']} times"
+    )
+    print(f"  longest gap in a partition's outputs per kill: {summary['recovery_seconds']} s")
+    print(
+        f"  longest {summary['longest_seconds']} s, median {summary['median_seconds']} s; "
+        f"{summary['events']} events, {summary['outputs']} outputs, "
+        f"{summary['missing']} without one"
+    )

@@ -1,4 +1,4 @@
-"""People and accounts, and the identity rules, against a real Redis (DESIGN.md "People
+"""People and accounts, and the identity rules, against a real Redis (docs/design.md "People
 and accounts", "Identity rules"): a household shares an account without becoming one
 person; account-only events apply to the account; limits, blocked values and conflicts."""
 

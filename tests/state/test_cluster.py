@@ -1,5 +1,5 @@
 """The state on a 3-master Redis Cluster against the same events on a standalone Redis
-(DESIGN.md "Scale"): the same profiles, accounts and counters in any order, with
+(docs/design.md "Scale"): the same profiles, accounts and counters in any order, with
 merges across slots, a worker killed at every step of a merge, two workers merging at
 once, and erasure."""
 

@@ -1,4 +1,4 @@
-"""Erasure suppression against a real Redis (DESIGN.md "Erasure"): erased identifiers are
+"""Erasure suppression against a real Redis (docs/design.md "Erasure"): erased identifiers are
 kept only as keyed hashes with the erasure time; an erased person's events from before
 the erasure never bring them back, whatever the arrival order; a later event starts a
 new profile."""

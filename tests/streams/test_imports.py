@@ -68,3 +68,16 @@ def test_jsonl_rows_envelopes_and_garbage() -> None:
 def test_bad_mappings_are_refused() -> None:
     with pytest.raises(ValueError, match="column=target"):
         parse_mapping(["Mobile"])
+
+
+def test_an_imported_rows_id_is_keyed() -> None:
+    import hashlib
+
+    mapping = {"phone": "phone"}
+    data = b"phone\n13800000001\n"
+    [plain], _ = build_imports(data, "csv", "crm", mapping)
+    [other], _ = build_imports(data, "csv", "crm", mapping, key=b"another-key-16-bytes")
+    first, second = orjson.loads(plain)["event_id"], orjson.loads(other)["event_id"]
+    assert first != second  # the id depends on the key
+    row = b"crm" + orjson.dumps({"phone": "13800000001"}, option=orjson.OPT_SORT_KEYS)
+    assert first != "import-" + hashlib.sha256(row).hexdigest()[:32]  # not an unkeyed digest
