@@ -62,6 +62,14 @@ HARD_UNSEEN_2 = Path(__file__).resolve().parent / "data" / "emotion_hard_unseen_
 HARD_UNSEEN_3 = Path(__file__).resolve().parent / "data" / "emotion_hard_unseen_3.jsonl"
 """Never trained on: written on 2026-12-07 before that day's training lines."""
 DEV_SAMPLE = Path(__file__).resolve().parent / "data" / "emotion_dev_sample.jsonl"
+UNSEEN_SETS = (
+    ("unseen", "unseen set", UNSEEN),
+    ("hard_unseen", "hard unseen set", HARD_UNSEEN),
+    ("hard_unseen_2", "hard unseen set 2", HARD_UNSEEN_2),
+    ("hard_unseen_3", "hard unseen set 3", HARD_UNSEEN_3),
+    ("dev_sample", "dev sample", DEV_SAMPLE),
+)
+"""The sets the model is measured on and never trained on: card name, title, file."""
 SEED = 7
 FOLDS = 5
 C = 4.0
@@ -151,21 +159,10 @@ def report(name: str, rows: Sequence[dict[str, str]], predicted: Sequence[str]) 
 def evaluate(model: EmotionModel) -> dict[str, Any]:
     """Figures of the shipped model on the sets it never saw."""
     figures = {}
-    if UNSEEN.exists():
-        unseen = load_rows(UNSEEN)
-        figures["unseen"] = report("unseen set", unseen, _labels(model, unseen))
-    if HARD_UNSEEN.exists():
-        hard = load_rows(HARD_UNSEEN)
-        figures["hard_unseen"] = report("hard unseen set", hard, _labels(model, hard))
-    if HARD_UNSEEN_2.exists():
-        hard = load_rows(HARD_UNSEEN_2)
-        figures["hard_unseen_2"] = report("hard unseen set 2", hard, _labels(model, hard))
-    if HARD_UNSEEN_3.exists():
-        hard = load_rows(HARD_UNSEEN_3)
-        figures["hard_unseen_3"] = report("hard unseen set 3", hard, _labels(model, hard))
-    if DEV_SAMPLE.exists():
-        dev = load_rows(DEV_SAMPLE)
-        figures["dev_sample"] = report("dev sample", dev, _labels(model, dev))
+    for name, title, path in UNSEEN_SETS:
+        if path.exists():
+            rows = load_rows(path)
+            figures[name] = report(title, rows, _labels(model, rows))
     return figures
 
 

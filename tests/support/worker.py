@@ -28,10 +28,12 @@ StartWorker = Callable[[Settings, Path], AbstractContextManager[subprocess.Popen
 
 
 @contextmanager
-def _worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _portrait(settings: Settings, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``portrait`` command with these settings, its output in ``log``; stopped
+    (SIGTERM, then SIGKILL) on exit."""
     with log.open("ab") as handle:
         process = subprocess.Popen(
-            [*PORTRAIT, "worker"],
+            [*PORTRAIT, *args],
             env=settings_env(settings),
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -43,21 +45,15 @@ def _worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop_process(process)
 
 
-@contextmanager
-def serving(settings: Settings, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _worker(settings: Settings, log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return _portrait(settings, log, "worker")
+
+
+def serving(
+    settings: Settings, port: int, log: Path
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """``portrait serve`` on a port, stopped on exit."""
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [*PORTRAIT, "serve", "--port", str(port)],
-            env=settings_env(settings),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        stop_process(process)
+    return _portrait(settings, log, "serve", "--port", str(port))
 
 
 @pytest.fixture
