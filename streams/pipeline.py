@@ -31,12 +31,11 @@ from processors.assist import PromptTemplates, parse_stats
 from processors.document import document_settings, update_of
 from processors.envelope import Rejection, decode_event
 from processors.identity import identify
-from processors.indicators import Population
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
 from streams.offsets import Ledger
 from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso
 from streams.reading import ChunkReading, ModelRunner, ReadAhead, Reading, model_runner
-from streams.records import Accepted, BatchOutcome, Deliver, InputRecord
+from streams.records import Accepted, BatchOutcome, Deliver, InputRecord, Snapshot, batch_snapshot
 
 log = logging.getLogger("portrait.pipeline")
 
@@ -122,11 +121,13 @@ class BatchPipeline:
             retry=retry_if_not_exception_type((asyncio.CancelledError, StaleOffsets)),
             before_sleep=self._retrying,
         )
+        snapshot: Snapshot | None = None  # a retry's outputs read what the first read
         async for attempt in retrying:
             with attempt:
                 await self.scorer.follow_registry()
                 first = attempt.retry_state.attempt_number == 1
-                outcome = await self.prepare(records, ahead if first else None)
+                snapshot = snapshot or await batch_snapshot(self.store)
+                outcome = await self.prepare(records, ahead if first else None, snapshot)
                 await deliver(outcome.outputs)
                 await self.store.confirm_delivered(outcome.confirm)
                 await self.store.record_contacts(outcome.contacts, self.access_seconds)
@@ -151,7 +152,7 @@ class BatchPipeline:
         )
 
     async def prepare(
-        self, records: Sequence[InputRecord], ahead: ReadAhead | None = None
+        self, records: Sequence[InputRecord], ahead: ReadAhead | None = None, snapshot: Any = None
     ) -> BatchOutcome:
         """Read, apply and build every output of a batch (nothing delivered yet).
 
@@ -162,11 +163,10 @@ class BatchPipeline:
         """
         ahead = ahead or self.read_ahead(records)
         outcome, emitted, emitted_at = BatchOutcome(), set[str](), now_iso()
-        # one population and statistics snapshot per batch; the batch's own feedback is
-        # added to the statistics as it goes
-        population = Population.of(await self.store.population())
+        # one snapshot per batch; its own feedback is added to the statistics as it goes
+        population, counted = snapshot or await batch_snapshot(self.store)
         self.outputs.document = replace(self.outputs.document, population=population)
-        stats = Counter({k: int(v) for k, v in (await self.store.product_stats()).items()})
+        stats = Counter(counted)
         waiting: list[Accepted] = []
         in_flight: asyncio.Future[list[ApplyResult]] | None = None
         plans = self.ledger.plan(ahead.chunks) if self.ledger else [b""] * len(ahead.chunks)

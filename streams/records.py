@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from portrait.events import CallStarted, ChatMessage, InputEvent
-from portrait.state.store import Contact
+from portrait.state.store import Contact, ProfileStore
 from processors.emotion import EmotionResult
+from processors.indicators import Population
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +71,15 @@ class Accepted:
     emotion: EmotionResult | None
     rejected: Sequence[tuple[str, str]] = ()
     """Identifiers the rules rejected before the state script (kind, reason)."""
+
+
+Snapshot = tuple[Population, dict[str, int]]
+"""What a batch's outputs read besides its own state: the spend population and the product
+statistics, read once per batch and the same for its retries (a retry's outputs are then
+the first attempt's, byte for byte)."""
+
+
+async def batch_snapshot(store: ProfileStore) -> Snapshot:
+    """The spend population and product statistics a batch's outputs read."""
+    stats = await store.product_stats()
+    return Population.of(await store.population()), {k: int(v) for k, v in stats.items()}
