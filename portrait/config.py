@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     batch_max_wait_seconds: float = Field(default=0.01, gt=0)
     realtime_batch_max_events: int = Field(default=250, ge=1)
     lane: Literal["all", "realtime", "bulk"] = "all"
+    lane_processes: bool = True
+    """``--lane all`` runs the bulk lane in a process of its own, started by the worker
+    and niced by ``PORTRAIT_BACKGROUND_NICE``: the operating system then runs the
+    realtime lane first (off: both lanes share one process and one event loop)."""
     fetch_max_wait_ms: int = Field(default=20, ge=1)
     redis_chunk_events: int = Field(default=250, ge=1)
     max_event_bytes: int = Field(default=256 * 1024, ge=256)

@@ -5,7 +5,13 @@ No customer or event ids as labels: label values come from small fixed sets.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import urllib.request
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from portrait.config import Settings
 
@@ -112,8 +118,47 @@ API_REFUSED = Counter(
 )
 
 
-def serve_metrics_apart(settings: Settings) -> None:
+def serve_metrics_apart(settings: Settings, registry: object = REGISTRY) -> None:
     """``/metrics`` on ``PORTRAIT_METRICS_PORT`` alone (a thread of this process), when
     it is set: scrapes then reach a port the public API does not share."""
     if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr=settings.bind_host)
+        start_http_server(settings.metrics_port, addr=settings.bind_host, registry=registry)  # type: ignore[arg-type]
+
+
+class WithCompanion:
+    """This process's metrics and those of the process that runs its worker's other
+    lane (read from ``url`` at each scrape), as one exposition: every sample gains a
+    ``lane`` label, so one scrape of a worker sees both of its lanes. A companion that
+    does not answer within a second leaves its samples out of that scrape."""
+
+    def __init__(self, url: str, own_lane: str, companion_lane: str) -> None:
+        self.url = url
+        self.own_lane = own_lane
+        self.companion_lane = companion_lane
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for lane, source in (
+            (self.own_lane, REGISTRY.collect()),
+            (self.companion_lane, self._companion()),
+        ):
+            for family in source:
+                if family.name.endswith("_created"):  # a parsed counter's creation times
+                    continue
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                merged.samples.extend(
+                    Sample(s.name, s.labels | {"lane": lane}, s.value, s.timestamp, s.exemplar)
+                    for s in family.samples
+                    if not s.name.endswith("_created")  # two processes' would clash
+                )
+        return list(families.values())
+
+    def _companion(self) -> Iterable[Metric]:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1.0) as response:
+                text = response.read().decode()
+        except OSError:
+            return []
+        return list(text_string_to_metric_families(text))

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -23,6 +24,7 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential_jitter
 
 from portrait import metrics
 from portrait.config import Settings
+from portrait.metrics import WithCompanion
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore, StaleOffsets
 from processors.layout import REDIS_SETTINGS
@@ -215,11 +217,23 @@ class Clients:
         return bool(self.lanes)
 
 
-def create_apps(settings: Settings, runner: ModelRunner | None = None) -> list[faust.App]:
+@dataclass(frozen=True)
+class Companion:
+    """The process that runs a worker's other lane: its readiness URL, and this
+    process's metrics merged with its own (``portrait.metrics.WithCompanion``)."""
+
+    readyz: str
+    metrics: WithCompanion
+
+
+def create_apps(
+    settings: Settings, runner: ModelRunner | None = None, companion: Companion | None = None
+) -> list[faust.App]:
     """The Faust apps of a worker for these settings, one per lane, each with its own
     consumer (nothing connects until they start). The first serves HTTP and runs the
     timers. ``runner``: where the lanes' models read (default: a new one, started when
-    the apps start)."""
+    the apps start); ``companion``: the process that runs this worker's other lane, whose
+    readiness is part of this one's and whose metrics this one serves too."""
     lanes = lanes_for(settings.lane)
     ledgers = {
         name: Ledger(settings.redis_key_prefix, consumer_group(settings.consumer_group, name))
@@ -272,7 +286,7 @@ def create_apps(settings: Settings, runner: ModelRunner | None = None) -> list[f
         _add_agent(lane_app, settings, clients, name)
     _add_timers(list(apps.values()), settings, clients)
     _add_watch(apps, clients)
-    _add_views(list(apps.values()), clients, metrics_here=settings.metrics_port is None)
+    _add_views(list(apps.values()), clients, settings.metrics_port is None, companion)
     return list(apps.values())
 
 
@@ -382,14 +396,20 @@ def _add_watch(apps: dict[str, faust.App], clients: Clients) -> None:
                 log.debug("positions check failed", exc_info=True)
 
 
-def _add_views(apps: list[faust.App], clients: Clients, metrics_here: bool) -> None:
+def _add_views(
+    apps: list[faust.App], clients: Clients, metrics_here: bool, companion: Companion | None
+) -> None:
     app = apps[0]
 
     if metrics_here:  # else on PORTRAIT_METRICS_PORT alone (streams/worker.py)
 
         @app.page("/metrics")  # type: ignore[untyped-decorator]
         async def metrics_view(view: View, _request: Request) -> Response:
-            return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            if companion is None:
+                body = generate_latest()
+            else:  # its companion's scrape must not hold this lane's event loop
+                body = await asyncio.to_thread(generate_latest, companion.metrics)  # type: ignore[arg-type]
+            return view.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/livez")  # type: ignore[untyped-decorator]
     async def livez(view: View, _request: Request) -> Response:
@@ -408,9 +428,23 @@ def _add_views(apps: list[faust.App], clients: Clients, metrics_here: bool) -> N
         if len(consumers) == len(apps):  # every lane's consumer, with its partitions
             checks["kafka"] = True
             checks["partitions"] = all(bool(c.assignment()) for c in consumers)
+        if companion is not None:
+            checks["bulk_lane"] = await _answers(companion.readyz)
         ready = all(checks.values())
         metrics.READY.set(1 if ready else 0)
         return view.json(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status=200 if ready else 503,
         )
+
+
+async def _answers(url: str) -> bool:
+    """Whether ``url`` (a readiness probe on this host) answers 200 within a second."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session,
+            session.get(url) as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from portrait.config import Settings
 from tests.support.envelopes import chan, chat, event, settings_env
@@ -172,13 +173,26 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
         "durability": True,
         "kafka": True,
         "partitions": True,
+        "bulk_lane": True,  # the bulk lane runs in a process of its own
     }
-    assert 'portrait_dlq_total{reason="invalid_json"} 1.0' in metrics
-    assert 'portrait_dlq_total{reason="unknown_type"} 1.0' in metrics
-    chat_ok = f'portrait_events_total{{outcome="ok",topic="{settings.topic("chat")}"}} 2.0'
-    assert chat_ok in metrics
-    assert "portrait_merges_total 1.0" in metrics
-    assert 'portrait_model_inference_seconds_count{model="emotion"}' in metrics
+    # one scrape of the worker reads both lanes' processes, each sample with its lane
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+    }
+
+    def sample(name: str, **labels: str) -> float | None:
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    assert sample("portrait_dlq_total", reason="invalid_json", lane="realtime") == 1.0
+    assert sample("portrait_dlq_total", reason="unknown_type", lane="realtime") == 1.0
+    topic = settings.topic("chat")
+    assert sample("portrait_events_total", topic=topic, outcome="ok", lane="realtime") == 2.0
+    assert sample("portrait_merges_total", lane="bulk") == 1.0  # a channel event merged
+    assert sample("portrait_merges_total", lane="realtime") == 0.0
+    assert sample("portrait_model_inference_seconds_count", model="emotion", lane="realtime")
+    assert metrics.count("# TYPE portrait_merges_total counter") == 1
 
 
 def applied_total(settings: Settings) -> int:
