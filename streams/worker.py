@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,9 +40,8 @@ def run_worker(settings: Settings, web: Callable[[faust.App], object] | None = N
     ensure_topics(settings)
     companion = bulk_process = None
     if settings.lane == "all" and settings.lane_processes:
-        bulk_process = _start_bulk_process(settings)
+        bulk_process, companion = _start_bulk_process(settings)
         settings = settings.model_copy(update={"lane": "realtime"})
-        companion = _companion(settings)
     serve_metrics_apart(settings, REGISTRY if companion is None else companion.metrics)
     try:
         import uvloop
@@ -110,21 +110,38 @@ def writable_directories(settings: Settings) -> None:
             ) from exc
 
 
-def _start_bulk_process(settings: Settings) -> subprocess.Popen[bytes]:
+def _start_bulk_process(settings: Settings) -> tuple[subprocess.Popen[bytes], Companion]:
     """The bulk lane of a ``--lane all`` worker, in a process of its own: a bulk batch
     then never holds the realtime lane's event loop, and the bulk process lowers its own
     priority (``PORTRAIT_BACKGROUND_NICE``), so on a shared host the operating system
     runs call turns first. Measured (``portrait bench --prompts --backlog 50000``):
-    segment → prompt p99 229 ms with both lanes in one process, 112 ms apart. It serves
-    HTTP (health, ``/metrics``) on the next port and ends with this worker."""
-    env = dict(os.environ, PORTRAIT_LANE="bulk", PORTRAIT_HTTP_PORT=str(settings.http_port + 1))
-    if settings.metrics_port is not None:
-        env["PORTRAIT_METRICS_PORT"] = str(settings.metrics_port + 1)
-    return subprocess.Popen(
+    segment → prompt p99 229 ms with both lanes in one process, 84–112 ms apart. It
+    listens on a free loopback port, read by this process for its readiness and its
+    metrics, and ends with this worker."""
+    port = _free_loopback_port()
+    env = dict(
+        os.environ,
+        PORTRAIT_LANE="bulk",
+        PORTRAIT_HTTP_PORT=str(port),
+        PORTRAIT_HTTP_BIND="127.0.0.1",
+    )
+    env.pop("PORTRAIT_METRICS_PORT", None)  # on its HTTP port, read through this one
+    process = subprocess.Popen(
         [sys.executable, "-m", "portrait.cli", "worker"],
         env=env,
         preexec_fn=die_with_parent,  # only asks for the parent-death signal
     )
+    companion = Companion(
+        readyz=f"http://127.0.0.1:{port}/readyz",
+        metrics=WithCompanion(f"http://127.0.0.1:{port}/metrics", "realtime", "bulk"),
+    )
+    return process, companion
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _end_with(child: subprocess.Popen[bytes]) -> threading.Event:
@@ -143,20 +160,6 @@ def _end_with(child: subprocess.Popen[bytes]) -> threading.Event:
     return expected
 
 
-def _companion(settings: Settings) -> Companion:
-    """Where this worker reads its bulk lane's process (``_start_bulk_process``): its
-    readiness, and its metrics, served with this process's own."""
-    host = settings.bind_host
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    metrics_at = settings.http_port if settings.metrics_port is None else settings.metrics_port
-    return Companion(
-        readyz=f"http://{host}:{settings.http_port + 1}/readyz",
-        metrics=WithCompanion(f"http://{host}:{metrics_at + 1}/metrics", "realtime", "bulk"),
-    )
-
-
 def _start_publisher(settings: Settings) -> subprocess.Popen[bytes] | None:
     """The ``portrait.profiles`` publisher beside a worker that runs the bulk lane
     (``streams/profiles.py``), unless ``PORTRAIT_PROFILES_TOPIC`` is off; it ends with
@@ -173,14 +176,12 @@ def _start_publisher(settings: Settings) -> subprocess.Popen[bytes] | None:
 def run_workers(settings: Settings, processes: int) -> int:
     """Run ``processes`` workers in one consumer group until stopped; returns the exit code.
 
-    Each is a separate ``portrait worker`` process (its own GIL) on ``http_port + i``
-    (``+ 2i`` when each starts its bulk lane apart, on the port after its own);
+    Each is a separate ``portrait worker`` process (its own GIL) on ``http_port + i``;
     SIGTERM and SIGINT are passed on to all of them.
     """
     children = []
-    ports = 2 if settings.lane == "all" and settings.lane_processes else 1  # its bulk lane's
     for index in range(processes):
-        env = dict(os.environ, PORTRAIT_HTTP_PORT=str(settings.http_port + ports * index))
+        env = dict(os.environ, PORTRAIT_HTTP_PORT=str(settings.http_port + index))
         children.append(subprocess.Popen([sys.executable, "-m", "portrait.cli", "worker"], env=env))
 
     def forward(signum: int, _frame: object) -> None:
