@@ -34,7 +34,8 @@ from processors.identity import identify
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
 from streams.offsets import Ledger
 from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso
-from streams.reading import ChunkReading, ModelRunner, ReadAhead, Reading, model_runner
+from streams.reader import Reading
+from streams.reading import ChunkReading, ModelRunner, ReadAhead, model_runner
 from streams.records import Accepted, BatchOutcome, Deliver, InputRecord, Snapshot, batch_snapshot
 
 log = logging.getLogger("portrait.pipeline")

@@ -10,7 +10,8 @@ from typing import Any
 
 from streams.kafka import INPUT_TOPICS
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for
-from streams.reading import GatedRunner, Reading, ReadRequest
+from streams.reader import Reading, ReadRequest
+from streams.reading import GatedRunner
 
 
 class SlowRunner:

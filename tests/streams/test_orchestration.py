@@ -17,7 +17,8 @@ from processors.assist import PromptTemplates
 from processors.document import DocumentSettings
 from streams.outputs import Outputs
 from streams.pipeline import BatchPipeline
-from streams.reading import ChunkReading, Reading, ReadRequest
+from streams.reader import Reading, ReadRequest
+from streams.reading import ChunkReading
 from streams.testing import ListSink, input_records
 from tests.support.envelopes import chan, event
 

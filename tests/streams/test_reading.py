@@ -20,15 +20,10 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.state.store import RedisProfileStore
 from processors.envelope import Rejection, decode_event
+from streams import model_child
 from streams.pipeline import BatchPipeline
-from streams.reading import (
-    ModelProcess,
-    ModelThread,
-    Reader,
-    Reading,
-    ReadRequest,
-    _read_in_child,
-)
+from streams.reader import Reader, Reading, ReadRequest
+from streams.reading import ModelProcess, ModelThread
 from streams.records import InputRecord
 from streams.testing import ListSink
 from tests.support.envelopes import event
@@ -218,7 +213,7 @@ def crash_on_poison(request: ReadRequest) -> Reading:
     """The model process's read, except that it dies (as by a segfault) on the poison."""
     if _poisoned(request):
         os.kill(os.getpid(), signal.SIGKILL)
-    return _read_in_child(request)
+    return model_child.read(request)
 
 
 def _batch_with_poison() -> list[InputRecord]:
