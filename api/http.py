@@ -1,10 +1,9 @@
-"""The HTTP API and the agent page (docs/api.md).
+"""The HTTP API's service and handlers (docs/api.md); the routes that serve them are in
+``api/routes.py``.
 
-Read-only, on aiohttp: mounted on the worker's HTTP port (:func:`mount`, next to
+Read-only, on aiohttp: mounted on the worker's HTTP port (``api.routes.mount``, next to
 ``/metrics``, ``/livez`` and ``/readyz``) and served alone by ``portrait serve``
-(:func:`serve`), which scales apart from the workers. Every route is listed once in
-:data:`ENDPOINTS`, from which both the router and the OpenAPI 3.1 document
-(``schemas/openapi.json``, :func:`api.openapi.openapi_document`) are made.
+(``api/serve.py``), which scales apart from the workers.
 
 Credentials: ``Authorization: Bearer <token>``, or the page's session cookie (set by the
 login form or a ``?token=`` link: a browser's EventSource cannot send headers). No or an
@@ -19,14 +18,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from api.access import Principal, Tokens, bearer, is_agent_id
-from api.guard import Limits, Refused, harden, refusal
-from api.page import add_page_routes
+from api.guard import Limits
 from api.prompts import PromptFeed
 from api.sessions import SESSION_COOKIE, Sessions
 from models.customer_model import CustomerModel
@@ -75,14 +73,14 @@ class Endpoint:
     """The component schema of a 200 answer (``Profile``, ``Account``, …)."""
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
+def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, content_type="application/json", charset="utf-8"
     )
 
 
-def _error(status: int, code: str, **extra: Any) -> web.Response:
-    answer = _json({"error": code, **extra}, status)
+def error_response(status: int, code: str, **extra: Any) -> web.Response:
+    answer = json_response({"error": code, **extra}, status)
     if status == 401:
         answer.headers["WWW-Authenticate"] = 'Bearer realm="portrait"'
     return answer
@@ -189,10 +187,10 @@ class Api:
 
 async def _customer_answer(api: Api, principal: Principal, loaded: Loaded | None) -> web.Response:
     if not api.readable(principal, loaded):
-        return _error(403, "forbidden")
+        return error_response(403, "forbidden")
     if loaded is None:
-        return _error(404, "not_found")
-    return _json(await api.document_of(loaded))
+        return error_response(404, "not_found")
+    return json_response(await api.document_of(loaded))
 
 
 def _customer_id(request: web.Request) -> str | None:
@@ -210,7 +208,7 @@ def _agent_id(request: web.Request) -> str | None:
 async def profile_by_path(api: Api, request: web.Request) -> web.StreamResponse:
     customer_id = _customer_id(request)
     if customer_id is None:
-        return _error(400, "malformed_customer_id")
+        return error_response(400, "malformed_customer_id")
     loaded = await api.store.load_live(customer_id)
     return await _customer_answer(api, request["principal"], loaded)
 
@@ -219,54 +217,54 @@ async def profile_by_identifier(api: Api, request: web.Request) -> web.StreamRes
     principal = request["principal"]
     given = [(k, request.query[k]) for k in LOOKUP_KINDS if request.query.get(k)]
     if len(given) != 1:
-        return _error(400, "one_identifier", kinds=list(LOOKUP_KINDS))
+        return error_response(400, "one_identifier", kinds=list(LOOKUP_KINDS))
     [(kind, value)] = given
     if len(value) > MAX_IDENTIFIER_CHARS or not value.isprintable():
-        return _error(400, "malformed_identifier")
+        return error_response(400, "malformed_identifier")
     try:
         found = await find_customer(api.store, kind, value, api.settings.default_region)
     except SeveralPeople as several:
         if principal.agent_id is not None:
-            return _error(403, "forbidden")
-        return _error(409, "several_people", count=several.count)
+            return error_response(403, "forbidden")
+        return error_response(409, "several_people", count=several.count)
     loaded = await api.store.load_live(found) if found else None
     return await _customer_answer(api, principal, loaded)
 
 
 async def account(api: Api, request: web.Request) -> web.StreamResponse:
     if not request["principal"].may_read_accounts:
-        return _error(403, "forbidden")
+        return error_response(403, "forbidden")
     number = request.match_info["account_no"]
     document = await get_account(api.store, number, api.document)
-    return _json(document) if document is not None else _error(404, "not_found")
+    return json_response(document) if document is not None else error_response(404, "not_found")
 
 
 async def problems(api: Api, request: web.Request) -> web.StreamResponse:
     customer_id = _customer_id(request)
     if customer_id is None:
-        return _error(400, "malformed_customer_id")
+        return error_response(400, "malformed_customer_id")
     loaded = await api.store.load_live(customer_id)
     if not api.readable(request["principal"], loaded):
-        return _error(403, "forbidden")
+        return error_response(403, "forbidden")
     if loaded is None:
-        return _error(404, "not_found")
+        return error_response(404, "not_found")
     kept = all_problems(sections_of(loaded[1]["fields"])["r"])
     like = request.query.get("like", "").strip()
-    return _json(await api.encode_like(kept, like) if like and kept else kept)
+    return json_response(await api.encode_like(kept, like) if like and kept else kept)
 
 
 async def current(api: Api, request: web.Request) -> web.StreamResponse:
     agent_id = _agent_id(request)
     if agent_id is None:
-        return _error(400, "malformed_agent_id")
+        return error_response(400, "malformed_agent_id")
     if not request["principal"].may_read_prompts(agent_id):
-        return _error(403, "forbidden")
+        return error_response(403, "forbidden")
     contact = await api.store.current_contact(agent_id)
     found = await api.store.follow(contact.customer_id) if contact else None
     if contact is None or found is None:
-        return _error(404, "no_current_customer")
+        return error_response(404, "no_current_customer")
     at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(contact.at_ms / 1000))
-    return _json({"agent_id": agent_id, "customer_id": found, "ref": contact.ref, "at": at})
+    return json_response({"agent_id": agent_id, "customer_id": found, "ref": contact.ref, "at": at})
 
 
 async def prompts(api: Api, request: web.Request) -> web.StreamResponse:
@@ -274,10 +272,10 @@ async def prompts(api: Api, request: web.Request) -> web.StreamResponse:
     holds one of the token's stream slots while it is open."""
     agent_id = _agent_id(request)
     if agent_id is None:
-        return _error(400, "malformed_agent_id")
+        return error_response(400, "malformed_agent_id")
     principal = request["principal"]
     if not principal.may_read_prompts(agent_id):
-        return _error(403, "forbidden")
+        return error_response(403, "forbidden")
     with api.limits.stream(principal.key):
         return await _stream(api, request, agent_id)
 
@@ -315,150 +313,3 @@ async def _stream(api: Api, request: web.Request, agent_id: str) -> web.StreamRe
 
 def _event(prompt_id: str, body: bytes) -> bytes:
     return b"id: " + prompt_id.encode() + b"\nevent: agent.prompt\ndata: " + body + b"\n\n"
-
-
-async def openapi(_api: Api, _request: web.Request) -> web.StreamResponse:
-    from api.openapi import openapi_document
-
-    return _json(openapi_document())
-
-
-IDENTIFIER_QUERY = tuple(
-    (kind, f"the customer's {kind} (give exactly one)") for kind in LOOKUP_KINDS
-)
-
-ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint(
-        "GET",
-        "/v1/profiles/{customer_id}",
-        "getProfile",
-        "The profile of a customer id (a merged-away id answers with the survivor's).",
-        profile_by_path,
-        schema="Profile",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/profiles",
-        "findProfile",
-        "The profile found by one identifier; 409 when several people hold the account.",
-        profile_by_identifier,
-        query=IDENTIFIER_QUERY,
-        answers=(200, 400, 401, 403, 404, 409),
-        schema="Profile",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/accounts/{account_no}",
-        "getAccount",
-        "The account document (not for agent tokens: an account is not one customer).",
-        account,
-        schema="Account",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/profiles/{customer_id}/problems",
-        "getProblems",
-        "The customer's kept past problems, newest first; ?like= the 3 most similar to a text.",
-        problems,
-        query=(("like", "rank by embedding similarity to this text"),),
-        schema="Problems",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/agents/{agent_id}/current",
-        "getCurrentCustomer",
-        "The customer of the agent's latest call or chat.",
-        current,
-        schema="CurrentCustomer",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/agents/{agent_id}/prompts",
-        "streamPrompts",
-        "Server-Sent Events: each agent.prompt for the agent as it arrives (id: prompt_id; "
-        "Last-Event-ID resumes after that prompt).",
-        prompts,
-        answers=(200, 401, 403),
-        content="text/event-stream",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/openapi.json",
-        "getOpenApi",
-        "This document.",
-        openapi,
-        answers=(200,),
-    ),
-)
-PUBLIC = frozenset({"/v1/openapi.json"})
-UNGUARDED = PUBLIC | {"/agent/static/{name}"}
-"""Routes that take no credentials, so no guessing can happen through them."""
-
-
-def _middleware(api: Api) -> Any:
-    @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        """Authenticate ``/v1`` requests within the API's limits (``api/guard.py``) and
-        count every answer by route."""
-        resource = request.match_info.route.resource
-        endpoint = resource.canonical if resource is not None else "unmatched"
-        started = time.perf_counter()
-        code = 500
-        try:
-            answer = await _guarded(api, request, handler, endpoint)
-            code = answer.status
-            return answer
-        except web.HTTPException as exc:
-            code = exc.status
-            raise
-        finally:
-            if endpoint.startswith(("/v1", "/agent")):
-                metrics.API_REQUESTS.labels(endpoint, str(code)).inc()
-                metrics.API_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
-
-    return guard
-
-
-async def _guarded(
-    api: Api, request: web.Request, handler: Any, endpoint: str
-) -> web.StreamResponse:
-    try:
-        if endpoint.startswith(("/v1", "/agent")) and endpoint not in UNGUARDED:
-            api.limits.check_guessing(request.remote or "")
-        if not endpoint.startswith("/v1") or endpoint in PUBLIC:
-            async with asyncio.timeout(api.limits.timeout):
-                return cast(web.StreamResponse, await handler(request))
-        principal = await api.principal(request)
-        if principal is None:
-            return _error(401, "unauthorized")
-        request["principal"] = principal
-        if endpoint in STREAMS:
-            return cast(web.StreamResponse, await handler(request))
-        with api.limits.request(principal.key):
-            async with asyncio.timeout(api.limits.timeout):
-                return cast(web.StreamResponse, await handler(request))
-    except Refused as refused:
-        return refusal(refused)
-    except TimeoutError:
-        return _error(503, "timeout")
-
-
-def mount(app: web.Application, settings: Settings, feed: PromptFeed | None = None) -> Api:
-    """Add the API and the agent page to an aiohttp application (the worker's or
-    ``portrait serve``'s); the prompt feed starts and stops with it."""
-    api = Api(settings, feed)
-    app.middlewares.append(_middleware(api))
-    app.on_response_prepare.append(harden)
-    for endpoint in ENDPOINTS:
-        app.router.add_route(endpoint.method, endpoint.path, _bound(api, endpoint.handler))
-    add_page_routes(app, api)
-    app.on_startup.append(api.startup)
-    app.on_cleanup.append(api.cleanup)
-    return api
-
-
-def _bound(api: Api, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await handler(api, request)
-
-    return handle

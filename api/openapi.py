@@ -1,12 +1,16 @@
-"""The OpenAPI 3.1 document of the HTTP API, made from :data:`api.http.ENDPOINTS` and the
+"""The OpenAPI 3.1 document of the HTTP API, made from :data:`api.routes.ENDPOINTS` and the
 document models (``schemas/openapi.json``; ``portrait schemas --check`` compares)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from portrait.events import AccountDocument, ProfileDocument
+
+if TYPE_CHECKING:
+    from api.http import Endpoint
 
 _REF = "#/components/schemas/{model}"
 _ANSWERS = {
@@ -45,7 +49,7 @@ def _components() -> dict[str, Any]:
     return schemas
 
 
-def _operation(endpoint: Any) -> dict[str, Any]:
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{(\w+)}", endpoint.path)
@@ -84,12 +88,10 @@ def _operation(endpoint: Any) -> dict[str, Any]:
     return operation
 
 
-def openapi_document() -> dict[str, Any]:
-    """The whole document."""
-    from api.http import ENDPOINTS
-
+def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
+    """The whole document of these routes (``api.routes.ENDPOINTS``)."""
     paths: dict[str, Any] = {}
-    for endpoint in ENDPOINTS:
+    for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
     return {
         "openapi": "3.1.0",

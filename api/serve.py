@@ -14,7 +14,8 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.http import Api, mount
+from api.http import Api
+from api.routes import mount
 from portrait.config import Settings
 from portrait.logs import configure_logging
 from portrait.metrics import serve_metrics_apart

@@ -85,7 +85,7 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from api.http import mount
+    from api.routes import mount
     from streams.worker import run_worker, run_workers
 
     if args.lane is not None:

@@ -55,8 +55,12 @@ def _section(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 70 - len(title)))
 
 
+def cli(arguments: list[str]) -> None:
+    """Run ``portrait <arguments>`` as a user would, its output on this terminal."""
+    subprocess.run([sys.executable, "-m", "portrait.cli", *arguments], check=False)
+
+
 def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
-    from portrait.cli import main as cli
     from streams.kafka import ensure_topics, read_topic
 
     ensure_topics(settings)

@@ -30,9 +30,9 @@ def generated_schemas() -> dict[str, dict[str, Any]]:
     for name, schema in out.items():
         schema["$id"] = f"https://portrait.dev/schemas/{name}"
     out[ASYNCAPI_FILE] = asyncapi_document()
-    from api.openapi import openapi_document  # the HTTP API's routes live above this layer
+    from api.routes import openapi_json  # the HTTP API's routes live above this layer
 
-    out[OPENAPI_FILE] = openapi_document()
+    out[OPENAPI_FILE] = openapi_json()
     return out
 
 

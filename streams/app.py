@@ -229,11 +229,9 @@ class Companion:
 def create_apps(
     settings: Settings, runner: ModelRunner | None = None, companion: Companion | None = None
 ) -> list[faust.App]:
-    """The Faust apps of a worker for these settings, one per lane, each with its own
-    consumer (nothing connects until they start). The first serves HTTP and runs the
-    timers. ``runner``: where the lanes' models read (default: a new one, started when
-    the apps start); ``companion``: the process that runs this worker's other lane, whose
-    readiness is part of this one's and whose metrics this one serves too."""
+    """The Faust apps of a worker, one per lane, each with its own consumer (nothing
+    connects until they start); the first serves HTTP and runs the timers. ``runner``:
+    where the models read (default: a new one); ``companion``: the other lane's process."""
     lanes = lanes_for(settings.lane)
     ledgers = {
         name: Ledger(settings.redis_key_prefix, consumer_group(settings.consumer_group, name))

@@ -2,11 +2,10 @@
 
 A batch of raw records goes: decode → read (models) → deltas → one Redis round trip per
 chunk → outputs → delivered → confirmed. Both engines call :meth:`BatchPipeline.run` and
-acknowledge offsets only after it returns. The pipeline only orchestrates: reading is a
-:class:`~streams.reading.ChunkReading`, deltas are ``processors.profile.build_delta``,
-state is a :class:`~portrait.state.store.ProfileStore`, scores a
-:class:`~models.scorer.Scorer`, outputs :class:`~streams.outputs.Outputs` — each given to
-it, so tests can hand it fakes. Nothing here knows which engine is calling.
+acknowledge offsets only after it returns. The pipeline only orchestrates; what it calls
+is given to it (reading: ``streams/reading.py``; deltas: ``processors/profile.py``; state:
+``portrait/state/store.py``; scores: ``models/scorer.py``; outputs: ``streams/outputs.py``),
+so tests can hand it fakes. Nothing here knows which engine is calling.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from api.access import Principal, Tokens, bearer
-from api.http import ENDPOINTS
-from api.openapi import openapi_document
+from api.routes import ENDPOINTS, openapi_json
 from portrait.config import ConfigurationError
 from portrait.schemas import SCHEMA_DIR
 from processors.relationships import interaction_fields, is_connected, relation_fields
@@ -90,7 +89,7 @@ def test_an_agent_is_connected_by_a_live_relation_or_a_recent_contact() -> None:
 
 
 def test_the_openapi_document_is_valid_committed_and_names_every_route() -> None:
-    document = openapi_document()
+    document = openapi_json()
     validate(document)  # OpenAPI 3.1
     assert json.loads((SCHEMA_DIR / "openapi.json").read_text()) == document
     assert {e.path for e in ENDPOINTS} == set(document["paths"])
