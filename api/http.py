@@ -35,6 +35,7 @@ from portrait.events import PERSON_KINDS
 from portrait.lookup import SeveralPeople, find_customer, get_account, scored_document
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from processors.document import DocumentSettings, StoredState, document_settings, sections_of
 from processors.identity import is_customer_id
 from processors.indicators import Population
@@ -103,7 +104,7 @@ class Api:
     @property
     def store(self) -> RedisProfileStore:
         if self._store is None:
-            self._store = RedisProfileStore.for_settings(self.settings)
+            self._store = store_for(self.settings)
         return self._store
 
     @property

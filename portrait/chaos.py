@@ -61,6 +61,7 @@ from portrait.stack import (
     tansu_command,
 )
 from portrait.state.store import redis_client
+from portrait.state.stores import store_for
 from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
 from streams.produce import route
 from streams.records import OutputRecord
@@ -536,9 +537,8 @@ def _safe_applied(client: Any, prefix: str) -> int | None:
 async def _compare_state(settings: Settings, work: Workload, problems: list[str]) -> None:
     """People (one profile each, found by every identifier, their events) and accounts."""
     from portrait.lookup import find_customer, get_account
-    from portrait.state.store import RedisProfileStore
 
-    store = RedisProfileStore.for_settings(settings)
+    store = store_for(settings)
     try:
         for person in work.people:
             found = {await find_customer(store, kind, value) for kind, value in person.ids.items()}

@@ -142,7 +142,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     from models.encoder import load_encoder
     from portrait.lookup import find_customer
-    from portrait.state.store import RedisProfileStore
+    from portrait.state.stores import store_for
     from processors.document import sections_of
     from processors.problems import all_problems, most_similar
 
@@ -152,7 +152,7 @@ def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     kind, value = chosen
 
     async def lookup() -> list[dict[str, Any]] | None:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         try:
             customer_id = await find_customer(store, kind, value)
             state = await store.load(customer_id) if customer_id else None
@@ -234,10 +234,10 @@ def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_account(settings: Settings, args: argparse.Namespace) -> int:
     from portrait.lookup import get_account
-    from portrait.state.store import RedisProfileStore
+    from portrait.state.stores import store_for
 
     async def lookup() -> dict[str, Any] | None:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         try:
             return await get_account(store, args.account_no, document_settings(settings))
         finally:
@@ -265,7 +265,7 @@ def cmd_account(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     from portrait.lookup import SeveralPeople, get_profile
     from portrait.state.registry import ModelRegistry, customer_model_in_use
-    from portrait.state.store import RedisProfileStore
+    from portrait.state.stores import store_for
 
     chosen = _one_identifier(args, "profile get")
     if chosen is None:
@@ -273,7 +273,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     kind, value = chosen
 
     async def lookup() -> dict[str, Any] | None:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         try:
             registry = ModelRegistry(store.redis, settings.redis_key_prefix)
             model = await customer_model_in_use(registry, settings.customer_model_version)
@@ -340,11 +340,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_products(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.state.store import RedisProfileStore
+    from portrait.state.stores import store_for
     from processors.assist import PHASES, parse_stats
 
     async def read() -> dict[str, str]:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         try:
             return await store.product_stats()
         finally:
@@ -403,11 +403,11 @@ def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from portrait.state.registry import ModelRegistry, customer_model_in_use
-    from portrait.state.store import RedisProfileStore
+    from portrait.state.stores import store_for
     from streams.profiles import snapshot
 
     async def export(handle: Any, bar: Any) -> int:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         try:
             registry = ModelRegistry(store.redis, settings.redis_key_prefix)
             model = await customer_model_in_use(registry, settings.customer_model_version)

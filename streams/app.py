@@ -27,6 +27,7 @@ from portrait.config import Settings
 from portrait.metrics import WithCompanion
 from portrait.state.registry import ModelRegistry
 from portrait.state.store import RedisProfileStore, StaleOffsets
+from portrait.state.stores import store_for
 from processors.layout import REDIS_SETTINGS
 from streams.kafka import ConfirmedProducer
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for
@@ -137,7 +138,7 @@ def _seek_to_state(settings: Settings, ledger: Ledger) -> Callable[[Any], Awaita
             for tp in consumer.assignment()
         }
         if not store:
-            store.append(RedisProfileStore.for_settings(settings))
+            store.append(store_for(settings))
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(60), wait=wait_exponential_jitter(0.2, 5.0), reraise=True
         ):
@@ -247,7 +248,7 @@ def create_apps(
 
     @app.task  # type: ignore[untyped-decorator]
     async def open_clients() -> None:
-        clients.store = RedisProfileStore.for_settings(settings)
+        clients.store = store_for(settings)
         untuned = await clients.store.untuned_settings()
         if untuned:
             log.warning(
@@ -260,7 +261,7 @@ def create_apps(
         opened: dict[str, Lane] = {}
         for name in lanes:
             bulk = name == "bulk"
-            store = clients.store if not opened else RedisProfileStore.for_settings(settings)
+            store = clients.store if not opened else store_for(settings)
             registry = ModelRegistry(store.redis, settings.redis_key_prefix)
             pipeline = BatchPipeline.for_settings(
                 settings,

@@ -38,6 +38,7 @@ from portrait.logs import configure_logging
 from portrait.lookup import get_account, profiles_by_id
 from portrait.state.registry import ModelRegistry, customer_model_in_use
 from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from processors.document import DocumentSettings, document_settings
 from processors.layout import ACCOUNT_ENTITY
 from streams.kafka import ConfirmedProducer, client_config, consume_ready
@@ -141,7 +142,7 @@ async def publish(settings: Settings, stopping: asyncio.Event) -> None:
     delivered and confirmed, then its offsets committed; a failed batch is retried."""
     loop = asyncio.get_running_loop()
     consumer = _consumer(settings)
-    store = RedisProfileStore.for_settings(settings)
+    store = store_for(settings)
     producer = ConfirmedProducer(settings)
     document = document_settings(settings)
     registry = ModelRegistry(store.redis, settings.redis_key_prefix)

@@ -35,6 +35,7 @@ from models.customer_model import default_customer_model
 from portrait.config import Settings
 from portrait.lookup import get_account, profile_by_id
 from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from processors.document import document_settings
 from processors.layout import ACCOUNT_ENTITY
 from streams.kafka import INPUT_TOPICS, client_config
@@ -127,7 +128,7 @@ async def replay(
     (this engine's ``share`` of the partitions). ``finished`` gets the summary once every
     state write is done, before the clients close."""
     consumer = _consumer(source)
-    store = RedisProfileStore.for_settings(target)
+    store = store_for(target)
     pipeline = BatchPipeline.for_settings(target, store, emit=False)
     summary = ReplaySummary()
     loop = asyncio.get_running_loop()
@@ -341,8 +342,8 @@ async def verify(live: Settings, rebuilt: Settings) -> dict[str, list[str]]:
     Customers only in one namespace are reported with the path ``(missing live)`` or
     ``(missing rebuilt)``.
     """
-    live_store = RedisProfileStore.for_settings(live)
-    rebuilt_store = RedisProfileStore.for_settings(rebuilt)
+    live_store = store_for(live)
+    rebuilt_store = store_for(rebuilt)
     model = default_customer_model()
     report: dict[str, list[str]] = {}
     try:

@@ -38,7 +38,7 @@ from portrait.bench import _fill, _settings_for, bench_events
 from portrait.bench.latency import CALLS, PromptWatcher, _percentile, _segment, _started
 from portrait.config import Settings
 from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
-from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from streams.kafka import ensure_topics, make_producer
 from streams.replay import customer_ids
 
@@ -251,7 +251,7 @@ def _build_profiles(settings: Settings, tokens: Path, customers: int) -> list[st
 
 
 async def _ids(settings: Settings) -> list[str]:
-    store = RedisProfileStore.for_settings(settings)
+    store = store_for(settings)
     try:
         return await customer_ids(store)
     finally:

@@ -35,7 +35,7 @@ import orjson
 from portrait.bench import _fill, _settings_for, _watch, bench_events
 from portrait.config import Settings
 from portrait.stack import LocalStack, on_free_ports, stop_process
-from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from processors.identity import customer_id_for
 from streams.kafka import read_topic
 
@@ -79,7 +79,7 @@ async def _classify(
         by_customer.setdefault(event["customer"]["customer_id"], []).append(event["event_id"])
     owner = {eid: c for c, ids in by_customer.items() for eid in ids}
     key = settings.customer_id_hash_key()
-    store = RedisProfileStore.for_settings(settings)
+    store = store_for(settings)
     found: Counter[str] = Counter()
     try:
         for eid in sorted(missing):

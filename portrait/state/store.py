@@ -450,12 +450,8 @@ class RedisProfileStore:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RedisProfileStore:
-        """The store of these settings (URL, key prefix, password and TLS options); on a
-        Redis Cluster (``PORTRAIT_REDIS_CLUSTER``) the cluster store."""
-        if settings.redis_cluster and cls is RedisProfileStore:
-            from portrait.state.cluster import ClusterProfileStore
-
-            return ClusterProfileStore.for_settings(settings)
+        """The standalone store of these settings (URL, key prefix, password and TLS
+        options); ``portrait.state.stores.store_for`` picks the cluster's when set."""
         return cls(settings.redis_url, settings.redis_key_prefix, **cls._settings_options(settings))
 
     @staticmethod

@@ -102,7 +102,7 @@ def test_an_accounts_wealth_comes_from_its_spend_and_its_people_count_it(
     import asyncio
 
     from portrait.lookup import get_account, get_profile
-    from portrait.state.store import RedisProfileStore
+    from portrait.state.stores import store_for
 
     people = [
         chan(f"w{n}", "2026-11-01T09:00:00Z", "app", {"phone": phone, "account_no": "W1"}, role=r)
@@ -135,7 +135,7 @@ def test_an_accounts_wealth_comes_from_its_spend_and_its_people_count_it(
     run_batch(redis_settings, input_records("t.channel-events", [*people, *spend, small]), sink)
 
     async def read() -> tuple[Any, list[Any]]:
-        store = RedisProfileStore.for_settings(redis_settings)
+        store = store_for(redis_settings)
         try:
             account = await get_account(store, "W1")
             found = [await get_profile(store, "phone", f"1390000000{n}") for n in (1, 2, 3)]

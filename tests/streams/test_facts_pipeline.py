@@ -11,7 +11,7 @@ import pytest
 
 from portrait.config import Settings
 from portrait.lookup import profile_by_id
-from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from processors.document import document_settings
 from streams.testing import ListSink, input_records
 from tests.support.envelopes import event, media_chat, settings_env
@@ -25,7 +25,7 @@ def profile(settings: Settings, sink: ListSink) -> dict[str, Any]:
     [customer_id] = {e["customer_id"] for e in sink.events() if e["type"] == "profile.changed"}
 
     async def load() -> dict[str, Any]:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         try:
             found = await profile_by_id(store, customer_id, None, document_settings(settings))
         finally:

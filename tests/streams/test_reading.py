@@ -18,7 +18,7 @@ import pytest
 
 from portrait import metrics
 from portrait.config import Settings
-from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from processors.envelope import Rejection, decode_event
 from streams import model_child
 from streams.pipeline import BatchPipeline
@@ -111,7 +111,7 @@ def test_a_killed_model_process_is_replaced_and_the_batch_retried(
     )
 
     async def scenario() -> tuple[int, int, ListSink]:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         pipeline = BatchPipeline.for_settings(settings, store)
         models = pipeline.reading.runner
         assert isinstance(models, ModelProcess)
@@ -237,7 +237,7 @@ def _last_emotions(sink: ListSink) -> list[str]:
 def _on_thread(redis_settings: Settings) -> tuple[BatchPipeline, Reader]:
     """A pipeline whose models read on a thread (facts off), and the reader to break."""
     settings = redis_settings.model_copy(update={"facts_enabled": False})
-    pipeline = BatchPipeline.for_settings(settings, RedisProfileStore.for_settings(settings))
+    pipeline = BatchPipeline.for_settings(settings, store_for(settings))
     runner = pipeline.reading.runner
     assert isinstance(runner, ModelThread)
     return pipeline, runner.reader
@@ -290,7 +290,7 @@ def test_an_input_that_kills_the_model_process_goes_to_the_dlq(redis_settings: S
     settings = redis_settings.model_copy(
         update={"model_process": True, "facts_enabled": False, "scores_enabled": False}
     )
-    pipeline = BatchPipeline.for_settings(settings, RedisProfileStore.for_settings(settings))
+    pipeline = BatchPipeline.for_settings(settings, store_for(settings))
     pipeline.reading.runner.close()
     pipeline.reading.runner = ModelProcess(settings, read=crash_on_poison)
     sink = ListSink()

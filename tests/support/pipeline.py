@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from portrait.config import Settings
-from portrait.state.store import RedisProfileStore
+from portrait.state.stores import store_for
 from streams.pipeline import BatchPipeline
 from streams.records import BatchOutcome, InputRecord
 from streams.testing import ListSink
@@ -18,7 +18,7 @@ RunBatch = Callable[[Settings, list[InputRecord], ListSink], BatchOutcome]
 
 def _run_batch(settings: Settings, batch: list[InputRecord], sink: ListSink) -> BatchOutcome:
     async def go() -> BatchOutcome:
-        store = RedisProfileStore.for_settings(settings)
+        store = store_for(settings)
         pipeline = BatchPipeline.for_settings(settings, store)
         try:
             return await pipeline.run(batch, sink.deliver)
