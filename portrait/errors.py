@@ -1,7 +1,7 @@
 """Errors a person can act on: a service Portrait needs did not answer.
 
 The CLI turns these into one line naming the address and what to do, and a documented
-exit code (``portrait/cli.py``); ``--debug`` shows the traceback instead.
+exit code (``cli/main.py``); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations

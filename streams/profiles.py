@@ -195,3 +195,9 @@ def run_publisher(settings: Settings) -> None:
         log.info("stopped", extra={"duration_seconds": round(time.monotonic() - started, 1)})
 
     asyncio.run(main())
+
+
+if __name__ == "__main__":  # the publisher a default worker starts (streams/worker.py)
+    from portrait.config import load_settings
+
+    run_publisher(load_settings())

@@ -127,7 +127,7 @@ def _start_bulk_process(settings: Settings) -> tuple[subprocess.Popen[bytes], Co
     )
     env.pop("PORTRAIT_METRICS_PORT", None)  # on its HTTP port, read through this one
     process = subprocess.Popen(
-        [sys.executable, "-m", "portrait.cli", "worker"],
+        [sys.executable, "-m", "streams.worker"],
         env=env,
         preexec_fn=die_with_parent,  # only asks for the parent-death signal
     )
@@ -168,28 +168,12 @@ def _start_publisher(settings: Settings) -> subprocess.Popen[bytes] | None:
         return None
     # it yields the CPU to the worker itself (it nices itself when it starts)
     return subprocess.Popen(
-        [sys.executable, "-m", "portrait.cli", "publish-profiles"],
+        [sys.executable, "-m", "streams.profiles"],
         preexec_fn=die_with_parent,  # only asks for the parent-death signal
     )
 
 
-def run_workers(settings: Settings, processes: int) -> int:
-    """Run ``processes`` workers in one consumer group until stopped; returns the exit code.
+if __name__ == "__main__":  # the bulk lane of a default worker (_start_bulk_process)
+    from portrait.config import load_settings
 
-    Each is a separate ``portrait worker`` process (its own GIL) on ``http_port + i``;
-    SIGTERM and SIGINT are passed on to all of them.
-    """
-    children = []
-    for index in range(processes):
-        env = dict(os.environ, PORTRAIT_HTTP_PORT=str(settings.http_port + index))
-        children.append(subprocess.Popen([sys.executable, "-m", "portrait.cli", "worker"], env=env))
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    run_worker(load_settings())

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from portrait.config import Settings
-from portrait.stack import (
+from cli.stack import (
     cluster_ports,
     free_port,
     port_answers,
@@ -24,6 +23,7 @@ from portrait.stack import (
     stop_process,
     tansu_command,
 )
+from portrait.config import Settings
 
 pytest_plugins = ["tests.support.pipeline", "tests.support.worker"]
 

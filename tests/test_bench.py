@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from portrait.bench import Measured
-from portrait.bench.cluster import _median_round, _one_node
-from portrait.bench.growth import GrowthRun, _medians, _summary
+from cli.bench import Measured
+from cli.bench.cluster import _median_round, _one_node
+from cli.bench.growth import GrowthRun, _medians, _summary
 
 
 def test_the_cluster_bench_shows_the_round_with_the_median_ratio() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.stack import free_port
 from portrait.config import Settings
 from portrait.errors import KAFKA_UNREACHABLE, REDIS_UNREACHABLE
-from portrait.stack import free_port
 from streams.kafka import _all_refused
 from tests.support.envelopes import settings_env
 from tests.support.worker import PORTRAIT

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import orjson
 
+from cli.schemas import SCHEMA_DIR, generated_schemas, stale_schemas
 from portrait.config import Settings
 from portrait.events import INPUT_MODELS, OUTPUT_MODELS
-from portrait.schemas import SCHEMA_DIR, generated_schemas, stale_schemas
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from cli.schemas import SCHEMA_DIR, asyncapi_document
 from portrait import metrics
 from portrait.config import Settings
-from portrait.schemas import SCHEMA_DIR, asyncapi_document
 from processors.layout import REDIS_SETTINGS
 from streams.kafka import all_topics
 from streams.lanes import LANES, consumer_group

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from cli.stack import LocalStack, cluster_ports, free_port, port_answers
 from portrait.config import Settings
-from portrait.stack import LocalStack, cluster_ports, free_port, port_answers
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def test_a_service_already_answering_is_used_and_never_stopped(
 def test_cli_reports_status(tmp_path: Path) -> None:
     port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "portrait.cli", "stack", "status", "--json"],
+        [sys.executable, "-m", "cli", "stack", "status", "--json"],
         env={
             "PORTRAIT_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
             "PORTRAIT_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",

@@ -11,8 +11,8 @@ from openapi_spec_validator import validate
 
 from api.access import Principal, Tokens, bearer
 from api.routes import ENDPOINTS, openapi_json
+from cli.schemas import SCHEMA_DIR
 from portrait.config import ConfigurationError
-from portrait.schemas import SCHEMA_DIR
 from processors.relationships import interaction_fields, is_connected, relation_fields
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from cli.stack import free_port
 from portrait.config import Settings
-from portrait.stack import free_port
 from processors.identity import customer_id_for
 from streams.kafka import ensure_topics
 from streams.produce import route

@@ -3,13 +3,13 @@ real workers while one is killed, Redis loses the last second of its AOF under l
 a burst of poison records arrives, compared with
 the oracle built from the generated events (``make chaos`` runs every fault). Under
 ``make test-cluster`` the Redis is a 3-master cluster and a node is killed instead of
-losing its AOF's last second (``portrait.chaos.OUTSIDE_CLUSTER_CONTRACT``)."""
+losing its AOF's last second (``cli.chaos.OUTSIDE_CLUSTER_CONTRACT``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from portrait.chaos import build_workload, default_faults, run_chaos
+from cli.chaos import build_workload, default_faults, run_chaos
 from portrait.config import Settings
 
 pytestmark = pytest.mark.integration

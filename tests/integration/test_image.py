@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.stack import free_port, stop_process
 from portrait.config import Settings
-from portrait.stack import free_port, stop_process
 from processors.identity import customer_id_for
 from streams.kafka import ensure_topics
 from tests.support.envelopes import chan

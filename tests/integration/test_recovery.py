@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.stack import free_port
 from portrait.config import Settings
-from portrait.stack import free_port
 from tests.support.envelopes import chan
 from tests.support.worker import (
     StartWorker,

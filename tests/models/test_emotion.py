@@ -179,7 +179,7 @@ def test_cli_jsonl_keeps_order_and_adds_labels(tmp_path: Path) -> None:
     ]
     source.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     done = subprocess.run(
-        [sys.executable, "-m", "portrait.cli", "emotion", "--jsonl", str(source)],
+        [sys.executable, "-m", "cli", "emotion", "--jsonl", str(source)],
         capture_output=True,
         check=True,
         timeout=120,
@@ -193,7 +193,7 @@ def test_cli_jsonl_reads_stdin_when_given_a_dash() -> None:
     texts = ["Thanks a lot!", "请问营业时间"]
     lines = [json.dumps({"text": t, "id": i}) for i, t in enumerate(texts)]
     done = subprocess.run(
-        [sys.executable, "-m", "portrait.cli", "emotion", "--jsonl", "-"],
+        [sys.executable, "-m", "cli", "emotion", "--jsonl", "-"],
         input=("\n".join(lines) + "\n").encode(),
         capture_output=True,
         check=True,

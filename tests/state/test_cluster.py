@@ -18,7 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from portrait.chaos import build_workload
+from cli.chaos import build_workload
 from portrait.config import DEFAULT_IDENTITY_FILE, Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from portrait.lookup import get_account, get_profile
@@ -527,7 +527,7 @@ def test_a_node_that_lost_its_last_writes_holds_the_lowest_position(
 
 
 def _workload_deltas(seed: int, people: int) -> tuple[list[bytes], Any]:
-    """The fault suite's seeded workload (``portrait.chaos``: phones written three ways,
+    """The fault suite's seeded workload (``cli.chaos``: phones written three ways,
     people meeting through later events, households, bills, duplicates, out-of-order
     times, erasures racing their person's events) as deltas; bad records left out."""
     work = build_workload(seed, people, 6)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from portrait.bench.durability import _server
+from cli.bench.durability import _server
+from cli.stack import free_port, stop_process
 from portrait.config import Settings
-from portrait.stack import free_port, stop_process
 from portrait.state.store import Durability, RedisUnwell
 
 # durability waits are per connection of a standalone Redis (a cluster store takes none)

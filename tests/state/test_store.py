@@ -426,7 +426,7 @@ def test_feedback_counts_offers_once_per_event(redis_settings: Settings) -> None
 
     env = settings_env(redis_settings)
     done = subprocess.run(
-        [sys.executable, "-m", "portrait.cli", "products", "--json"],
+        [sys.executable, "-m", "cli", "products", "--json"],
         env=env,
         capture_output=True,
         check=True,

@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
+from cli.stack import stop_process
 from portrait.config import Settings
-from portrait.stack import stop_process
 from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed, read_topic
 from streams.produce import route
 from tests.support.envelopes import settings_env
 
-PORTRAIT = [sys.executable, "-m", "portrait.cli"]
+PORTRAIT = [sys.executable, "-m", "cli"]
 
 StartWorker = Callable[[Settings, Path], AbstractContextManager[subprocess.Popen[bytes]]]
 

@@ -49,7 +49,7 @@ def _one_identifier(args: argparse.Namespace, command: str) -> tuple[str, str] |
 
 
 def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.stack import LocalStack, StackError
+    from cli.stack import LocalStack, StackError
 
     stack = LocalStack(settings)
     if args.action == "up":
@@ -86,7 +86,8 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from api.routes import mount
-    from streams.worker import run_worker, run_workers
+    from cli.workers import run_workers
+    from streams.worker import run_worker
 
     if args.lane is not None:
         settings = settings.model_copy(update={"lane": args.lane})
@@ -295,7 +296,7 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(profile)
     else:
-        from portrait.render import render_profile
+        from cli.render import render_profile
 
         print(render_profile(profile))
     return 0
@@ -536,7 +537,7 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
                 sys.stdout.write(value.decode("utf-8", errors="replace") + "\n")
                 sys.stdout.flush()
             else:
-                from portrait.render import render_output
+                from cli.render import render_output
 
                 print(render_output(value))
     except KeyboardInterrupt:
@@ -550,7 +551,7 @@ def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(_settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.schemas import stale_schemas, write_schemas
+    from cli.schemas import stale_schemas, write_schemas
 
     if args.check:
         stale = stale_schemas()
@@ -619,13 +620,13 @@ def _emotion_jsonl(model: Any, path: Path, batch: int) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.demo import run_demo
+    from cli.demo import run_demo
 
     return run_demo(settings, keep_stack=args.keep_stack)
 
 
 def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.chaos import FAULTS, OUTSIDE_CLUSTER_CONTRACT, default_faults, run_chaos
+    from cli.chaos import FAULTS, OUTSIDE_CLUSTER_CONTRACT, default_faults, run_chaos
 
     faults = default_faults(settings, args.short)
     if args.faults and not args.short:
@@ -645,7 +646,7 @@ def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.api:
-        from portrait.bench.api import run_api_bench
+        from cli.bench.api import run_api_bench
 
         return run_api_bench(
             settings,
@@ -655,18 +656,18 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             as_json=args.json,
         )
     if args.cluster:
-        from portrait.bench.cluster import run_cluster_bench
+        from cli.bench.cluster import run_cluster_bench
 
         return run_cluster_bench(
             settings, args.events, args.customers or 2_000, args.json, rounds=args.rounds
         )
     if args.durability:
-        from portrait.bench.durability import run_durability_bench
+        from cli.bench.durability import run_durability_bench
 
         customers = args.customers or 2_000
         return run_durability_bench(settings, args.events, customers, as_json=args.json)
     if args.growth:
-        from portrait.bench.growth import run_growth_bench
+        from cli.bench.growth import run_growth_bench
 
         run_growth_bench(
             settings,
@@ -678,13 +679,13 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
     if args.replay:
-        from portrait.bench.replay import run_replay_bench
+        from cli.bench.replay import run_replay_bench
 
         return run_replay_bench(
             settings, events=args.events, customers=args.customers or 10_000, as_json=args.json
         )
     if args.prompts:
-        from portrait.bench.latency import run_latency_bench
+        from cli.bench.latency import run_latency_bench
 
         return run_latency_bench(
             settings,
@@ -696,10 +697,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.recovery or args.loss:
         return _bench_faults(settings, args)
     if args.emotion:
-        from portrait.bench.emotion import run_emotion_bench
+        from cli.bench.emotion import run_emotion_bench
 
         return run_emotion_bench(settings, messages=args.messages, as_json=args.json)
-    from portrait.bench import run_bench
+    from cli.bench import run_bench
 
     customers = args.customers or 10_000
     return run_bench(settings, events=args.events, customers=customers, as_json=args.json)
@@ -707,8 +708,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 def _bench_faults(settings: Settings, args: argparse.Namespace) -> int:
     """``bench --recovery`` and ``bench --loss``: workers killed, outputs counted."""
-    from portrait.bench.loss import loss_workdir, run_loss
-    from portrait.bench.recovery import run_recovery_bench
+    from cli.bench.loss import loss_workdir, run_loss
+    from cli.bench.recovery import run_recovery_bench
 
     if args.recovery:
         rate = args.rate or 100

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from portrait.bench import _fill, _plain_loop, _settings_for, bench_events
+from cli.bench import _fill, _plain_loop, _settings_for, bench_events
+from cli.stack import LocalStack, on_free_ports
 from portrait.config import Settings
-from portrait.stack import LocalStack, on_free_ports
 from streams.replay import replay_parallel
 
 

@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from portrait.bench import _settings_for
+from cli.bench import _settings_for
+from cli.stack import LocalStack, free_port, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
 from streams.kafka import client_config, consume_ready, ensure_topics, make_producer
 
 ACCOUNTS = 64  # customers: keys over every partition
@@ -110,7 +110,7 @@ def _worker(settings: Settings, index: int, log: Path) -> subprocess.Popen[bytes
     env["PORTRAIT_HTTP_PORT"] = str(settings.http_port + index)
     with log.open("ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "portrait.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -18,9 +18,8 @@ from typing import Any
 
 import orjson
 
-from portrait.bench import Measured, _fill, _settings_for, _subprocess_contender, bench_events
-from portrait.config import Settings
-from portrait.stack import (
+from cli.bench import Measured, _fill, _settings_for, _subprocess_contender, bench_events
+from cli.stack import (
     LocalStack,
     free_port,
     on_free_ports,
@@ -28,6 +27,7 @@ from portrait.stack import (
     redis_command,
     stop_process,
 )
+from portrait.config import Settings
 
 MODES = ("none", "aof", "replica")
 
@@ -75,7 +75,7 @@ def run_durability_bench(base: Settings, events: int, customers: int, as_json: b
                     update={"redis_url": redis_url, "redis_durability": mode}
                 )
                 _fill(settings, settings.topic("channel-events"), payload)
-                command = [sys.executable, "-m", "portrait.cli", "worker", "--lane", "bulk"]
+                command = [sys.executable, "-m", "cli", "worker", "--lane", "bulk"]
                 env = {"PORTRAIT_LOG_LEVEL": "WARNING"}
                 out = settings.topic("profile-changes")
                 results.append(_subprocess_contender(mode, settings, command, out, events, env))

@@ -45,8 +45,7 @@ from typing import Any
 import orjson
 import redis
 
-from portrait.config import Settings
-from portrait.stack import (
+from cli.stack import (
     await_node,
     cluster_ports,
     form_cluster,
@@ -60,6 +59,7 @@ from portrait.stack import (
     stop_process,
     tansu_command,
 )
+from portrait.config import Settings
 from portrait.state.store import redis_client
 from portrait.state.stores import store_for
 from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
@@ -340,7 +340,7 @@ class Cluster:
     def start_worker(self, index: int) -> None:
         env = dict(os.environ) | self.settings.as_env()
         env["PORTRAIT_HTTP_PORT"] = str(self.settings.http_port + index)
-        command = [sys.executable, "-m", "portrait.cli", "worker"]
+        command = [sys.executable, "-m", "cli", "worker"]
         self.workers[index] = self._spawn(command, f"worker-{index}.log", env)
 
     def stop(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import redis
 
-from portrait.bench import (
+from cli.bench import (
     Measured,
     _fill,
     _settings_for,
@@ -34,8 +34,8 @@ from portrait.bench import (
     bench_events,
     script_usec,
 )
+from cli.stack import LocalStack, cluster_ports, on_free_ports, start_cluster, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, cluster_ports, on_free_ports, start_cluster, stop_process
 
 
 def _usage(port: int) -> tuple[float, float]:
@@ -57,7 +57,7 @@ def _spent(ports: list[int], before: list[tuple[float, float]]) -> list[tuple[fl
 
 def _run(settings: Settings, name: str, payload: list[Any], events: int) -> Measured:
     _fill(settings, settings.topic("channel-events"), payload)
-    command = [sys.executable, "-m", "portrait.cli", "worker", "--lane", "bulk"]
+    command = [sys.executable, "-m", "cli", "worker", "--lane", "bulk"]
     out = settings.topic("profile-changes")
     return _subprocess_contender(
         name, settings, command, out, events, {"PORTRAIT_LOG_LEVEL": "WARNING"}

@@ -34,10 +34,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from portrait.bench import _fill, _settings_for, bench_events
-from portrait.bench.latency import CALLS, PromptWatcher, _percentile, _segment, _started
+from cli.bench import _fill, _settings_for, bench_events
+from cli.bench.latency import CALLS, PromptWatcher, _percentile, _segment, _started
+from cli.stack import LocalStack, free_port, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
 from portrait.state.stores import store_for
 from streams.kafka import ensure_topics, make_producer
 from streams.replay import customer_ids
@@ -56,7 +56,7 @@ def _env(settings: Settings, tokens: Path) -> dict[str, str]:
 
 def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "portrait.cli", *command],
+        [sys.executable, "-m", "cli", *command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""Baseline Faust apps of ``portrait bench``, run as ``python -m portrait.bench.apps KIND``.
+"""Baseline Faust apps of ``portrait bench``, run as ``python -m cli.bench.apps KIND``.
 
 ``naive``: the usual first Faust app — per event, await one Redis call and one send.
 ``floor``: Faust's own cost — batches taken without acking, one confirmed batch send of

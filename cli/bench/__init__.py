@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from cli.stack import LocalStack, free_port, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, free_port, on_free_ports, stop_process
 from streams.kafka import client_config, ensure_topics, make_producer, produce_confirmed
 from streams.records import OutputRecord
 
@@ -213,10 +213,10 @@ def run_bench(base: Settings, events: int, customers: int, as_json: bool) -> int
         stack.up()
         python = sys.executable
         contenders: list[tuple[str, list[str], dict[str, str]]] = [
-            ("naive", [python, "-m", "portrait.bench.apps", "naive"], {}),
-            ("faust-floor", [python, "-m", "portrait.bench.apps", "floor"], {}),
-            ("portrait", [python, "-m", "portrait.cli", "worker"], {}),
-            ("portrait-x2", [python, "-m", "portrait.cli", "worker", "--processes", "2"], {}),
+            ("naive", [python, "-m", "cli.bench.apps", "naive"], {}),
+            ("faust-floor", [python, "-m", "cli.bench.apps", "floor"], {}),
+            ("portrait", [python, "-m", "cli", "worker"], {}),
+            ("portrait-x2", [python, "-m", "cli", "worker", "--processes", "2"], {}),
         ]
         for name, command, env in contenders:
             settings = _settings_for(base, name)

@@ -15,8 +15,8 @@ import time
 import urllib.request
 from importlib.resources import files
 
+from cli.stack import LocalStack, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, on_free_ports, stop_process
 
 STORY_CUSTOMERS = (
     ("phone", "13800138000", "张伟 — app, WeCom, web, hotline; one phone written three ways"),
@@ -57,7 +57,7 @@ def _section(title: str) -> None:
 
 def cli(arguments: list[str]) -> None:
     """Run ``portrait <arguments>`` as a user would, its output on this terminal."""
-    subprocess.run([sys.executable, "-m", "portrait.cli", *arguments], check=False)
+    subprocess.run([sys.executable, "-m", "cli", *arguments], check=False)
 
 
 def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
@@ -69,14 +69,14 @@ def _play(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
     print(f"ready; metrics at http://127.0.0.1:{settings.http_port}/metrics")
 
     _section("producing the story")
-    data = files("portrait").joinpath("demo_data")
+    data = files("cli").joinpath("demo_data")
     story = str(data.joinpath("demo_events.jsonl"))
     bad = str(data.joinpath("demo_bad.jsonl"))
     cli(["produce", story])
     cli(["produce", bad, "--topic", "chat"])
 
     _section("output events (portrait.profile-changes)")
-    from portrait.render import render_output
+    from cli.render import render_output
 
     topic = settings.topic("profile-changes")
     records: list[tuple[bytes | None, bytes]] = []
@@ -114,7 +114,7 @@ def run_demo(base: Settings, keep_stack: bool = False) -> int:
         for row in stack.status():
             print(f"{row['service']:6} 127.0.0.1:{row['port']}  pid {row['pid'] or '(not ours)'}")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "portrait.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             env=dict(os.environ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

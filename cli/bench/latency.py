@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from portrait.bench import _settings_for, bench_events
+from cli.bench import _settings_for, bench_events
+from cli.stack import LocalStack, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, on_free_ports, stop_process
 from streams.kafka import (
     client_config,
     consume_ready,
@@ -142,7 +142,7 @@ def _send_paced(
 
 def _worker(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "portrait.cli", "worker"],
+        [sys.executable, "-m", "cli", "worker"],
         env=dict(os.environ) | settings.as_env() | {"PORTRAIT_LOG_LEVEL": "WARNING"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

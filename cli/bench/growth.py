@@ -26,9 +26,9 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from portrait.bench import ACTIONS, SOURCES, _settings_for, script_usec
+from cli.bench import ACTIONS, SOURCES, _settings_for, script_usec
+from cli.stack import LocalStack, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, on_free_ports, stop_process
 from processors.identity import customer_id_for
 from streams.kafka import client_config, ensure_topics, make_producer
 
@@ -254,7 +254,7 @@ def run_growth_bench(
         ensure_topics(settings)
         client = redis.Redis.from_url(settings.redis_url)
         worker = subprocess.Popen(
-            [sys.executable, "-m", "portrait.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             env=dict(os.environ) | settings.as_env() | {"PORTRAIT_LOG_LEVEL": "WARNING"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

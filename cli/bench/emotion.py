@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
+from cli.bench import _fill, _settings_for, _subprocess_contender
+from cli.stack import LocalStack, on_free_ports
 from models.emotion import EmotionModel
 from models.train_emotion import DATA, load_rows
-from portrait.bench import _fill, _settings_for, _subprocess_contender
 from portrait.config import Settings
-from portrait.stack import LocalStack, on_free_ports
 from streams.records import OutputRecord
 
 
@@ -80,7 +80,7 @@ def run_emotion_bench(base: Settings, messages: int, as_json: bool) -> int:
                 _subprocess_contender(
                     f"portrait-{name}",
                     settings,
-                    [sys.executable, "-m", "portrait.cli", "worker"],
+                    [sys.executable, "-m", "cli", "worker"],
                     settings.topic("profile-changes"),
                     messages,
                     env,

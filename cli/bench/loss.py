@@ -32,9 +32,9 @@ from typing import Any
 
 import orjson
 
-from portrait.bench import _fill, _settings_for, _watch, bench_events
+from cli.bench import _fill, _settings_for, _watch, bench_events
+from cli.stack import LocalStack, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.stack import LocalStack, on_free_ports, stop_process
 from portrait.state.stores import store_for
 from processors.identity import customer_id_for
 from streams.kafka import read_topic
@@ -121,7 +121,7 @@ def run_loss(base: Settings, runs: int, events: int, customers: int, workdir: Pa
             log = workdir / f"run-{run:02d}.log"
             with log.open("wb") as handle:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "portrait.cli", "worker", "--processes", "2"],
+                    [sys.executable, "-m", "cli", "worker", "--processes", "2"],
                     env=dict(os.environ) | settings.as_env() | {"PORTRAIT_LOG_LEVEL": "INFO"},
                     stdout=handle,
                     stderr=subprocess.STDOUT,
