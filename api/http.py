@@ -32,15 +32,15 @@ from models.encoder import load_encoder
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import PERSON_KINDS
-from portrait.lookup import SeveralPeople, find_customer, get_account, scored_document
-from portrait.state.registry import ModelRegistry, customer_model_in_use
-from portrait.state.store import RedisProfileStore
-from portrait.state.stores import store_for
 from processors.document import DocumentSettings, StoredState, document_settings, sections_of
 from processors.identity import is_customer_id
 from processors.indicators import Population
 from processors.problems import all_problems, most_similar
 from processors.relationships import is_connected
+from state.lookup import SeveralPeople, find_customer, get_account, scored_document
+from state.registry import ModelRegistry, customer_model_in_use
+from state.store import RedisProfileStore
+from state.stores import store_for
 
 Handler = Callable[["Api", web.Request], Awaitable[web.StreamResponse]]
 

@@ -60,8 +60,8 @@ from cli.stack import (
     tansu_command,
 )
 from portrait.config import Settings
-from portrait.state.store import redis_client
-from portrait.state.stores import store_for
+from state.store import redis_client
+from state.stores import store_for
 from streams.kafka import ensure_topics, make_producer, produce_confirmed, read_topic
 from streams.produce import route
 from streams.records import OutputRecord
@@ -536,7 +536,7 @@ def _safe_applied(client: Any, prefix: str) -> int | None:
 
 async def _compare_state(settings: Settings, work: Workload, problems: list[str]) -> None:
     """People (one profile each, found by every identifier, their events) and accounts."""
-    from portrait.lookup import find_customer, get_account
+    from state.lookup import find_customer, get_account
 
     store = store_for(settings)
     try:

@@ -142,10 +142,10 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     from models.encoder import load_encoder
-    from portrait.lookup import find_customer
-    from portrait.state.stores import store_for
     from processors.document import sections_of
     from processors.problems import all_problems, most_similar
+    from state.lookup import find_customer
+    from state.stores import store_for
 
     chosen = _one_identifier(args, "problems")
     if chosen is None:
@@ -198,7 +198,7 @@ def _seconds(text: str) -> int:
 
 
 def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.state.store import redis_client
+    from state.store import redis_client
     from streams.trends import recent_windows
 
     bucket = _seconds(args.window) if args.window else settings.trends_window_seconds
@@ -234,8 +234,8 @@ def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_account(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.lookup import get_account
-    from portrait.state.stores import store_for
+    from state.lookup import get_account
+    from state.stores import store_for
 
     async def lookup() -> dict[str, Any] | None:
         store = store_for(settings)
@@ -264,9 +264,9 @@ def cmd_account(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.lookup import SeveralPeople, get_profile
-    from portrait.state.registry import ModelRegistry, customer_model_in_use
-    from portrait.state.stores import store_for
+    from state.lookup import SeveralPeople, get_profile
+    from state.registry import ModelRegistry, customer_model_in_use
+    from state.stores import store_for
 
     chosen = _one_identifier(args, "profile get")
     if chosen is None:
@@ -341,8 +341,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_products(settings: Settings, args: argparse.Namespace) -> int:
-    from portrait.state.stores import store_for
     from processors.assist import PHASES, parse_stats
+    from state.stores import store_for
 
     async def read() -> dict[str, str]:
         store = store_for(settings)
@@ -403,8 +403,8 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from portrait.state.registry import ModelRegistry, customer_model_in_use
-    from portrait.state.stores import store_for
+    from state.registry import ModelRegistry, customer_model_in_use
+    from state.stores import store_for
     from streams.profiles import snapshot
 
     async def export(handle: Any, bar: Any) -> int:
@@ -436,7 +436,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from portrait.state.store import redis_client
+    from state.store import redis_client
     from streams.kafka import check_broker
     from streams.replay import replay_parallel, verify
 

@@ -22,10 +22,10 @@ from models.online import CustomerLearner, labels_from_feedback, model_from_cand
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import FeedbackRecorded, InputEvent
-from portrait.state.registry import ModelRegistry, customer_model_in_use
 from processors.document import EMPTY_SCORES, Sections, Update, is_new
 from processors.emotion import emotion_document
 from processors.features import feature_vector
+from state.registry import ModelRegistry, customer_model_in_use
 
 log = logging.getLogger("portrait.scorer")
 

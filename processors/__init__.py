@@ -1,5 +1,5 @@
 """Portrait's business logic as plain functions: events and state in, state changes and outputs out.
 
 Nothing here talks to Kafka or Redis; ``streams/`` wires these to the topics and
-``portrait.state`` applies the state changes atomically.
+``state`` applies the state changes atomically.
 """

@@ -10,7 +10,7 @@ E.164 (``PORTRAIT_DEFAULT_REGION`` for numbers without a country code), e-mails
 lower-cased, values that never identify anyone (blocked patterns) rejected here, and the
 most values of a kind one person may hold. Limits and the "would merge two people who
 hold different values of a kind limited to one" rule need the stored identities, so the
-state script (``portrait/state/apply_event.lua``) applies them, atomically with the
+state script (``state/apply_event.lua``) applies them, atomically with the
 update; this module decides what the identifiers *are* before they get there.
 """
 

@@ -1,6 +1,6 @@
 """The state layout: key names, field prefixes, families, caps and separators.
 
-One source for what Python and the state script (``portrait/state/apply_event.lua``) both
+One source for what Python and the state script (``state/apply_event.lua``) both
 read and write. The script gets these values rendered into its source by
 :func:`lua_constants` (the line ``--@LAYOUT@``), so the two cannot disagree; a test
 checks that every name the script uses comes from here.
@@ -157,7 +157,7 @@ CUSTOMER_KEYS: tuple[str, ...] = (
 """Keys of a customer's (or an account's) family besides call sessions and processed-id
 strings; ``accts`` (a person's account numbers) and ``people`` (an account's customer
 ids) are the links between people and accounts. On a Redis Cluster
-(``portrait/state/cluster.py``) also ``absorbed`` (the seals of losers merged in),
+(``state/cluster.py``) also ``absorbed`` (the seals of losers merged in),
 ``gq`` (global increments awaiting the stripe step), ``fence`` and ``seal`` (merge
 fencing tokens)."""
 

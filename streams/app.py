@@ -25,10 +25,10 @@ from tenacity import AsyncRetrying, stop_after_delay, wait_exponential_jitter
 from portrait import metrics
 from portrait.config import Settings
 from portrait.metrics import WithCompanion
-from portrait.state.registry import ModelRegistry
-from portrait.state.store import RedisProfileStore, StaleOffsets
-from portrait.state.stores import store_for
 from processors.layout import REDIS_SETTINGS
+from state.registry import ModelRegistry
+from state.store import RedisProfileStore, StaleOffsets
+from state.stores import store_for
 from streams.kafka import ConfirmedProducer
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for
 from streams.offsets import Ledger

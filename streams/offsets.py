@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from portrait import metrics
-from portrait.state.store import RedisProfileStore, StaleOffsets, parse_position
+from state.store import RedisProfileStore, StaleOffsets, parse_position
 from streams.records import InputRecord
 
 log = logging.getLogger("portrait.offsets")

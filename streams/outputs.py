@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import InputEvent, RelationChanged
-from portrait.state.store import ApplyResult
 from processors.accounts import people_document
 from processors.assist import AssistSettings, PromptTemplates, assist_settings
 from processors.attributes import iso_from_ms
@@ -46,6 +45,7 @@ from processors.outputs import (
     profile_snapshot,
 )
 from processors.relationships import became_friend, connected_employees
+from state.store import ApplyResult
 from streams.records import InputRecord, OutputRecord
 
 log = logging.getLogger("portrait.pipeline")

@@ -4,7 +4,7 @@ A batch of raw records goes: decode → read (models) → deltas → one Redis r
 chunk → outputs → delivered → confirmed. Both engines call :meth:`BatchPipeline.run` and
 acknowledge offsets only after it returns. The pipeline only orchestrates; what it calls
 is given to it (reading: ``streams/reading.py``; deltas: ``processors/profile.py``; state:
-``portrait/state/store.py``; scores: ``models/scorer.py``; outputs: ``streams/outputs.py``),
+``state/store.py``; scores: ``models/scorer.py``; outputs: ``streams/outputs.py``),
 so tests can hand it fakes. Nothing here knows which engine is calling.
 """
 
@@ -24,13 +24,13 @@ from models.scorer import Scorer
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import InputEvent
-from portrait.state.registry import ModelRegistry
-from portrait.state.store import ApplyResult, ProfileStore, StaleOffsets
 from processors.assist import PromptTemplates, parse_stats
 from processors.document import document_settings, update_of
 from processors.envelope import Rejection, decode_event
 from processors.identity import identify
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
+from state.registry import ModelRegistry
+from state.store import ApplyResult, ProfileStore, StaleOffsets
 from streams.offsets import Ledger
 from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso
 from streams.reader import Reading

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from portrait.events import CallStarted, ChatMessage, InputEvent
-from portrait.state.store import Contact, ProfileStore
 from processors.emotion import EmotionResult
 from processors.indicators import Population
+from state.store import Contact, ProfileStore
 
 
 @dataclass(frozen=True, slots=True)

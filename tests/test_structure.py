@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("portrait", "processors", "models", "streams", "api", "cli")
+PACKAGES = ("portrait", "state", "processors", "models", "streams", "api", "cli")
 
 
 def _functions(path: Path) -> list[tuple[str, int, int]]:

@@ -38,7 +38,7 @@ from cli.bench import _fill, _settings_for, bench_events
 from cli.bench.latency import CALLS, PromptWatcher, _percentile, _segment, _started
 from cli.stack import LocalStack, free_port, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.state.stores import store_for
+from state.stores import store_for
 from streams.kafka import ensure_topics, make_producer
 from streams.replay import customer_ids
 

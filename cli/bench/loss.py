@@ -35,8 +35,8 @@ import orjson
 from cli.bench import _fill, _settings_for, _watch, bench_events
 from cli.stack import LocalStack, on_free_ports, stop_process
 from portrait.config import Settings
-from portrait.state.stores import store_for
 from processors.identity import customer_id_for
+from state.stores import store_for
 from streams.kafka import read_topic
 
 

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from portrait.config import DEFAULT_IDENTITY_FILE, Settings
-from portrait.lookup import SeveralPeople, find_customer
-from portrait.state.store import ApplyResult
 from processors.document import document_settings
 from processors.identity import IdentityRules
 from processors.profile import DeltaSettings
+from state.lookup import SeveralPeople, find_customer
+from state.store import ApplyResult
 from tests.support.envelopes import chan, event
 from tests.support.state import account_of, apply_events, open_store, profile_of
 

@@ -21,12 +21,12 @@ from redis.crc import key_slot
 from cli.chaos import build_workload
 from portrait.config import DEFAULT_IDENTITY_FILE, Settings
 from portrait.events import INPUT_EVENT_ADAPTER
-from portrait.lookup import get_account, get_profile
-from portrait.state.cluster import ClusterProfileStore
-from portrait.state.store import RedisProfileStore, StaleOffsets
 from processors.document import document_settings
 from processors.identity import IdentityRules, customer_id_for
 from processors.profile import DeltaSettings, NoUsableIdentifier, build_delta
+from state.cluster import ClusterProfileStore
+from state.lookup import get_account, get_profile
+from state.store import RedisProfileStore, StaleOffsets
 from streams.offsets import Ledger
 from streams.records import InputRecord
 from tests.support.envelopes import chan, event

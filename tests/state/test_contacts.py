@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from portrait.config import Settings
-from portrait.state.store import Contact
+from state.store import Contact
 from tests.support.state import raw_client, with_store
 
 

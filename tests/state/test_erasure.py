@@ -10,9 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from portrait.config import Settings
-from portrait.state.store import ApplyResult
 from processors.erasure import ErasureHasher
 from processors.profile import DeltaSettings
+from state.store import ApplyResult
 from tests.support.envelopes import chan, chat, event
 from tests.support.state import apply_events, profile_of, raw_client
 

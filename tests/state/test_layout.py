@@ -15,8 +15,6 @@ import redis
 
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
-from portrait.lookup import find_customer
-from portrait.state.store import ApplyResult, RedisProfileStore, _lua
 from processors.assist import PromptTemplates
 from processors.document import (
     FIELD_BUILDERS,
@@ -40,6 +38,8 @@ from processors.layout import (
 )
 from processors.needs import load_rules
 from processors.profile import DeltaSettings, build_delta
+from state.lookup import find_customer
+from state.store import ApplyResult, RedisProfileStore, _lua
 from streams.outputs import AppliedEvent, Outputs
 from streams.records import InputRecord
 from tests.support.envelopes import event
@@ -51,7 +51,7 @@ NOW_MS, RETENTION_MS = 1_800_000_000_000, 86_400_000
 
 
 def test_the_script_takes_every_layout_name_from_python() -> None:
-    raw = files("portrait.state").joinpath("apply_event.lua").read_text(encoding="utf-8")
+    raw = files("state").joinpath("apply_event.lua").read_text(encoding="utf-8")
     code = "\n".join(line.split("--", 1)[0] for line in raw.splitlines())
     for family in FAMILIES:
         assert f"'{family.prefix}'" not in code and f"'{family.key}'" not in code

@@ -11,8 +11,8 @@ import pytest
 
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
-from portrait.state.store import RedisProfileStore, StaleOffsets
 from processors.profile import DeltaSettings, build_delta
+from state.store import RedisProfileStore, StaleOffsets
 from streams.offsets import Ledger
 from streams.records import InputRecord
 from tests.support.envelopes import chan

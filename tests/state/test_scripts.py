@@ -1,4 +1,4 @@
-"""The state script as a Functions library (portrait/state/scripts.py), on a real Redis."""
+"""The state script as a Functions library (state/scripts.py), on a real Redis."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from portrait.config import Settings
-from portrait.state.scripts import CALL_MARK, StateScript, as_library
-from portrait.state.store import RedisProfileStore, _lua
 from processors.profile import DeltaSettings
+from state.scripts import CALL_MARK, StateScript, as_library
+from state.store import RedisProfileStore, _lua
 from tests.support.envelopes import chan
 from tests.support.state import apply_events, delta_of
 

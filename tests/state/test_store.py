@@ -15,12 +15,12 @@ import pytest
 
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
-from portrait.lookup import find_customer, get_profile
-from portrait.state.store import ApplyResult
 from processors.emotion import EmotionResult
 from processors.identity import customer_id_for
 from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, REDIS_SETTINGS, RESOLUTIONS, Family
 from processors.profile import DeltaSettings, build_delta
+from state.lookup import find_customer, get_profile
+from state.store import ApplyResult
 from tests.support.envelopes import chan, event, settings_env
 from tests.support.state import open_store, raw_client
 

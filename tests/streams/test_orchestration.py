@@ -12,9 +12,9 @@ import orjson
 
 from models.scorer import Scorer
 from portrait.config import Settings
-from portrait.state.store import ApplyResult, Contact
 from processors.assist import PromptTemplates
 from processors.document import DocumentSettings
+from state.store import ApplyResult, Contact
 from streams.outputs import Outputs
 from streams.pipeline import BatchPipeline
 from streams.reader import Reading, ReadRequest

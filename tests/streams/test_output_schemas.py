@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import jsonschema
 
 from portrait.config import Settings
-from portrait.state.store import redis_client
+from state.store import redis_client
 from streams.records import OutputRecord
 from streams.testing import ListSink, input_records
 from streams.trends import emit_closed_windows

@@ -12,8 +12,8 @@ import pytest
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from portrait.state.registry import ModelRegistry
-from portrait.state.store import ApplyResult, RedisProfileStore
+from state.registry import ModelRegistry
+from state.store import ApplyResult, RedisProfileStore
 from streams.pipeline import BatchPipeline
 from streams.records import BatchOutcome
 from streams.testing import ListSink, input_records

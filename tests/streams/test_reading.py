@@ -18,8 +18,8 @@ import pytest
 
 from portrait import metrics
 from portrait.config import Settings
-from portrait.state.stores import store_for
 from processors.envelope import Rejection, decode_event
+from state.stores import store_for
 from streams import model_child
 from streams.pipeline import BatchPipeline
 from streams.reader import Reader, Reading, ReadRequest

@@ -14,7 +14,7 @@ import pytest
 
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from portrait.state.store import redis_client
+from state.store import redis_client
 from streams.records import OutputRecord
 from streams.testing import ListSink, input_records
 from streams.trends import emit_closed_windows

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from portrait.config import Settings
-from portrait.state.stores import store_for
+from state.stores import store_for
 from streams.pipeline import BatchPipeline
 from streams.records import BatchOutcome, InputRecord
 from streams.testing import ListSink

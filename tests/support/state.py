@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
-from portrait.lookup import get_account, get_profile
-from portrait.state.cluster import ClusterProfileStore
-from portrait.state.store import ApplyResult, RedisProfileStore, redis_client
 from processors.document import DocumentSettings
 from processors.profile import DeltaSettings, build_delta
+from state.cluster import ClusterProfileStore
+from state.lookup import get_account, get_profile
+from state.store import ApplyResult, RedisProfileStore, redis_client
 
 T = TypeVar("T")
 
@@ -28,7 +28,7 @@ def open_store(url: str, prefix: str) -> RedisProfileStore:
 
 def raw_client(url: str) -> Any:
     """A plain client for reading keys directly (a cluster client under
-    PORTRAIT_REDIS_CLUSTER: :func:`portrait.state.store.redis_client`)."""
+    PORTRAIT_REDIS_CLUSTER: :func:`state.store.redis_client`)."""
     return redis_client(Settings(redis_url=url), sync=True)
 
 

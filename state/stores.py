@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from portrait.config import Settings
-from portrait.state.cluster import ClusterProfileStore
-from portrait.state.store import RedisProfileStore
+from state.cluster import ClusterProfileStore
+from state.store import RedisProfileStore
 
 
 def store_for(settings: Settings) -> RedisProfileStore:

@@ -9,7 +9,6 @@ from typing import Any
 from models.customer_model import CustomerModel, default_customer_model
 from models.scorer import score_sections
 from portrait.events import ACCOUNT_KIND
-from portrait.state.store import ProfileStore, RedisProfileStore
 from processors.accounts import AccountState, holding
 from processors.document import (
     DocumentSettings,
@@ -20,6 +19,7 @@ from processors.document import (
 )
 from processors.identity import normalise_identifier
 from processors.indicators import Population
+from state.store import ProfileStore, RedisProfileStore
 
 
 class SeveralPeople(LookupError):

@@ -68,14 +68,6 @@ from redis.exceptions import ResponseError
 
 from portrait import metrics
 from portrait.config import Settings
-from portrait.state.store import (
-    ApplyResult,
-    RedisProfileStore,
-    RedisUnwell,
-    StaleOffsets,
-    _text,
-    parse_position,
-)
 from processors.accounts import AccountState
 from processors.document import sections_of
 from processors.layout import ACCOUNT_ENTITY, ROLE, STRIPE, global_bases
@@ -83,6 +75,14 @@ from processors.layout import ENTITY_SEP as ES
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
 from processors.relationships import connected_employees
+from state.store import (
+    ApplyResult,
+    RedisProfileStore,
+    RedisUnwell,
+    StaleOffsets,
+    _text,
+    parse_position,
+)
 
 ATTEMPTS = 12
 """Times an event is resolved again (a lost claim, a moved person) before the batch fails."""
@@ -174,7 +174,7 @@ class _Cluster(RedisCluster):
 
 
 class ClusterProfileStore(RedisProfileStore):
-    """:class:`~portrait.state.store.ProfileStore` on a Redis Cluster (module docstring)."""
+    """:class:`~state.store.ProfileStore` on a Redis Cluster (module docstring)."""
 
     def __init__(self, url: str, prefix: str = "portrait:", *, stripes: int = 8, **kw: Any):
         self.stripes = stripes

@@ -21,7 +21,6 @@ from redis.exceptions import ResponseError
 
 from portrait import metrics
 from portrait.config import Settings
-from portrait.state.scripts import StateScript
 from processors.accounts import AccountState
 from processors.assist import CallAdvice
 from processors.document import StoredState, document_settings
@@ -43,13 +42,14 @@ from processors.layout import (
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
 from processors.needs import load_rules
+from state.scripts import StateScript
 
 LAYOUT_MARK = "--@LAYOUT@"
 
 
 def _lua(name: str) -> str:
     """A state script's source, with the layout of ``processors/layout.py`` rendered in."""
-    source = files("portrait.state").joinpath(name).read_text(encoding="utf-8")
+    source = files("state").joinpath(name).read_text(encoding="utf-8")
     return source.replace(LAYOUT_MARK, lua_constants())
 
 
@@ -451,7 +451,7 @@ class RedisProfileStore:
     @classmethod
     def for_settings(cls, settings: Settings) -> RedisProfileStore:
         """The standalone store of these settings (URL, key prefix, password and TLS
-        options); ``portrait.state.stores.store_for`` picks the cluster's when set."""
+        options); ``state.stores.store_for`` picks the cluster's when set."""
         return cls(settings.redis_url, settings.redis_key_prefix, **cls._settings_options(settings))
 
     @staticmethod

@@ -1,5 +1,5 @@
 """Profile state: the store interface and its Redis implementation (Lua scripts beside it)."""
 
-from portrait.state.store import ApplyResult, ProfileStore, RedisProfileStore
+from state.store import ApplyResult, ProfileStore, RedisProfileStore
 
 __all__ = ["ApplyResult", "ProfileStore", "RedisProfileStore"]

@@ -64,7 +64,7 @@
 local P = ARGV[1]
 --@LAYOUT@
 local OPTIONS = cjson.decode(ARGV[2])
--- On a Redis Cluster (portrait/state/cluster.py) each call touches one hash slot: the
+-- On a Redis Cluster (state/cluster.py) each call touches one hash slot: the
 -- caller resolves identities, claims identifiers and runs the steps that span slots;
 -- here the global counters an event adds are kept with the customer ('gq') and returned
 -- for the caller's stripe step, and the account links are left to the caller.
@@ -941,7 +941,7 @@ end
 
 -- cluster ------------------------------------------------------------------------------
 --
--- The steps of portrait/state/cluster.py that must be atomic, each on one hash slot.
+-- The steps of state/cluster.py that must be atomic, each on one hash slot.
 -- A merge there: fence the survivor, seal each loser (its redirect is set, so nothing
 -- applies to it any more, and its dump is answered), absorb the dumps into the survivor
 -- (once per seal: the 'absorbed' set), then re-point the index and drop the loser.
