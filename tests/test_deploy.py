@@ -57,9 +57,13 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_what_exists() -> None:
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and not user[-1].startswith(("0", "root"))
+    copied = set()
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for item in source.split():
             assert (ROOT / item).exists(), item
+            copied.add(item)
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests"}
+    assert packages <= copied, "every package goes into the image"
     assert list((ROOT / "models" / "artifacts").glob("*.onnx"))  # the models go in the image
     assert "/livez" in text
 
