@@ -1064,151 +1064,154 @@ local function facts(d)
   return 'facts' .. RS .. cjson.encode(out)
 end
 
-local function cluster_op(d)
-  local op = d.op
-  if op == 'seal' then return seal(d) end
-  if op == 'fence' then return fence(d) end
-  if op == 'facts' then return facts(d) end
-  if op == 'absorb' then  -- an interrupted merge completed without an event
-    if not is_live(d.survivor) then return 'moved' end
-    begin(d.survivor)
-    if #absorb_all(d) > 0 then write_entity() end
-    return 'ok'
-  end
-  if op == 'drop' then  -- a sealed loser once absorbed, or an erased person (d.all)
-    if d.all then
-      for _, call in ipairs(redis.call('SMEMBERS', ck(d.cid, 'calls'))) do
-        redis.call('DEL', ck(d.cid, 'call:' .. call))
-      end
-      drop_seen(d.cid, d.now, d.ret)
-      delete_customer(d.cid, false)
-      return 'ok'
-    end
-    if redis.call('EXISTS', ck(d.cid, 'redirect')) == 0 then return 'live' end
-    drop_loser(d.cid, d.now, d.ret)
-    return 'ok'
-  end
-  if op == 'link' then  -- a person onto an account (instead of `from`, after a merge)
-    local a = account_of(d.acct)
-    if d.from then redis.call('SREM', ck(a, 'people'), d.from) end
-    redis.call('SADD', ck(a, 'people'), d.cid)
-    if d.eid then  -- an account's version counts the events that name it, once each
-      local h = id_hash(d.eid)
-      if not has_seen(a, h, d.now, d.ret) then
-        redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
-        cid = a
-        remember(d, h)
-      end
-    end
-    return 'ok'
-  end
-  if op == 'unlink' then  -- an erased person off an account; an account left empty goes
-    local a = account_of(d.acct)
-    redis.call('SREM', ck(a, 'people'), d.cid)
-    gacc = nil
-    if redis.call('SCARD', ck(a, 'people')) == 0 then drop_account(a, d.now, d.ret) end
-    if not gacc then return 'ok' end
-    local moved = cjson.encode(gacc)  -- its spend bucket, for the caller's stripe step
-    gacc = nil
-    return 'ok' .. RS .. moved
-  end
-  if op == 'index' then  -- compare and set (or delete) one identifier's person
-    local v = redis.call('GET', idxk(d.id))
-    if v == d.from then
-      if d.to then redis.call('SET', idxk(d.id), d.to) else redis.call('DEL', idxk(d.id)) end
-    end
-    return v or ''
-  end
-  if op == 'suppress' then
-    suppress(d.h, d.ts, d.ttl)
-    return 'ok'
-  end
-  if op == 'forget_agent' then
-    local agent = P .. AGENT .. '{' .. d.agent .. '}'
-    if redis.call('HGET', agent, 'customer_id') == d.cid then redis.call('DEL', agent) end
-    return 'ok'
-  end
-  if op == 'globals' then  -- a stripe's share of the global counters, once per id
-    -- the ids a stripe counted, in one hash per hour (this one and the last are checked):
-    -- O(1) per id, whatever the history; the caller forgets the kept increments right
-    -- after this call, so only a crash in between, redelivered hours later, counts twice
-    local base = P .. '{' .. d.stripe .. '}:'
-    local hour = math.floor(d.now / 3600000)
-    local done = base .. 'once:' .. string.format('%d', hour)
-    local before = base .. 'once:' .. string.format('%d', hour - 1)
-    local fresh = {}
-    for _, item in ipairs(d.items) do
-      local h = id_hash(item[1])
-      if redis.call('HSETNX', done, h, '') == 1 and redis.call('HEXISTS', before, h) == 0 then
-        table.insert(fresh, item[2])
-      end
-    end
-    add_globals_summed(base, fresh)
-    redis.call('PEXPIRE', done, 2 * 3600000)
-    return 'ok'
-  end
-  error('unknown op ' .. tostring(op))
+-- the cluster protocol's own steps (state/cluster.py runs them, one slot at a time)
+local CLUSTER_OPS = {seal = seal, fence = fence, facts = facts}
+
+function CLUSTER_OPS.absorb(d)  -- an interrupted merge completed without an event
+  if not is_live(d.survivor) then return 'moved' end
+  begin(d.survivor)
+  if #absorb_all(d) > 0 then write_entity() end
+  return 'ok'
 end
 
-local function apply_one(raw)
-  local d = cjson.decode(raw)
-  rejections = {}
+function CLUSTER_OPS.drop(d)  -- a sealed loser once absorbed, or an erased person (d.all)
+  if d.all then
+    for _, call in ipairs(redis.call('SMEMBERS', ck(d.cid, 'calls'))) do
+      redis.call('DEL', ck(d.cid, 'call:' .. call))
+    end
+    drop_seen(d.cid, d.now, d.ret)
+    delete_customer(d.cid, false)
+    return 'ok'
+  end
+  if redis.call('EXISTS', ck(d.cid, 'redirect')) == 0 then return 'live' end
+  drop_loser(d.cid, d.now, d.ret)
+  return 'ok'
+end
+
+function CLUSTER_OPS.link(d)  -- a person onto an account (instead of `from`, after a merge)
+  local a = account_of(d.acct)
+  if d.from then redis.call('SREM', ck(a, 'people'), d.from) end
+  redis.call('SADD', ck(a, 'people'), d.cid)
+  if d.eid then  -- an account's version counts the events that name it, once each
+    local h = id_hash(d.eid)
+    if not has_seen(a, h, d.now, d.ret) then
+      redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
+      cid = a
+      remember(d, h)
+    end
+  end
+  return 'ok'
+end
+
+function CLUSTER_OPS.unlink(d)  -- an erased person off an account; an account left empty goes
+  local a = account_of(d.acct)
+  redis.call('SREM', ck(a, 'people'), d.cid)
   gacc = nil
-  d.accts = d.accts or {}
-  if CLUSTER and d.op then return cluster_op(d) end
+  if redis.call('SCARD', ck(a, 'people')) == 0 then drop_account(a, d.now, d.ret) end
+  if not gacc then return 'ok' end
+  local moved = cjson.encode(gacc)  -- its spend bucket, for the caller's stripe step
+  gacc = nil
+  return 'ok' .. RS .. moved
+end
 
-  if d.erase then
-    local tomb = P .. 'erasure:' .. d.eid
-    local done = redis.call('GET', tomb)
-    -- a redelivered erasure answers what it erased, so its notices go out again
-    if done == '' then return 'dup' end  -- its notices were delivered
-    if done then return 'dup' .. RS .. 'erased' .. RS .. done end
-    local found, is_found = {}, {}
-    local function add(c)
-      if c and not is_found[c] then
-        is_found[c] = true
-        table.insert(found, c)
-      end
-    end
-    for _, id in ipairs(d.ids) do add(redis.call('GET', idxk(id))) end
-    -- an account number names the one person who holds the account (never several)
-    for _, acct in ipairs(d.accts) do
-      local people = redis.call('SMEMBERS', ck(account_of(acct), 'people'))
-      if #people == 1 then add(people[1]) end
-    end
-    -- the named identifiers are suppressed even when no one holds them yet (an erasure
-    -- can arrive before the events it erases, from another partition)
-    local ttl = math.max(d.supttl or d.ret, 1)
-    for _, h in ipairs(d.idh or {}) do suppress(h, d.ts, ttl) end
-    for _, c in ipairs(found) do erase_person(c, d.ts, ttl, d.now, d.ret) end
-    local erased = table.concat(found, US)
-    redis.call('SET', tomb, erased, 'PX', math.max(d.ret, 1))
-    if #found == 0 then return 'noop' end
-    return 'erased' .. RS .. erased
+function CLUSTER_OPS.index(d)  -- compare and set (or delete) one identifier's person
+  local v = redis.call('GET', idxk(d.id))
+  if v == d.from then
+    if d.to then redis.call('SET', idxk(d.id), d.to) else redis.call('DEL', idxk(d.id)) end
   end
+  return v or ''
+end
 
-  local hash = id_hash(d.eid)
-  if CLUSTER then
-    local entity = d.survivor or d.newcid
-    local answer
-    if #d.ids == 0 then
-      entity = account_of(d.accts[1])
-      answer = apply_accounts(d, hash)
-    else
-      answer = apply_cluster(d, hash)
+function CLUSTER_OPS.suppress(d)
+  suppress(d.h, d.ts, d.ttl)
+  return 'ok'
+end
+
+function CLUSTER_OPS.forget_agent(d)
+  local agent = P .. AGENT .. '{' .. d.agent .. '}'
+  if redis.call('HGET', agent, 'customer_id') == d.cid then redis.call('DEL', agent) end
+  return 'ok'
+end
+
+function CLUSTER_OPS.globals(d)  -- a stripe's share of the global counters, once per id
+  -- the ids a stripe counted, in one hash per hour (this one and the last are checked):
+  -- O(1) per id, whatever the history; the caller forgets the kept increments right
+  -- after this call, so only a crash in between, redelivered hours later, counts twice
+  local base = P .. '{' .. d.stripe .. '}:'
+  local hour = math.floor(d.now / 3600000)
+  local done = base .. 'once:' .. string.format('%d', hour)
+  local before = base .. 'once:' .. string.format('%d', hour - 1)
+  local fresh = {}
+  for _, item in ipairs(d.items) do
+    local h = id_hash(item[1])
+    if redis.call('HSETNX', done, h, '') == 1 and redis.call('HEXISTS', before, h) == 0 then
+      table.insert(fresh, item[2])
     end
-    local kept = keep_globals(entity, d.eid)
-    if kept == '' and string.sub(answer, 1, 3) == 'dup' then
-      kept = redis.call('HGET', ck(entity, 'gq'), d.eid) or ''
-    end
-    return {answer, kept}
   end
-  if #d.ids == 0 then return apply_accounts(d, hash) end
+  add_globals_summed(base, fresh)
+  redis.call('PEXPIRE', done, 2 * 3600000)
+  return 'ok'
+end
 
-  -- each identifier's person, read once for the checks below and the resolution
-  local owner, checked = {}, {}
-  for _, id in ipairs(d.ids) do owner[id] = redis.call('GET', idxk(id)) end
-  -- a redelivery is recognised by any person its identifiers find, rules aside
+local function cluster_op(d)
+  local step = CLUSTER_OPS[d.op]
+  if not step then error('unknown op ' .. tostring(d.op)) end
+  return step(d)
+end
+
+-- an erasure command: every person its identifiers and accounts name, and the named
+-- identifiers suppressed (a redelivery answers what it erased, so its notices go out again)
+local function apply_erasure(d)
+  local tomb = P .. 'erasure:' .. d.eid
+  local done = redis.call('GET', tomb)
+  if done == '' then return 'dup' end  -- its notices were delivered
+  if done then return 'dup' .. RS .. 'erased' .. RS .. done end
+  local found, is_found = {}, {}
+  local function add(c)
+    if c and not is_found[c] then
+      is_found[c] = true
+      table.insert(found, c)
+    end
+  end
+  for _, id in ipairs(d.ids) do add(redis.call('GET', idxk(id))) end
+  -- an account number names the one person who holds the account (never several)
+  for _, acct in ipairs(d.accts) do
+    local people = redis.call('SMEMBERS', ck(account_of(acct), 'people'))
+    if #people == 1 then add(people[1]) end
+  end
+  -- the named identifiers are suppressed even when no one holds them yet (an erasure
+  -- can arrive before the events it erases, from another partition)
+  local ttl = math.max(d.supttl or d.ret, 1)
+  for _, h in ipairs(d.idh or {}) do suppress(h, d.ts, ttl) end
+  for _, c in ipairs(found) do erase_person(c, d.ts, ttl, d.now, d.ret) end
+  local erased = table.concat(found, US)
+  redis.call('SET', tomb, erased, 'PX', math.max(d.ret, 1))
+  if #found == 0 then return 'noop' end
+  return 'erased' .. RS .. erased
+end
+
+-- one step of an event on a Redis Cluster: the entity's own keys, and the global figures
+-- the step moved (kept for a redelivery of the same step)
+local function apply_cluster_step(d, hash)
+  local entity = d.survivor or d.newcid
+  local answered
+  if #d.ids == 0 then
+    entity = account_of(d.accts[1])
+    answered = apply_accounts(d, hash)
+  else
+    answered = apply_cluster(d, hash)
+  end
+  local kept = keep_globals(entity, d.eid)
+  if kept == '' and string.sub(answered, 1, 3) == 'dup' then
+    kept = redis.call('HGET', ck(entity, 'gq'), d.eid) or ''
+  end
+  return {answered, kept}
+end
+
+-- a redelivery is recognised by any person its identifiers find, rules aside: its
+-- answer, or nil for a new event
+local function redelivered(d, owner, hash)
+  local checked = {}
   for _, id in ipairs(d.ids) do
     local c = owner[id]
     if c and not checked[c] then
@@ -1220,37 +1223,76 @@ local function apply_one(raw)
       end
     end
   end
+  return nil
+end
 
-  -- an event of an erased person that happened before the erasure is dropped; the
-  -- people its identifiers find who were first seen before the erasure are the erased
-  -- person's too (their events arrived first), so they go the same way
+-- an event of an erased person that happened before the erasure is dropped; the people
+-- its identifiers find who were first seen before the erasure are the erased person's
+-- too (their events arrived first), so they go the same way. Nil when it is not such.
+local function suppressed(d, owner)
   local erasure = erased_at(d.idh or {})
-  if erasure and d.ts < erasure then
-    local ttl = math.max(d.supttl or d.ret, 1)
-    local gone, seen_person = {}, {}
-    for _, id in ipairs(d.ids) do
-      local c = owner[id]
-      if c and not seen_person[c] and first_seen(c) < erasure then
-        seen_person[c] = true
-        table.insert(gone, c)
-      end
+  if not (erasure and d.ts < erasure) then return nil end
+  local ttl = math.max(d.supttl or d.ret, 1)
+  local gone, seen_person = {}, {}
+  for _, id in ipairs(d.ids) do
+    local c = owner[id]
+    if c and not seen_person[c] and first_seen(c) < erasure then
+      seen_person[c] = true
+      table.insert(gone, c)
     end
-    for _, h in ipairs(d.idh) do suppress(h, erasure, ttl) end
-    for _, c in ipairs(gone) do erase_person(c, erasure, ttl, d.now, d.ret) end
-    return 'suppressed' .. RS .. table.concat(gone, US)
   end
+  for _, h in ipairs(d.idh) do suppress(h, erasure, ttl) end
+  for _, c in ipairs(gone) do erase_person(c, erasure, ttl, d.now, d.ret) end
+  return 'suppressed' .. RS .. table.concat(gone, US)
+end
+
+-- the person the others merge into: the first seen (the smaller id on a tie)
+local function survivor_of(found, newcid)
+  if #found == 0 then return newcid end
+  local survivor = found[1]
+  for i = 2, #found do
+    local c = found[i]
+    local fc, fs = first_seen(c), first_seen(survivor)
+    if fc < fs or (fc == fs and c < survivor) then survivor = c end
+  end
+  return survivor
+end
+
+-- links to the accounts the event names (an account's version counts the events that
+-- name it); the accounts named, for the answer
+local function link_accounts(d)
+  local named = {}
+  for _, acct in ipairs(d.accts) do
+    named[acct] = true
+    local a = account_of(acct)
+    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
+    redis.call('SADD', ck(a, 'people'), cid)
+    redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
+  end
+  for _, acct in ipairs(links_added) do named[acct] = true end
+  return named
+end
+
+local function apply_one(raw)
+  local d = cjson.decode(raw)
+  rejections = {}
+  gacc = nil
+  d.accts = d.accts or {}
+  if CLUSTER and d.op then return cluster_op(d) end
+  if d.erase then return apply_erasure(d) end
+
+  local hash = id_hash(d.eid)
+  if CLUSTER then return apply_cluster_step(d, hash) end
+  if #d.ids == 0 then return apply_accounts(d, hash) end
+
+  -- each identifier's person, read once for the checks below and the resolution
+  local owner = {}
+  for _, id in ipairs(d.ids) do owner[id] = redis.call('GET', idxk(id)) end
+  local early = redelivered(d, owner, hash) or suppressed(d, owner)
+  if early then return early end
 
   local found, usable = resolve(d.ids, owner)
-  local survivor = d.newcid
-  if #found > 0 then
-    survivor = found[1]
-    for i = 2, #found do
-      local c = found[i]
-      local fc, fs = first_seen(c), first_seen(survivor)
-      if fc < fs or (fc == fs and c < survivor) then survivor = c end
-    end
-  end
-  begin(survivor)
+  begin(survivor_of(found, d.newcid))
   if #found == 0 then redis.call('DEL', ck(cid, 'redirect')) end
   local losers = {}
   local spend_before = tonumber(cur['e:amount'])
@@ -1268,18 +1310,7 @@ local function apply_one(raw)
   apply_fields(d)
   move_spend(spend_before, tonumber(cur['e:amount']))
   write_entity()
-
-  -- links to the accounts the event names (an account's version counts the events
-  -- that name it)
-  local named = {}
-  for _, acct in ipairs(d.accts) do
-    named[acct] = true
-    local a = account_of(acct)
-    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
-    redis.call('SADD', ck(a, 'people'), cid)
-    redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
-  end
-  for _, acct in ipairs(links_added) do named[acct] = true end
+  local named = link_accounts(d)
 
   local prompt = ''
   if d.call then prompt = call_event(cid, d.call, d.ts) end

@@ -113,3 +113,19 @@ def test_no_import_cycle_counting_imports_inside_functions() -> None:
     }
     assert graph["streams.reading"], "the import graph was read"  # not vacuous
     assert _cycles(graph) == []
+
+
+def test_no_lua_function_is_longer_than_eighty_lines() -> None:
+    long, seen = [], 0
+    for path in sorted((ROOT / "state").glob("*.lua")):
+        start, name = 0, ""
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.startswith(("local function ", "function ")):
+                start, name = number, line
+                seen += 1
+            elif line.startswith("end") and name:
+                if number - start + 1 > 80:
+                    long.append(f"{path.name}:{start} {name} ({number - start + 1} lines)")
+                name = ""
+    assert seen > 20, "the scripts' functions were found"  # not vacuous
+    assert long == []
