@@ -674,7 +674,12 @@ end
 
 local function kind_of(id) return string.match(id, '^([^:]*):') end
 
-local function resolve(ids, owner)
+-- The identity rules: the people an event's identifiers join (in the order found), the
+-- identifiers it may use, and a rejection for each it may not. ``owner``: each
+-- identifier's person; ``held_of(c)``: person c's identifiers. On a standalone Redis
+-- the script reads both itself; on a Redis Cluster the caller reads them (other slots)
+-- and asks this same function (the ``rule`` step).
+local function resolve(ids, owner, held_of)
   local found, usable, holding = {}, {}, {}
   local function fits(extra)
     for k, set in pairs(extra) do
@@ -728,7 +733,7 @@ local function resolve(ids, owner)
       table.insert(usable, id)
     elseif c then
       local held = {}
-      for _, h in ipairs(redis.call('SMEMBERS', ck(c, 'ids'))) do
+      for _, h in ipairs(held_of(c)) do
         local k = kind_of(h)
         held[k] = held[k] or {}
         held[k][h] = true
@@ -740,6 +745,51 @@ local function resolve(ids, owner)
     if not owner[id] and LIMITS[kind_of(id)] ~= 1 then try(id, new_id(id)) end
   end
   return found, usable
+end
+
+local function held_here(c) return redis.call('SMEMBERS', ck(c, 'ids')) end
+
+-- the person the others merge into: the first seen (the smaller id on a tie)
+local function survivor_of(found, newcid, first_seen_of)
+  if #found == 0 then return newcid end
+  local survivor = found[1]
+  for i = 2, #found do
+    local c = found[i]
+    local fc, fs = first_seen_of(c), first_seen_of(survivor)
+    if fc < fs or (fc == fs and c < survivor) then survivor = c end
+  end
+  return survivor
+end
+
+-- whom an erasure erases: the people its identifiers find (``owners``, in order, nil
+-- for none), and for each account it names the one person who holds it (never several)
+local function erasure_targets(owners, account_people)
+  local found, is_found = {}, {}
+  local function add(c)
+    if c and not is_found[c] then
+      is_found[c] = true
+      table.insert(found, c)
+    end
+  end
+  for _, c in ipairs(owners) do add(c) end
+  for _, people in ipairs(account_people) do
+    if #people == 1 then add(people[1]) end
+  end
+  return found
+end
+
+-- an event of an erased person that happened before the erasure is dropped; the people
+-- its identifiers find (``people``) who were first seen before the erasure are the
+-- erased person's too (their events arrived first), so they go the same way
+local function suppressed_people(people, erasure, first_seen_of)
+  local gone, seen_person = {}, {}
+  for _, c in ipairs(people) do
+    if not seen_person[c] and first_seen_of(c) < erasure then
+      seen_person[c] = true
+      table.insert(gone, c)
+    end
+  end
+  return gone
 end
 
 -- one event -------------------------------------------------------------------------
@@ -1153,6 +1203,42 @@ function CLUSTER_OPS.globals(d)  -- a stripe's share of the global counters, onc
   return 'ok'
 end
 
+-- the rules a Redis Cluster caller asks for, over what it read from other slots (the
+-- same functions a standalone event runs): the answer as JSON
+local RULES = {}
+
+function RULES.resolve(d)  -- several events at once: {ids, owner, held} each
+  local answers = {}
+  for _, e in ipairs(d.events) do
+    rejections = {}
+    local held = e.held or {}
+    local found, usable = resolve(e.ids, e.owner or {}, function(c) return held[c] or {} end)
+    table.insert(answers, {found = found, usable = usable, rejections = rejections})
+  end
+  rejections = {}
+  return {answers = answers}
+end
+
+function RULES.survivor(d)
+  local first = function(c) return d.first_seen[c] or math.huge end
+  return {survivor = survivor_of(d.found, d.newcid, first)}
+end
+
+function RULES.erasure(d)
+  local owners = {}
+  for i = 1, #d.ids do table.insert(owners, d.owners[d.ids[i]]) end
+  return {found = erasure_targets(owners, d.account_people)}
+end
+
+function RULES.suppressed(d)
+  local first = function(c) return d.first_seen[c] or math.huge end
+  return {gone = suppressed_people(d.people, d.erasure, first)}
+end
+
+function CLUSTER_OPS.rule(d)
+  return cjson.encode(RULES[d.rule](d))
+end
+
 local function cluster_op(d)
   local step = CLUSTER_OPS[d.op]
   if not step then error('unknown op ' .. tostring(d.op)) end
@@ -1166,19 +1252,12 @@ local function apply_erasure(d)
   local done = redis.call('GET', tomb)
   if done == '' then return 'dup' end  -- its notices were delivered
   if done then return 'dup' .. RS .. 'erased' .. RS .. done end
-  local found, is_found = {}, {}
-  local function add(c)
-    if c and not is_found[c] then
-      is_found[c] = true
-      table.insert(found, c)
-    end
-  end
-  for _, id in ipairs(d.ids) do add(redis.call('GET', idxk(id))) end
-  -- an account number names the one person who holds the account (never several)
+  local owners, account_people = {}, {}
+  for _, id in ipairs(d.ids) do table.insert(owners, redis.call('GET', idxk(id))) end
   for _, acct in ipairs(d.accts) do
-    local people = redis.call('SMEMBERS', ck(account_of(acct), 'people'))
-    if #people == 1 then add(people[1]) end
+    table.insert(account_people, redis.call('SMEMBERS', ck(account_of(acct), 'people')))
   end
+  local found = erasure_targets(owners, account_people)
   -- the named identifiers are suppressed even when no one holds them yet (an erasure
   -- can arrive before the events it erases, from another partition)
   local ttl = math.max(d.supttl or d.ret, 1)
@@ -1226,36 +1305,20 @@ local function redelivered(d, owner, hash)
   return nil
 end
 
--- an event of an erased person that happened before the erasure is dropped; the people
--- its identifiers find who were first seen before the erasure are the erased person's
--- too (their events arrived first), so they go the same way. Nil when it is not such.
+-- an erased person's event from before the erasure (suppressed_people); nil when it is
+-- not such
 local function suppressed(d, owner)
   local erasure = erased_at(d.idh or {})
   if not (erasure and d.ts < erasure) then return nil end
   local ttl = math.max(d.supttl or d.ret, 1)
-  local gone, seen_person = {}, {}
+  local people = {}
   for _, id in ipairs(d.ids) do
-    local c = owner[id]
-    if c and not seen_person[c] and first_seen(c) < erasure then
-      seen_person[c] = true
-      table.insert(gone, c)
-    end
+    if owner[id] then table.insert(people, owner[id]) end
   end
+  local gone = suppressed_people(people, erasure, first_seen)
   for _, h in ipairs(d.idh) do suppress(h, erasure, ttl) end
   for _, c in ipairs(gone) do erase_person(c, erasure, ttl, d.now, d.ret) end
   return 'suppressed' .. RS .. table.concat(gone, US)
-end
-
--- the person the others merge into: the first seen (the smaller id on a tie)
-local function survivor_of(found, newcid)
-  if #found == 0 then return newcid end
-  local survivor = found[1]
-  for i = 2, #found do
-    local c = found[i]
-    local fc, fs = first_seen(c), first_seen(survivor)
-    if fc < fs or (fc == fs and c < survivor) then survivor = c end
-  end
-  return survivor
 end
 
 -- links to the accounts the event names (an account's version counts the events that
@@ -1291,8 +1354,8 @@ local function apply_one(raw)
   local early = redelivered(d, owner, hash) or suppressed(d, owner)
   if early then return early end
 
-  local found, usable = resolve(d.ids, owner)
-  begin(survivor_of(found, d.newcid))
+  local found, usable = resolve(d.ids, owner, held_here)
+  begin(survivor_of(found, d.newcid, first_seen))
   if #found == 0 then redis.call('DEL', ck(cid, 'redirect')) end
   local losers = {}
   local spend_before = tonumber(cur['e:amount'])

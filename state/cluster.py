@@ -91,64 +91,17 @@ UNKNOWN_POSITION = -1
 """Generation and offset of a position a copy lacks: before everything."""
 
 
-def kind_of(identifier: str) -> str | None:
-    return identifier.split(":", 1)[0] if ":" in identifier else None
+Resolution = tuple[list[str], list[str], list[str]]
+"""The people an event joins, the identifiers it may use, its rejections (``kind US
+reason``): the state script's ``resolve``, asked through its ``rule`` step."""
 
 
-def resolve(
-    ids: Sequence[str],
-    owner: Mapping[str, str],
-    held: Mapping[str, Sequence[str]],
-    limits: Mapping[str, int],
-) -> tuple[list[str], list[str], list[str]]:
-    """The state script's identity rules (``resolve`` in ``apply_event.lua``): the people
-    the event joins (in the order found), the identifiers it may use, and the rejections
-    (``kind US reason``). ``held``: each found person's identifiers."""
-    found: list[str] = []
-    usable: list[str] = []
-    rejections: list[str] = []
-    holding: dict[str, set[str]] = {}
-    owners = [owner.get(i) for i in ids]
-    if owners and owners[0] and all(o == owners[0] for o in owners):
-        return [owners[0]], list(ids), []
-
-    def fits(extra: Mapping[str, set[str]]) -> str | None:
-        for kind, values in extra.items():
-            limit = limits.get(kind)
-            if limit is not None and len(holding.get(kind, set()) | values) > limit:
-                return "conflict" if limit == 1 else "limit"
-        return None
-
-    def attempt(identifier: str, extra: Mapping[str, set[str]], person: str | None) -> None:
-        why = fits(extra)
-        if why:
-            rejections.append(f"{kind_of(identifier)}{US}{why}")
-            return
-        for kind, values in extra.items():
-            holding.setdefault(kind, set()).update(values)
-        usable.append(identifier)
-        if person:
-            found.append(person)
-
-    def new(identifier: str) -> dict[str, set[str]]:
-        return {kind_of(identifier) or "": {identifier}}
-
-    for i in ids:  # 1. unclaimed identifiers of kinds limited to one
-        if i not in owner and limits.get(kind_of(i) or "") == 1:
-            attempt(i, new(i), None)
-    for i in ids:  # 2. identifiers that find people
-        person = owner.get(i)
-        if person and person in found:
-            usable.append(i)
-        elif person:
-            grouped: dict[str, set[str]] = {}
-            for h in held.get(person, ()):
-                grouped.setdefault(kind_of(h) or "", set()).add(h)
-            attempt(i, grouped, person)
-    for i in ids:  # 3. the other new identifiers
-        if i not in owner and limits.get(kind_of(i) or "") != 1:
-            attempt(i, new(i), None)
-    return found, usable, rejections
+def one_owner(ids: Sequence[str], owner: Mapping[str, str]) -> str | None:
+    """The person every identifier already belongs to, if one does: the state script's
+    ``resolve`` answers that person and every identifier without checking anything, so
+    no rule needs asking."""
+    first = owner.get(ids[0]) if ids else None
+    return first if first is not None and all(owner.get(i) == first for i in ids) else None
 
 
 def stripe_of(once: str, stripes: int) -> str:
@@ -334,6 +287,7 @@ class ClusterProfileStore(RedisProfileStore):
         """
         parsed = [_parsed(raw) for raw in deltas]
         owners = await self._owners_of(parsed)
+        fresh = await self._fresh_resolutions(parsed, owners)
         results: list[ApplyResult | None] = [None] * len(deltas)
         batch: list[tuple[int, dict[str, Any]]] = []
         touched: tuple[set[str], set[str]] | None = (set(), set())  # (identifiers, people)
@@ -342,7 +296,7 @@ class ClusterProfileStore(RedisProfileStore):
             if d is not None:
                 self.retention_ms = int(d.get("ret") or self.retention_ms)
                 self.now_ms = int(d.get("now") or self.now_ms)
-            step = self._plain(d, owners[n], touched)
+            step = self._plain(d, owners[n], touched, fresh.get(n))
             if step is not None and step.get("survivor") is not None:
                 batched.add(step["survivor"])
                 batch.append((n, step))
@@ -367,9 +321,10 @@ class ClusterProfileStore(RedisProfileStore):
         d: dict[str, Any] | None,
         read: tuple[dict[str, str], int | None] | None,
         touched: tuple[set[str], set[str]] | None,
+        fresh: Resolution | None,
     ) -> dict[str, Any] | None:
-        """The event's call if it is plain (with its ``survivor``) or fresh (without),
-        else None (:meth:`_chunk`)."""
+        """The event's call if it is plain (with its ``survivor``) or fresh (without, its
+        resolution asked for the chunk: ``fresh``), else None (:meth:`_chunk`)."""
         if d is None or read is None or touched is None:
             return None
         owner, erasure = read
@@ -382,16 +337,51 @@ class ClusterProfileStore(RedisProfileStore):
         if not touched[0].isdisjoint(ids) or not touched[1].isdisjoint(people):
             return None
         if not owner:  # fresh: a new person, its identifiers claimed before the call
-            if d["newcid"] in touched[1]:
+            if d["newcid"] in touched[1] or fresh is None:
                 return None
-            found, usable, rejections = resolve(ids, owner, {}, self.limits)
+            _found, usable, rejections = fresh
             return {**d, "usable": usable, "rejections": rejections}
-        if len(owner) < len(ids) or len(people) != 1:
+        person = one_owner(ids, owner)
+        if person is None:
             return None
-        found, usable, rejections = resolve(ids, owner, {}, self.limits)
-        if len(found) != 1 or any(i not in owner for i in usable):
-            return None
-        return {**d, "survivor": found[0], "usable": usable, "rejections": rejections}
+        return {**d, "survivor": person, "usable": list(ids), "rejections": []}
+
+    async def _fresh_resolutions(
+        self,
+        parsed: Sequence[dict[str, Any] | None],
+        owners: Sequence[tuple[dict[str, str], int | None] | None],
+    ) -> dict[int, Resolution]:
+        """The resolution of each event whose identifiers no one holds, all asked in one
+        call (a new customer's identifiers still meet the limits: two phones where one is
+        allowed)."""
+        asked = [
+            (n, d["ids"])
+            for n, (d, read) in enumerate(zip(parsed, owners, strict=True))
+            if d is not None and read is not None and not read[0] and d.get("ids")
+        ]
+        if not asked:
+            return {}
+        answers = await self._rule(
+            "resolve", self._idx(asked[0][1][0]), events=[{"ids": ids} for _n, ids in asked]
+        )
+        return {n: _resolution(a) for (n, _ids), a in zip(asked, answers["answers"], strict=True)}
+
+    async def _resolve(
+        self, ids: Sequence[str], owner: Mapping[str, str], held: Mapping[str, list[str]]
+    ) -> Resolution:
+        """The state script's identity rules over what this store read."""
+        person = one_owner(ids, owner)
+        if person is not None:
+            return [person], list(ids), []
+        event = {"ids": ids, "owner": owner, "held": held}
+        [answer] = (await self._rule("resolve", self._idx(ids[0]), events=[event]))["answers"]
+        return _resolution(answer)
+
+    async def _rule(self, rule: str, route: str, **inputs: Any) -> dict[str, Any]:
+        """One of the state script's rules (``RULES`` in ``apply_event.lua``) over what
+        this store read from other slots; ``route``: any key (the rule touches none)."""
+        answer: dict[str, Any] = orjson.loads(await self._op(route, op="rule", rule=rule, **inputs))
+        return answer
 
     async def _send(
         self,
@@ -542,7 +532,7 @@ class ClusterProfileStore(RedisProfileStore):
             return await self._suppressed(d, owner, erasure)
         distinct = list(dict.fromkeys(owner.values()))
         held = await self._held(distinct) if len(distinct) > 1 or len(owner) < len(d["ids"]) else {}
-        found, usable, rejections = resolve(d["ids"], owner, held, self.limits)
+        found, usable, rejections = await self._resolve(d["ids"], owner, held)
         if len(found) > 1:
             return await self._merge_event(d, kept)
         survivor = found[0] if found else None
@@ -653,9 +643,24 @@ class ClusterProfileStore(RedisProfileStore):
             await self.redis.eval(_RELEASE, 1, f"{self.prefix}lock:merge", self._token)
             self._token = None
 
-    async def _first_seen(self, person: str) -> float:
-        found = await self.redis.hget(self.key(person, "p"), "m:first_seen")
-        return float(_text(found)) if found else float("inf")
+    async def _first_seen(self, people: Sequence[str]) -> dict[str, int]:
+        """Each person's first-seen time (ms), for those that have one."""
+        pipe = self.redis.pipeline(transaction=False)
+        for person in people:
+            pipe.hget(self.key(person, "p"), "m:first_seen")
+        seen = await pipe.execute() if people else []
+        return {p: int(float(_text(v))) for p, v in zip(people, seen, strict=True) if v}
+
+    async def _survivor(self, found: Sequence[str]) -> str | None:
+        """The person the others merge into (the script's ``survivor_of``)."""
+        if not found:
+            return None
+        firsts = await self._first_seen(found)
+        answer = await self._rule(
+            "survivor", self.key(found[0], "p"), found=found, first_seen=firsts
+        )
+        survivor: str = answer["survivor"]
+        return survivor
 
     async def _live_owners(self, owner: dict[str, str]) -> dict[str, str]:
         """Owners with their merges followed; interrupted merges met on the way completed
@@ -735,11 +740,10 @@ class ClusterProfileStore(RedisProfileStore):
                 return await self._suppressed(d, owner, erasure)
             owner = await self._live_owners(owner)
             distinct = list(dict.fromkeys(owner.values()))
-            found, usable, rejections = resolve(
-                d["ids"], owner, await self._held(distinct), self.limits
+            found, usable, rejections = await self._resolve(
+                d["ids"], owner, await self._held(distinct)
             )
-            firsts = {p: await self._first_seen(p) for p in found}
-            survivor = min(found, key=lambda p: (firsts[p], p)) if found else None
+            survivor = await self._survivor(found)
             absorb = []
             if survivor is not None:
                 fenced = await self._op(
@@ -800,11 +804,15 @@ class ClusterProfileStore(RedisProfileStore):
         identifiers find who were first seen before the erasure go the same way."""
         async with self._locked():
             ttl = max(int(d.get("supttl") or d["ret"]), 1)
-            gone: list[str] = []
-            for person in dict.fromkeys(owner.values()):
-                live = await self.follow(person)
-                if live and live not in gone and await self._first_seen(live) < erasure:
-                    gone.append(live)
+            people = [live for p in dict.fromkeys(owner.values()) if (live := await self.follow(p))]
+            answer = await self._rule(
+                "suppressed",
+                self._idx(d["ids"][0]),
+                people=people,
+                erasure=erasure,
+                first_seen=await self._first_seen(people),
+            )
+            gone: list[str] = answer["gone"] or []
             await self._suppress(d.get("idh") or [], erasure, ttl)
             for person in gone:
                 await self._erase_person(person, erasure, ttl, d)
@@ -821,14 +829,18 @@ class ClusterProfileStore(RedisProfileStore):
                     "dup", replay=ApplyResult("erased", erased=erased.split(US)) if erased else None
                 )
             found: list[str] = []
-            candidates = [
-                _text(v) for v in [await self.redis.get(self._idx(i)) for i in d["ids"]] if v
+            owners = {i: _text(v) for i in d["ids"] if (v := await self.redis.get(self._idx(i)))}
+            account_people = [
+                [
+                    _text(m)
+                    for m in await self.redis.smembers(self.key(ACCOUNT_ENTITY + a, "people"))
+                ]
+                for a in d.get("accts") or []
             ]
-            for acct in d.get("accts") or []:
-                people = await self.redis.smembers(self.key(ACCOUNT_ENTITY + acct, "people"))
-                if len(people) == 1:
-                    candidates.append(_text(next(iter(people))))
-            for person in candidates:
+            answer = await self._rule(
+                "erasure", tomb, ids=d["ids"], owners=owners, account_people=account_people
+            )
+            for person in answer["found"] or []:
                 live = await self.follow(person)
                 if live and live not in found:
                     found.append(live)
@@ -1113,3 +1125,12 @@ def _dump_states(states: Mapping[str, AccountState]) -> bytes:
 
 def _load_states(raw: bytes) -> dict[str, AccountState]:
     return {a: AccountState(f, p, tuple(n)) for a, (f, p, n) in orjson.loads(raw).items()}
+
+
+def _resolution(answer: Mapping[str, Any]) -> Resolution:
+    """A resolution as the script answers it (an empty list comes back as ``{}``)."""
+    return (
+        list(answer["found"] or []),
+        list(answer["usable"] or []),
+        list(answer["rejections"] or []),
+    )
