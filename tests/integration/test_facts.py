@@ -13,6 +13,7 @@ from portrait.config import Settings
 from tests.support.envelopes import event
 from tests.support.images import EN_CARD, card_png
 from tests.support.worker import (
+    Metrics,
     StartWorker,
     http_get,
     outputs,
@@ -96,8 +97,9 @@ def test_worker_reads_facts_from_text_and_a_card(
     assert {a["source"] for a in card["attributes"].values()} == {"ocr"}
     [dlq] = outputs(settings, "dlq")
     assert dlq["reason"] == "image_path_refused: image 1 image_path_refused"
-    assert 'portrait_model_inference_seconds_count{model="ocr"} 1.0' in metrics
-    assert 'portrait_dlq_total{reason="image_path_refused"} 1.0' in metrics
+    read = Metrics(metrics)  # chat is the realtime lane's
+    assert read.value("portrait_model_inference_seconds_count", model="ocr", lane="realtime") == 1
+    assert read.value("portrait_dlq_total", reason="image_path_refused", lane="realtime") == 1
     # the three messages' window (an hour of yesterday, long closed) went out once
     [window] = outputs(settings, "trends")
     start = AT.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00.000Z")

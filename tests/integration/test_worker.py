@@ -12,13 +12,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from portrait.config import Settings
 from tests.support.envelopes import chan, chat, event, settings_env
 from tests.support.state import raw_client
 from tests.support.worker import (
     PORTRAIT,
+    Metrics,
     StartWorker,
     http_get,
     outputs,
@@ -176,22 +176,14 @@ def test_worker_builds_profiles_merges_and_rejects_bad_input(
         "bulk_lane": True,  # the bulk lane runs in a process of its own
     }
     # one scrape of the worker reads both lanes' processes, each sample with its lane
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-    }
-
-    def sample(name: str, **labels: str) -> float | None:
-        return samples.get((name, tuple(sorted(labels.items()))))
-
-    assert sample("portrait_dlq_total", reason="invalid_json", lane="realtime") == 1.0
-    assert sample("portrait_dlq_total", reason="unknown_type", lane="realtime") == 1.0
+    read = Metrics(metrics)
+    assert read.value("portrait_dlq_total", reason="invalid_json", lane="realtime") == 1.0
+    assert read.value("portrait_dlq_total", reason="unknown_type", lane="realtime") == 1.0
     topic = settings.topic("chat")
-    assert sample("portrait_events_total", topic=topic, outcome="ok", lane="realtime") == 2.0
-    assert sample("portrait_merges_total", lane="bulk") == 1.0  # a channel event merged
-    assert sample("portrait_merges_total", lane="realtime") == 0.0
-    assert sample("portrait_model_inference_seconds_count", model="emotion", lane="realtime")
+    assert read.value("portrait_events_total", topic=topic, outcome="ok", lane="realtime") == 2.0
+    assert read.value("portrait_merges_total", lane="bulk") == 1.0  # a channel event merged
+    assert read.value("portrait_merges_total", lane="realtime") == 0.0
+    assert read.value("portrait_model_inference_seconds_count", model="emotion", lane="realtime")
     assert metrics.count("# TYPE portrait_merges_total counter") == 1
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli.stack import stop_process
 from portrait.config import Settings
@@ -71,6 +72,22 @@ def http_get(settings: Settings, path: str) -> tuple[int, str]:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+class Metrics:
+    """A ``/metrics`` page, read by sample: ``metrics.value(name, **labels)`` (the labels
+    given exactly; a default worker adds ``lane`` to every sample)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.samples.get((name, tuple(sorted(labels.items()))))
 
 
 def produce(settings: Settings, events: list[Any], topic: str | None = None) -> None:
