@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     """Run on a Redis Cluster (redis-py's cluster client; ``redis_url`` names one node):
     every script call touches one hash slot, identities and merges across slots follow
-    the protocol in ``state/cluster.py``. ``portrait stack up`` then starts a
+    the protocol in ``state/cluster/base.py``. ``portrait stack up`` then starts a
     local 3-master cluster on ``redis_url``'s port and the two after it."""
     redis_global_stripes: int = Field(default=8, ge=1, le=64)
     """On a cluster: how many keys the global counters (product statistics, spend

@@ -157,7 +157,7 @@ CUSTOMER_KEYS: tuple[str, ...] = (
 """Keys of a customer's (or an account's) family besides call sessions and processed-id
 strings; ``accts`` (a person's account numbers) and ``people`` (an account's customer
 ids) are the links between people and accounts. On a Redis Cluster
-(``state/cluster.py``) also ``absorbed`` (the seals of losers merged in),
+(``state/cluster/``) also ``absorbed`` (the seals of losers merged in),
 ``gq`` (global increments awaiting the stripe step), ``fence`` and ``seal`` (merge
 fencing tokens)."""
 

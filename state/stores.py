@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from portrait.config import Settings
-from state.cluster import ClusterProfileStore
+from state.cluster.store import ClusterProfileStore
 from state.store import RedisProfileStore
 
 

@@ -24,7 +24,7 @@ from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import document_settings
 from processors.identity import IdentityRules, customer_id_for
 from processors.profile import DeltaSettings, NoUsableIdentifier, build_delta
-from state.cluster import ClusterProfileStore
+from state.cluster.store import ClusterProfileStore
 from state.lookup import get_account, get_profile
 from state.store import RedisProfileStore, StaleOffsets
 from streams.offsets import Ledger

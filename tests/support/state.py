@@ -11,7 +11,7 @@ from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import DocumentSettings
 from processors.profile import DeltaSettings, build_delta
-from state.cluster import ClusterProfileStore
+from state.cluster.store import ClusterProfileStore
 from state.lookup import get_account, get_profile
 from state.store import ApplyResult, RedisProfileStore, redis_client
 
