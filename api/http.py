@@ -29,6 +29,7 @@ from api.prompts import PromptFeed
 from api.sessions import SESSION_COOKIE, Sessions
 from models.customer_model import CustomerModel
 from models.encoder import load_encoder
+from models.registry import ModelRegistry, customer_model_in_use
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import PERSON_KINDS
@@ -37,10 +38,9 @@ from processors.identity import is_customer_id
 from processors.indicators import Population
 from processors.problems import all_problems, most_similar
 from processors.relationships import is_connected
-from state.lookup import SeveralPeople, find_customer, get_account, scored_document
-from state.registry import ModelRegistry, customer_model_in_use
 from state.store import RedisProfileStore
 from state.stores import store_for
+from streams.lookup import SeveralPeople, find_customer, get_account, scored_document
 
 Handler = Callable[["Api", web.Request], Awaitable[web.StreamResponse]]
 

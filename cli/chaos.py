@@ -536,7 +536,7 @@ def _safe_applied(client: Any, prefix: str) -> int | None:
 
 async def _compare_state(settings: Settings, work: Workload, problems: list[str]) -> None:
     """People (one profile each, found by every identifier, their events) and accounts."""
-    from state.lookup import find_customer, get_account
+    from streams.lookup import find_customer, get_account
 
     store = store_for(settings)
     try:

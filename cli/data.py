@@ -80,7 +80,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from state.registry import ModelRegistry, customer_model_in_use
+    from models.registry import ModelRegistry, customer_model_in_use
     from state.stores import store_for
     from streams.profiles import snapshot
 

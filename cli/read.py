@@ -22,8 +22,8 @@ def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     from models.encoder import load_encoder
     from processors.document import sections_of
     from processors.problems import all_problems, most_similar
-    from state.lookup import find_customer
     from state.stores import store_for
+    from streams.lookup import find_customer
 
     chosen = one_identifier(args, "problems")
     if chosen is None:
@@ -112,8 +112,8 @@ def cmd_trends(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_account(settings: Settings, args: argparse.Namespace) -> int:
-    from state.lookup import get_account
     from state.stores import store_for
+    from streams.lookup import get_account
 
     async def lookup() -> dict[str, Any] | None:
         store = store_for(settings)
@@ -142,9 +142,9 @@ def cmd_account(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
-    from state.lookup import SeveralPeople, get_profile
-    from state.registry import ModelRegistry, customer_model_in_use
+    from models.registry import ModelRegistry, customer_model_in_use
     from state.stores import store_for
+    from streams.lookup import SeveralPeople, get_profile
 
     chosen = one_identifier(args, "profile get")
     if chosen is None:

@@ -19,13 +19,13 @@ import numpy as np
 
 from models.customer_model import CustomerModel, default_customer_model, priority_tier
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
+from models.registry import ModelRegistry, customer_model_in_use
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import FeedbackRecorded, InputEvent
 from processors.document import EMPTY_SCORES, Sections, Update, is_new
 from processors.emotion import emotion_document
 from processors.features import feature_vector
-from state.registry import ModelRegistry, customer_model_in_use
 
 log = logging.getLogger("portrait.scorer")
 

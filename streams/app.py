@@ -22,11 +22,11 @@ from faust.web import drivers as web_drivers
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential_jitter
 
+from models.registry import ModelRegistry
 from portrait import metrics
 from portrait.config import Settings
 from portrait.metrics import WithCompanion
 from processors.layout import REDIS_SETTINGS
-from state.registry import ModelRegistry
 from state.store import RedisProfileStore, StaleOffsets
 from state.stores import store_for
 from streams.kafka import ConfirmedProducer

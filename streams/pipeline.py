@@ -20,6 +20,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
 
+from models.registry import ModelRegistry
 from models.scorer import Scorer
 from portrait import metrics
 from portrait.config import Settings
@@ -29,7 +30,6 @@ from processors.document import document_settings, update_of
 from processors.envelope import Rejection, decode_event
 from processors.identity import identify
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
-from state.registry import ModelRegistry
 from state.store import ApplyResult, ProfileStore, StaleOffsets
 from streams.offsets import Ledger
 from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso

@@ -33,15 +33,15 @@ from confluent_kafka import Consumer
 from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
 
 from models.customer_model import CustomerModel
+from models.registry import ModelRegistry, customer_model_in_use
 from portrait.config import Settings, yield_cpu
 from portrait.logs import configure_logging
 from processors.document import DocumentSettings, document_settings
 from processors.layout import ACCOUNT_ENTITY
-from state.lookup import get_account, profiles_by_id
-from state.registry import ModelRegistry, customer_model_in_use
 from state.store import RedisProfileStore
 from state.stores import store_for
 from streams.kafka import ConfirmedProducer, client_config, consume_ready
+from streams.lookup import get_account, profiles_by_id
 from streams.records import OutputRecord
 from streams.replay import customer_ids
 

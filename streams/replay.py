@@ -35,10 +35,10 @@ from models.customer_model import default_customer_model
 from portrait.config import Settings
 from processors.document import document_settings
 from processors.layout import ACCOUNT_ENTITY
-from state.lookup import get_account, profile_by_id
 from state.store import RedisProfileStore
 from state.stores import store_for
 from streams.kafka import INPUT_TOPICS, client_config
+from streams.lookup import get_account, profile_by_id
 from streams.pipeline import BatchPipeline
 from streams.records import InputRecord, OutputRecord
 

@@ -9,8 +9,8 @@ import numpy as np
 from models.customer_model import default_customer_model
 from models.customer_sim import simulate
 from models.online import CustomerLearner, labels_from_feedback, model_from_candidate
+from models.registry import ModelRegistry
 from portrait.config import Settings
-from state.registry import ModelRegistry
 from state.store import redis_client
 
 
@@ -69,7 +69,7 @@ def test_registry_publishes_keeps_previous_and_rolls_back(redis_settings: Settin
 
 
 def test_workers_and_lookups_use_the_pinned_or_current_version(redis_settings: Settings) -> None:
-    from state.registry import customer_model_in_use
+    from models.registry import customer_model_in_use
 
     learner = learner_with("truth")
     candidate = learner.learn("customer-2026.11.1+7")

@@ -25,8 +25,8 @@ from processors.document import document_settings
 from processors.identity import IdentityRules, customer_id_for
 from processors.profile import DeltaSettings, NoUsableIdentifier, build_delta
 from state.cluster.store import ClusterProfileStore
-from state.lookup import get_account, get_profile
 from state.store import RedisProfileStore, StaleOffsets
+from streams.lookup import get_account, get_profile
 from streams.offsets import Ledger
 from streams.records import InputRecord
 from tests.support.envelopes import chan, event

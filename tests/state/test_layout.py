@@ -38,8 +38,8 @@ from processors.layout import (
 )
 from processors.needs import load_rules
 from processors.profile import DeltaSettings, build_delta
-from state.lookup import find_customer
 from state.store import ApplyResult, RedisProfileStore, _lua
+from streams.lookup import find_customer
 from streams.outputs import AppliedEvent, Outputs
 from streams.records import InputRecord
 from tests.support.envelopes import event

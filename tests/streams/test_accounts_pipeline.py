@@ -101,8 +101,8 @@ def test_an_accounts_wealth_comes_from_its_spend_and_its_people_count_it(
 ) -> None:
     import asyncio
 
-    from state.lookup import get_account, get_profile
     from state.stores import store_for
+    from streams.lookup import get_account, get_profile
 
     people = [
         chan(f"w{n}", "2026-11-01T09:00:00Z", "app", {"phone": phone, "account_no": "W1"}, role=r)

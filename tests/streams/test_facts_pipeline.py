@@ -11,8 +11,8 @@ import pytest
 
 from portrait.config import Settings
 from processors.document import document_settings
-from state.lookup import profile_by_id
 from state.stores import store_for
+from streams.lookup import profile_by_id
 from streams.testing import ListSink, input_records
 from tests.support.envelopes import event, media_chat, settings_env
 from tests.support.images import ZH_CARD, card_b64

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
+from models.registry import ModelRegistry
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from state.registry import ModelRegistry
 from state.store import ApplyResult, RedisProfileStore
 from streams.pipeline import BatchPipeline
 from streams.records import BatchOutcome

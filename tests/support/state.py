@@ -12,8 +12,8 @@ from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import DocumentSettings
 from processors.profile import DeltaSettings, build_delta
 from state.cluster.store import ClusterProfileStore
-from state.lookup import get_account, get_profile
 from state.store import ApplyResult, RedisProfileStore, redis_client
+from streams.lookup import get_account, get_profile
 
 T = TypeVar("T")
 
