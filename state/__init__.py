@@ -1,5 +1,6 @@
 """Profile state: the store interface and its Redis implementation (Lua scripts beside it)."""
 
-from state.store import ApplyResult, ProfileStore, RedisProfileStore
+from state.answers import ApplyResult
+from state.store import ProfileStore, RedisProfileStore
 
 __all__ = ["ApplyResult", "ProfileStore", "RedisProfileStore"]

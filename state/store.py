@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Protocol, cast
 
@@ -22,26 +22,24 @@ from redis.exceptions import ResponseError
 from portrait import metrics
 from portrait.config import Settings
 from processors.accounts import AccountState
-from processors.assist import CallAdvice
 from processors.document import StoredState, document_settings
 from processors.identity import DEFAULT_LIMITS, IdentityRules
 from processors.layout import (
-    ABSENT,
     ACCOUNT_ENTITY,
     AGENT,
-    ENTITY_SEP,
     FAMILIES,
-    MEMBER_SEP,
-    NEGATIVE_STREAK,
     REDIS_SETTINGS,
     ROLE,
-    VIEW_SEP,
-    Family,
     lua_constants,
 )
-from processors.layout import RECORD_SEP as RS
-from processors.layout import UNIT_SEP as US
 from processors.needs import load_rules
+from state.answers import (
+    ApplyResult,
+    StaleOffsets,
+    family_fields,
+    text_of,
+)
+from state.durability import Durability
 from state.scripts import StateScript
 
 LAYOUT_MARK = "--@LAYOUT@"
@@ -75,15 +73,6 @@ def redis_client(settings: Settings, *, sync: bool = False) -> Any:
     return plain.from_url(settings.redis_url, **settings.redis_options())
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-# Errors that say Redis cannot write now, not that the event's data is bad: the batch is
-# retried rather than its events sent to the DLQ.
-_REDIS_UNWELL = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "MISCONF")
-
-
 _NEWER_CONTACT = """
 local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '-1')
 if tonumber(ARGV[1]) >= at then
@@ -104,43 +93,6 @@ class Contact:
     ref: str
 
 
-class RedisUnwell(ConnectionError):
-    """Redis refused a write for a reason of its own; retry later."""
-
-
-def parse_position(position: str) -> tuple[int, int] | None:
-    """(generation, offset) of a stored input position ``"<generation>:<offset>"``
-    (``streams/offsets.py``); None when there is none."""
-    generation, _, offset = position.partition(":")
-    return (int(generation), int(offset)) if offset else None
-
-
-class StaleOffsets(Exception):
-    """The state script refused a chunk: a partition's stored position is not the one
-    this worker expected (``streams/offsets.py``). Either Redis lost writes (it is
-    behind: the worker must start that partition again from Redis's position) or a newer
-    consumer generation owns the partition (this worker is a zombie)."""
-
-    @classmethod
-    def of(cls, error: ResponseError) -> StaleOffsets | None:
-        """The script's ``STALE_OFFSETS <partition> <stored> <expected>`` error, or None
-        for any other."""
-        words = str(error).split()
-        if words[:1] == ["STALE_OFFSETS"] and len(words) == 4:
-            return cls(*words[1:])
-        return None
-
-    def __init__(self, partition: str, stored: str, expected: str) -> None:
-        super().__init__(f"{partition}: stored {stored}, expected {expected}")
-        self.partition, self.stored, self.expected = partition, stored, expected
-
-    @property
-    def fenced(self) -> bool:
-        """A newer generation claimed the partition (not a loss of writes)."""
-        stored, expected = parse_position(self.stored), parse_position(self.expected)
-        return stored is not None and expected is not None and stored[0] > expected[0]
-
-
 _LOWER_OFFSETS = """
 for i = 1, #ARGV, 2 do
   local stored = redis.call('HGET', KEYS[1], ARGV[i])
@@ -149,194 +101,6 @@ for i = 1, #ARGV, 2 do
   if offset and offset > floor then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 """
-
-
-@dataclass
-class Durability:
-    """``none``, ``aof`` (WAITAOF 1 0; a Redis older than 7.2 that fsyncs every write,
-    ``appendfsync always``, needs no wait) or ``replica`` (WAIT 1)."""
-
-    mode: str
-    timeout_ms: int
-    _fsync_always: bool | None = None
-
-    async def _always(self, redis: aioredis.Redis) -> bool:
-        if self._fsync_always is None:
-            config: dict[Any, Any] = await redis.config_get("append*")
-            values = {_text(k): _text(v) for k, v in config.items() if v is not None}
-            self._fsync_always = values.get("appendonly") == "yes" and (
-                values.get("appendfsync") == "always"
-            )
-        return self._fsync_always
-
-    async def wait(self, redis: aioredis.Redis) -> None:
-        if self.mode == "replica":
-            if int(await redis.wait(1, self.timeout_ms)) < 1:
-                raise RedisUnwell("no replica acknowledged the batch's writes in time")
-        elif self.mode == "aof" and not await self._always(redis):
-            try:
-                local, _ = await redis.waitaof(1, 0, self.timeout_ms)
-            except ResponseError as error:  # before Redis 7.2: no WAITAOF
-                raise RedisUnwell("durability 'aof' needs WAITAOF or appendfsync always") from error
-            if int(local) < 1:
-                raise RedisUnwell("the batch's writes were not fsynced to the AOF in time")
-
-    async def possible(self, redis: aioredis.Redis) -> bool:
-        if self.mode == "replica":
-            info = await redis.info("replication")
-            return int(info.get("connected_slaves", 0)) >= 1
-        if self.mode == "aof":
-            info = await redis.info("persistence")
-            if int(info.get("aof_enabled", 0)) != 1:
-                return False
-            if await self._always(redis):
-                return True
-            server = await redis.info("server")
-            version = tuple(int(p) for p in str(server.get("redis_version", "0")).split(".")[:2])
-            return version >= (7, 2)  # WAITAOF (Valkey reports 7.2.4)
-        return True
-
-
-def _error_kind(message: str) -> str:
-    """A short, value-free name for a script error (no event data in it)."""
-    if "cjson" in message or "JSON" in message or "Expected" in message:
-        return "malformed_delta"
-    return "script_error"
-
-
-def _split(text: str) -> list[str]:
-    return text.split(US) if text else []
-
-
-def _pairs(text: str) -> dict[str, str]:
-    items = _split(text)
-    return dict(zip(items[::2], items[1::2], strict=True))
-
-
-def _account(text: str) -> tuple[str, AccountState]:
-    number, hash_pairs, people, notify = text.split(VIEW_SEP)
-    return number, AccountState(_pairs(hash_pairs), _pairs(people), tuple(_split(notify)))
-
-
-@dataclass(slots=True)
-class ApplyResult:
-    """What applying one delta did.
-
-    ``status``: ``ok`` (applied), ``dup`` (seen before; ``replay`` holds the outputs still
-    pending delivery, if any), ``erased`` (``erased`` lists the customers removed),
-    ``noop`` (an erasure for no known customer), ``suppressed`` (an event of an erased
-    person from before the erasure: dropped; ``erased`` lists the people it showed were
-    the erased person's and so were erased too), ``acct`` (an event with no person
-    identifier, applied to each account in ``applied_accounts``) or ``error`` (the script
-    failed on this event's data; nothing of it was applied).
-
-    For a person: ``accounts`` are the accounts the person holds (with their people for
-    the accounts the event named), ``links_added`` the accounts linked by this event or
-    its merges, ``rejections`` the identifiers the state script's rules rejected (kind,
-    reason). For an account (in ``applied_accounts``), ``account_no`` is its number and
-    ``people`` its people.
-    """
-
-    status: str
-    customer_id: str | None = None
-    merged: list[str] = field(default_factory=list)
-    state: StoredState | None = None
-    old: dict[str, str | None] = field(default_factory=dict)
-    ids_added: list[str] = field(default_factory=list)
-    erased: list[str] = field(default_factory=list)
-    replay: ApplyResult | None = None
-    error: str | None = None
-    prompt: CallAdvice | None = None
-    accounts: dict[str, AccountState] = field(default_factory=dict)
-    links_added: list[str] = field(default_factory=list)
-    rejections: list[tuple[str, str]] = field(default_factory=list)
-    account_no: str | None = None
-    people: dict[str, str] = field(default_factory=dict)
-    notify: list[str] = field(default_factory=list)
-    applied_accounts: list[ApplyResult] = field(default_factory=list)
-
-    @classmethod
-    def parse(cls, answer: bytes) -> ApplyResult:
-        """Parse the state script's answer."""
-        parts = answer.decode("utf-8").split(RS)
-        status = parts[0]
-        if status == "error":
-            message = parts[1] if len(parts) > 1 else ""
-            if message.startswith(_REDIS_UNWELL):
-                raise RedisUnwell(message.split(" ", 1)[0])
-            return cls(status, error=_error_kind(message))
-        if status in ("erased", "suppressed"):
-            return cls(status, erased=_split(parts[1]))
-        if status == "dup" and len(parts) > 2 and parts[1] == "erased":
-            return cls(status, replay=cls("erased", erased=_split(parts[2])))
-        if status == "acct":
-            return cls(status, applied_accounts=cls._accounts(answer.decode("utf-8")[5:]))
-        if status == "dup" and len(parts) > 2 and parts[1] == "acct":
-            accounts = cls._accounts(answer.decode("utf-8")[9:])
-            return cls(status, replay=cls(status="acct", applied_accounts=accounts))
-        if status == "dup":
-            customer_id = parts[1] if len(parts) > 1 else None
-            replay = cls._applied(customer_id or "", parts[2:]) if len(parts) > 2 else None
-            return cls(status, customer_id=customer_id, replay=replay)
-        if status == "ok":
-            if len(parts) == 2:  # a quiet delta: the customer id only
-                return cls(status, customer_id=parts[1])
-            return cls._applied(parts[1], parts[2:])
-        return cls(status)
-
-    @classmethod
-    def _accounts(cls, text: str) -> list[ApplyResult]:
-        """Each account's answer of an account-only event: number RS body, by ES."""
-        out = []
-        for entity in text.split(ENTITY_SEP):
-            number, *body = entity.split(RS)
-            result = cls._applied(ACCOUNT_ENTITY + number, body)
-            result.account_no = number
-            out.append(result)
-        return out
-
-    @classmethod
-    def _applied(cls, customer_id: str, body: list[str]) -> ApplyResult:
-        merged, ids_added, ids, after, before, prompt, views, links, added, rejected, notify = body
-        fields = _pairs(after)
-        for family, view in zip(FAMILIES, views.split(VIEW_SEP), strict=True):
-            if view:
-                fields.update(family_fields(family, view.split(MEMBER_SEP)))
-        is_account = customer_id.startswith(ACCOUNT_ENTITY)
-        rejections = _split(rejected)
-        return cls(
-            "ok",
-            customer_id=customer_id,
-            merged=_split(merged),
-            state={"fields": fields, "ids": _split(ids)},
-            old={k: (None if v == ABSENT else v) for k, v in _pairs(before).items()},
-            ids_added=_split(ids_added),
-            prompt=CallAdvice.parse(_split(prompt)) if prompt else None,
-            accounts={}
-            if is_account or not links
-            else dict(map(_account, links.split(MEMBER_SEP))),
-            links_added=_split(added),
-            rejections=list(zip(rejections[::2], rejections[1::2], strict=True)),
-            people=_pairs(links) if is_account else {},
-            notify=_split(notify),
-        )
-
-
-def family_fields(family: Family, members: Sequence[Any]) -> dict[str, str]:
-    """A family's members as the sorted set holds them (for ``heaviest`` families, name
-    and score one after the other, the score being minus the weight; for the negatives,
-    their number alone) as profile fields: ``prefix + name`` → value."""
-    prefix = family.prefix
-    if family.keep == "since_calm":
-        return {NEGATIVE_STREAK: _text(members[0])}
-    if family.keep == "heaviest":
-        pairs = zip(members[::2], members[1::2], strict=True)
-        return {prefix + _text(name): repr(-float(score)) for name, score in pairs}
-    out = {}
-    for member in members:
-        name, value = _text(member).split(US, 1)
-        out[prefix + name] = value
-    return out
 
 
 class ProfileStore(Protocol):
@@ -510,7 +274,7 @@ class RedisProfileStore:
 
     async def resolve(self, identifier_key: str) -> str | None:
         found = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
-        return _text(found) if found else None
+        return text_of(found) if found else None
 
     async def follow(self, customer_id: str) -> str | None:
         current = customer_id
@@ -518,7 +282,7 @@ class RedisProfileStore:
             nxt = await self.redis.get(self.key(current, "redirect"))
             if not nxt:
                 break
-            current = _text(nxt)
+            current = text_of(nxt)
         return current if await self.redis.exists(self.key(current, "p")) else None
 
     async def load(self, customer_id: str) -> StoredState | None:
@@ -541,7 +305,7 @@ class RedisProfileStore:
             self._queue_person(pipe, current)
             redirect, *person = await pipe.execute()
             if redirect:
-                current = _text(redirect)
+                current = text_of(redirect)
                 continue
             found = self._person(person)
             return (current, *found) if found is not None else None
@@ -575,10 +339,10 @@ class RedisProfileStore:
         fields, ids, numbers, *families = answers
         if not fields:
             return None
-        flat = {_text(k): _text(v) for k, v in fields.items()}
+        flat = {text_of(k): text_of(v) for k, v in fields.items()}
         flat.update(self._family_fields(families))
-        state: StoredState = {"fields": flat, "ids": sorted(_text(m) for m in ids)}
-        return state, sorted(_text(n) for n in numbers)
+        state: StoredState = {"fields": flat, "ids": sorted(text_of(m) for m in ids)}
+        return state, sorted(text_of(n) for n in numbers)
 
     async def _entity(self, entity: str, members: str) -> tuple[dict[str, str], list[str]] | None:
         """An entity's profile hash with its families as one flat map, and the members
@@ -590,9 +354,9 @@ class RedisProfileStore:
         fields, found, *families = await pipe.execute()
         if not fields:
             return None
-        flat = {_text(k): _text(v) for k, v in fields.items()}
+        flat = {text_of(k): text_of(v) for k, v in fields.items()}
         flat.update(self._family_fields(families))
-        return flat, [_text(m) for m in found]
+        return flat, [text_of(m) for m in found]
 
     def _families(self, pipe: Any, entity: str) -> None:
         for family in FAMILIES:
@@ -600,7 +364,7 @@ class RedisProfileStore:
             if family.keep == "since_calm":
                 pipe.zcard(key)
             elif family.keep == "heaviest":
-                pipe.zrange(key, 0, -1, withscores=True, score_cast_func=_text)
+                pipe.zrange(key, 0, -1, withscores=True, score_cast_func=text_of)
             else:
                 pipe.zrange(key, 0, -1)
 
@@ -622,7 +386,7 @@ class RedisProfileStore:
         and people."""
         if numbers is None:
             held = await self.redis.smembers(self.key(customer_id, "accts"))
-            numbers = sorted(_text(n) for n in held)
+            numbers = sorted(text_of(n) for n in held)
         found = [await self.load_account(number) for number in numbers]
         return {n: a for n, a in zip(numbers, found, strict=True) if a is not None}
 
@@ -637,7 +401,7 @@ class RedisProfileStore:
         roles = {}
         for person in sorted(people):
             role = await self.redis.hget(self.key(person, "p"), role_field)
-            roles[person] = _text(role) if role else ""
+            roles[person] = text_of(role) if role else ""
         return AccountState(flat, roles)
 
     async def record_contacts(self, contacts: Sequence[Contact], ttl_seconds: int) -> None:
@@ -667,22 +431,22 @@ class RedisProfileStore:
         found = await self.redis.hgetall(f"{self.prefix}{AGENT}{{{agent_id}}}")
         if not found:
             return None
-        values = {_text(k): _text(v) for k, v in found.items()}
+        values = {text_of(k): text_of(v) for k, v in found.items()}
         return Contact(agent_id, values["customer_id"], int(values["at"]), values.get("ref", ""))
 
     async def product_stats(self) -> dict[str, str]:
         """The phase × product feedback counters (``processors.assist.parse_stats``)."""
         raw = await self.redis.hgetall(f"{self.prefix}stats:products")
-        return {_text(name): _text(value) for name, value in raw.items()}
+        return {text_of(name): text_of(value) for name, value in raw.items()}
 
     async def population(self) -> dict[str, int]:
         counts = await self.redis.hgetall(f"{self.prefix}pop:spend")
         # buckets emptied again are left out, as the cluster store's sum leaves them
-        return {_text(bucket): int(count) for bucket, count in counts.items() if int(count)}
+        return {text_of(bucket): int(count) for bucket, count in counts.items() if int(count)}
 
     async def positions(self, key: str) -> dict[str, str]:
         """Every partition's stored position in an offsets hash (``streams/offsets.py``)."""
-        return {_text(k): _text(v) for k, v in (await self.redis.hgetall(key)).items()}
+        return {text_of(k): text_of(v) for k, v in (await self.redis.hgetall(key)).items()}
 
     async def set_positions(self, key: str, positions: Mapping[str, str]) -> None:
         if positions:
@@ -716,7 +480,7 @@ class RedisProfileStore:
         ``CONFIG GET`` is refused (a managed Redis): nothing to say then."""
         try:
             found = await self.redis.config_get(*REDIS_SETTINGS)
-            values = {_text(k): _text(v) for k, v in found.items()}
+            values = {text_of(k): text_of(v) for k, v in found.items()}
         except Exception:  # CONFIG disabled or renamed: the settings cannot be read
             return {}
         return {

@@ -27,7 +27,8 @@ from portrait import metrics
 from portrait.config import Settings
 from portrait.metrics import WithCompanion
 from processors.layout import REDIS_SETTINGS
-from state.store import RedisProfileStore, StaleOffsets
+from state.answers import StaleOffsets
+from state.store import RedisProfileStore
 from state.stores import store_for
 from streams.kafka import ConfirmedProducer
 from streams.lanes import LANES, Urgency, consumer_group, lanes_for

@@ -31,7 +31,8 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from portrait import metrics
-from state.store import RedisProfileStore, StaleOffsets, parse_position
+from state.answers import StaleOffsets, parse_position
+from state.store import RedisProfileStore
 from streams.records import InputRecord
 
 log = logging.getLogger("portrait.offsets")

@@ -45,7 +45,7 @@ from processors.outputs import (
     profile_snapshot,
 )
 from processors.relationships import became_friend, connected_employees
-from state.store import ApplyResult
+from state.answers import ApplyResult
 from streams.records import InputRecord, OutputRecord
 
 log = logging.getLogger("portrait.pipeline")

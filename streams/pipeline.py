@@ -30,7 +30,8 @@ from processors.document import document_settings, update_of
 from processors.envelope import Rejection, decode_event
 from processors.identity import identify
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
-from state.store import ApplyResult, ProfileStore, StaleOffsets
+from state.answers import ApplyResult, StaleOffsets
+from state.store import ProfileStore
 from streams.offsets import Ledger
 from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso
 from streams.reader import Reading
@@ -178,8 +179,7 @@ class BatchPipeline:
                     await self.pause()
                 read = await self.reading.settle(decoded, reading)
                 accepted, deltas = self._deltas(chunk, decoded, read, stats, outcome)
-                # queue this chunk's update (sent as soon as the previous one is answered),
-                # then build the previous chunk's outputs meanwhile
+                # queue this chunk's update; build the previous chunk's outputs meanwhile
                 queued = asyncio.ensure_future(self.store.apply(deltas, plan))
                 for _ in range(3):  # a few loop turns: enough for the request to queue
                     await asyncio.sleep(0)

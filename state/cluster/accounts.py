@@ -13,15 +13,12 @@ from processors.layout import ACCOUNT_ENTITY, ROLE
 from processors.layout import ENTITY_SEP as ES
 from processors.layout import RECORD_SEP as RS
 from processors.relationships import connected_employees
+from state.answers import ApplyResult, text_of
 from state.cluster.base import (
     ClusterBase,
     dump_states,
     load_states,
     pending_accounts,
-)
-from state.store import (
-    ApplyResult,
-    _text,
 )
 
 
@@ -40,8 +37,8 @@ class AccountSteps(ClusterBase):
             if isinstance(reply, bytes):
                 return ApplyResult.parse(reply)
             if reply[1]:
-                kept.append((entity, d["eid"], _text(reply[1])))
-            answers.append(_text(reply[0]))
+                kept.append((entity, d["eid"], text_of(reply[1])))
+            answers.append(text_of(reply[0]))
         if d.get("quiet"):
             return ApplyResult.parse(answers[0].encode("utf-8"))
         fresh = [a[5:] for a in answers if a.startswith("acct" + RS)]
@@ -80,12 +77,12 @@ class AccountSteps(ClusterBase):
         """An account's people with their role registers, and the employees connected to
         any of them (the script's ``people_of``)."""
         people = sorted(
-            _text(p) for p in await self.redis.smembers(self.key(ACCOUNT_ENTITY + acct, "people"))
+            text_of(p) for p in await self.redis.smembers(self.key(ACCOUNT_ENTITY + acct, "people"))
         )
         roles, notify = {}, set()
         for person in people:
             fields = {
-                _text(k): _text(v)
+                text_of(k): text_of(v)
                 for k, v in (await self.redis.hgetall(self.key(person, "p"))).items()
             }
             roles[person] = fields.get(ROLE + acct, "")
@@ -121,6 +118,6 @@ class AccountSteps(ClusterBase):
             if acct in named:
                 people, notify = await self._people_of(acct)
             states[acct] = AccountState(
-                {_text(k): _text(v) for k, v in raw.items()}, people, tuple(notify)
+                {text_of(k): text_of(v) for k, v in raw.items()}, people, tuple(notify)
             )
         return states

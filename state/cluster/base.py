@@ -74,13 +74,8 @@ from portrait.config import Settings
 from processors.accounts import AccountState
 from processors.layout import ACCOUNT_ENTITY, STRIPE, global_bases
 from processors.layout import RECORD_SEP as RS
-from state.store import (
-    ApplyResult,
-    RedisProfileStore,
-    RedisUnwell,
-    StaleOffsets,
-    _text,
-)
+from state.answers import ApplyResult, RedisUnwell, StaleOffsets, text_of
+from state.store import RedisProfileStore
 
 ATTEMPTS = 12
 """Times an event is resolved again (a lost claim, a moved person) before the batch fails."""
@@ -179,7 +174,7 @@ class ClusterBase(RedisProfileStore):
     async def _op(self, route: str, **step: Any) -> str:
         """One cluster step of the state script (``cluster_op``); its text answer."""
         [answer] = await self._call(route, orjson.dumps(step))
-        return _text(answer)
+        return text_of(answer)
 
     async def _on_account(self, op: str, acct: str, person: str, ret: int, **extra: Any) -> str:
         """A step on an account's slot (``link``, ``unlink``) for one person."""
@@ -247,7 +242,7 @@ class ClusterBase(RedisProfileStore):
                 continue
             ids, count = item
             owned = [next(values) for _ in ids]
-            owner = {i: _text(v) for i, v in zip(ids, owned, strict=True) if v}
+            owner = {i: text_of(v) for i, v in zip(ids, owned, strict=True) if v}
             erasures = [int(v) for v in (next(values) for _ in range(count)) if v]
             reads.append((owner, max(erasures) if erasures else None))
         return reads
@@ -257,7 +252,7 @@ class ClusterBase(RedisProfileStore):
         for person in people:
             pipe.smembers(self.key(person, "ids"))
         return {
-            p: [_text(m) for m in ms] for p, ms in zip(people, await pipe.execute(), strict=True)
+            p: [text_of(m) for m in ms] for p, ms in zip(people, await pipe.execute(), strict=True)
         }
 
     @contextlib.asynccontextmanager
@@ -297,7 +292,7 @@ class ClusterBase(RedisProfileStore):
         for person in people:
             pipe.hget(self.key(person, "p"), "m:first_seen")
         seen = await pipe.execute() if people else []
-        return {p: int(float(_text(v))) for p, v in zip(people, seen, strict=True) if v}
+        return {p: int(float(text_of(v))) for p, v in zip(people, seen, strict=True) if v}
 
     async def _count(self, kept: Sequence[tuple[str, str, str]], forget: bool = True) -> None:
         """Kept increments to their stripes (once per id each), then forgotten."""
@@ -327,14 +322,14 @@ class ClusterBase(RedisProfileStore):
         total: dict[str, int] = {}
         for base in self._bases():
             for name, value in (await self.redis.hgetall(f"{base}stats:products")).items():
-                total[_text(name)] = total.get(_text(name), 0) + int(value)
+                total[text_of(name)] = total.get(text_of(name), 0) + int(value)
         return {name: str(n) for name, n in total.items()}
 
     async def population(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for base in self._bases():
             for bucket, count in (await self.redis.hgetall(f"{base}pop:spend")).items():
-                total[_text(bucket)] = total.get(_text(bucket), 0) + int(count)
+                total[text_of(bucket)] = total.get(text_of(bucket), 0) + int(count)
         return {bucket: n for bucket, n in total.items() if n}
 
     # --- what one step asks of another (defined where the step lives) ---------------

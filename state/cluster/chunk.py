@@ -11,6 +11,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from portrait import metrics
+from state.answers import ApplyResult
 from state.cluster.base import (
     ClusterBase,
     Resolution,
@@ -20,9 +21,6 @@ from state.cluster.base import (
     parsed_delta,
     resolution_of,
     touch,
-)
-from state.store import (
-    ApplyResult,
 )
 
 

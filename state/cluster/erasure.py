@@ -11,12 +11,9 @@ import orjson
 from processors.layout import ACCOUNT_ENTITY
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
+from state.answers import ApplyResult, text_of
 from state.cluster.base import (
     ClusterBase,
-)
-from state.store import (
-    ApplyResult,
-    _text,
 )
 
 
@@ -54,15 +51,15 @@ class ErasureSteps(ClusterBase):
         async with self._locked():
             done = await self.redis.get(tomb)
             if done is not None:
-                erased = _text(done)
+                erased = text_of(done)
                 return ApplyResult(
                     "dup", replay=ApplyResult("erased", erased=erased.split(US)) if erased else None
                 )
             found: list[str] = []
-            owners = {i: _text(v) for i in d["ids"] if (v := await self.redis.get(self._idx(i)))}
+            owners = {i: text_of(v) for i in d["ids"] if (v := await self.redis.get(self._idx(i)))}
             account_people = [
                 [
-                    _text(m)
+                    text_of(m)
                     for m in await self.redis.smembers(self.key(ACCOUNT_ENTITY + a, "people"))
                 ]
                 for a in d.get("accts") or []

@@ -10,14 +10,10 @@ import orjson
 
 from portrait import metrics
 from processors.layout import RECORD_SEP as RS
+from state.answers import ApplyResult, RedisUnwell, text_of
 from state.cluster.base import (
     ClusterBase,
     Restart,
-)
-from state.store import (
-    ApplyResult,
-    RedisUnwell,
-    _text,
 )
 
 
@@ -55,7 +51,7 @@ class MergeSteps(ClusterBase):
         redirect, has_data = await pipe.execute()
         if redirect and has_data:
             async with self._locked():
-                await self._complete(person, _text(redirect))
+                await self._complete(person, text_of(redirect))
         if redirect or not has_data:
             live = await self.follow(person)
             for i in ids:
@@ -158,7 +154,7 @@ class MergeSteps(ClusterBase):
             once = f"m:{a['cid']}|{a['seal']}"
             found = await self.redis.hget(self.key(survivor, "gq"), once)
             if found:
-                merged_kept.append((survivor, once, _text(found)))
+                merged_kept.append((survivor, once, text_of(found)))
         if kept is None:
             await self._count(merged_kept)
         else:

@@ -11,6 +11,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from portrait import metrics
+from state.answers import ApplyResult, RedisUnwell, parse_position, text_of
 from state.cluster.accounts import AccountSteps
 from state.cluster.base import (
     ATTEMPTS,
@@ -23,12 +24,6 @@ from state.cluster.base import (
 from state.cluster.chunk import ChunkSteps
 from state.cluster.erasure import ErasureSteps
 from state.cluster.merge import MergeSteps
-from state.store import (
-    ApplyResult,
-    RedisUnwell,
-    _text,
-    parse_position,
-)
 
 
 class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
@@ -75,7 +70,7 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
         for copy in await self._copies(key):
             pipe.hgetall(copy)
         held = [
-            {_text(k): _text(v) for k, v in found.items()}
+            {text_of(k): text_of(v) for k, v in found.items()}
             for found in await pipe.execute()
             if found
         ]
@@ -185,7 +180,7 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
         person's identifiers and restarts the event."""
         if isinstance(reply, bytes):  # the script failed on this event's data
             return ApplyResult.parse(reply)
-        answer, increments = _text(reply[0]), _text(reply[1])
+        answer, increments = text_of(reply[0]), text_of(reply[1])
         if answer == "moved":
             await self._settle(person, owned)
             raise Restart
@@ -226,7 +221,7 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
                     pipe.get(self.key(where[cid], "redirect"))
                 replies = await pipe.execute()
                 redirects = replies[len(replies) - len(asking) :] if asking else []
-                moved = [(c, _text(nxt)) for c, nxt in zip(asking, redirects, strict=True) if nxt]
+                moved = [(c, text_of(nxt)) for c, nxt in zip(asking, redirects, strict=True) if nxt]
                 where.update(moved)
                 asking = [cid for cid, _target in moved]
                 if not asking:

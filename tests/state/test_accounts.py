@@ -15,7 +15,7 @@ from portrait.config import DEFAULT_IDENTITY_FILE, Settings
 from processors.document import document_settings
 from processors.identity import IdentityRules
 from processors.profile import DeltaSettings
-from state.store import ApplyResult
+from state.answers import ApplyResult
 from streams.lookup import SeveralPeople, find_customer
 from tests.support.envelopes import chan, event
 from tests.support.state import account_of, apply_events, open_store, profile_of

@@ -24,8 +24,9 @@ from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import document_settings
 from processors.identity import IdentityRules, customer_id_for
 from processors.profile import DeltaSettings, NoUsableIdentifier, build_delta
+from state.answers import StaleOffsets
 from state.cluster.store import ClusterProfileStore
-from state.store import RedisProfileStore, StaleOffsets
+from state.store import RedisProfileStore
 from streams.lookup import get_account, get_profile
 from streams.offsets import Ledger
 from streams.records import InputRecord

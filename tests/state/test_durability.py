@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from cli.bench.durability import _server
 from cli.stack import free_port, stop_process
 from portrait.config import Settings
-from state.store import Durability, RedisUnwell
+from state.answers import RedisUnwell
+from state.durability import Durability
 
 # durability waits are per connection of a standalone Redis (a cluster store takes none)
 pytestmark = pytest.mark.standalone

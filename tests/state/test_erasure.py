@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from portrait.config import Settings
 from processors.erasure import ErasureHasher
 from processors.profile import DeltaSettings
-from state.store import ApplyResult
+from state.answers import ApplyResult
 from tests.support.envelopes import chan, chat, event
 from tests.support.state import apply_events, profile_of, raw_client
 

@@ -38,7 +38,8 @@ from processors.layout import (
 )
 from processors.needs import load_rules
 from processors.profile import DeltaSettings, build_delta
-from state.store import ApplyResult, RedisProfileStore, _lua
+from state.answers import ApplyResult
+from state.store import RedisProfileStore, _lua
 from streams.lookup import find_customer
 from streams.outputs import AppliedEvent, Outputs
 from streams.records import InputRecord

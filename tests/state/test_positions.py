@@ -12,7 +12,8 @@ import pytest
 from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from processors.profile import DeltaSettings, build_delta
-from state.store import RedisProfileStore, StaleOffsets
+from state.answers import StaleOffsets
+from state.store import RedisProfileStore
 from streams.offsets import Ledger
 from streams.records import InputRecord
 from tests.support.envelopes import chan

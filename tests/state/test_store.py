@@ -19,7 +19,7 @@ from processors.emotion import EmotionResult
 from processors.identity import customer_id_for
 from processors.layout import ACTIONS, KEYWORDS, PROBLEMS, REDIS_SETTINGS, RESOLUTIONS, Family
 from processors.profile import DeltaSettings, build_delta
-from state.store import ApplyResult
+from state.answers import ApplyResult
 from streams.lookup import find_customer, get_profile
 from tests.support.envelopes import chan, event, settings_env
 from tests.support.state import open_store, raw_client

@@ -14,7 +14,8 @@ from models.scorer import Scorer
 from portrait.config import Settings
 from processors.assist import PromptTemplates
 from processors.document import DocumentSettings
-from state.store import ApplyResult, Contact
+from state.answers import ApplyResult
+from state.store import Contact
 from streams.outputs import Outputs
 from streams.pipeline import BatchPipeline
 from streams.reader import Reading, ReadRequest

@@ -13,7 +13,8 @@ import pytest
 from models.registry import ModelRegistry
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from state.store import ApplyResult, RedisProfileStore
+from state.answers import ApplyResult
+from state.store import RedisProfileStore
 from streams.pipeline import BatchPipeline
 from streams.records import BatchOutcome
 from streams.testing import ListSink, input_records

@@ -11,8 +11,9 @@ from portrait.config import Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import DocumentSettings
 from processors.profile import DeltaSettings, build_delta
+from state.answers import ApplyResult
 from state.cluster.store import ClusterProfileStore
-from state.store import ApplyResult, RedisProfileStore, redis_client
+from state.store import RedisProfileStore, redis_client
 from streams.lookup import get_account, get_profile
 
 T = TypeVar("T")
