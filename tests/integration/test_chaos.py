@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from cli.chaos import build_workload, default_faults, run_chaos
+from cli.chaos import default_faults, run_chaos
+from cli.workload import build_workload
 from portrait.config import Settings
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from cli.chaos import build_workload
+from cli.workload import build_workload
 from portrait.config import DEFAULT_IDENTITY_FILE, Settings
 from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import document_settings
