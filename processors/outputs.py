@@ -95,7 +95,7 @@ def _stamped(named: str, content: bytes, emission: dict[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
+class OutputOrigin:
     """What every profile output of one applied input shares."""
 
     source_event_id: str
@@ -118,13 +118,13 @@ class Applied:
         }
 
 
-def profile_changed(applied: Applied, changes: Sequence[dict[str, Any]]) -> ProfileChanged:
+def profile_changed(applied: OutputOrigin, changes: Sequence[dict[str, Any]]) -> ProfileChanged:
     """The top-level fields an input changed, old and new."""
     changed = [FieldChange(**change) for change in changes]
     return ProfileChanged(**applied.fields("profile.changed"), changed=changed)
 
 
-def encode_profile_changed(applied: Applied, changes: Sequence[dict[str, Any]]) -> bytes:
+def encode_profile_changed(applied: OutputOrigin, changes: Sequence[dict[str, Any]]) -> bytes:
     """``encode(profile_changed(applied, changes))``, byte for byte, without building the
     typed model: one per applied event, it cost the worker more than any other output
     (``tests/processors/test_outputs.py`` holds the two to the same bytes). ``changes``
@@ -168,13 +168,13 @@ def account_changed(
     )
 
 
-def profile_merged(applied: Applied, merged_id: str) -> ProfileMerged:
+def profile_merged(applied: OutputOrigin, merged_id: str) -> ProfileMerged:
     """``merged_id`` now redirects to the survivor ``applied.customer_id``."""
     return ProfileMerged(**applied.fields("profile.merged", merged_id), merged_id=merged_id)
 
 
 def profile_snapshot(
-    applied: Applied, employee_id: str, document: dict[str, Any]
+    applied: OutputOrigin, employee_id: str, document: dict[str, Any]
 ) -> ProfileSnapshot:
     """The whole profile for an employee who just added the customer as a friend."""
     return ProfileSnapshot(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.exceptions import ResponseError
 
@@ -95,33 +95,25 @@ def _account(text: str) -> tuple[str, AccountState]:
 
 
 @dataclass(slots=True)
-class ApplyResult:
-    """What applying one delta did.
+class Applied:
+    """``ok``: the delta was applied to a person (or, inside :class:`AccountsApplied`, to
+    an account).
 
-    ``status``: ``ok`` (applied), ``dup`` (seen before; ``replay`` holds the outputs still
-    pending delivery, if any), ``erased`` (``erased`` lists the customers removed),
-    ``noop`` (an erasure for no known customer), ``suppressed`` (an event of an erased
-    person from before the erasure: dropped; ``erased`` lists the people it showed were
-    the erased person's and so were erased too), ``acct`` (an event with no person
-    identifier, applied to each account in ``applied_accounts``) or ``error`` (the script
-    failed on this event's data; nothing of it was applied).
-
-    For a person: ``accounts`` are the accounts the person holds (with their people for
+    For a person: ``state`` is what the document reads (None for a replay's quiet
+    delta), ``old`` each changed field's value before, ``merged`` the people merged
+    into this one, ``accounts`` the accounts the person holds (with their people for
     the accounts the event named), ``links_added`` the accounts linked by this event or
-    its merges, ``rejections`` the identifiers the state script's rules rejected (kind,
-    reason). For an account (in ``applied_accounts``), ``account_no`` is its number and
-    ``people`` its people.
+    its merges, ``rejections`` the identifiers the identity rules rejected (kind,
+    reason), ``prompt`` the call advice when it changed. For an account:
+    ``account_no`` is its number and ``people`` its people.
     """
 
-    status: str
-    customer_id: str | None = None
+    status: ClassVar[str] = "ok"
+    customer_id: str
     merged: list[str] = field(default_factory=list)
     state: StoredState | None = None
     old: dict[str, str | None] = field(default_factory=dict)
     ids_added: list[str] = field(default_factory=list)
-    erased: list[str] = field(default_factory=list)
-    replay: ApplyResult | None = None
-    error: str | None = None
     prompt: CallAdvice | None = None
     accounts: dict[str, AccountState] = field(default_factory=dict)
     links_added: list[str] = field(default_factory=list)
@@ -129,73 +121,135 @@ class ApplyResult:
     account_no: str | None = None
     people: dict[str, str] = field(default_factory=dict)
     notify: list[str] = field(default_factory=list)
-    applied_accounts: list[ApplyResult] = field(default_factory=list)
 
-    @classmethod
-    def parse(cls, answer: bytes) -> ApplyResult:
-        """Parse the state script's answer."""
-        parts = answer.decode("utf-8").split(RS)
-        status = parts[0]
-        if status == "error":
-            message = parts[1] if len(parts) > 1 else ""
-            if message.startswith(_REDIS_UNWELL):
-                raise RedisUnwell(message.split(" ", 1)[0])
-            return cls(status, error=_error_kind(message))
-        if status in ("erased", "suppressed"):
-            return cls(status, erased=_split(parts[1]))
-        if status == "dup" and len(parts) > 2 and parts[1] == "erased":
-            return cls(status, replay=cls("erased", erased=_split(parts[2])))
-        if status == "acct":
-            return cls(status, applied_accounts=cls._accounts(answer.decode("utf-8")[5:]))
-        if status == "dup" and len(parts) > 2 and parts[1] == "acct":
-            accounts = cls._accounts(answer.decode("utf-8")[9:])
-            return cls(status, replay=cls(status="acct", applied_accounts=accounts))
-        if status == "dup":
-            customer_id = parts[1] if len(parts) > 1 else None
-            replay = cls._applied(customer_id or "", parts[2:]) if len(parts) > 2 else None
-            return cls(status, customer_id=customer_id, replay=replay)
-        if status == "ok":
-            if len(parts) == 2:  # a quiet delta: the customer id only
-                return cls(status, customer_id=parts[1])
-            return cls._applied(parts[1], parts[2:])
-        return cls(status)
 
-    @classmethod
-    def _accounts(cls, text: str) -> list[ApplyResult]:
-        """Each account's answer of an account-only event: number RS body, by ES."""
-        out = []
-        for entity in text.split(ENTITY_SEP):
-            number, *body = entity.split(RS)
-            result = cls._applied(ACCOUNT_ENTITY + number, body)
-            result.account_no = number
-            out.append(result)
-        return out
+@dataclass(slots=True)
+class AccountsApplied:
+    """``acct``: an event with no person identifier, applied to each account it names."""
 
-    @classmethod
-    def _applied(cls, customer_id: str, body: list[str]) -> ApplyResult:
-        merged, ids_added, ids, after, before, prompt, views, links, added, rejected, notify = body
-        fields = _pairs(after)
-        for family, view in zip(FAMILIES, views.split(VIEW_SEP), strict=True):
-            if view:
-                fields.update(family_fields(family, view.split(MEMBER_SEP)))
-        is_account = customer_id.startswith(ACCOUNT_ENTITY)
-        rejections = _split(rejected)
-        return cls(
-            "ok",
-            customer_id=customer_id,
-            merged=_split(merged),
-            state={"fields": fields, "ids": _split(ids)},
-            old={k: (None if v == ABSENT else v) for k, v in _pairs(before).items()},
-            ids_added=_split(ids_added),
-            prompt=CallAdvice.parse(_split(prompt)) if prompt else None,
-            accounts={}
-            if is_account or not links
-            else dict(map(_account, links.split(MEMBER_SEP))),
-            links_added=_split(added),
-            rejections=list(zip(rejections[::2], rejections[1::2], strict=True)),
-            people=_pairs(links) if is_account else {},
-            notify=_split(notify),
-        )
+    status: ClassVar[str] = "acct"
+    accounts: list[Applied] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Erased:
+    """``erased``: an erasure removed these customers."""
+
+    status: ClassVar[str] = "erased"
+    erased: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Suppressed:
+    """``suppressed``: an event of an erased person from before the erasure, dropped;
+    ``erased`` lists the people it showed were the erased person's (erased too)."""
+
+    status: ClassVar[str] = "suppressed"
+    erased: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Noop:
+    """``noop``: an erasure for no known customer."""
+
+    status: ClassVar[str] = "noop"
+
+
+@dataclass(slots=True)
+class Duplicate:
+    """``dup``: seen before. ``replay``: what the first time answered, when its outputs
+    are still pending delivery (they go out again, the same)."""
+
+    status: ClassVar[str] = "dup"
+    customer_id: str | None = None
+    replay: Applied | AccountsApplied | Erased | None = None
+
+
+@dataclass(slots=True)
+class Failed:
+    """``error``: the script failed on this event's data; nothing of it was applied
+    (``error``: a short, value-free kind)."""
+
+    status: ClassVar[str] = "error"
+    error: str = "script_error"
+
+
+ApplyResult = Applied | AccountsApplied | Erased | Suppressed | Noop | Duplicate | Failed
+"""What applying one delta did: one type per answer status of the state script."""
+
+
+def replay_of(result: ApplyResult) -> Applied | AccountsApplied | Erased | None:
+    """What a duplicate's first time answered, when its outputs are still pending."""
+    return result.replay if isinstance(result, Duplicate) else None
+
+
+def parse_answer(answer: bytes) -> ApplyResult:
+    """The state script's answer to one delta."""
+    text = answer.decode("utf-8")
+    parts = text.split(RS)
+    status = parts[0]
+    if status == "error":
+        message = parts[1] if len(parts) > 1 else ""
+        if message.startswith(_REDIS_UNWELL):
+            raise RedisUnwell(message.split(" ", 1)[0])
+        return Failed(_error_kind(message))
+    if status == "erased":
+        return Erased(_split(parts[1]))
+    if status == "suppressed":
+        return Suppressed(_split(parts[1]))
+    if status == "acct":
+        return AccountsApplied(_accounts(text[5:]))
+    if status == "dup":
+        return _duplicate(text, parts)
+    if status == "ok":
+        if len(parts) == 2:  # a quiet delta: the customer id only
+            return Applied(parts[1])
+        return _applied(parts[1], parts[2:])
+    return Noop()
+
+
+def _duplicate(text: str, parts: list[str]) -> Duplicate:
+    if len(parts) > 2 and parts[1] == "erased":
+        return Duplicate(replay=Erased(_split(parts[2])))
+    if len(parts) > 2 and parts[1] == "acct":
+        return Duplicate(replay=AccountsApplied(_accounts(text[9:])))
+    customer_id = parts[1] if len(parts) > 1 else None
+    replay = _applied(customer_id or "", parts[2:]) if len(parts) > 2 else None
+    return Duplicate(customer_id, replay)
+
+
+def _accounts(text: str) -> list[Applied]:
+    """Each account's answer of an account-only event: number RS body, by ES."""
+    out = []
+    for entity in text.split(ENTITY_SEP):
+        number, *body = entity.split(RS)
+        result = _applied(ACCOUNT_ENTITY + number, body)
+        result.account_no = number
+        out.append(result)
+    return out
+
+
+def _applied(customer_id: str, body: list[str]) -> Applied:
+    merged, ids_added, ids, after, before, prompt, views, links, added, rejected, notify = body
+    fields = _pairs(after)
+    for family, view in zip(FAMILIES, views.split(VIEW_SEP), strict=True):
+        if view:
+            fields.update(family_fields(family, view.split(MEMBER_SEP)))
+    is_account = customer_id.startswith(ACCOUNT_ENTITY)
+    rejections = _split(rejected)
+    return Applied(
+        customer_id,
+        merged=_split(merged),
+        state={"fields": fields, "ids": _split(ids)},
+        old={k: (None if v == ABSENT else v) for k, v in _pairs(before).items()},
+        ids_added=_split(ids_added),
+        prompt=CallAdvice.parse(_split(prompt)) if prompt else None,
+        accounts={} if is_account or not links else dict(map(_account, links.split(MEMBER_SEP))),
+        links_added=_split(added),
+        rejections=list(zip(rejections[::2], rejections[1::2], strict=True)),
+        people=_pairs(links) if is_account else {},
+        notify=_split(notify),
+    )
 
 
 def family_fields(family: Family, members: Sequence[Any]) -> dict[str, str]:

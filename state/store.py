@@ -37,6 +37,7 @@ from state.answers import (
     ApplyResult,
     StaleOffsets,
     family_fields,
+    parse_answer,
     text_of,
 )
 from state.durability import Durability
@@ -258,7 +259,7 @@ class RedisProfileStore:
         if not deltas and not positions:
             return []
         answers = await self._eval(True, [positions, *deltas])
-        return [ApplyResult.parse(answer) for answer in answers]
+        return [parse_answer(answer) for answer in answers]
 
     async def confirm_delivered(self, applied: Sequence[tuple[str, str]]) -> None:
         """Queue the confirmation; it runs before any later :meth:`apply` of this store.

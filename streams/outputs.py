@@ -33,7 +33,7 @@ from processors.emotion import EmotionResult, negative_streak
 from processors.envelope import Rejection
 from processors.layout import ROLE
 from processors.outputs import (
-    Applied,
+    OutputOrigin,
     account_changed,
     agent_prompt,
     dlq_record,
@@ -45,7 +45,13 @@ from processors.outputs import (
     profile_snapshot,
 )
 from processors.relationships import became_friend, connected_employees
-from state.answers import ApplyResult
+from state.answers import (
+    AccountsApplied,
+    Applied,
+    ApplyResult,
+    Erased,
+    Suppressed,
+)
 from streams.records import InputRecord, OutputRecord
 
 log = logging.getLogger("portrait.pipeline")
@@ -66,18 +72,18 @@ class AppliedEvent:
     record: InputRecord
     event: InputEvent
     emotion: EmotionResult | None
-    result: ApplyResult
+    result: Applied
     update: Update
     scores: tuple[Scores, Scores]
 
 
 def has_outputs(result: ApplyResult, emit: bool) -> bool:
     """Whether a first application has outputs to build (none when replaying quietly)."""
-    if result.status == "suppressed":
+    if isinstance(result, Suppressed):
         return emit and bool(result.erased)
-    if result.status in ("erased", "acct"):
+    if isinstance(result, Erased | AccountsApplied):
         return emit
-    return result.status == "ok" and result.state is not None
+    return isinstance(result, Applied) and result.state is not None
 
 
 def count_rejections(rejected: Sequence[tuple[str, str]]) -> None:
@@ -148,8 +154,7 @@ class Outputs:
         ids: the state script kept its answer pending). ``again``: the customer has
         another update later in this chunk."""
         result, update = done.result, done.update
-        assert result.customer_id is not None
-        applied = Applied(
+        applied = OutputOrigin(
             done.event.event_id,
             result.customer_id,
             int(update.after["m"].get("version", 0)),
@@ -188,7 +193,7 @@ class Outputs:
         """``account.changed`` for each account whose people or roles the event changed
         (a new link, or a new role on it)."""
         result = done.result
-        person = result.customer_id or ""
+        person = result.customer_id
         out = []
         for number, account in sorted(result.accounts.items()):
             if not account.people:  # not named by the event: its people are unchanged
@@ -222,18 +227,20 @@ class Outputs:
         """Outputs and confirmations of an erasure (its notices; the erasure's record
         forgets the erased ids once they are out), a suppressed event that erased the
         erased person's leftovers, or an account-only event."""
-        if result.status == "acct":
-            confirm = [(a.customer_id or "", event_id) for a in result.applied_accounts]
+        if isinstance(result, AccountsApplied):
+            confirm = [(a.customer_id, event_id) for a in result.accounts]
             return self.accounts_applied(event_id, result, emitted_at), confirm
-        confirm = [("", event_id)] if result.status == "erased" else []
-        return self.erased(event_id, result.erased, emitted_at), confirm
+        if isinstance(result, Erased | Suppressed):
+            confirm = [("", event_id)] if isinstance(result, Erased) else []
+            return self.erased(event_id, result.erased, emitted_at), confirm
+        return [], []
 
     def accounts_applied(
-        self, event_id: str, result: ApplyResult, emitted_at: str
+        self, event_id: str, result: AccountsApplied, emitted_at: str
     ) -> list[OutputRecord]:
         """``account.changed`` for each account an account-only event applied to."""
         out = []
-        for applied in result.applied_accounts:
+        for applied in result.accounts:
             assert applied.state is not None and applied.account_no is not None
             update = update_of(applied.state, applied.old, [])
             changes = account_changes(update.before, update.after, None, self.document)
@@ -253,7 +260,7 @@ class Outputs:
     def _prompt(self, done: AppliedEvent) -> OutputRecord | None:
         """The agent prompt an applied event calls for, if any."""
         emotion = done.emotion
-        if emotion is None or done.result.customer_id is None:
+        if emotion is None:
             return None
         value = done.scores[1].get("value")
         plan = plan_prompt(

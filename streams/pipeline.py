@@ -30,7 +30,7 @@ from processors.document import document_settings, update_of
 from processors.envelope import Rejection, decode_event
 from processors.identity import identify
 from processors.profile import NoUsableIdentifier, build_delta, delta_settings
-from state.answers import ApplyResult, StaleOffsets
+from state.answers import Applied, ApplyResult, Failed, StaleOffsets, replay_of
 from state.store import ProfileStore
 from streams.offsets import Ledger
 from streams.outputs import AppliedEvent, Outputs, count_rejections, has_outputs, now_iso
@@ -264,31 +264,31 @@ class BatchPipeline:
                 result.status, "ok"
             )
             outcome.outcomes[(item.record.topic, kind)] += 1
-            if result.status == "error":  # to the DLQ (counted above)
+            if isinstance(result, Failed):  # to the DLQ (counted above)
                 rejection = Rejection(f"state_error: {result.error}")
                 outcome.outputs.append(self.outputs.rejected(item.record, rejection))
             elif has_outputs(result, self.emit):
                 applied.append((item, result, True))
-            elif result.replay is not None and item.event.event_id not in emitted:
-                applied.append((item, result.replay, False))
+            elif (again := replay_of(result)) and item.event.event_id not in emitted:
+                applied.append((item, again, False))
             emitted.add(item.event.event_id)
-        people = [(r, s) for _, r, _ in applied if r.status == "ok" and (s := r.state)]
+        people = [(r, s) for _, r, _ in applied if isinstance(r, Applied) and (s := r.state)]
         updates = {
             id(r): update_of(s, r.old, r.ids_added, r.accounts, r.links_added) for r, s in people
         }
-        customers = [(r.customer_id or "", updates[id(r)]) for r, _ in people]
+        customers = [(r.customer_id, updates[id(r)]) for r, _ in people]
         scores = dict(zip(updates, self.scorer.score(customers), strict=True))
         later = Counter(cid for cid, _ in customers)  # a customer's updates still to come
         for item, result, first in applied:
             event_id = item.event.event_id
-            if result.status != "ok":  # erasures and account-only events: no person to score
+            if not isinstance(result, Applied):  # erasures, account-only events: no person
                 outputs, confirm = self.outputs.unscored(event_id, result, emitted_at)
                 outcome.outputs.extend(outputs)
                 outcome.confirm.extend(confirm)
                 if first:
                     count_rejections(item.rejected)
                 continue
-            update, pair, cid = updates[id(result)], scores[id(result)], result.customer_id or ""
+            update, pair, cid = updates[id(result)], scores[id(result)], result.customer_id
             done = AppliedEvent(item.record, item.event, item.emotion, result, update, pair)
             later[cid] -= 1
             outcome.outputs.extend(self.outputs.applied(done, emitted_at, later[cid] > 0))

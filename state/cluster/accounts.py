@@ -13,7 +13,14 @@ from processors.layout import ACCOUNT_ENTITY, ROLE
 from processors.layout import ENTITY_SEP as ES
 from processors.layout import RECORD_SEP as RS
 from processors.relationships import connected_employees
-from state.answers import ApplyResult, text_of
+from state.answers import (
+    AccountsApplied,
+    Applied,
+    ApplyResult,
+    Duplicate,
+    parse_answer,
+    text_of,
+)
 from state.cluster.base import (
     ClusterBase,
     dump_states,
@@ -35,12 +42,12 @@ class AccountSteps(ClusterBase):
             step = {**d, "accts": [acct], "later": n > 0}
             [reply] = await self._call(self.key(entity, "p"), orjson.dumps(step))
             if isinstance(reply, bytes):
-                return ApplyResult.parse(reply)
+                return parse_answer(reply)
             if reply[1]:
                 kept.append((entity, d["eid"], text_of(reply[1])))
             answers.append(text_of(reply[0]))
         if d.get("quiet"):
-            return ApplyResult.parse(answers[0].encode("utf-8"))
+            return parse_answer(answers[0].encode("utf-8"))
         fresh = [a[5:] for a in answers if a.startswith("acct" + RS)]
         again = [a[9:] for a in answers if a.startswith(f"dup{RS}acct{RS}")]
         if fresh:
@@ -49,14 +56,15 @@ class AccountSteps(ClusterBase):
             text = f"dup{RS}acct{RS}" + ES.join(again)
         else:
             text = answers[0]
-        result = ApplyResult.parse(text.encode("utf-8"))
+        result = parse_answer(text.encode("utf-8"))
         await self._fill_accounts(result, d["eid"])
         return result
 
     async def _fill_accounts(self, result: ApplyResult, eid: str) -> None:
         """The people of each account an account-only event applied to (they live on
         other slots), kept beside the account's pending outputs for a redelivery."""
-        for applied in result.applied_accounts:
+        first = result.accounts if isinstance(result, AccountsApplied) else []
+        for applied in first:
             if applied.account_no is not None:
                 applied.people, notify = await self._people_of(applied.account_no)
                 applied.notify = notify
@@ -64,7 +72,8 @@ class AccountSteps(ClusterBase):
                 await self.redis.hset(
                     key, pending_accounts(eid), orjson.dumps([applied.people, notify])
                 )
-        for applied in result.replay.applied_accounts if result.replay else []:
+        replay = result.replay if isinstance(result, Duplicate) else None
+        for applied in replay.accounts if isinstance(replay, AccountsApplied) else []:
             if applied.account_no is not None:
                 key = self.key(ACCOUNT_ENTITY + applied.account_no, "pending")
                 raw = await self.redis.hget(key, pending_accounts(eid))
@@ -94,12 +103,12 @@ class AccountSteps(ClusterBase):
         the event named (they live on other slots). Kept beside the event's pending
         outputs, so that a redelivery re-emits them as they were, not as they are."""
         kept = self.key(person, "pending"), pending_accounts(step["eid"])
-        if result.status == "ok" and result.accounts:
+        if isinstance(result, Applied) and result.accounts:
             states = await self._account_states(result, step)
             result.accounts.update(states)
             await self.redis.hset(*kept, dump_states(states))
-        replay = result.replay
-        if replay is not None and replay.status == "ok" and replay.accounts:
+        replay = result.replay if isinstance(result, Duplicate) else None
+        if isinstance(replay, Applied) and replay.accounts:
             raw = await self.redis.hget(*kept)
             # no record: the worker stopped between the call and the record
             replay.accounts.update(
@@ -107,7 +116,7 @@ class AccountSteps(ClusterBase):
             )
 
     async def _account_states(
-        self, result: ApplyResult, step: Mapping[str, Any]
+        self, result: Applied, step: Mapping[str, Any]
     ) -> dict[str, AccountState]:
         named = set(step.get("accts") or []) | set(result.links_added)
         states = {}

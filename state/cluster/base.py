@@ -74,7 +74,17 @@ from portrait.config import Settings
 from processors.accounts import AccountState
 from processors.layout import ACCOUNT_ENTITY, STRIPE, global_bases
 from processors.layout import RECORD_SEP as RS
-from state.answers import ApplyResult, RedisUnwell, StaleOffsets, text_of
+from state.answers import (
+    Applied,
+    ApplyResult,
+    Duplicate,
+    Erased,
+    Failed,
+    RedisUnwell,
+    StaleOffsets,
+    Suppressed,
+    text_of,
+)
 from state.store import RedisProfileStore
 
 ATTEMPTS = 12
@@ -392,7 +402,7 @@ def failed(error: ResponseError) -> ApplyResult:
     message = str(error)
     if "non local key" in message or "CROSSSLOT" in message or "MOVED" in message:
         raise error
-    return ApplyResult("error", error="script_error")
+    return Failed("script_error")
 
 
 def touch(
@@ -411,11 +421,13 @@ def touch(
     ids.update(d.get("ids") or ())
     if read is not None:
         people.update(read[0].values())
-    if result is not None:
+    if isinstance(result, Applied):
         people.update(result.merged)
+        people.add(result.customer_id)
+    elif isinstance(result, Erased | Suppressed):
         people.update(result.erased)
-        if result.customer_id:
-            people.add(result.customer_id)
+    elif isinstance(result, Duplicate) and result.customer_id:
+        people.add(result.customer_id)
     return ids, people
 
 

@@ -11,7 +11,10 @@ import orjson
 from redis.exceptions import ResponseError
 
 from portrait import metrics
-from state.answers import ApplyResult
+from state.answers import (
+    ApplyResult,
+    Failed,
+)
 from state.cluster.base import (
     ClusterBase,
     Resolution,
@@ -73,7 +76,7 @@ class ChunkSteps(ClusterBase):
                 owners[n + 1 :] = await self._owners_of(parsed[n + 1 :])
                 touched = (set(), set())
         await self._send(batch, deltas, results, kept)
-        return [r if r is not None else ApplyResult("error", error="script_error") for r in results]
+        return [r if r is not None else Failed("script_error") for r in results]
 
     def _plain(
         self,

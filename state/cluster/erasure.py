@@ -11,7 +11,14 @@ import orjson
 from processors.layout import ACCOUNT_ENTITY
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
-from state.answers import ApplyResult, text_of
+from state.answers import (
+    ApplyResult,
+    Duplicate,
+    Erased,
+    Noop,
+    Suppressed,
+    text_of,
+)
 from state.cluster.base import (
     ClusterBase,
 )
@@ -43,7 +50,7 @@ class ErasureSteps(ClusterBase):
             await self._suppress(d.get("idh") or [], erasure, ttl)
             for person in gone:
                 await self._erase_person(person, erasure, ttl, d)
-        return ApplyResult("suppressed", erased=gone)
+        return Suppressed(gone)
 
     async def _erase(self, d: Mapping[str, Any]) -> ApplyResult:
         """An erasure, under the merge lock; its tombstone written last."""
@@ -52,9 +59,7 @@ class ErasureSteps(ClusterBase):
             done = await self.redis.get(tomb)
             if done is not None:
                 erased = text_of(done)
-                return ApplyResult(
-                    "dup", replay=ApplyResult("erased", erased=erased.split(US)) if erased else None
-                )
+                return Duplicate(replay=Erased(erased.split(US)) if erased else None)
             found: list[str] = []
             owners = {i: text_of(v) for i in d["ids"] if (v := await self.redis.get(self._idx(i)))}
             account_people = [
@@ -77,8 +82,8 @@ class ErasureSteps(ClusterBase):
                 await self._erase_person(person, d["ts"], ttl, d)
             await self.redis.set(tomb, US.join(found), px=max(int(d["ret"]), 1))
         if not found:
-            return ApplyResult("noop")
-        return ApplyResult("erased", erased=found)
+            return Noop()
+        return Erased(found)
 
     async def _erase_person(self, person: str, ts: int, ttl: int, d: Mapping[str, Any]) -> None:
         """Everything that points at the person first, the person's keys last."""

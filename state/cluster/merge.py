@@ -10,7 +10,11 @@ import orjson
 
 from portrait import metrics
 from processors.layout import RECORD_SEP as RS
-from state.answers import ApplyResult, RedisUnwell, text_of
+from state.answers import (
+    ApplyResult,
+    RedisUnwell,
+    text_of,
+)
 from state.cluster.base import (
     ClusterBase,
     Restart,

@@ -11,7 +11,16 @@ import orjson
 from redis.exceptions import ResponseError
 
 from portrait import metrics
-from state.answers import ApplyResult, RedisUnwell, parse_position, text_of
+from state.answers import (
+    Applied,
+    ApplyResult,
+    Duplicate,
+    Failed,
+    RedisUnwell,
+    parse_answer,
+    parse_position,
+    text_of,
+)
 from state.cluster.accounts import AccountSteps
 from state.cluster.base import (
     ATTEMPTS,
@@ -95,7 +104,7 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
         try:
             d = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return ApplyResult("error", error="malformed_delta")
+            return Failed("malformed_delta")
         self.retention_ms = int(d.get("ret") or self.retention_ms)
         self.now_ms = int(d.get("now") or self.now_ms)
         try:
@@ -179,18 +188,18 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
         links, the merge's last steps, the accounts of the answer; ``moved`` settles the
         person's identifiers and restarts the event."""
         if isinstance(reply, bytes):  # the script failed on this event's data
-            return ApplyResult.parse(reply)
+            return parse_answer(reply)
         answer, increments = text_of(reply[0]), text_of(reply[1])
         if answer == "moved":
             await self._settle(person, owned)
             raise Restart
-        result = ApplyResult.parse(answer.encode("utf-8"))
+        result = parse_answer(answer.encode("utf-8"))
         # a duplicate names the customer it was first applied to (its outputs as they
         # were); the links and the kept increments are the live person's
         entity = person
         if increments:
             kept.append((entity, step["eid"], increments))
-        if result.status in ("ok", "dup"):  # again on a redelivery: once per event each
+        if isinstance(result, Applied | Duplicate):  # again on a redelivery: once each
             for acct in step.get("accts") or []:
                 await self._on_account("link", acct, entity, step["ret"], eid=step["eid"])
         if step.get("absorb"):

@@ -9,11 +9,11 @@ import orjson
 
 from portrait.events import ProfileChanged
 from processors.document import document_from_state
-from processors.outputs import Applied, encode, encode_profile_changed, profile_changed
+from processors.outputs import OutputOrigin, encode, encode_profile_changed, profile_changed
 
 
 def _change(at: str, new: int) -> ProfileChanged:
-    applied = Applied("in-1", "c-1", 7, ["emp-1"], at)
+    applied = OutputOrigin("in-1", "c-1", 7, ["emp-1"], at)
     return profile_changed(applied, [{"field": "version", "old": 6, "new": new}])
 
 
@@ -66,7 +66,7 @@ def test_a_profile_change_encodes_as_its_typed_model_does() -> None:
         },
     )
     for n in range(300):
-        applied = Applied(f"in-{n}", f"c-{n % 7}", n, [f"emp-{i}" for i in range(n % 3)], "t")
+        applied = OutputOrigin(f"in-{n}", f"c-{n % 7}", n, [f"emp-{i}" for i in range(n % 3)], "t")
         changes = [{"field": f"f{i}", "old": _value(rng), "new": _value(rng)} for i in range(n % 5)]
         changes += [{"field": name, "old": None, "new": value} for name, value in document.items()]
         expected = encode(profile_changed(applied, changes))

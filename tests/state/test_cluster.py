@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from portrait.events import INPUT_EVENT_ADAPTER
 from processors.document import document_settings
 from processors.identity import IdentityRules, customer_id_for
 from processors.profile import DeltaSettings, NoUsableIdentifier, build_delta
-from state.answers import StaleOffsets
+from state.answers import AccountsApplied, Applied, Duplicate, StaleOffsets
 from state.cluster.store import ClusterProfileStore
 from state.store import RedisProfileStore
 from streams.lookup import get_account, get_profile
@@ -117,23 +118,30 @@ async def apply_and_view(
 
 def comparable(results: Sequence[Any]) -> list[tuple[Any, ...]]:
     """What outputs are built from (set members in any order)."""
-    return [
-        (
-            r.status,
-            r.customer_id,
-            r.merged,
-            r.state and r.state["fields"],
-            r.state and sorted(r.state["ids"]),
-            r.old,
-            sorted(r.ids_added),
-            r.links_added,
-            r.rejections,
-            r.accounts,
-            r.people,
-            r.notify,
-        )
-        for r in results
-    ]
+    return [_comparable(r) for r in results]
+
+
+def _comparable(r: Any) -> tuple[Any, ...]:
+    if isinstance(r, Duplicate):
+        return (r.status, r.customer_id, r.replay and _comparable(r.replay))
+    if isinstance(r, AccountsApplied):
+        return (r.status, [_comparable(a) for a in r.accounts])
+    if not isinstance(r, Applied):
+        return (r.status, dataclasses.astuple(r))
+    return (
+        r.status,
+        r.customer_id,
+        r.merged,
+        r.state and r.state["fields"],
+        r.state and sorted(r.state["ids"]),
+        r.old,
+        sorted(r.ids_added),
+        r.links_added,
+        r.rejections,
+        r.accounts,
+        r.people,
+        r.notify,
+    )
 
 
 def test_the_cluster_gives_the_standalone_state_in_any_order(

@@ -14,7 +14,7 @@ from models.scorer import Scorer
 from portrait.config import Settings
 from processors.assist import PromptTemplates
 from processors.document import DocumentSettings
-from state.answers import ApplyResult
+from state.answers import Applied, ApplyResult, Duplicate, Erased
 from state.store import Contact
 from streams.outputs import Outputs
 from streams.pipeline import BatchPipeline
@@ -60,13 +60,13 @@ class FakeStore:
             eid = delta["eid"]
             self.calls.append(("apply", eid))
             if delta["erase"]:
-                out.append(ApplyResult("erased", erased=[f"c-{eid}"]))
+                out.append(Erased([f"c-{eid}"]))
             elif eid in self.pending:
-                out.append(ApplyResult("dup", customer_id=f"c-{eid}", replay=self.pending[eid]))
+                out.append(Duplicate(f"c-{eid}", replay=self.pending[eid]))
             else:
                 state = {"fields": {"m:version": "1", "c:events_total": "1"}, "ids": []}
                 old: dict[str, str | None] = {"m:version": None, "c:events_total": None}
-                answer = ApplyResult("ok", customer_id=f"c-{eid}", state=state, old=old)  # type: ignore[arg-type]
+                answer = Applied(f"c-{eid}", state=state, old=old)  # type: ignore[arg-type]
                 self.pending[eid] = answer
                 out.append(answer)
         return out

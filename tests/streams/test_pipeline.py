@@ -13,7 +13,7 @@ import pytest
 from models.registry import ModelRegistry
 from portrait.config import Settings
 from portrait.events import OUTPUT_MODELS
-from state.answers import ApplyResult
+from state.answers import ApplyResult, Failed
 from state.store import RedisProfileStore
 from streams.pipeline import BatchPipeline
 from streams.records import BatchOutcome
@@ -145,7 +145,7 @@ def refusing_store(url: str, prefix: str) -> RedisProfileStore:
     store = open_store(url, prefix)
 
     async def refuse(deltas: Sequence[bytes], positions: bytes = b"") -> list[ApplyResult]:
-        return [ApplyResult("error", error="ResponseError") for _ in deltas]
+        return [Failed("ResponseError") for _ in deltas]
 
     store.apply = refuse  # type: ignore[method-assign]
     return store
