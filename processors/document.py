@@ -27,14 +27,18 @@ from processors.intents import intents_document
 from processors.keywords import KEYWORD, keywords_document
 from processors.layout import (
     ACTIONS,
+    AMOUNT,
     COUNT,
+    FIRST_SEEN,
     KEYWORDS,
+    LAST_SEEN,
     NEGATIVE_STREAK,
     NEGATIVES,
     PROBLEMS,
     REJECTED,
     RESOLUTIONS,
     ROLE,
+    VERSION,
     family_of,
 )
 from processors.needs import load_rules, needs
@@ -281,13 +285,13 @@ IDENTIFIERS = "ids"
 ACCOUNTS = "accts"
 """A read that stands for the person's account links."""
 
-_STATS = ("c:events_total", "c:ch:", "m:first_seen", "m:last_seen")
+_STATS = ("c:events_total", "c:ch:", FIRST_SEEN, LAST_SEEN)
 _EMOTION = ("r:emotion_last", "e:w", NEGATIVES.prefix)
-_INDICATORS = ("d:ch:", "m:last_seen", "c:act:", "r:friend:", "r:grp:", "e:amount", ACCOUNTS)
+_INDICATORS = ("d:ch:", LAST_SEEN, "c:act:", "r:friend:", "r:grp:", AMOUNT, ACCOUNTS)
 _INTENTS = ("c:in:",)
 
 FIELD_BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[ProfileView], Any]]] = {
-    "version": (("m:version",), ProfileView.version),
+    "version": ((VERSION,), ProfileView.version),
     "identifiers": ((IDENTIFIERS,), ProfileView.identifiers),
     "attributes": (("a:",), ProfileView.attributes),
     "tags": (("t:",), ProfileView.tags),
@@ -304,7 +308,7 @@ FIELD_BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[ProfileView], Any]]] 
     "identity_rejections": ((COUNT + REJECTED,), ProfileView.identity_rejections),
     "actions": ((ACTIONS.prefix,), ProfileView.actions),
     "products": ((PRODUCT,), ProfileView.products),
-    "keywords": ((KEYWORDS.prefix, "m:last_seen"), ProfileView.keywords),
+    "keywords": ((KEYWORDS.prefix, LAST_SEEN), ProfileView.keywords),
     "intents": (_INTENTS, lambda view: view.intents),
     "needs": (
         (*_INTENTS, KEYWORDS.prefix, *_INDICATORS, *_EMOTION),

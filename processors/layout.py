@@ -138,20 +138,84 @@ the problems were a skiplist of 5.9 KB)."""
 CALM = "r:calm"
 """The register of the latest non-negative message's order key."""
 
+ENTITY_KEYS: dict[str, str] = {
+    "PROFILE": "p",
+    "IDS": "ids",
+    "PENDING": "pending",
+    "MERGED": "merged",
+    "REDIRECT": "redirect",
+    "CALLS": "calls",
+    "ACCOUNTS": "accts",
+    "PEOPLE": "people",
+    "ID_HASHES": "idh",
+    "ABSORBED": "absorbed",
+    "KEPT_GLOBALS": "gq",
+    "FENCE": "fence",
+    "SEAL": "seal",
+}
+"""Keys of an entity's family besides the families (the script's ``K``); see
+:data:`CUSTOMER_KEYS`."""
+PROFILE_KEY, IDS_KEY = ENTITY_KEYS["PROFILE"], ENTITY_KEYS["IDS"]
+PENDING_KEY = ENTITY_KEYS["PENDING"]
+REDIRECT_KEY, PEOPLE_KEY = ENTITY_KEYS["REDIRECT"], ENTITY_KEYS["PEOPLE"]
+ACCOUNTS_KEY, KEPT_GLOBALS_KEY = ENTITY_KEYS["ACCOUNTS"], ENTITY_KEYS["KEPT_GLOBALS"]
+CALL_KEY = "call:"
+"""A call session's key, ``call:<call id>``, in its customer's family."""
+
+STORE_KEYS: dict[str, str] = {
+    "ENTITY": "c:{",
+    "INDEX": "idx:",
+    "SUPPRESSION": "sup:",
+    "ERASURE": "erasure:",
+    "PRODUCT_STATS": "stats:products",
+    "SPEND_POPULATION": "pop:spend",
+    "TREND": "trend:",
+    "TREND_INDEX": "trend:index",
+    "ONCE": "once:",
+}
+"""Keys under the store's prefix that are no one entity's (the script's ``G``): an
+entity's family (``c:{<entity>}:<key>``), the identity index (``idx:<identifier>``),
+erased identifiers (``sup:<hash>``), erasure tombstones (``erasure:<event id>``), the
+global counters and, on a cluster, the ids a stripe counted (``once:<hour>``)."""
+ENTITY = STORE_KEYS["ENTITY"]
+INDEX, SUPPRESSION, ERASURE = STORE_KEYS["INDEX"], STORE_KEYS["SUPPRESSION"], STORE_KEYS["ERASURE"]
+PRODUCT_STATS, SPEND_POPULATION = STORE_KEYS["PRODUCT_STATS"], STORE_KEYS["SPEND_POPULATION"]
+TREND_INDEX = STORE_KEYS["TREND_INDEX"]
+
+PROFILE_FIELDS: dict[str, str] = {
+    "FIRST_SEEN": META + "first_seen",
+    "LAST_SEEN": META + "last_seen",
+    "VERSION": META + "version",
+    "AMOUNT": SUM + "amount",
+}
+"""Fields of the profile hash that the script and Python read by name (the script's
+``F``)."""
+FIRST_SEEN, LAST_SEEN = PROFILE_FIELDS["FIRST_SEEN"], PROFILE_FIELDS["LAST_SEEN"]
+VERSION, AMOUNT = PROFILE_FIELDS["VERSION"], PROFILE_FIELDS["AMOUNT"]
+
+STATUSES: dict[str, str] = {
+    "OK": "ok",
+    "DUP": "dup",
+    "ERASED": "erased",
+    "SUPPRESSED": "suppressed",
+    "NOOP": "noop",
+    "ACCOUNTS": "acct",
+    "ERROR": "error",
+    "MOVED": "moved",
+    "LIVE": "live",
+    "GONE": "gone",
+    "FENCED": "fenced",
+    "DUMP": "dump",
+    "FACTS": "facts",
+}
+"""The first word of each answer of the script (the script's ``S``): per delta
+(``state/answers.py`` turns each into its type) and per step of the cluster protocol
+(``moved`` … ``facts``, read by ``state/cluster/``)."""
+MOVED, GONE, FENCED = STATUSES["MOVED"], STATUSES["GONE"], STATUSES["FENCED"]
+DUMP, FACTS = STATUSES["DUMP"], STATUSES["FACTS"]
+
 CUSTOMER_KEYS: tuple[str, ...] = (
-    "p",
-    "ids",
-    "pending",
-    "merged",
-    "redirect",
-    "calls",
-    "accts",
-    "people",
-    "idh",
-    "absorbed",
-    "gq",
-    "fence",
-    "seal",
+    *ENTITY_KEYS.values(),
     *(family.key for family in FAMILIES),
 )
 """Keys of a customer's (or an account's) family besides call sessions and processed-id
@@ -160,6 +224,11 @@ ids) are the links between people and accounts. On a Redis Cluster
 (``state/cluster/``) also ``absorbed`` (the seals of losers merged in),
 ``gq`` (global increments awaiting the stripe step), ``fence`` and ``seal`` (merge
 fencing tokens)."""
+
+
+def entity_key(prefix: str, entity: str, key: str) -> str:
+    """The key ``key`` of an entity's family (hash-tagged by the entity: one slot)."""
+    return f"{prefix}{ENTITY}{entity}}}:{key}"
 
 
 def family_of(name: str) -> Family | None:
@@ -174,6 +243,10 @@ def family_of(name: str) -> Family | None:
 
 _FAMILY_BY_PREFIX = {family.prefix: family for family in FAMILIES}
 _FAMILY_PREFIX_LENGTHS = sorted({len(family.prefix) for family in FAMILIES})
+
+
+def _lua_table(names: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{name} = {_lua_string(value)}" for name, value in names.items()) + "}"
 
 
 def _lua_string(text: str) -> str:
@@ -209,6 +282,11 @@ def lua_constants() -> str:
             f"local CALM = {_lua_string(CALM)}",
             f"local FAMILIES = {{\n{families},\n}}",
             f"local CUSTOMER_KEYS = {{{keys}}}",
+            f"local K = {_lua_table(ENTITY_KEYS)}",
+            f"local CALL_KEY = {_lua_string(CALL_KEY)}",
+            f"local G = {_lua_table(STORE_KEYS)}",
+            f"local F = {_lua_table(PROFILE_FIELDS)}",
+            f"local S = {_lua_table(STATUSES)}",
         ]
     )
 

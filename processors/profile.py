@@ -59,7 +59,7 @@ from processors.identity import (
 )
 from processors.intents import intent_fields
 from processors.keywords import keyword_fields
-from processors.layout import ATTRIBUTE, COUNT, REJECTED, TAG, WEIGHT
+from processors.layout import AMOUNT, ATTRIBUTE, COUNT, REJECTED, TAG, WEIGHT
 from processors.preferences import decay_weight, time_of_day
 from processors.problems import problem_fields, resolution_fields
 from processors.relationships import (
@@ -273,7 +273,7 @@ def _channel_event(change: Change, event: ChannelEvent) -> None:
     if payload.action in HOLDING_ACTIONS:
         fields.update(product_fields(payload.items, "held", change.occurred_ms, event.event_id))
     if payload.amount:
-        fields["e:amount"] = float(payload.amount)
+        fields[AMOUNT] = float(payload.amount)
     _roles(change, payload.attributes)
     confidence = change.settings.attribute_confidence
     fields.update(_attribute_registers(payload.attributes, event.source, confidence, False, event))

@@ -19,6 +19,7 @@ from processors.layout import (
     FAMILIES,
     MEMBER_SEP,
     NEGATIVE_STREAK,
+    STATUSES,
     VIEW_SEP,
     Family,
 )
@@ -108,7 +109,7 @@ class Applied:
     ``account_no`` is its number and ``people`` its people.
     """
 
-    status: ClassVar[str] = "ok"
+    status: ClassVar[str] = STATUSES["OK"]
     customer_id: str
     merged: list[str] = field(default_factory=list)
     state: StoredState | None = None
@@ -127,7 +128,7 @@ class Applied:
 class AccountsApplied:
     """``acct``: an event with no person identifier, applied to each account it names."""
 
-    status: ClassVar[str] = "acct"
+    status: ClassVar[str] = STATUSES["ACCOUNTS"]
     accounts: list[Applied] = field(default_factory=list)
 
 
@@ -135,7 +136,7 @@ class AccountsApplied:
 class Erased:
     """``erased``: an erasure removed these customers."""
 
-    status: ClassVar[str] = "erased"
+    status: ClassVar[str] = STATUSES["ERASED"]
     erased: list[str] = field(default_factory=list)
 
 
@@ -144,7 +145,7 @@ class Suppressed:
     """``suppressed``: an event of an erased person from before the erasure, dropped;
     ``erased`` lists the people it showed were the erased person's (erased too)."""
 
-    status: ClassVar[str] = "suppressed"
+    status: ClassVar[str] = STATUSES["SUPPRESSED"]
     erased: list[str] = field(default_factory=list)
 
 
@@ -152,7 +153,7 @@ class Suppressed:
 class Noop:
     """``noop``: an erasure for no known customer."""
 
-    status: ClassVar[str] = "noop"
+    status: ClassVar[str] = STATUSES["NOOP"]
 
 
 @dataclass(slots=True)
@@ -160,7 +161,7 @@ class Duplicate:
     """``dup``: seen before. ``replay``: what the first time answered, when its outputs
     are still pending delivery (they go out again, the same)."""
 
-    status: ClassVar[str] = "dup"
+    status: ClassVar[str] = STATUSES["DUP"]
     customer_id: str | None = None
     replay: Applied | AccountsApplied | Erased | None = None
 
@@ -170,7 +171,7 @@ class Failed:
     """``error``: the script failed on this event's data; nothing of it was applied
     (``error``: a short, value-free kind)."""
 
-    status: ClassVar[str] = "error"
+    status: ClassVar[str] = STATUSES["ERROR"]
     error: str = "script_error"
 
 
@@ -188,31 +189,31 @@ def parse_answer(answer: bytes) -> ApplyResult:
     text = answer.decode("utf-8")
     parts = text.split(RS)
     status = parts[0]
-    if status == "error":
+    if status == Failed.status:
         message = parts[1] if len(parts) > 1 else ""
         if message.startswith(_REDIS_UNWELL):
             raise RedisUnwell(message.split(" ", 1)[0])
         return Failed(_error_kind(message))
-    if status == "erased":
+    if status == Erased.status:
         return Erased(_split(parts[1]))
-    if status == "suppressed":
+    if status == Suppressed.status:
         return Suppressed(_split(parts[1]))
-    if status == "acct":
-        return AccountsApplied(_accounts(text[5:]))
-    if status == "dup":
-        return _duplicate(text, parts)
-    if status == "ok":
+    if status == AccountsApplied.status:
+        return AccountsApplied(_accounts(text.split(RS, 1)[1]))
+    if status == Duplicate.status:
+        return _duplicate(parts)
+    if status == Applied.status:
         if len(parts) == 2:  # a quiet delta: the customer id only
             return Applied(parts[1])
         return _applied(parts[1], parts[2:])
     return Noop()
 
 
-def _duplicate(text: str, parts: list[str]) -> Duplicate:
-    if len(parts) > 2 and parts[1] == "erased":
+def _duplicate(parts: list[str]) -> Duplicate:
+    if len(parts) > 2 and parts[1] == Erased.status:
         return Duplicate(replay=Erased(_split(parts[2])))
-    if len(parts) > 2 and parts[1] == "acct":
-        return Duplicate(replay=AccountsApplied(_accounts(text[9:])))
+    if len(parts) > 2 and parts[1] == AccountsApplied.status:
+        return Duplicate(replay=AccountsApplied(_accounts(RS.join(parts[2:]))))
     customer_id = parts[1] if len(parts) > 1 else None
     replay = _applied(customer_id or "", parts[2:]) if len(parts) > 2 else None
     return Duplicate(customer_id, replay)

@@ -84,7 +84,7 @@ local function family_of(f)
   return FAMILY_OF[string.sub(f, 1, 5)] or FAMILY_OF[string.sub(f, 1, 2)]
 end
 
-local function ck(cid, s) return P .. 'c:{' .. cid .. '}:' .. s end
+local function ck(cid, s) return P .. G.ENTITY .. cid .. '}:' .. s end
 
 local function spend_bucket(amount)
   return string.format('%d', math.floor(math.log(1 + amount) / math.log(2) * 4))
@@ -94,16 +94,16 @@ end
 -- the key prefix of the counters (P standalone, a stripe's on a cluster); g holds
 -- {stats = {field = n}, trend = {w, keys, exp}, spend = {bucket = n}}
 local function add_globals(base, g)
-  for f, n in pairs(g.stats or {}) do redis.call('HINCRBY', base .. 'stats:products', f, n) end
+  for f, n in pairs(g.stats or {}) do redis.call('HINCRBY', base .. G.PRODUCT_STATS, f, n) end
   if g.trend then
-    local window = base .. 'trend:' .. string.format('%d', g.trend.w)
+    local window = base .. G.TREND .. string.format('%d', g.trend.w)
     redis.call('HINCRBY', window, 'messages', 1)
     for _, f in ipairs(g.trend.keys) do redis.call('HINCRBY', window, f, 1) end
     redis.call('PEXPIRE', window, g.trend.exp)
-    redis.call('ZADD', base .. 'trend:index', g.trend.w, string.format('%d', g.trend.w))
+    redis.call('ZADD', base .. G.TREND_INDEX, g.trend.w, string.format('%d', g.trend.w))
   end
   for bucket, n in pairs(g.spend or {}) do
-    if n ~= 0 then redis.call('HINCRBY', base .. 'pop:spend', bucket, n) end
+    if n ~= 0 then redis.call('HINCRBY', base .. G.SPEND_POPULATION, bucket, n) end
   end
 end
 
@@ -122,15 +122,15 @@ local function add_globals_summed(base, list)
     end
     for bucket, n in pairs(g.spend or {}) do spend[bucket] = (spend[bucket] or 0) + n end
   end
-  for f, n in pairs(stats) do redis.call('HINCRBY', base .. 'stats:products', f, n) end
+  for f, n in pairs(stats) do redis.call('HINCRBY', base .. G.PRODUCT_STATS, f, n) end
   for start, w in pairs(windows) do
-    local window = base .. 'trend:' .. string.format('%d', start)
+    local window = base .. G.TREND .. string.format('%d', start)
     for f, n in pairs(w.counts) do redis.call('HINCRBY', window, f, n) end
     redis.call('PEXPIRE', window, w.exp)
-    redis.call('ZADD', base .. 'trend:index', start, string.format('%d', start))
+    redis.call('ZADD', base .. G.TREND_INDEX, start, string.format('%d', start))
   end
   for bucket, n in pairs(spend) do
-    if n ~= 0 then redis.call('HINCRBY', base .. 'pop:spend', bucket, n) end
+    if n ~= 0 then redis.call('HINCRBY', base .. G.SPEND_POPULATION, bucket, n) end
   end
 end
 
@@ -160,7 +160,7 @@ local function move_spend(before, after, kind)
   if to then spend[to] = 1 end
   record_globals({spend = spend})
 end
-local function idxk(id) return P .. 'idx:' .. id end
+local function idxk(id) return P .. G.INDEX .. id end
 
 -- processed event ids: 8-byte hashes in one hash per retention epoch, appended to the
 -- field (of SEEN_BUCKETS) of the hash's first byte: a check reads one bucket, and a
@@ -248,7 +248,7 @@ end
 
 local function delete_customer(cid, keep_redirect)
   for _, s in ipairs(CUSTOMER_KEYS) do
-    if not (keep_redirect and s == 'redirect') then redis.call('DEL', ck(cid, s)) end
+    if not (keep_redirect and s == K.REDIRECT) then redis.call('DEL', ck(cid, s)) end
   end
 end
 
@@ -260,7 +260,7 @@ local function account_of(acct) return ACCOUNT_ENTITY .. acct end
 local function forget_contacts(cid)
   local cursor = '0'
   repeat
-    local page = redis.call('HSCAN', ck(cid, 'p'), cursor, 'MATCH', MET .. '*', 'COUNT', 500)
+    local page = redis.call('HSCAN', ck(cid, K.PROFILE), cursor, 'MATCH', MET .. '*', 'COUNT', 500)
     cursor = page[1]
     for i = 1, #page[2], 2 do
       local agent = P .. AGENT .. '{' .. string.sub(page[2][i], #MET + 1) .. '}'
@@ -271,30 +271,30 @@ end
 
 -- an account left with no people goes with its data, out of the spend population
 local function drop_account(a, now, ret)
-  move_spend(tonumber(redis.call('HGET', ck(a, 'p'), 'e:amount')), nil, ACCOUNT_SPEND)
+  move_spend(tonumber(redis.call('HGET', ck(a, K.PROFILE), F.AMOUNT)), nil, ACCOUNT_SPEND)
   drop_seen(a, now, ret)
   delete_customer(a, false)
 end
 
 local function erase(cid, now, ret)
-  move_spend(tonumber(redis.call('HGET', ck(cid, 'p'), 'e:amount')), nil)
+  move_spend(tonumber(redis.call('HGET', ck(cid, K.PROFILE), F.AMOUNT)), nil)
   forget_contacts(cid)
   -- unlinked from their accounts; an account with no people left goes with its data
-  for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, 'accts'))) do
+  for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, K.ACCOUNTS))) do
     local a = account_of(acct)
-    redis.call('SREM', ck(a, 'people'), cid)
-    if redis.call('SCARD', ck(a, 'people')) == 0 then
+    redis.call('SREM', ck(a, K.PEOPLE), cid)
+    if redis.call('SCARD', ck(a, K.PEOPLE)) == 0 then
       drop_account(a, now, ret)
     end
   end
-  for _, id in ipairs(redis.call('SMEMBERS', ck(cid, 'ids'))) do
+  for _, id in ipairs(redis.call('SMEMBERS', ck(cid, K.IDS))) do
     if redis.call('GET', idxk(id)) == cid then redis.call('DEL', idxk(id)) end
   end
-  for _, m in ipairs(redis.call('SMEMBERS', ck(cid, 'merged'))) do
-    redis.call('DEL', ck(m, 'redirect'))
+  for _, m in ipairs(redis.call('SMEMBERS', ck(cid, K.MERGED))) do
+    redis.call('DEL', ck(m, K.REDIRECT))
   end
-  for _, call in ipairs(redis.call('SMEMBERS', ck(cid, 'calls'))) do
-    redis.call('DEL', ck(cid, 'call:' .. call))
+  for _, call in ipairs(redis.call('SMEMBERS', ck(cid, K.CALLS))) do
+    redis.call('DEL', ck(cid, CALL_KEY .. call))
   end
   drop_seen(cid, now, ret)
   delete_customer(cid, false)
@@ -302,7 +302,7 @@ end
 
 -- suppression: an erased identifier's keyed hash → the erasure time ----------------------
 
-local function sup_key(hash) return P .. 'sup:' .. hash end
+local function sup_key(hash) return P .. G.SUPPRESSION .. hash end
 
 local function suppress(hash, ts, ttl)
   local key = sup_key(hash)
@@ -312,7 +312,7 @@ end
 
 -- erase a person, suppressing every identifier they held as of the erasure time
 local function erase_person(c, ts, ttl, now, ret)
-  for _, h in ipairs(redis.call('SMEMBERS', ck(c, 'idh'))) do suppress(h, ts, ttl) end
+  for _, h in ipairs(redis.call('SMEMBERS', ck(c, K.ID_HASHES))) do suppress(h, ts, ttl) end
   erase(c, now, ret)
 end
 
@@ -484,31 +484,31 @@ local function combine(f, v)
   elseif kind == 'd:' then add_float(f, tonumber(v))
   elseif kind == 'e:' then add_float(f, tonumber(v))
   elseif kind == 'a:' or kind == 't:' or kind == 'r:' then keep_larger(f, v)
-  elseif f == 'm:first_seen' then keep_extreme(f, tonumber(v), true)
-  elseif f == 'm:last_seen' then keep_extreme(f, tonumber(v), false)
-  elseif f == 'm:version' then add_int(f, tonumber(v))  -- merged: both customers' changes
+  elseif f == F.FIRST_SEEN then keep_extreme(f, tonumber(v), true)
+  elseif f == F.LAST_SEEN then keep_extreme(f, tonumber(v), false)
+  elseif f == F.VERSION then add_int(f, tonumber(v))  -- merged: both customers' changes
   end
 end
 
 local function add_identifier(id, hash)
-  if redis.call('SADD', ck(cid, 'ids'), id) == 1 then
+  if redis.call('SADD', ck(cid, K.IDS), id) == 1 then
     table.insert(ids_added, id)
     if not CLUSTER then redis.call('SET', idxk(id), cid) end  -- cluster: claimed by the caller
-    if hash then redis.call('SADD', ck(cid, 'idh'), hash) end
+    if hash then redis.call('SADD', ck(cid, K.ID_HASHES), hash) end
   end
 end
 
 -- merge -----------------------------------------------------------------------------
 
 local function first_seen(c)
-  return tonumber(redis.call('HGET', ck(c, 'p'), 'm:first_seen')) or math.huge
+  return tonumber(redis.call('HGET', ck(c, K.PROFILE), F.FIRST_SEEN)) or math.huge
 end
 
 -- Everything a merge takes from a loser, read from its keys (one slot): the profile
 -- hash, each family's members as the sorted sets hold them, identifiers, accounts,
 -- processed-id strings, pending outputs, live call sessions and whom it absorbed.
 local function read_dump(loser, now, ret)
-  local dump = {p = redis.call('HGETALL', ck(loser, 'p')), fams = {}, calls = {}, seen = {}}
+  local dump = {p = redis.call('HGETALL', ck(loser, K.PROFILE)), fams = {}, calls = {}, seen = {}}
   for i, fam in ipairs(FAMILIES) do
     if fam.keep == 'heaviest' then
       dump.fams[i] = redis.call('ZRANGE', ck(loser, fam.key), 0, -1, 'WITHSCORES')
@@ -516,13 +516,13 @@ local function read_dump(loser, now, ret)
       dump.fams[i] = redis.call('ZRANGE', ck(loser, fam.key), 0, -1)
     end
   end
-  for _, s in ipairs({'ids', 'idh', 'accts', 'merged'}) do
+  for _, s in ipairs({K.IDS, K.ID_HASHES, K.ACCOUNTS, K.MERGED}) do
     dump[s] = redis.call('SMEMBERS', ck(loser, s))
   end
   for i = 1, 2 do dump.seen[i] = seen_blob(loser, now, ret, i) end
-  dump.pending = redis.call('HGETALL', ck(loser, 'pending'))
-  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
-    local from = ck(loser, 'call:' .. call)
+  dump.pending = redis.call('HGETALL', ck(loser, K.PENDING))
+  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, K.CALLS))) do
+    local from = ck(loser, CALL_KEY .. call)
     table.insert(dump.calls, {call, redis.call('HGETALL', from), redis.call('PTTL', from)})
   end
   return dump
@@ -533,7 +533,7 @@ end
 -- in proportion to the loser's size (merges are rare).
 local function merge_dump(loser, dump, now, ret)
   for i = 1, #dump.p, 2 do
-    if dump.p[i] == 'e:amount' then move_spend(tonumber(dump.p[i + 1]), nil) end
+    if dump.p[i] == F.AMOUNT then move_spend(tonumber(dump.p[i + 1]), nil) end
   end
   for i = 1, #dump.p, 2 do combine(dump.p[i], dump.p[i + 1]) end
   for i, fam in ipairs(FAMILIES) do
@@ -552,33 +552,33 @@ local function merge_dump(loser, dump, now, ret)
     end
   end
   for _, id in ipairs(dump.ids) do add_identifier(id) end
-  for _, h in ipairs(dump.idh) do redis.call('SADD', ck(cid, 'idh'), h) end
+  for _, h in ipairs(dump.idh) do redis.call('SADD', ck(cid, K.ID_HASHES), h) end
   -- the survivor holds the loser's accounts (with the roles, merged as registers above)
   for _, acct in ipairs(dump.accts) do
-    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
+    if redis.call('SADD', ck(cid, K.ACCOUNTS), acct) == 1 then table.insert(links_added, acct) end
   end
   local into = seen_bases(cid, now, ret)
   for i, blob in ipairs(dump.seen) do
     if blob ~= '' then add_seen(into[i], blob, ret) end
   end
   for i = 1, #dump.pending, 2 do
-    redis.call('HSETNX', ck(cid, 'pending'), dump.pending[i], dump.pending[i + 1])
+    redis.call('HSETNX', ck(cid, K.PENDING), dump.pending[i], dump.pending[i + 1])
   end
   -- live call sessions follow the customer (a merge mid-call keeps its advice)
   for _, c in ipairs(dump.calls) do
     local call, session, ttl = c[1], c[2], c[3]
-    local to = ck(cid, 'call:' .. call)
+    local to = ck(cid, CALL_KEY .. call)
     for i = 1, #session, 2 do redis.call('HSETNX', to, session[i], session[i + 1]) end
     if ttl > 0 and redis.call('PTTL', to) < ttl then redis.call('PEXPIRE', to, ttl) end
-    redis.call('SADD', ck(cid, 'calls'), call)
+    redis.call('SADD', ck(cid, K.CALLS), call)
   end
-  redis.call('SADD', ck(cid, 'merged'), loser, unpack(dump.merged))
+  redis.call('SADD', ck(cid, K.MERGED), loser, unpack(dump.merged))
 end
 
 -- a loser's keys, but for the redirect to its survivor
 local function drop_loser(loser, now, ret)
-  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, 'calls'))) do
-    redis.call('DEL', ck(loser, 'call:' .. call))
+  for _, call in ipairs(redis.call('SMEMBERS', ck(loser, K.CALLS))) do
+    redis.call('DEL', ck(loser, CALL_KEY .. call))
   end
   drop_seen(loser, now, ret)
   delete_customer(loser, true)
@@ -590,11 +590,11 @@ local function merge(loser, now, ret)
   merge_dump(loser, dump, now, ret)
   for _, acct in ipairs(dump.accts) do
     local a = account_of(acct)
-    redis.call('SREM', ck(a, 'people'), loser)
-    redis.call('SADD', ck(a, 'people'), cid)
+    redis.call('SREM', ck(a, K.PEOPLE), loser)
+    redis.call('SADD', ck(a, K.PEOPLE), cid)
   end
-  for _, m in ipairs(dump.merged) do redis.call('SET', ck(m, 'redirect'), cid) end
-  redis.call('SET', ck(loser, 'redirect'), cid)
+  for _, m in ipairs(dump.merged) do redis.call('SET', ck(m, K.REDIRECT), cid) end
+  redis.call('SET', ck(loser, K.REDIRECT), cid)
   drop_loser(loser, now, ret)
 end
 
@@ -627,8 +627,8 @@ end
 -- Update the session; answer the prompt (kind US product US rate US agent US phase) when
 -- this customer turn changes the call's advice, else ''.
 local function call_event(cid, call, ts)
-  local key = ck(cid, 'call:' .. call.id)
-  redis.call('SADD', ck(cid, 'calls'), call.id)
+  local key = ck(cid, CALL_KEY .. call.id)
+  redis.call('SADD', ck(cid, K.CALLS), call.id)
   if call.agent then redis.call('HSET', key, 'agent', call.agent) end
   if call.offset then
     local elapsed = tonumber(redis.call('HGET', key, 'elapsed'))
@@ -659,7 +659,7 @@ local function call_event(cid, call, ts)
       prompt = table.concat({kind, product, rate, agent, call.phase or ''}, US)
     end
   end
-  for _, k in ipairs({key, ck(cid, 'calls')}) do redis.call('PEXPIRE', k, call.ttl) end
+  for _, k in ipairs({key, ck(cid, K.CALLS)}) do redis.call('PEXPIRE', k, call.ttl) end
   return prompt
 end
 
@@ -747,7 +747,7 @@ local function resolve(ids, owner, held_of)
   return found, usable
 end
 
-local function held_here(c) return redis.call('SMEMBERS', ck(c, 'ids')) end
+local function held_here(c) return redis.call('SMEMBERS', ck(c, K.IDS)) end
 
 -- the person the others merge into: the first seen (the smaller id on a tie)
 local function survivor_of(found, newcid, first_seen_of)
@@ -800,21 +800,21 @@ local function begin(entity)
   cur, old, dirty, ids_added = {}, {}, {}, {}
   added, touched, oldest = {}, {}, {}
   links_added = {}
-  local flat = redis.call('HGETALL', ck(cid, 'p'))
+  local flat = redis.call('HGETALL', ck(cid, K.PROFILE))
   for i = 1, #flat, 2 do cur[flat[i]] = flat[i + 1] end
 end
 
 -- the delta's fields onto the entity in memory, then written (families and the hash)
 local function apply_fields(d)
-  keep_extreme('m:first_seen', d.ts, true)
-  keep_extreme('m:last_seen', d.ts, false)
+  keep_extreme(F.FIRST_SEEN, d.ts, true)
+  keep_extreme(F.LAST_SEEN, d.ts, false)
   family_prefetch(d.fields)
   for f, v in pairs(d.fields) do combine(f, v) end
   for _, r in ipairs(rejections) do
     local kind, why = string.match(r, '^([^\31]*)\31(.*)$')
     add_int(REJECTED .. kind .. ':' .. why, 1)
   end
-  add_int('m:version', 1)
+  add_int(F.VERSION, 1)
 end
 
 local function write_entity()
@@ -829,11 +829,11 @@ local function write_entity()
     writes[#writes + 1] = f
     writes[#writes + 1] = cur[f]
     if #writes >= 1000 then
-      redis.call('HSET', ck(cid, 'p'), unpack(writes))
+      redis.call('HSET', ck(cid, K.PROFILE), unpack(writes))
       writes = {}
     end
   end
-  if #writes > 0 then redis.call('HSET', ck(cid, 'p'), unpack(writes)) end
+  if #writes > 0 then redis.call('HSET', ck(cid, K.PROFILE), unpack(writes)) end
 end
 
 local function pairs_text(flat) return table.concat(flat, US) end
@@ -841,7 +841,7 @@ local function pairs_text(flat) return table.concat(flat, US) end
 -- employees with an active friend or group relation to a person (processors/
 -- relationships.py connected_employees), into the set `into`
 local function connected(person, into)
-  local flat = redis.call('HGETALL', ck(person, 'p'))
+  local flat = redis.call('HGETALL', ck(person, K.PROFILE))
   for i = 1, #flat, 2 do
     local f, v = flat[i], flat[i + 1]
     if string.sub(v, -6) == '\tadded' then
@@ -865,9 +865,9 @@ end
 -- the employees connected to any of them
 local function people_of(acct)
   local out, notify = {}, {}
-  for _, person in ipairs(redis.call('SMEMBERS', ck(account_of(acct), 'people'))) do
+  for _, person in ipairs(redis.call('SMEMBERS', ck(account_of(acct), K.PEOPLE))) do
     table.insert(out, person)
-    table.insert(out, redis.call('HGET', ck(person, 'p'), ROLE .. acct) or '')
+    table.insert(out, redis.call('HGET', ck(person, K.PROFILE), ROLE .. acct) or '')
     connected(person, notify)
   end
   return pairs_text(out), table.concat(sorted_keys(notify), US)
@@ -877,10 +877,10 @@ end
 -- people and notify only for the accounts the event named), one after another by MS
 local function accounts_of(person, named)
   local out = {}
-  for _, acct in ipairs(redis.call('SMEMBERS', ck(person, 'accts'))) do
+  for _, acct in ipairs(redis.call('SMEMBERS', ck(person, K.ACCOUNTS))) do
     local people, notify = '', ''
     if named[acct] then people, notify = people_of(acct) end
-    local hash = redis.call('HGETALL', ck(account_of(acct), 'p'))
+    local hash = redis.call('HGETALL', ck(account_of(acct), K.PROFILE))
     table.insert(out, table.concat({acct, pairs_text(hash), people, notify}, VS))
   end
   return table.concat(out, MS)
@@ -888,10 +888,10 @@ end
 
 -- A pending answer is kept as the answer itself ('ok' RS cid RS body; before: cid RS
 -- body): as a redelivery's answer ('dup' RS cid RS body), and its body alone.
-local OK = 'ok' .. RS
+local OK = S.OK .. RS
 local function as_dup(pending)
-  if string.sub(pending, 1, 3) == OK then return 'dup' .. string.sub(pending, 3) end
-  return 'dup' .. RS .. pending
+  if string.sub(pending, 1, 3) == OK then return S.DUP .. string.sub(pending, 3) end
+  return S.DUP .. RS .. pending
 end
 local function pending_body(pending)
   if string.sub(pending, 1, 3) == OK then return string.match(pending, '^ok\30[^\30]*\30(.*)$') end
@@ -919,11 +919,11 @@ local function answer(d, losers, streak_before, prompt, links, notify)
     before[n + 1], before[n + 2], n = f, v, n + 2
   end
   local full = table.concat({
-    'ok',
+    S.OK,
     cid,
     table.concat(losers, US),
     table.concat(ids_added, US),
-    table.concat(redis.call('SMEMBERS', ck(cid, 'ids')), US),
+    table.concat(redis.call('SMEMBERS', ck(cid, K.IDS)), US),
     table.concat(after, US),
     table.concat(before, US),
     prompt,
@@ -935,7 +935,7 @@ local function answer(d, losers, streak_before, prompt, links, notify)
   }, RS)
   -- kept with the id it was applied to: a redelivery after a merge re-emits the
   -- outputs as they were (same ids, same content), not as the survivor's
-  redis.call('HSET', ck(cid, 'pending'), d.eid, full)
+  redis.call('HSET', ck(cid, K.PENDING), d.eid, full)
   return full
 end
 
@@ -959,22 +959,22 @@ local function apply_accounts(d, hash)
     if has_seen(a, hash, d.now, d.ret) then
       local bodies = {}
       for _, other in ipairs(d.accts) do
-        local pending = redis.call('HGET', ck(account_of(other), 'pending'), d.eid)
+        local pending = redis.call('HGET', ck(account_of(other), K.PENDING), d.eid)
         if pending then
           table.insert(bodies, other .. RS .. pending_body(pending))
         end
       end
-      if #bodies == 0 then return 'dup' .. RS .. a end
-      return 'dup' .. RS .. 'acct' .. RS .. table.concat(bodies, ES)
+      if #bodies == 0 then return S.DUP .. RS .. a end
+      return S.DUP .. RS .. S.ACCOUNTS .. RS .. table.concat(bodies, ES)
     end
   end
   local bodies = {}
   for _, acct in ipairs(d.accts) do
     begin(account_of(acct))
     local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
-    local spend_before = tonumber(cur['e:amount'])
+    local spend_before = tonumber(cur[F.AMOUNT])
     apply_fields(d)
-    move_spend(spend_before, tonumber(cur['e:amount']), ACCOUNT_SPEND)
+    move_spend(spend_before, tonumber(cur[F.AMOUNT]), ACCOUNT_SPEND)
     write_entity()
     remember(d, hash)
     if not d.quiet then
@@ -985,8 +985,8 @@ local function apply_accounts(d, hash)
     end
   end
   if not (CLUSTER and d.later) then count_globals(d) end  -- cluster: one account's call counts
-  if d.quiet then return 'ok' .. RS .. account_of(d.accts[1]) end
-  return 'acct' .. RS .. table.concat(bodies, ES)
+  if d.quiet then return S.OK .. RS .. account_of(d.accts[1]) end
+  return S.ACCOUNTS .. RS .. table.concat(bodies, ES)
 end
 
 -- cluster ------------------------------------------------------------------------------
@@ -999,11 +999,11 @@ end
 -- a sealed loser's dump into the survivor in memory (cid), once per seal
 local function absorb(a, now, ret)
   local mark = a.cid .. '|' .. a.seal
-  if redis.call('SISMEMBER', ck(cid, 'absorbed'), mark) == 1 then return false end
+  if redis.call('SISMEMBER', ck(cid, K.ABSORBED), mark) == 1 then return false end
   local dump = a.dump
   dump.seen = {unhex(dump.seen[1] or ''), unhex(dump.seen[2] or '')}
   merge_dump(a.cid, dump, now, ret)
-  redis.call('SADD', ck(cid, 'absorbed'), mark)
+  redis.call('SADD', ck(cid, K.ABSORBED), mark)
   return true
 end
 
@@ -1011,8 +1011,8 @@ end
 local function keep_globals(entity, once)
   if not gacc then return '' end
   local text = cjson.encode(gacc)
-  redis.call('HSET', ck(entity, 'gq'), once, text)
-  redis.call('PEXPIRE', ck(entity, 'gq'), 2 * 86400000)
+  redis.call('HSET', ck(entity, K.KEPT_GLOBALS), once, text)
+  redis.call('PEXPIRE', ck(entity, K.KEPT_GLOBALS), 2 * 86400000)
   gacc = nil
   return text
 end
@@ -1022,11 +1022,11 @@ end
 local function absorb_all(d)
   local done = {}
   for _, a in ipairs(d.absorb or {}) do
-    local before = tonumber(cur['e:amount'])
+    local before = tonumber(cur[F.AMOUNT])
     gacc = nil
     if absorb(a, d.now, d.ret) then
       table.insert(done, a.cid)
-      move_spend(before, tonumber(cur['e:amount']))
+      move_spend(before, tonumber(cur[F.AMOUNT]))
       keep_globals(cid, 'm:' .. a.cid .. '|' .. a.seal)
     end
   end
@@ -1034,134 +1034,134 @@ local function absorb_all(d)
 end
 
 local function is_live(c)
-  return redis.call('EXISTS', ck(c, 'redirect')) == 0 and redis.call('EXISTS', ck(c, 'p')) == 1
+  return redis.call('EXISTS', ck(c, K.REDIRECT)) == 0 and redis.call('EXISTS', ck(c, K.PROFILE)) == 1
 end
 
 -- the event on the person the caller resolved (d.survivor; a new one: d.newcid), after
 -- the dumps of the losers it sealed; identifiers claimed and rules applied by the caller
 local function apply_cluster(d, hash)
-  if d.survivor and not is_live(d.survivor) then return 'moved' end
+  if d.survivor and not is_live(d.survivor) then return S.MOVED end
   begin(d.survivor or d.newcid)
-  if not d.survivor then redis.call('DEL', ck(cid, 'redirect')) end
+  if not d.survivor then redis.call('DEL', ck(cid, K.REDIRECT)) end
   local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
   local losers = absorb_all(d)
   if has_seen(cid, hash, d.now, d.ret) then
     if #losers > 0 then write_entity() end
-    local pending = redis.call('HGET', ck(cid, 'pending'), d.eid)
+    local pending = redis.call('HGET', ck(cid, K.PENDING), d.eid)
     if pending then return as_dup(pending) end
-    return 'dup' .. RS .. cid
+    return S.DUP .. RS .. cid
   end
-  local spend_before = tonumber(cur['e:amount'])
+  local spend_before = tonumber(cur[F.AMOUNT])
   local hash_of = {}
   for i, id in ipairs(d.ids) do hash_of[id] = (d.idh or {})[i] end
   for _, id in ipairs(d.usable or {}) do add_identifier(id, hash_of[id]) end
   rejections = d.rejections or {}
   apply_fields(d)
-  move_spend(spend_before, tonumber(cur['e:amount']))
+  move_spend(spend_before, tonumber(cur[F.AMOUNT]))
   write_entity()
   for _, acct in ipairs(d.accts) do
-    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
+    if redis.call('SADD', ck(cid, K.ACCOUNTS), acct) == 1 then table.insert(links_added, acct) end
   end
   local prompt = ''
   if d.call then prompt = call_event(cid, d.call, d.ts) end
   count_globals(d)
   remember(d, hash)
-  if d.quiet then return 'ok' .. RS .. cid end
+  if d.quiet then return S.OK .. RS .. cid end
   -- the accounts held, their hashes and people left to the caller (other slots)
   local held = {}
-  for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, 'accts'))) do
+  for _, acct in ipairs(redis.call('SMEMBERS', ck(cid, K.ACCOUNTS))) do
     table.insert(held, table.concat({acct, '', '', ''}, VS))
   end
   return answer(d, losers, streak_before, prompt, table.concat(held, MS))
 end
 
 local function seal(d)
-  local red = redis.call('GET', ck(d.cid, 'redirect'))
+  local red = redis.call('GET', ck(d.cid, K.REDIRECT))
   if red and red ~= d.into then return 'sealed' .. RS .. red end
-  if redis.call('EXISTS', ck(d.cid, 'p')) == 0 then return 'gone' end
+  if redis.call('EXISTS', ck(d.cid, K.PROFILE)) == 0 then return S.GONE end
   if not red then
-    if (tonumber(redis.call('GET', ck(d.cid, 'fence'))) or 0) > d.token then return 'fenced' end
-    redis.call('SET', ck(d.cid, 'redirect'), d.into)
-    redis.call('SET', ck(d.cid, 'fence'), d.token)
-    redis.call('SET', ck(d.cid, 'seal'), d.token)
+    if (tonumber(redis.call('GET', ck(d.cid, K.FENCE))) or 0) > d.token then return S.FENCED end
+    redis.call('SET', ck(d.cid, K.REDIRECT), d.into)
+    redis.call('SET', ck(d.cid, K.FENCE), d.token)
+    redis.call('SET', ck(d.cid, K.SEAL), d.token)
   end
   local dump = read_dump(d.cid, d.now, d.ret)
   dump.seen = {hex(dump.seen[1]), hex(dump.seen[2])}
-  return 'dump' .. RS .. redis.call('GET', ck(d.cid, 'seal')) .. RS .. cjson.encode(dump)
+  return S.DUMP .. RS .. redis.call('GET', ck(d.cid, K.SEAL)) .. RS .. cjson.encode(dump)
 end
 
 local function fence(d)
-  local red = redis.call('GET', ck(d.cid, 'redirect'))
+  local red = redis.call('GET', ck(d.cid, K.REDIRECT))
   if red then return 'sealed' .. RS .. red end
-  if (tonumber(redis.call('GET', ck(d.cid, 'fence'))) or 0) > d.token then return 'fenced' end
-  redis.call('SET', ck(d.cid, 'fence'), d.token)
-  return 'ok'
+  if (tonumber(redis.call('GET', ck(d.cid, K.FENCE))) or 0) > d.token then return S.FENCED end
+  redis.call('SET', ck(d.cid, K.FENCE), d.token)
+  return S.OK
 end
 
 -- what an erasure must clean beyond the person's own slot
 local function facts(d)
-  if redis.call('EXISTS', ck(d.cid, 'p')) == 0 then return 'gone' end
+  if redis.call('EXISTS', ck(d.cid, K.PROFILE)) == 0 then return S.GONE end
   local agents = {}
   local cursor = '0'
   repeat
-    local page = redis.call('HSCAN', ck(d.cid, 'p'), cursor, 'MATCH', MET .. '*', 'COUNT', 500)
+    local page = redis.call('HSCAN', ck(d.cid, K.PROFILE), cursor, 'MATCH', MET .. '*', 'COUNT', 500)
     cursor = page[1]
     for i = 1, #page[2], 2 do table.insert(agents, string.sub(page[2][i], #MET + 1)) end
   until cursor == '0'
-  local amount = tonumber(redis.call('HGET', ck(d.cid, 'p'), 'e:amount'))
+  local amount = tonumber(redis.call('HGET', ck(d.cid, K.PROFILE), F.AMOUNT))
   local out = {agents = agents, bucket = amount and spend_bucket(amount) or ''}
-  for _, s in ipairs({'ids', 'idh', 'accts', 'merged'}) do out[s] = redis.call('SMEMBERS', ck(d.cid, s)) end
-  return 'facts' .. RS .. cjson.encode(out)
+  for _, s in ipairs({K.IDS, K.ID_HASHES, K.ACCOUNTS, K.MERGED}) do out[s] = redis.call('SMEMBERS', ck(d.cid, s)) end
+  return S.FACTS .. RS .. cjson.encode(out)
 end
 
 -- the cluster protocol's own steps (state/cluster.py runs them, one slot at a time)
 local CLUSTER_OPS = {seal = seal, fence = fence, facts = facts}
 
 function CLUSTER_OPS.absorb(d)  -- an interrupted merge completed without an event
-  if not is_live(d.survivor) then return 'moved' end
+  if not is_live(d.survivor) then return S.MOVED end
   begin(d.survivor)
   if #absorb_all(d) > 0 then write_entity() end
-  return 'ok'
+  return S.OK
 end
 
 function CLUSTER_OPS.drop(d)  -- a sealed loser once absorbed, or an erased person (d.all)
   if d.all then
-    for _, call in ipairs(redis.call('SMEMBERS', ck(d.cid, 'calls'))) do
-      redis.call('DEL', ck(d.cid, 'call:' .. call))
+    for _, call in ipairs(redis.call('SMEMBERS', ck(d.cid, K.CALLS))) do
+      redis.call('DEL', ck(d.cid, CALL_KEY .. call))
     end
     drop_seen(d.cid, d.now, d.ret)
     delete_customer(d.cid, false)
-    return 'ok'
+    return S.OK
   end
-  if redis.call('EXISTS', ck(d.cid, 'redirect')) == 0 then return 'live' end
+  if redis.call('EXISTS', ck(d.cid, K.REDIRECT)) == 0 then return S.LIVE end
   drop_loser(d.cid, d.now, d.ret)
-  return 'ok'
+  return S.OK
 end
 
 function CLUSTER_OPS.link(d)  -- a person onto an account (instead of `from`, after a merge)
   local a = account_of(d.acct)
-  if d.from then redis.call('SREM', ck(a, 'people'), d.from) end
-  redis.call('SADD', ck(a, 'people'), d.cid)
+  if d.from then redis.call('SREM', ck(a, K.PEOPLE), d.from) end
+  redis.call('SADD', ck(a, K.PEOPLE), d.cid)
   if d.eid then  -- an account's version counts the events that name it, once each
     local h = id_hash(d.eid)
     if not has_seen(a, h, d.now, d.ret) then
-      redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
+      redis.call('HINCRBY', ck(a, K.PROFILE), F.VERSION, 1)
       cid = a
       remember(d, h)
     end
   end
-  return 'ok'
+  return S.OK
 end
 
 function CLUSTER_OPS.unlink(d)  -- an erased person off an account; an account left empty goes
   local a = account_of(d.acct)
-  redis.call('SREM', ck(a, 'people'), d.cid)
+  redis.call('SREM', ck(a, K.PEOPLE), d.cid)
   gacc = nil
-  if redis.call('SCARD', ck(a, 'people')) == 0 then drop_account(a, d.now, d.ret) end
-  if not gacc then return 'ok' end
+  if redis.call('SCARD', ck(a, K.PEOPLE)) == 0 then drop_account(a, d.now, d.ret) end
+  if not gacc then return S.OK end
   local moved = cjson.encode(gacc)  -- its spend bucket, for the caller's stripe step
   gacc = nil
-  return 'ok' .. RS .. moved
+  return S.OK .. RS .. moved
 end
 
 function CLUSTER_OPS.index(d)  -- compare and set (or delete) one identifier's person
@@ -1174,13 +1174,13 @@ end
 
 function CLUSTER_OPS.suppress(d)
   suppress(d.h, d.ts, d.ttl)
-  return 'ok'
+  return S.OK
 end
 
 function CLUSTER_OPS.forget_agent(d)
   local agent = P .. AGENT .. '{' .. d.agent .. '}'
   if redis.call('HGET', agent, 'customer_id') == d.cid then redis.call('DEL', agent) end
-  return 'ok'
+  return S.OK
 end
 
 function CLUSTER_OPS.globals(d)  -- a stripe's share of the global counters, once per id
@@ -1189,8 +1189,8 @@ function CLUSTER_OPS.globals(d)  -- a stripe's share of the global counters, onc
   -- after this call, so only a crash in between, redelivered hours later, counts twice
   local base = P .. '{' .. d.stripe .. '}:'
   local hour = math.floor(d.now / 3600000)
-  local done = base .. 'once:' .. string.format('%d', hour)
-  local before = base .. 'once:' .. string.format('%d', hour - 1)
+  local done = base .. G.ONCE .. string.format('%d', hour)
+  local before = base .. G.ONCE .. string.format('%d', hour - 1)
   local fresh = {}
   for _, item in ipairs(d.items) do
     local h = id_hash(item[1])
@@ -1200,7 +1200,7 @@ function CLUSTER_OPS.globals(d)  -- a stripe's share of the global counters, onc
   end
   add_globals_summed(base, fresh)
   redis.call('PEXPIRE', done, 2 * 3600000)
-  return 'ok'
+  return S.OK
 end
 
 -- the rules a Redis Cluster caller asks for, over what it read from other slots (the
@@ -1248,14 +1248,14 @@ end
 -- an erasure command: every person its identifiers and accounts name, and the named
 -- identifiers suppressed (a redelivery answers what it erased, so its notices go out again)
 local function apply_erasure(d)
-  local tomb = P .. 'erasure:' .. d.eid
+  local tomb = P .. G.ERASURE .. d.eid
   local done = redis.call('GET', tomb)
-  if done == '' then return 'dup' end  -- its notices were delivered
-  if done then return 'dup' .. RS .. 'erased' .. RS .. done end
+  if done == '' then return S.DUP end  -- its notices were delivered
+  if done then return S.DUP .. RS .. S.ERASED .. RS .. done end
   local owners, account_people = {}, {}
   for _, id in ipairs(d.ids) do table.insert(owners, redis.call('GET', idxk(id))) end
   for _, acct in ipairs(d.accts) do
-    table.insert(account_people, redis.call('SMEMBERS', ck(account_of(acct), 'people')))
+    table.insert(account_people, redis.call('SMEMBERS', ck(account_of(acct), K.PEOPLE)))
   end
   local found = erasure_targets(owners, account_people)
   -- the named identifiers are suppressed even when no one holds them yet (an erasure
@@ -1265,8 +1265,8 @@ local function apply_erasure(d)
   for _, c in ipairs(found) do erase_person(c, d.ts, ttl, d.now, d.ret) end
   local erased = table.concat(found, US)
   redis.call('SET', tomb, erased, 'PX', math.max(d.ret, 1))
-  if #found == 0 then return 'noop' end
-  return 'erased' .. RS .. erased
+  if #found == 0 then return S.NOOP end
+  return S.ERASED .. RS .. erased
 end
 
 -- one step of an event on a Redis Cluster: the entity's own keys, and the global figures
@@ -1281,8 +1281,8 @@ local function apply_cluster_step(d, hash)
     answered = apply_cluster(d, hash)
   end
   local kept = keep_globals(entity, d.eid)
-  if kept == '' and string.sub(answered, 1, 3) == 'dup' then
-    kept = redis.call('HGET', ck(entity, 'gq'), d.eid) or ''
+  if kept == '' and string.sub(answered, 1, 3) == S.DUP then
+    kept = redis.call('HGET', ck(entity, K.KEPT_GLOBALS), d.eid) or ''
   end
   return {answered, kept}
 end
@@ -1296,9 +1296,9 @@ local function redelivered(d, owner, hash)
     if c and not checked[c] then
       checked[c] = true
       if has_seen(c, hash, d.now, d.ret) then
-        local pending = redis.call('HGET', ck(c, 'pending'), d.eid)
+        local pending = redis.call('HGET', ck(c, K.PENDING), d.eid)
         if pending then return as_dup(pending) end
-        return 'dup' .. RS .. c
+        return S.DUP .. RS .. c
       end
     end
   end
@@ -1318,7 +1318,7 @@ local function suppressed(d, owner)
   local gone = suppressed_people(people, erasure, first_seen)
   for _, h in ipairs(d.idh) do suppress(h, erasure, ttl) end
   for _, c in ipairs(gone) do erase_person(c, erasure, ttl, d.now, d.ret) end
-  return 'suppressed' .. RS .. table.concat(gone, US)
+  return S.SUPPRESSED .. RS .. table.concat(gone, US)
 end
 
 -- links to the accounts the event names (an account's version counts the events that
@@ -1328,9 +1328,9 @@ local function link_accounts(d)
   for _, acct in ipairs(d.accts) do
     named[acct] = true
     local a = account_of(acct)
-    if redis.call('SADD', ck(cid, 'accts'), acct) == 1 then table.insert(links_added, acct) end
-    redis.call('SADD', ck(a, 'people'), cid)
-    redis.call('HINCRBY', ck(a, 'p'), 'm:version', 1)
+    if redis.call('SADD', ck(cid, K.ACCOUNTS), acct) == 1 then table.insert(links_added, acct) end
+    redis.call('SADD', ck(a, K.PEOPLE), cid)
+    redis.call('HINCRBY', ck(a, K.PROFILE), F.VERSION, 1)
   end
   for _, acct in ipairs(links_added) do named[acct] = true end
   return named
@@ -1356,9 +1356,9 @@ local function apply_one(raw)
 
   local found, usable = resolve(d.ids, owner, held_here)
   begin(survivor_of(found, d.newcid, first_seen))
-  if #found == 0 then redis.call('DEL', ck(cid, 'redirect')) end
+  if #found == 0 then redis.call('DEL', ck(cid, K.REDIRECT)) end
   local losers = {}
-  local spend_before = tonumber(cur['e:amount'])
+  local spend_before = tonumber(cur[F.AMOUNT])
   local streak_before = tostring(redis.call('ZCARD', ck(cid, NEGATIVES.key)))
   for _, c in ipairs(found) do
     if c ~= cid then
@@ -1371,7 +1371,7 @@ local function apply_one(raw)
   for i, id in ipairs(d.ids) do hash_of[id] = (d.idh or {})[i] end
   for _, id in ipairs(usable) do add_identifier(id, hash_of[id]) end
   apply_fields(d)
-  move_spend(spend_before, tonumber(cur['e:amount']))
+  move_spend(spend_before, tonumber(cur[F.AMOUNT]))
   write_entity()
   local named = link_accounts(d)
 
@@ -1380,7 +1380,7 @@ local function apply_one(raw)
   count_globals(d)
   remember(d, hash)
   -- replay: state only, no outputs to build or keep pending
-  if d.quiet then return 'ok' .. RS .. cid end
+  if d.quiet then return S.OK .. RS .. cid end
   return answer(d, losers, streak_before, prompt, accounts_of(cid, named))
 end
 
@@ -1413,7 +1413,7 @@ for i = 4, #ARGV do
   if ok then
     answers[#answers + 1] = answer
   else
-    answers[#answers + 1] = 'error' .. RS .. tostring(answer)
+    answers[#answers + 1] = S.ERROR .. RS .. tostring(answer)
   end
 end
 if positions then

@@ -26,10 +26,19 @@ from processors.document import StoredState, document_settings
 from processors.identity import DEFAULT_LIMITS, IdentityRules
 from processors.layout import (
     ACCOUNT_ENTITY,
+    ACCOUNTS_KEY,
     AGENT,
     FAMILIES,
+    IDS_KEY,
+    INDEX,
+    PEOPLE_KEY,
+    PRODUCT_STATS,
+    PROFILE_KEY,
+    REDIRECT_KEY,
     REDIS_SETTINGS,
     ROLE,
+    SPEND_POPULATION,
+    entity_key,
     lua_constants,
 )
 from processors.needs import load_rules
@@ -233,7 +242,7 @@ class RedisProfileStore:
 
     def key(self, customer_id: str, section: str) -> str:
         """Key of one part of a customer's key family."""
-        return f"{self.prefix}c:{{{customer_id}}}:{section}"
+        return entity_key(self.prefix, customer_id, section)
 
     async def _eval(self, is_apply: bool, args: Sequence[bytes | str]) -> Any:
         """One of the scripts (the state script as a Functions library: scripts.py).
@@ -274,22 +283,22 @@ class RedisProfileStore:
             task.add_done_callback(self._confirming.discard)
 
     async def resolve(self, identifier_key: str) -> str | None:
-        found = await self.redis.get(f"{self.prefix}idx:{identifier_key}")
+        found = await self.redis.get(f"{self.prefix}{INDEX}{identifier_key}")
         return text_of(found) if found else None
 
     async def follow(self, customer_id: str) -> str | None:
         current = customer_id
         for _ in range(16):
-            nxt = await self.redis.get(self.key(current, "redirect"))
+            nxt = await self.redis.get(self.key(current, REDIRECT_KEY))
             if not nxt:
                 break
             current = text_of(nxt)
-        return current if await self.redis.exists(self.key(current, "p")) else None
+        return current if await self.redis.exists(self.key(current, PROFILE_KEY)) else None
 
     async def load(self, customer_id: str) -> StoredState | None:
         """The profile hash and every family whole, as one flat map (the layout's
         prefixes), read in one transaction."""
-        found = await self._entity(customer_id, "ids")
+        found = await self._entity(customer_id, IDS_KEY)
         if found is None:
             return None
         flat, ids = found
@@ -302,7 +311,7 @@ class RedisProfileStore:
         current = customer_id
         for _ in range(16):
             pipe = self._reads()
-            pipe.get(self.key(current, "redirect"))
+            pipe.get(self.key(current, REDIRECT_KEY))
             self._queue_person(pipe, current)
             redirect, *person = await pipe.execute()
             if redirect:
@@ -329,9 +338,9 @@ class RedisProfileStore:
 
     def _queue_person(self, pipe: Any, customer_id: str) -> None:
         """Queue the reads of a person's state and account numbers (:meth:`_person`)."""
-        pipe.hgetall(self.key(customer_id, "p"))
-        pipe.smembers(self.key(customer_id, "ids"))
-        pipe.smembers(self.key(customer_id, "accts"))
+        pipe.hgetall(self.key(customer_id, PROFILE_KEY))
+        pipe.smembers(self.key(customer_id, IDS_KEY))
+        pipe.smembers(self.key(customer_id, ACCOUNTS_KEY))
         self._families(pipe, customer_id)
 
     def _person(self, answers: Sequence[Any]) -> tuple[StoredState, list[str]] | None:
@@ -349,7 +358,7 @@ class RedisProfileStore:
         """An entity's profile hash with its families as one flat map, and the members
         of its set ``members`` (``ids``, ``people``), in one transaction; None if absent."""
         pipe = self._reads()
-        pipe.hgetall(self.key(entity, "p"))
+        pipe.hgetall(self.key(entity, PROFILE_KEY))
         pipe.smembers(self.key(entity, members))
         self._families(pipe, entity)
         fields, found, *families = await pipe.execute()
@@ -386,7 +395,7 @@ class RedisProfileStore:
         """The accounts a person holds (``numbers``, when already read): number → hash
         and people."""
         if numbers is None:
-            held = await self.redis.smembers(self.key(customer_id, "accts"))
+            held = await self.redis.smembers(self.key(customer_id, ACCOUNTS_KEY))
             numbers = sorted(text_of(n) for n in held)
         found = [await self.load_account(number) for number in numbers]
         return {n: a for n, a in zip(numbers, found, strict=True) if a is not None}
@@ -394,14 +403,14 @@ class RedisProfileStore:
     async def load_account(self, account_no: str) -> AccountState | None:
         """An account's hash (with its behaviour trail) and people with their role
         registers, or None when no account has this number."""
-        found = await self._entity(ACCOUNT_ENTITY + account_no, "people")
+        found = await self._entity(ACCOUNT_ENTITY + account_no, PEOPLE_KEY)
         if found is None:
             return None
         flat, people = found
         role_field = f"{ROLE}{account_no}"
         roles = {}
         for person in sorted(people):
-            role = await self.redis.hget(self.key(person, "p"), role_field)
+            role = await self.redis.hget(self.key(person, PROFILE_KEY), role_field)
             roles[person] = text_of(role) if role else ""
         return AccountState(flat, roles)
 
@@ -437,11 +446,11 @@ class RedisProfileStore:
 
     async def product_stats(self) -> dict[str, str]:
         """The phase × product feedback counters (``processors.assist.parse_stats``)."""
-        raw = await self.redis.hgetall(f"{self.prefix}stats:products")
+        raw = await self.redis.hgetall(f"{self.prefix}{PRODUCT_STATS}")
         return {text_of(name): text_of(value) for name, value in raw.items()}
 
     async def population(self) -> dict[str, int]:
-        counts = await self.redis.hgetall(f"{self.prefix}pop:spend")
+        counts = await self.redis.hgetall(f"{self.prefix}{SPEND_POPULATION}")
         # buckets emptied again are left out, as the cluster store's sum leaves them
         return {text_of(bucket): int(count) for bucket, count in counts.items() if int(count)}
 

@@ -31,7 +31,7 @@ from processors.document import (
 )
 from processors.emotion import EmotionResult, negative_streak
 from processors.envelope import Rejection
-from processors.layout import ROLE
+from processors.layout import ROLE, VERSION
 from processors.outputs import (
     OutputOrigin,
     account_changed,
@@ -208,7 +208,7 @@ class Outputs:
             people = (people_document(before), people_document(account.people))
             changes = account_changes(None, {}, people, self.document)
             if changes:
-                version = int(account.fields.get("m:version", 0))
+                version = int(account.fields.get(VERSION, 0))
                 body = account_changed(
                     done.event.event_id,
                     number,

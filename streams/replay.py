@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from models.customer_model import default_customer_model
 from portrait.config import Settings
 from processors.document import document_settings
-from processors.layout import ACCOUNT_ENTITY
+from processors.layout import ACCOUNT_ENTITY, PROFILE_KEY, entity_key
 from state.store import RedisProfileStore
 from state.stores import store_for
 from streams.kafka import INPUT_TOPICS, client_config
@@ -301,7 +301,7 @@ def _combined(summaries: list[ReplaySummary]) -> ReplaySummary:
 
 async def customer_ids(store: RedisProfileStore) -> list[str]:
     """Ids of the live customers (and accounts: ``acct:<no>``) in a store's namespace."""
-    pattern = f"{store.prefix}c:{{*}}:p"
+    pattern = entity_key(store.prefix, "*", PROFILE_KEY)
     found = []
     async for key in store.redis.scan_iter(match=pattern, count=1000):
         text = key.decode("utf-8")

@@ -3,7 +3,7 @@
 The state script counts, once per applied event, the keywords and the intent of the
 customer's words into ``{P}trend:<window start ms>`` (a hash: ``messages``, ``kw:<term>``,
 ``in:<intent>``), windows by event time of ``PORTRAIT_TRENDS_WINDOW_SECONDS``, and lists
-the window in ``{P}trend:index``. A worker timer emits one ``trends.window`` event per
+the window in ``{P}{TREND_INDEX}``. A worker timer emits one ``trends.window`` event per
 window once it has been closed for ``PORTRAIT_TRENDS_GRACE_SECONDS`` (wall clock): the
 first worker to claim the window (``SET … NX``) emits it, so several workers emit it once;
 a failed delivery releases the claim for the next tick. Counts and claims expire after
@@ -22,7 +22,7 @@ import orjson
 
 from portrait.config import Settings
 from processors.attributes import iso_from_ms
-from processors.layout import global_bases
+from processors.layout import TREND_INDEX, global_bases
 from streams.records import OutputRecord
 
 Deliver = Callable[[Sequence[OutputRecord]], Awaitable[None]]
@@ -82,7 +82,9 @@ async def _window(redis: Any, settings: Settings, start_ms: int) -> dict[str, in
 async def _indexed(redis: Any, settings: Settings, high: float | str) -> list[int]:
     starts: set[int] = set()
     for base in _bases(settings):
-        starts.update(int(m) for m in await redis.zrangebyscore(f"{base}trend:index", "-inf", high))
+        starts.update(
+            int(m) for m in await redis.zrangebyscore(f"{base}{TREND_INDEX}", "-inf", high)
+        )
     return sorted(starts)
 
 
@@ -94,7 +96,7 @@ async def emit_closed_windows(redis: Any, settings: Settings, deliver: Deliver) 
     retention_ms = settings.trends_retention_seconds * 1000
     now_ms = int(time.time() * 1000)
     for base in _bases(settings):
-        await redis.zremrangebyscore(f"{base}trend:index", "-inf", f"({now_ms - retention_ms}")
+        await redis.zremrangebyscore(f"{base}{TREND_INDEX}", "-inf", f"({now_ms - retention_ms}")
     closed = await _indexed(
         redis, settings, now_ms - window_ms - settings.trends_grace_seconds * 1000
     )

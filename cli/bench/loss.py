@@ -36,6 +36,7 @@ from cli.bench import _fill, _settings_for, _watch, bench_events
 from cli.stack import LocalStack, on_free_ports, stop_process
 from portrait.config import Settings
 from processors.identity import customer_id_for
+from processors.layout import PENDING_KEY
 from state.stores import store_for
 from streams.kafka import read_topic
 
@@ -91,7 +92,7 @@ async def _classify(
                 continue
             account = owner[eid]
             cid = customer_id_for(f"customer_id:{account}", key)
-            pending = await store.redis.hget(store.key(cid, "pending"), eid)
+            pending = await store.redis.hget(store.key(cid, PENDING_KEY), eid)
             if pending:
                 found["pending"] += 1
                 continue

@@ -9,7 +9,7 @@ import orjson
 
 from processors.accounts import AccountState
 from processors.document import sections_of
-from processors.layout import ACCOUNT_ENTITY, ROLE
+from processors.layout import ACCOUNT_ENTITY, PENDING_KEY, PEOPLE_KEY, PROFILE_KEY, ROLE
 from processors.layout import ENTITY_SEP as ES
 from processors.layout import RECORD_SEP as RS
 from processors.relationships import connected_employees
@@ -40,7 +40,7 @@ class AccountSteps(ClusterBase):
         for n, acct in enumerate(d["accts"]):
             entity = ACCOUNT_ENTITY + acct
             step = {**d, "accts": [acct], "later": n > 0}
-            [reply] = await self._call(self.key(entity, "p"), orjson.dumps(step))
+            [reply] = await self._call(self.key(entity, PROFILE_KEY), orjson.dumps(step))
             if isinstance(reply, bytes):
                 return parse_answer(reply)
             if reply[1]:
@@ -68,14 +68,14 @@ class AccountSteps(ClusterBase):
             if applied.account_no is not None:
                 applied.people, notify = await self._people_of(applied.account_no)
                 applied.notify = notify
-                key = self.key(ACCOUNT_ENTITY + applied.account_no, "pending")
+                key = self.key(ACCOUNT_ENTITY + applied.account_no, PENDING_KEY)
                 await self.redis.hset(
                     key, pending_accounts(eid), orjson.dumps([applied.people, notify])
                 )
         replay = result.replay if isinstance(result, Duplicate) else None
         for applied in replay.accounts if isinstance(replay, AccountsApplied) else []:
             if applied.account_no is not None:
-                key = self.key(ACCOUNT_ENTITY + applied.account_no, "pending")
+                key = self.key(ACCOUNT_ENTITY + applied.account_no, PENDING_KEY)
                 raw = await self.redis.hget(key, pending_accounts(eid))
                 if raw:  # else the worker stopped between the call and the record
                     applied.people, applied.notify = orjson.loads(raw)
@@ -86,13 +86,14 @@ class AccountSteps(ClusterBase):
         """An account's people with their role registers, and the employees connected to
         any of them (the script's ``people_of``)."""
         people = sorted(
-            text_of(p) for p in await self.redis.smembers(self.key(ACCOUNT_ENTITY + acct, "people"))
+            text_of(p)
+            for p in await self.redis.smembers(self.key(ACCOUNT_ENTITY + acct, PEOPLE_KEY))
         )
         roles, notify = {}, set()
         for person in people:
             fields = {
                 text_of(k): text_of(v)
-                for k, v in (await self.redis.hgetall(self.key(person, "p"))).items()
+                for k, v in (await self.redis.hgetall(self.key(person, PROFILE_KEY))).items()
             }
             roles[person] = fields.get(ROLE + acct, "")
             notify.update(connected_employees(sections_of(fields)["r"]))
@@ -102,7 +103,7 @@ class AccountSteps(ClusterBase):
         """The accounts a person's answer lists, with their hashes, and the people of those
         the event named (they live on other slots). Kept beside the event's pending
         outputs, so that a redelivery re-emits them as they were, not as they are."""
-        kept = self.key(person, "pending"), pending_accounts(step["eid"])
+        kept = self.key(person, PENDING_KEY), pending_accounts(step["eid"])
         if isinstance(result, Applied) and result.accounts:
             states = await self._account_states(result, step)
             result.accounts.update(states)
@@ -121,7 +122,7 @@ class AccountSteps(ClusterBase):
         named = set(step.get("accts") or []) | set(result.links_added)
         states = {}
         for acct in result.accounts:
-            raw = await self.redis.hgetall(self.key(ACCOUNT_ENTITY + acct, "p"))
+            raw = await self.redis.hgetall(self.key(ACCOUNT_ENTITY + acct, PROFILE_KEY))
             people: dict[str, str] = {}
             notify: list[str] = []
             if acct in named:

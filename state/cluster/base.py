@@ -6,8 +6,8 @@ spans slots — the identity index, merges, account links, erasure and the globa
 counters — is a protocol of single-slot steps run from here. Each step is idempotent and
 leaves a mark the next step (or the next worker, or a redelivery) completes from:
 
-1. **Resolve**: read each identifier's index entry (``{P}idx:<id>``) and suppression entry
-   (``{P}sup:<hash>``) in one round trip; the identity rules find the people the event
+1. **Resolve**: read each identifier's index entry (``{P}{INDEX}<id>``) and suppression entry
+   (``{P}{SUPPRESSION}<hash>``) in one round trip; the identity rules find the people the event
    joins. The rules are the state script's alone (``resolve`` in ``apply_event.lua``),
    asked through its ``rule`` step with what was read here (:meth:`ClusterBase._resolve`);
    so are the survivor, erasure and suppression rules below.
@@ -72,7 +72,19 @@ from redis.exceptions import ResponseError
 from portrait import metrics
 from portrait.config import Settings
 from processors.accounts import AccountState
-from processors.layout import ACCOUNT_ENTITY, STRIPE, global_bases
+from processors.layout import (
+    ACCOUNT_ENTITY,
+    FIRST_SEEN,
+    IDS_KEY,
+    INDEX,
+    KEPT_GLOBALS_KEY,
+    PRODUCT_STATS,
+    PROFILE_KEY,
+    SPEND_POPULATION,
+    STRIPE,
+    SUPPRESSION,
+    global_bases,
+)
 from processors.layout import RECORD_SEP as RS
 from state.answers import (
     Applied,
@@ -189,7 +201,7 @@ class ClusterBase(RedisProfileStore):
     async def _on_account(self, op: str, acct: str, person: str, ret: int, **extra: Any) -> str:
         """A step on an account's slot (``link``, ``unlink``) for one person."""
         return await self._op(
-            self.key(ACCOUNT_ENTITY + acct, "p"),
+            self.key(ACCOUNT_ENTITY + acct, PROFILE_KEY),
             op=op,
             acct=acct,
             cid=person,
@@ -199,10 +211,10 @@ class ClusterBase(RedisProfileStore):
         )
 
     def _idx(self, identifier: str) -> str:
-        return f"{self.prefix}idx:{identifier}"
+        return f"{self.prefix}{INDEX}{identifier}"
 
     def _sup(self, hashed: str) -> str:
-        return f"{self.prefix}sup:{hashed}"
+        return f"{self.prefix}{SUPPRESSION}{hashed}"
 
     async def _resolve(
         self, ids: Sequence[str], owner: Mapping[str, str], held: Mapping[str, list[str]]
@@ -260,7 +272,7 @@ class ClusterBase(RedisProfileStore):
     async def _held(self, people: Sequence[str]) -> dict[str, list[str]]:
         pipe = self.redis.pipeline(transaction=False)
         for person in people:
-            pipe.smembers(self.key(person, "ids"))
+            pipe.smembers(self.key(person, IDS_KEY))
         return {
             p: [text_of(m) for m in ms] for p, ms in zip(people, await pipe.execute(), strict=True)
         }
@@ -300,7 +312,7 @@ class ClusterBase(RedisProfileStore):
         """Each person's first-seen time (ms), for those that have one."""
         pipe = self.redis.pipeline(transaction=False)
         for person in people:
-            pipe.hget(self.key(person, "p"), "m:first_seen")
+            pipe.hget(self.key(person, PROFILE_KEY), FIRST_SEEN)
         seen = await pipe.execute() if people else []
         return {p: int(float(text_of(v))) for p, v in zip(people, seen, strict=True) if v}
 
@@ -322,7 +334,7 @@ class ClusterBase(RedisProfileStore):
         if forget:
             pipe = self.redis.pipeline(transaction=False)
             for entity, once, _increments in kept:
-                pipe.hdel(self.key(entity, "gq"), once)
+                pipe.hdel(self.key(entity, KEPT_GLOBALS_KEY), once)
             await pipe.execute()
 
     def _bases(self) -> list[str]:
@@ -331,14 +343,14 @@ class ClusterBase(RedisProfileStore):
     async def product_stats(self) -> dict[str, str]:
         total: dict[str, int] = {}
         for base in self._bases():
-            for name, value in (await self.redis.hgetall(f"{base}stats:products")).items():
+            for name, value in (await self.redis.hgetall(f"{base}{PRODUCT_STATS}")).items():
                 total[text_of(name)] = total.get(text_of(name), 0) + int(value)
         return {name: str(n) for name, n in total.items()}
 
     async def population(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for base in self._bases():
-            for bucket, count in (await self.redis.hgetall(f"{base}pop:spend")).items():
+            for bucket, count in (await self.redis.hgetall(f"{base}{SPEND_POPULATION}")).items():
                 total[text_of(bucket)] = total.get(text_of(bucket), 0) + int(count)
         return {bucket: n for bucket, n in total.items() if n}
 

@@ -11,6 +11,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from portrait import metrics
+from processors.layout import PROFILE_KEY
 from state.answers import (
     ApplyResult,
     Failed,
@@ -172,7 +173,7 @@ class ChunkSteps(ClusterBase):
         pipe = self.redis.pipeline(transaction=False)
         for _n, step, person in sent:
             args = (self.prefix, self._script_options, b"", orjson.dumps(step))
-            self._apply.queue(pipe, (self.key(person, "p"),), args)
+            self._apply.queue(pipe, (self.key(person, PROFILE_KEY),), args)
         return list(await pipe.execute(raise_on_error=False))
 
     async def _claim_fresh(self, fresh: Sequence[tuple[int, dict[str, Any]]]) -> set[int]:

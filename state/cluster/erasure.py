@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from processors.layout import ACCOUNT_ENTITY
+from processors.layout import ACCOUNT_ENTITY, ERASURE, FACTS, PEOPLE_KEY, PROFILE_KEY, REDIRECT_KEY
 from processors.layout import RECORD_SEP as RS
 from processors.layout import UNIT_SEP as US
 from state.answers import (
@@ -54,7 +54,7 @@ class ErasureSteps(ClusterBase):
 
     async def _erase(self, d: Mapping[str, Any]) -> ApplyResult:
         """An erasure, under the merge lock; its tombstone written last."""
-        tomb = f"{self.prefix}erasure:{d['eid']}"
+        tomb = f"{self.prefix}{ERASURE}{d['eid']}"
         async with self._locked():
             done = await self.redis.get(tomb)
             if done is not None:
@@ -65,7 +65,7 @@ class ErasureSteps(ClusterBase):
             account_people = [
                 [
                     text_of(m)
-                    for m in await self.redis.smembers(self.key(ACCOUNT_ENTITY + a, "people"))
+                    for m in await self.redis.smembers(self.key(ACCOUNT_ENTITY + a, PEOPLE_KEY))
                 ]
                 for a in d.get("accts") or []
             ]
@@ -87,8 +87,8 @@ class ErasureSteps(ClusterBase):
 
     async def _erase_person(self, person: str, ts: int, ttl: int, d: Mapping[str, Any]) -> None:
         """Everything that points at the person first, the person's keys last."""
-        answer = await self._op(self.key(person, "p"), op="facts", cid=person)
-        if not answer.startswith("facts" + RS):
+        answer = await self._op(self.key(person, PROFILE_KEY), op="facts", cid=person)
+        if not answer.startswith(FACTS + RS):
             return
         facts = orjson.loads(answer[6:])
         now, ret = self.now_ms, int(d["ret"])
@@ -102,7 +102,7 @@ class ErasureSteps(ClusterBase):
                 moved = unlinked.split(RS, 1)[1]
                 await self._count([(ACCOUNT_ENTITY + acct, once, moved)], forget=False)
         for m in facts.get("merged") or []:
-            await self.redis.delete(self.key(m, "redirect"))
+            await self.redis.delete(self.key(m, REDIRECT_KEY))
         for agent in facts.get("agents") or []:
             await self._op(
                 f"{self.prefix}agent:{{{agent}}}", op="forget_agent", agent=agent, cid=person
@@ -113,4 +113,6 @@ class ErasureSteps(ClusterBase):
                 [(person, once, orjson.dumps({"spend": {facts["bucket"]: -1}}).decode())],
                 forget=False,
             )
-        await self._op(self.key(person, "p"), op="drop", cid=person, all=True, now=now, ret=ret)
+        await self._op(
+            self.key(person, PROFILE_KEY), op="drop", cid=person, all=True, now=now, ret=ret
+        )

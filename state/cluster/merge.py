@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from portrait import metrics
+from processors.layout import DUMP, FENCED, GONE, KEPT_GLOBALS_KEY, MOVED, PROFILE_KEY, REDIRECT_KEY
 from processors.layout import RECORD_SEP as RS
 from state.answers import (
     ApplyResult,
@@ -30,7 +31,7 @@ class MergeSteps(ClusterBase):
             return None
         firsts = await self._first_seen(found)
         answer = await self._rule(
-            "survivor", self.key(found[0], "p"), found=found, first_seen=firsts
+            "survivor", self.key(found[0], PROFILE_KEY), found=found, first_seen=firsts
         )
         survivor: str = answer["survivor"]
         return survivor
@@ -50,8 +51,8 @@ class MergeSteps(ClusterBase):
         """After a ``moved`` answer: complete the person's merge if it was interrupted,
         and point these identifiers at the end of its redirect chain (or at no one)."""
         pipe = self._reads()
-        pipe.get(self.key(person, "redirect"))
-        pipe.exists(self.key(person, "p"))
+        pipe.get(self.key(person, REDIRECT_KEY))
+        pipe.exists(self.key(person, PROFILE_KEY))
         redirect, has_data = await pipe.execute()
         if redirect and has_data:
             async with self._locked():
@@ -73,14 +74,14 @@ class MergeSteps(ClusterBase):
         if seal is None:
             return
         answer = await self._op(
-            self.key(target, "p"),
+            self.key(target, PROFILE_KEY),
             op="absorb",
             survivor=target,
             absorb=[seal],
             now=self.now_ms,
             ret=seal["ret"],
         )
-        if answer == "moved":
+        if answer == MOVED:
             raise Restart
         await self._after_merge(target, [seal], None)
         metrics.CLUSTER_MERGES.labels("completed").inc()
@@ -91,14 +92,20 @@ class MergeSteps(ClusterBase):
         token = await self._lock()
         now, ret = self.now_ms, self.retention_ms
         answer = await self._op(
-            self.key(loser, "p"), op="seal", cid=loser, into=into, token=token, now=now, ret=ret
+            self.key(loser, PROFILE_KEY),
+            op="seal",
+            cid=loser,
+            into=into,
+            token=token,
+            now=now,
+            ret=ret,
         )
         kind, _, rest = answer.partition(RS)
-        if kind == "gone":
+        if kind == GONE:
             return None
-        if kind == "fenced":
+        if kind == FENCED:
             raise RedisUnwell("a newer merge lock holder owns this customer")
-        if kind != "dump":
+        if kind != DUMP:
             raise Restart
         seal_id, _, dump = rest.partition(RS)
         return {"cid": loser, "seal": seal_id, "dump": orjson.loads(dump), "ret": ret}
@@ -120,7 +127,7 @@ class MergeSteps(ClusterBase):
             absorb = []
             if survivor is not None:
                 fenced = await self._op(
-                    self.key(survivor, "p"), op="fence", cid=survivor, token=token
+                    self.key(survivor, PROFILE_KEY), op="fence", cid=survivor, token=token
                 )
                 if fenced != "ok":
                     raise Restart
@@ -151,12 +158,14 @@ class MergeSteps(ClusterBase):
             for acct in dump.get("accts") or []:
                 await self._on_account("link", acct, survivor, a["ret"], **{"from": loser})
             for m in dump.get("merged") or []:
-                await self.redis.set(self.key(m, "redirect"), survivor)
-            await self._op(self.key(loser, "p"), op="drop", cid=loser, now=now, ret=a["ret"])
+                await self.redis.set(self.key(m, REDIRECT_KEY), survivor)
+            await self._op(
+                self.key(loser, PROFILE_KEY), op="drop", cid=loser, now=now, ret=a["ret"]
+            )
         merged_kept: list[tuple[str, str, str]] = []
         for a in absorbed:
             once = f"m:{a['cid']}|{a['seal']}"
-            found = await self.redis.hget(self.key(survivor, "gq"), once)
+            found = await self.redis.hget(self.key(survivor, KEPT_GLOBALS_KEY), once)
             if found:
                 merged_kept.append((survivor, once, text_of(found)))
         if kept is None:

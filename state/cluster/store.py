@@ -11,6 +11,7 @@ import orjson
 from redis.exceptions import ResponseError
 
 from portrait import metrics
+from processors.layout import ERASURE, MOVED, PENDING_KEY, PROFILE_KEY, REDIRECT_KEY
 from state.answers import (
     Applied,
     ApplyResult,
@@ -173,7 +174,7 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
         """The event's call on the person's slot; ``moved`` restarts it."""
         if step.get("survivor") is None:  # the script's JSON null would read as true
             step = {k: v for k, v in step.items() if k != "survivor"}
-        [reply] = await self._call(self.key(person, "p"), orjson.dumps(step))
+        [reply] = await self._call(self.key(person, PROFILE_KEY), orjson.dumps(step))
         return await self._applied(reply, step, person, kept, owned)
 
     async def _applied(
@@ -190,7 +191,7 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
         if isinstance(reply, bytes):  # the script failed on this event's data
             return parse_answer(reply)
         answer, increments = text_of(reply[0]), text_of(reply[1])
-        if answer == "moved":
+        if answer == MOVED:
             await self._settle(person, owned)
             raise Restart
         result = parse_answer(answer.encode("utf-8"))
@@ -224,10 +225,10 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
             pipe = self.redis.pipeline(transaction=False)
             for cid, eid in applied:
                 if not cid:
-                    pipe.eval(FORGET_TOMB_SCRIPT, 1, f"{self.prefix}erasure:{eid}")
+                    pipe.eval(FORGET_TOMB_SCRIPT, 1, f"{self.prefix}{ERASURE}{eid}")
             for _hop in range(16):
                 for cid in asking:
-                    pipe.get(self.key(where[cid], "redirect"))
+                    pipe.get(self.key(where[cid], REDIRECT_KEY))
                 replies = await pipe.execute()
                 redirects = replies[len(replies) - len(asking) :] if asking else []
                 moved = [(c, text_of(nxt)) for c, nxt in zip(asking, redirects, strict=True) if nxt]
@@ -240,5 +241,5 @@ class ClusterProfileStore(ChunkSteps, MergeSteps, ErasureSteps, AccountSteps):
                 pipe = self.redis.pipeline(transaction=False)
                 for cid, eid in applied:
                     if cid:
-                        pipe.hdel(self.key(where[cid], "pending"), eid, pending_accounts(eid))
+                        pipe.hdel(self.key(where[cid], PENDING_KEY), eid, pending_accounts(eid))
                 await pipe.execute()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import re
 from importlib.resources import files
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,13 +28,21 @@ from processors.emotion import EmotionResult
 from processors.erasure import ErasureHasher
 from processors.identity import customer_id_for
 from processors.layout import (
+    ACCOUNT_ENTITY,
+    CALL_KEY,
+    CALM,
     CUSTOMER_KEYS,
+    ENTITY_KEYS,
     FAMILIES,
     NEGATIVE_STREAK,
+    PROFILE_FIELDS,
+    ROLE,
     SEEN,
     SEEN_BUCKETS,
     SEEN_HASH_BYTES,
     SEEN_LEGACY,
+    STATUSES,
+    STORE_KEYS,
     lua_constants,
 )
 from processors.needs import load_rules
@@ -58,6 +67,21 @@ def test_the_script_takes_every_layout_name_from_python() -> None:
         assert f"'{family.prefix}'" not in code and f"'{family.key}'" not in code
     for literal in (f"'{NEGATIVE_STREAK}'", "'r:calm'", "'\\30'", "'\\31'", "'\\29'"):
         assert literal not in code
+    # every key name, field, store key and answer status of the contract is rendered from
+    # processors/layout.py: the script spells none of them itself
+    contract = {
+        *ENTITY_KEYS.values(),
+        *STORE_KEYS.values(),
+        *PROFILE_FIELDS.values(),
+        *STATUSES.values(),
+        CALL_KEY,
+        CALM,
+        ROLE,
+        ACCOUNT_ENTITY,
+    }
+    literals = set(re.findall(r"'([^'\\\n]*)'", code))
+    assert literals, "the script's literals were read"  # not vacuous
+    assert sorted(literals & contract) == []
     rendered = _lua("apply_event.lua")
     assert "--@LAYOUT@" not in rendered and lua_constants() in rendered
     for family in FAMILIES:
