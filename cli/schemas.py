@@ -11,6 +11,7 @@ from portrait.events import (
     INPUT_MODELS,
     INPUT_TOPIC_BY_TYPE,
     OUTPUT_MODELS,
+    OUTPUT_TOPIC_BY_TYPE,
     AccountDocument,
     ProfileDocument,
 )
@@ -36,17 +37,7 @@ def generated_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
-# Output topics (short name) → the event types they carry, and each topic's record key.
-OUTPUT_TOPIC_BY_TYPE = {
-    "profile.changed": "profile-changes",
-    "profile.merged": "profile-changes",
-    "profile.erased": "profile-changes",
-    "profile.snapshot": "profile-changes",
-    "account.changed": "profile-changes",
-    "agent.prompt": "agent-prompts",
-    "trends.window": "trends",
-    "dlq.record": "dlq",
-}
+# The compacted profiles topic and each topic's record key.
 DOCUMENT_TOPIC_BY_TYPE = {"profile": "profiles", "account": "profiles"}
 """The compacted profiles topic: whole documents (``profile.json``, ``account.json``) and
 tombstones (a null value: merged away or erased)."""

@@ -8,6 +8,7 @@ to the DLQ with the reason.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -219,34 +220,37 @@ InputEvent = Annotated[
     | SourceImported,
     Field(discriminator="type"),
 ]
-INPUT_EVENT_ADAPTER: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
 
-INPUT_TOPIC_BY_TYPE: dict[str, str] = {
-    "chat.message": "chat",
-    "relation.changed": "chat",
-    "call.started": "calls",
-    "call.segment": "calls",
-    "call.ended": "calls",
-    "channel.event": "channel-events",
-    "profile.edited": "commands",
-    "feedback.recorded": "commands",
-    "customer.erasure": "commands",
-    "source.imported": "commands",
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """One event type of a topic: its model (the JSON Schema is made from it) and the
+    topic it travels on (short name, without the prefix)."""
+
+    model: type[BaseModel]
+    topic: str
+
+
+INPUT_TYPES: dict[str, EventType] = {
+    "chat.message": EventType(ChatMessage, "chat"),
+    "relation.changed": EventType(RelationChanged, "chat"),
+    "call.started": EventType(CallStarted, "calls"),
+    "call.segment": EventType(CallSegment, "calls"),
+    "call.ended": EventType(CallEnded, "calls"),
+    "channel.event": EventType(ChannelEvent, "channel-events"),
+    "profile.edited": EventType(ProfileEdited, "commands"),
+    "feedback.recorded": EventType(FeedbackRecorded, "commands"),
+    "customer.erasure": EventType(CustomerErasure, "commands"),
+    "source.imported": EventType(SourceImported, "commands"),
 }
+"""Every input event type: the one place to add one (with its model in ``InputEvent``
+above, its state delta in ``processors/profile.py`` ``EVENT_BUILDERS``, and ``make
+schemas``); a test checks the three agree. The lanes follow the topic."""
+
+INPUT_TOPIC_BY_TYPE: dict[str, str] = {name: kind.topic for name, kind in INPUT_TYPES.items()}
 """Short topic name (without prefix) for each input event type."""
-
-INPUT_MODELS: dict[str, type[_Envelope]] = {
-    "chat.message": ChatMessage,
-    "relation.changed": RelationChanged,
-    "call.started": CallStarted,
-    "call.segment": CallSegment,
-    "call.ended": CallEnded,
-    "channel.event": ChannelEvent,
-    "profile.edited": ProfileEdited,
-    "feedback.recorded": FeedbackRecorded,
-    "customer.erasure": CustomerErasure,
-    "source.imported": SourceImported,
-}
+INPUT_MODELS: dict[str, type[BaseModel]] = {name: kind.model for name, kind in INPUT_TYPES.items()}
+INPUT_EVENT_ADAPTER: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
 
 
 # --- profile document -----------------------------------------------------------------
@@ -535,13 +539,20 @@ class DlqRecord(_Model):
     rejected_at: str
 
 
-OUTPUT_MODELS: dict[str, type[BaseModel]] = {
-    "profile.changed": ProfileChanged,
-    "profile.merged": ProfileMerged,
-    "profile.erased": ProfileErased,
-    "account.changed": AccountChanged,
-    "profile.snapshot": ProfileSnapshot,
-    "agent.prompt": AgentPrompt,
-    "trends.window": TrendsWindow,
-    "dlq.record": DlqRecord,
+OUTPUT_TYPES: dict[str, EventType] = {
+    "profile.changed": EventType(ProfileChanged, "profile-changes"),
+    "profile.merged": EventType(ProfileMerged, "profile-changes"),
+    "profile.erased": EventType(ProfileErased, "profile-changes"),
+    "profile.snapshot": EventType(ProfileSnapshot, "profile-changes"),
+    "account.changed": EventType(AccountChanged, "profile-changes"),
+    "agent.prompt": EventType(AgentPrompt, "agent-prompts"),
+    "trends.window": EventType(TrendsWindow, "trends"),
+    "dlq.record": EventType(DlqRecord, "dlq"),
 }
+"""Every output event type: the one place to add one (with its builder in
+``processors/outputs.py``, and ``make schemas``); the worker routes each by its topic
+here."""
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    name: kind.model for name, kind in OUTPUT_TYPES.items()
+}
+OUTPUT_TOPIC_BY_TYPE: dict[str, str] = {name: kind.topic for name, kind in OUTPUT_TYPES.items()}

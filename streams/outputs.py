@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from portrait import metrics
 from portrait.config import Settings
-from portrait.events import InputEvent, RelationChanged
+from portrait.events import OUTPUT_TYPES, InputEvent, RelationChanged
 from processors.accounts import people_document
 from processors.assist import AssistSettings, PromptTemplates, assist_settings
 from processors.attributes import iso_from_ms
@@ -105,9 +106,8 @@ class Outputs:
         self.document = document
         self.templates = templates
         self.assist = assist or assist_settings(settings)
-        self.profile_topic = settings.topic("profile-changes")
-        self.prompt_topic = settings.topic("agent-prompts")
-        self.dlq_topic = settings.topic("dlq")
+        # each output type's topic, from the registry (portrait.events.OUTPUT_TYPES)
+        self.topic = {name: settings.topic(kind.topic) for name, kind in OUTPUT_TYPES.items()}
         # document fields built in this batch, per customer: (version, field → value)
         self._built: dict[str, tuple[int, dict[str, object]]] = {}
         self._built_for: DocumentSettings | None = None
@@ -162,12 +162,13 @@ class Outputs:
             emitted_at,
         )
         key = applied.customer_id.encode()
-        out = [
-            OutputRecord(self.profile_topic, key, encode(profile_merged(applied, loser)))
-            for loser in result.merged
-        ]
+        out = [self._record(key, profile_merged(applied, loser)) for loser in result.merged]
         changes = self._fields_changed(done, applied.customer_id, again)
-        out.append(OutputRecord(self.profile_topic, key, encode_profile_changed(applied, changes)))
+        out.append(
+            OutputRecord(
+                self.topic["profile.changed"], key, encode_profile_changed(applied, changes)
+            )
+        )
         out.extend(self._links(done, emitted_at))
         prompt = self._prompt(done)
         if prompt is not None:
@@ -186,7 +187,7 @@ class Outputs:
                     result.accounts,
                 )
                 snapshot = profile_snapshot(applied, employee, document)
-                out.append(OutputRecord(self.profile_topic, key, encode(snapshot)))
+                out.append(self._record(key, snapshot))
         return out
 
     def _links(self, done: AppliedEvent, emitted_at: str) -> list[OutputRecord]:
@@ -218,7 +219,7 @@ class Outputs:
                     changes,
                     emitted_at,
                 )
-                out.append(OutputRecord(self.profile_topic, number.encode(), encode(body)))
+                out.append(self._record(number.encode(), body))
         return out
 
     def unscored(
@@ -254,7 +255,7 @@ class Outputs:
                 emitted_at,
             )
             key = applied.account_no.encode()
-            out.append(OutputRecord(self.profile_topic, key, encode(body)))
+            out.append(self._record(key, body))
         return out
 
     def _prompt(self, done: AppliedEvent) -> OutputRecord | None:
@@ -290,20 +291,20 @@ class Outputs:
             latency_ms,
             iso_from_ms(now_ms),
         )
-        return OutputRecord(self.prompt_topic, plan.agent_id.encode(), encode(prompt))
+        return self._record(plan.agent_id.encode(), prompt)
 
     def erased(
         self, source_event_id: str, customers: Sequence[str], emitted_at: str
     ) -> list[OutputRecord]:
         """``profile.erased`` for each customer an erasure removed."""
         return [
-            OutputRecord(
-                self.profile_topic,
-                cid.encode(),
-                encode(profile_erased(source_event_id, cid, emitted_at)),
-            )
+            self._record(cid.encode(), profile_erased(source_event_id, cid, emitted_at))
             for cid in customers
         ]
+
+    def _record(self, key: bytes | None, body: Any) -> OutputRecord:
+        """An output on the topic its type goes to."""
+        return OutputRecord(self.topic[body.type], key, encode(body))
 
     def rejected(self, record: InputRecord, rejection: Rejection) -> OutputRecord:
         """The DLQ record of a rejected input, counted and logged (no values)."""
@@ -324,7 +325,7 @@ class Outputs:
             rejection.reason,
             now_iso(),
         )
-        return OutputRecord(self.dlq_topic, record.key, encode(body))
+        return self._record(record.key, body)
 
     def images_rejected(
         self, record: InputRecord, errors: Sequence[tuple[int, str]]

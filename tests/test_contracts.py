@@ -46,3 +46,23 @@ def test_settings_come_from_portrait_variables(monkeypatch: object) -> None:
     assert settings.redis_port == 7777
     assert settings.effective_session_timeout == 6.0
     assert Settings(profile="production").effective_session_timeout == 45.0
+
+
+def test_the_event_type_registries_agree_with_the_models_topics_lanes_and_builders() -> None:
+    from typing import get_args
+
+    from portrait.events import INPUT_TYPES, OUTPUT_TYPES, InputEvent
+    from processors.profile import EVENT_BUILDERS
+    from streams.kafka import INPUT_TOPICS, OUTPUT_TOPICS
+    from streams.lanes import LANES
+
+    union = set(get_args(get_args(InputEvent)[0]))
+    assert union == {kind.model for kind in INPUT_TYPES.values()}
+    for name, kind in INPUT_TYPES.items():
+        assert kind.model.model_fields["type"].annotation.__args__ == (name,)  # type: ignore[union-attr]
+    assert {kind.topic for kind in INPUT_TYPES.values()} == set(INPUT_TOPICS)
+    assert sorted(t for topics in LANES.values() for t in topics) == sorted(INPUT_TOPICS)
+    assert set(EVENT_BUILDERS) <= set(INPUT_TYPES)
+    assert {kind.topic for kind in OUTPUT_TYPES.values()} == set(OUTPUT_TOPICS)
+    for name, kind in OUTPUT_TYPES.items():
+        assert kind.model.model_fields["type"].annotation.__args__ == (name,)  # type: ignore[union-attr]
