@@ -33,9 +33,10 @@ from models.registry import ModelRegistry, customer_model_in_use
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import PERSON_KINDS
-from processors.document import DocumentSettings, StoredState, document_settings, sections_of
+from processors.document import DocumentSettings, StoredState, document_settings
 from processors.identity import is_customer_id
 from processors.indicators import Population
+from processors.layout import sections_of
 from processors.problems import all_problems, most_similar
 from processors.relationships import is_connected
 from state.store import RedisProfileStore
@@ -249,7 +250,7 @@ async def problems(api: Api, request: web.Request) -> web.StreamResponse:
         return error_response(403, "forbidden")
     if loaded is None:
         return error_response(404, "not_found")
-    kept = all_problems(sections_of(loaded[1]["fields"])["r"])
+    kept = all_problems(sections_of(loaded[1]["fields"]).registers)
     like = request.query.get("like", "").strip()
     return json_response(await api.encode_like(kept, like) if like and kept else kept)
 

@@ -20,7 +20,7 @@ from processors.document import document_settings
 
 def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
     from models.encoder import load_encoder
-    from processors.document import sections_of
+    from processors.layout import sections_of
     from processors.problems import all_problems, most_similar
     from state.stores import store_for
     from streams.lookup import find_customer
@@ -37,7 +37,7 @@ def cmd_problems(settings: Settings, args: argparse.Namespace) -> int:
             state = await store.load(customer_id) if customer_id else None
         finally:
             await store.close()
-        return None if state is None else all_problems(sections_of(state["fields"])["r"])
+        return None if state is None else all_problems(sections_of(state["fields"]).registers)
 
     problems = asyncio.run(lookup())
     if problems is None:

@@ -23,9 +23,10 @@ from models.registry import ModelRegistry, customer_model_in_use
 from portrait import metrics
 from portrait.config import Settings
 from portrait.events import FeedbackRecorded, InputEvent
-from processors.document import EMPTY_SCORES, Sections, Update, is_new
+from processors.document import EMPTY_SCORES, Update, is_new
 from processors.emotion import emotion_document
 from processors.features import feature_vector
+from processors.layout import Sections
 
 log = logging.getLogger("portrait.scorer")
 
@@ -40,7 +41,7 @@ def score_sections(model: CustomerModel | None, states: Sequence[Sections]) -> l
     vectors = np.stack([feature_vector(sections) for sections in states])
     documents = []
     for sections, scores in zip(states, model.score(vectors), strict=True):
-        emotion = emotion_document(sections["r"], sections["e"], sections["n"])
+        emotion = emotion_document(sections.registers, sections.sums, sections.negatives)
         documents.append(
             {
                 "value": scores.value,
@@ -112,7 +113,7 @@ class Scorer:
             if (
                 known is not None
                 and model is not None
-                and known[0] == update.before["m"].get("version")
+                and known[0] == update.before.meta.get("version")
                 and known[1]["model_version"] == model.version
             ):
                 before[index] = known[1]
@@ -134,7 +135,7 @@ class Scorer:
             if document["model_version"] is not None:
                 for name in ("value", "loyalty", "churn_risk"):
                     self._histogram(document["model_version"], name).observe(document[name])
-            self._last[customer] = (update.after["m"].get("version"), document)
+            self._last[customer] = (update.after.meta.get("version"), document)
             self._last.move_to_end(customer)
         while len(self._last) > 100_000:
             self._last.popitem(last=False)
@@ -144,7 +145,7 @@ class Scorer:
         """The scores of an empty state (as a new customer's answer shows it), scored
         once per model."""
         model = self.model
-        shape = tuple((kind, tuple(part.items())) for kind, part in sections.items() if part)
+        shape = tuple((k, tuple(part.items())) for k, part in sections.by_kind().items() if part)
         key = (model.version if model is not None else None, shape)
         scores = self._empty.get(key)
         if scores is None:

@@ -14,9 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from processors.layout import ACCOUNT_ENTITY
-
-Sections = dict[str, dict[str, str]]
+from processors.layout import ACCOUNT_ENTITY, Sections
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +56,18 @@ def holding(person: Sections, accounts: Mapping[str, Sections]) -> Sections:
     keep their own events (an account's events are the account's)."""
     if not accounts:
         return person
-    out = {kind: dict(section) for kind, section in person.items()}
-    counts, weights, sums, meta = out["c"], out["d"], out["e"], out["m"]
+    out = person.copy()
+    counts, weights, sums, meta = out.counts, out.weights, out.sums, out.meta
     for account in accounts.values():
-        for name, value in account["c"].items():
+        for name, value in account.counts.items():
             if name.startswith(_HELD_COUNTS):
                 counts[name] = str(int(counts.get(name, 0)) + int(value))
-        for name, value in account["d"].items():
+        for name, value in account.weights.items():
             if name.startswith(_HELD_WEIGHTS):
                 weights[name] = repr(float(weights.get(name, 0.0)) + float(value))
-        if "amount" in account["e"]:
-            sums["amount"] = repr(float(sums.get("amount", 0.0)) + float(account["e"]["amount"]))
-        seen = account["m"].get("last_seen")
+        if "amount" in account.sums:
+            sums["amount"] = repr(float(sums.get("amount", 0.0)) + float(account.sums["amount"]))
+        seen = account.meta.get("last_seen")
         if seen and int(seen) > int(meta.get("last_seen", 0)):
             meta["last_seen"] = seen
     return out

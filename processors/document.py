@@ -39,7 +39,9 @@ from processors.layout import (
     RESOLUTIONS,
     ROLE,
     VERSION,
+    Sections,
     family_of,
+    sections_of,
 )
 from processors.needs import load_rules, needs
 from processors.preferences import decay_weight
@@ -110,22 +112,6 @@ class StoredState(TypedDict):
     ids: list[str]
 
 
-Sections = dict[str, dict[str, str]]
-"""Stored fields grouped by their one-letter kind (``m c d a t r e n y``), prefix removed."""
-
-_KINDS = ("m", "c", "d", "a", "t", "r", "e", "n", "y")
-
-
-def sections_of(fields: dict[str, str]) -> Sections:
-    """Group stored fields by kind in one pass."""
-    out: Sections = {kind: {} for kind in _KINDS}
-    for name, value in fields.items():
-        section = out.get(name[0])
-        if section is not None:
-            section[name[2:]] = value
-    return out
-
-
 class ProfileView:
     """One customer's stored state as document fields; each is built on first use.
     ``accounts``: the accounts the person holds (number → state), which their
@@ -148,7 +134,7 @@ class ProfileView:
         return {number: sections_of(state.fields) for number, state in self.held.items()}
 
     def version(self) -> int:
-        return int(self.sections["m"].get("version", 0))
+        return int(self.sections.meta.get("version", 0))
 
     def identifiers(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {"phone": [], "im_id": [], "email": [], "customer_id": []}
@@ -159,17 +145,17 @@ class ProfileView:
 
     def attributes(self) -> dict[str, Any]:
         out = {}
-        for name, stored in sorted(self.sections["a"].items()):
+        for name, stored in sorted(self.sections.attributes.items()):
             payload = decode_register(stored)
             if payload.get("value") is not None:
                 out[name] = payload
         return out
 
     def tags(self) -> list[str]:
-        return sorted(name for name, stored in self.sections["t"].items() if stored.endswith("\t1"))
+        return sorted(name for name, stored in self.sections.tags.items() if stored.endswith("\t1"))
 
     def stats(self) -> dict[str, Any]:
-        meta, counts = self.sections["m"], self.sections["c"]
+        meta, counts = self.sections.meta, self.sections.counts
         first_seen, last_seen = meta.get("first_seen"), meta.get("last_seen")
         return {
             "events_total": int(counts.get("events_total", 0)),
@@ -185,7 +171,7 @@ class ProfileView:
         # wins, ties go to the smaller name.
         channel = bucket = ""
         channel_weight = bucket_weight = -1.0
-        for name, value in self.sections["d"].items():
+        for name, value in self.sections.weights.items():
             if name[:3] == "ch:":
                 weight, key = float(value), name[3:]
                 if weight > channel_weight or (weight == channel_weight and key < channel):
@@ -198,11 +184,15 @@ class ProfileView:
 
     @cached_property
     def emotion(self) -> dict[str, Any]:
-        return emotion_document(self.sections["r"], self.sections["e"], self.sections["n"])
+        return emotion_document(
+            self.sections.registers, self.sections.sums, self.sections.negatives
+        )
 
     def relationships(self) -> list[dict[str, Any]]:
         sections = self.sections
-        return relationships(sections["r"], sections["c"], sections["d"], self.settings.closeness)
+        return relationships(
+            sections.registers, sections.counts, sections.weights, self.settings.closeness
+        )
 
     @cached_property
     def indicators(self) -> dict[str, Any]:
@@ -213,7 +203,7 @@ class ProfileView:
     def accounts(self) -> list[dict[str, Any]]:
         """Each account held: number, the person's role and its permissions, and the
         account's own stats, indicators and version; by account number."""
-        registers = self.sections["r"]
+        registers = self.sections.registers
         out = []
         for number in sorted(self.held):
             role = role_name(registers.get(ROLE[2:] + number, ""))
@@ -239,37 +229,37 @@ class ProfileView:
         """Identifiers the identity rules refused: kind, reason and how many times (never
         the value)."""
         out = []
-        for name, count in sorted(self.sections["c"].items()):
+        for name, count in sorted(self.sections.counts.items()):
             if name.startswith(REJECTED):
                 kind, _, reason = name[len(REJECTED) :].partition(":")
                 out.append({"kind": kind, "reason": reason, "count": int(count)})
         return out
 
     def roles(self) -> list[dict[str, Any]]:
-        return roles(self.sections["r"], self.settings.permissions)
+        return roles(self.sections.registers, self.settings.permissions)
 
     def actions(self) -> list[dict[str, Any]]:
-        return actions_towards_employees(self.sections["y"])
+        return actions_towards_employees(self.sections.actions)
 
     def products(self) -> Any:
-        return products_document(self.sections["r"])
+        return products_document(self.sections.registers)
 
     def keywords(self) -> Any:
-        last_seen = int(self.sections["m"].get("last_seen", 0))
+        last_seen = int(self.sections.meta.get("last_seen", 0))
         latest = decay_weight(last_seen, self.settings.half_life_days) if last_seen else 1.0
-        return keywords_document(self.sections["d"], latest, self.settings.keywords_top_k)
+        return keywords_document(self.sections.weights, latest, self.settings.keywords_top_k)
 
     @cached_property
     def intents(self) -> Any:
-        return intents_document(self.sections["c"])
+        return intents_document(self.sections.counts)
 
     def problems(self) -> Any:
-        return problems_document(self.sections["r"])
+        return problems_document(self.sections.registers)
 
     def needs(self) -> Any:
         if not self.settings.needs_rules:
             return []
-        weights = self.sections["d"]
+        weights = self.sections.weights
         # indicators and emotion are built only when a rule gets as far as them
         return needs(
             self.settings.needs_rules,
@@ -359,14 +349,15 @@ def is_new(update: Update) -> bool:
     if update.ids_before or update.accounts_before:
         return False
     return all(
-        not part or (kind == "n" and part == _NO_STREAK) for kind, part in update.before.items()
+        not part or (kind == NEGATIVES.prefix[0] and part == _NO_STREAK)
+        for kind, part in update.before.by_kind().items()
     )
 
 
 ACCOUNT_FIELDS: dict[str, Callable[[ProfileView], Any]] = {
     "stats": ProfileView.stats,
     "indicators": ProfileView.own_indicators,
-    "behaviour": lambda view: behaviour(view.sections["c"]),
+    "behaviour": lambda view: behaviour(view.sections.counts),
     "attributes": ProfileView.attributes,
     "version": ProfileView.version,
 }
@@ -437,11 +428,11 @@ def update_of(
 ) -> Update:
     """The before/after view of one update (``old``: field → value before, None = absent;
     ``accounts``: those held after it, ``links_added`` those it linked)."""
-    kinds = {name[0] for name in old}
     after_sections = sections_of(after["fields"])
-    before = {k: dict(v) if k in kinds else v for k, v in after_sections.items()}
+    before = after_sections.copy({name[0] for name in old})
+    parts = before.by_kind()
     for name, value in old.items():
-        section = before.get(name[0])
+        section = parts.get(name[0])
         if section is None:
             continue
         if value is None:

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from processors.emotion import negative_streak
+from processors.layout import Sections
 
 FEATURES: tuple[str, ...] = (
     "log_events",  # interaction volume
@@ -39,9 +40,9 @@ def _count(counts: dict[str, str], name: str) -> float:
     return float(counts.get(name, 0))
 
 
-def feature_vector(sections: dict[str, dict[str, str]]) -> np.ndarray:
+def feature_vector(sections: Sections) -> np.ndarray:
     """The features of one customer from its stored sections (``sections_of``)."""
-    meta, counts, sums = sections["m"], sections["c"], sections["e"]
+    meta, counts, sums = sections.meta, sections.counts, sections.sums
     events = _count(counts, "events_total")
     first, last = meta.get("first_seen"), meta.get("last_seen")
     days = (int(last) - int(first)) / _DAY_MS if first and last else 0.0
@@ -58,7 +59,7 @@ def feature_vector(sections: dict[str, dict[str, str]]) -> np.ndarray:
         float(len(channels)),
         entropy,
         float(sums.get("wv", 0.0)) / weight if weight > 0 else math.nan,
-        float(negative_streak(sections["n"])),
+        float(negative_streak(sections.negatives)),
         _count(counts, "act:complaint"),
         paid / (paid + overdue) if paid + overdue else math.nan,
         overdue,

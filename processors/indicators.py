@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.layout import ACCOUNT_SPEND
+from processors.layout import ACCOUNT_SPEND, Sections
 from processors.preferences import DECAY_EPOCH_MS
 
 _DAY_MS = 86_400_000
@@ -99,13 +99,13 @@ def wealth(amount: float | None, population: Population) -> float | None:
 
 
 def indicators(
-    sections: dict[str, dict[str, str]],
+    sections: Sections,
     half_life_days: float,
     population: Population | None = None,
 ) -> dict[str, Any]:
     """``profile.indicators`` from stored sections (``sections_of``)."""
-    counts, weights, registers = sections["c"], sections["d"], sections["r"]
-    last_seen = sections["m"].get("last_seen")
+    counts, weights, registers = sections.counts, sections.weights, sections.registers
+    last_seen = sections.meta.get("last_seen")
     decayed = sum(float(v) for k, v in weights.items() if k.startswith("ch:"))
     activity = None
     if last_seen and decayed:
@@ -119,7 +119,7 @@ def indicators(
             float(counts.get("act:bill_paid", 0)), float(counts.get("act:bill_overdue", 0))
         ),
         "wealth": wealth(
-            float(sections["e"]["amount"]) if "amount" in sections["e"] else None,
+            float(sections.sums["amount"]) if "amount" in sections.sums else None,
             population or Population(),
         ),
         "campaign_participation": _ratio(

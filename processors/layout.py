@@ -35,7 +35,8 @@ full load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 # Separators of the state script's answer: records, units, "absent before", and the
 # family views (one after another, their members as the sorted sets hold them).
@@ -305,3 +306,56 @@ def global_bases(prefix: str, stripes: int = 0) -> list[str]:
     if stripes <= 0:
         return [prefix]
     return [f"{prefix}{{{STRIPE}{k}}}:" for k in range(stripes)]
+
+
+@dataclass(slots=True)
+class Sections:
+    """Stored fields grouped by kind, each without its prefix: ``meta`` (``m:``),
+    ``counts`` (``c:``), ``weights`` (``d:``), ``attributes`` (``a:``), ``tags``
+    (``t:``), ``registers`` (``r:``), ``sums`` (``e:``), ``negatives`` (``n:``) and
+    ``actions`` (``y:``)."""
+
+    meta: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, str] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    registers: dict[str, str] = field(default_factory=dict)
+    sums: dict[str, str] = field(default_factory=dict)
+    negatives: dict[str, str] = field(default_factory=dict)
+    actions: dict[str, str] = field(default_factory=dict)
+
+    def by_kind(self) -> dict[str, dict[str, str]]:
+        """Each part by the first letter of its stored prefix."""
+        return {letter: getattr(self, part) for letter, part in _PARTS.items()}
+
+    def copy(self, kinds: Iterable[str] | None = None) -> Sections:
+        """A copy whose parts of these kinds (first letters; all when None) are copies
+        too, the others shared."""
+        copied = set(_PARTS) if kinds is None else set(kinds)
+        parts = self.by_kind()
+        return Sections(**{_PARTS[k]: dict(v) if k in copied else v for k, v in parts.items()})
+
+
+_PARTS = {
+    META[0]: "meta",
+    COUNT[0]: "counts",
+    WEIGHT[0]: "weights",
+    ATTRIBUTE[0]: "attributes",
+    TAG[0]: "tags",
+    REGISTER[0]: "registers",
+    SUM[0]: "sums",
+    NEGATIVES.prefix[0]: "negatives",
+    ACTIONS.prefix[0]: "actions",
+}
+
+
+def sections_of(fields: dict[str, str]) -> Sections:
+    """Group stored fields by kind in one pass."""
+    out = Sections()
+    parts = out.by_kind()
+    for name, value in fields.items():
+        section = parts.get(name[0])
+        if section is not None:
+            section[name[2:]] = value
+    return out

@@ -15,10 +15,10 @@ from processors.document import (
     StoredState,
     account_document,
     document_from_state,
-    sections_of,
 )
 from processors.identity import normalise_identifier
 from processors.indicators import Population
+from processors.layout import sections_of
 from state.store import ProfileStore, RedisProfileStore
 
 

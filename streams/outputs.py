@@ -32,7 +32,7 @@ from processors.document import (
 )
 from processors.emotion import EmotionResult, negative_streak
 from processors.envelope import Rejection
-from processors.layout import ROLE, VERSION
+from processors.layout import ROLE, VERSION, Sections
 from processors.outputs import (
     OutputOrigin,
     account_changed,
@@ -132,7 +132,7 @@ class Outputs:
         derived = {"scores": done.scores}
         previous = self._built.pop(customer_id, None)
         holds = bool(update.accounts_after or update.accounts_before)
-        before = int(update.before["m"].get("version", 0))
+        before = int(update.before.meta.get("version", 0))
         known: dict[str, object] | None = None
         if is_new(update):  # a new customer changes from the empty document
             known = self._empty
@@ -141,7 +141,7 @@ class Outputs:
         built: dict[str, object] | None = {} if again and not holds else None
         changes = changed_fields(update, derived, self.document, known, built)
         if built is not None:
-            version = int(update.after["m"].get("version", 0))
+            version = int(update.after.meta.get("version", 0))
             self._built[customer_id] = (version, {**known, **built} if known else built)
         return changes
 
@@ -157,8 +157,8 @@ class Outputs:
         applied = OutputOrigin(
             done.event.event_id,
             result.customer_id,
-            int(update.after["m"].get("version", 0)),
-            connected_employees(update.after["r"]),
+            int(update.after.meta.get("version", 0)),
+            connected_employees(update.after.registers),
             emitted_at,
         )
         key = applied.customer_id.encode()
@@ -176,7 +176,7 @@ class Outputs:
         event = done.event
         if isinstance(event, RelationChanged):
             employee = event.payload.employee_id
-            if became_friend(employee, update.before["r"], update.after["r"]):
+            if became_friend(employee, update.before.registers, update.after.registers):
                 assert result.state is not None
                 state = result.state
                 document = document_from_state(
@@ -207,7 +207,7 @@ class Outputs:
                 previous = result.old[role_field]
                 before[person] = previous or ""
             people = (people_document(before), people_document(account.people))
-            changes = account_changes(None, {}, people, self.document)
+            changes = account_changes(None, Sections(), people, self.document)
             if changes:
                 version = int(account.fields.get(VERSION, 0))
                 body = account_changed(
@@ -249,7 +249,7 @@ class Outputs:
                 event_id,
                 applied.account_no,
                 None,
-                int(update.after["m"].get("version", 0)),
+                int(update.after.meta.get("version", 0)),
                 applied.notify,
                 changes,
                 emitted_at,
@@ -268,7 +268,7 @@ class Outputs:
             done.event,
             emotion.label,
             done.result.prompt,
-            negative_streak(done.update.after["n"]),
+            negative_streak(done.update.after.negatives),
             value if isinstance(value, float) else None,
             self.assist,
         )

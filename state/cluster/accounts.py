@@ -8,8 +8,14 @@ from typing import Any
 import orjson
 
 from processors.accounts import AccountState
-from processors.document import sections_of
-from processors.layout import ACCOUNT_ENTITY, PENDING_KEY, PEOPLE_KEY, PROFILE_KEY, ROLE
+from processors.layout import (
+    ACCOUNT_ENTITY,
+    PENDING_KEY,
+    PEOPLE_KEY,
+    PROFILE_KEY,
+    ROLE,
+    sections_of,
+)
 from processors.layout import ENTITY_SEP as ES
 from processors.layout import RECORD_SEP as RS
 from processors.relationships import connected_employees
@@ -96,7 +102,7 @@ class AccountSteps(ClusterBase):
                 for k, v in (await self.redis.hgetall(self.key(person, PROFILE_KEY))).items()
             }
             roles[person] = fields.get(ROLE + acct, "")
-            notify.update(connected_employees(sections_of(fields)["r"]))
+            notify.update(connected_employees(sections_of(fields).registers))
         return roles, sorted(notify)
 
     async def _fill_person(self, result: ApplyResult, step: Mapping[str, Any], person: str) -> None:

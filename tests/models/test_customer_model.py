@@ -18,8 +18,9 @@ from models.customer_model import (
 )
 from models.customer_sim import TARGETS, simulate
 from models.scorer import score_sections
-from processors.document import EMPTY_SCORES, sections_of
+from processors.document import EMPTY_SCORES
 from processors.features import FEATURES, feature_vector
+from processors.layout import sections_of
 
 
 def test_simulator_is_deterministic_and_shaped() -> None:

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from processors.document import sections_of
 from processors.indicators import indicators
+from processors.layout import sections_of
 from processors.preferences import DECAY_EPOCH_MS, decay_weight
 
 DAY = 86_400_000

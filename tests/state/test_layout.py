@@ -404,7 +404,7 @@ def test_a_busy_customers_old_values_come_from_its_previous_update(
                     if body["type"] == "profile.changed"
                 ]
                 assert change["changed"] == orjson.loads(orjson.dumps(expected)), body["event_id"]
-                previous = int(update.before["m"].get("version", 0))
+                previous = int(update.before.meta.get("version", 0))
                 counted["reused"] += remembered is not None and remembered[0] == previous
         finally:
             await store.close()
