@@ -99,6 +99,40 @@ from state.answers import (
 )
 from state.store import RedisProfileStore
 
+STEP_FIELDS = (
+    # a step of the protocol: which, on whom, by whom
+    "op",
+    "cid",
+    "acct",
+    "agent",
+    "id",
+    "from",
+    "to",
+    "into",
+    "token",
+    "stripe",
+    "items",
+    "h",
+    "ttl",
+    "all",
+    # what the store decided for an event's own call
+    "survivor",
+    "usable",
+    "rejections",
+    "absorb",
+    "later",
+    # a rule's inputs (``RULES`` in the script)
+    "rule",
+    "events",
+    "found",
+    "first_seen",
+    "people",
+    "erasure",
+    "owners",
+    "account_people",
+)
+"""Fields the cluster protocol adds to a delta, or sends alone, for the state script's
+steps (a test checks the script reads no other field than these and the delta's own)."""
 ATTEMPTS = 12
 """Times an event is resolved again (a lost claim, a moved person) before the batch fails."""
 LOCK_MS = 10_000

@@ -412,3 +412,30 @@ def test_a_busy_customers_old_values_come_from_its_previous_update(
     asyncio.run(scenario())
     # most updates took their old values from the one before; some followed others'
     assert counted["reused"] > 50 and counted["elsewhere"] > 15
+
+
+def test_the_script_reads_only_the_fields_python_sends() -> None:
+    from processors.profile import ProfileDelta
+    from state.cluster.base import STEP_FIELDS
+
+    raw = files("state").joinpath("apply_event.lua").read_text(encoding="utf-8")
+    code = "\n".join(line.split("--", 1)[0] for line in raw.splitlines())
+    read = set(re.findall(r"\bd\.([a-z_]+)", code))
+    delta = ProfileDelta(
+        "e-1",
+        1,
+        ["phone:+8613900000000"],
+        "c-1",
+        accounts=["A-1"],
+        id_hashes=["h"],
+        suppression_ms=1,
+        call={"id": "call-1"},
+        trend={"w": 1},
+        whole=True,
+    )
+    sent = set(orjson.loads(delta.to_json(1, 1))) | set(
+        orjson.loads(delta.to_json(1, 1, quiet=True))
+    )
+    assert {"eid", "ids", "accts", "ts"} <= read  # not vacuous
+    assert read - sent - set(STEP_FIELDS) == set()
+    assert sent.isdisjoint(STEP_FIELDS)
