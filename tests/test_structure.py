@@ -129,3 +129,14 @@ def test_no_lua_function_is_longer_than_eighty_lines() -> None:
                 name = ""
     assert seen > 20, "the scripts' functions were found"  # not vacuous
     assert long == []
+
+
+def test_no_class_is_longer_than_four_hundred_lines() -> None:
+    long = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef) and node.end_lineno:
+                    if node.end_lineno - node.lineno + 1 > 400:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert long == []
