@@ -73,13 +73,14 @@ FAULTS = (
     "zombie",
     "kill_redis",
     "cut_aof",
+    "wipe_aof",
     "poison",
 )
 SHORT_FAULTS = ("kill_worker", "cut_aof", "poison")
-UNDER_LOAD = {"cut_aof"}
+UNDER_LOAD = {"cut_aof", "wipe_aof"}
 """Faults injected while the next slice is being applied (the others: between slices)."""
 CLUSTER_SHORT_FAULTS = ("kill_worker", "kill_redis", "kill_worker", "poison")
-OUTSIDE_CLUSTER_CONTRACT = {"cut_aof"}
+OUTSIDE_CLUSTER_CONTRACT = {"cut_aof", "wipe_aof"}
 """On a Redis Cluster, one node losing writes it acknowledged (an ``everysec`` AOF's
 last second on a host crash) is found and redone for the events of people already
 known (every node keeps a copy of the input positions), but a merge across nodes can
@@ -310,20 +311,25 @@ class AofSizes:
         self._stop.set()
         self._thread.join()
 
-    def cut(self, seconds_ago: float) -> int:
-        """Truncate the newest file to its size ``seconds_ago``; the bytes cut."""
-        moment = time.monotonic() - seconds_ago
+    def cut(self, seconds_ago: float | None) -> int:
+        """Truncate the newest file to its size ``seconds_ago`` (None: to nothing); the
+        bytes cut."""
+        moment = time.monotonic() - (seconds_ago or 0.0)
         earlier = [(path, size) for at, path, size in self.samples if at <= moment]
-        path, size = earlier[-1] if earlier else (self.newest(), 0)
+        path, size = earlier[-1] if earlier and seconds_ago is not None else (self.newest(), 0)
         cut = path.stat().st_size - size
         with path.open("r+b") as handle:
             handle.truncate(size)
         return max(cut, 0)
 
 
-def cut_aof(cluster: Cluster, records: list[OutputRecord], node: int = 0) -> FaultResult:
+def cut_aof(
+    cluster: Cluster, records: list[OutputRecord], node: int = 0, wipe: bool = False
+) -> FaultResult:
     """While a slice is being applied: Redis (on a cluster: the ``node``) SIGKILL, its
-    AOF cut back to its size one second before the kill, restarted from it."""
+    AOF cut back to its size one second before the kill (``wipe``: the whole file of
+    writes since the last rewrite, the ledger of input positions with it), restarted
+    from it."""
     client, prefix = cluster.client(), cluster.settings.redis_key_prefix
     before = _safe_applied(client, prefix) or 0
     with AofSizes(cluster.node_dir(node)) as sizes:
@@ -334,12 +340,13 @@ def cut_aof(cluster: Cluster, records: list[OutputRecord], node: int = 0) -> Fau
         time.sleep(0.6)  # part of the slice applied, and acknowledged
         lost = (_safe_applied(client, prefix) or 0) - before
         cluster.kill_redis(node)
-        cut = sizes.cut(1.0)
+        cut = sizes.cut(None if wipe else 1.0)
     cluster.start_redis(node)
+    what = "every write since its last rewrite" if wipe else "1 s"
     detail = (
-        f"{cluster.node_name(node)} SIGKILL mid-slice ({lost} applied), AOF cut by {cut} B (1 s)"
+        f"{cluster.node_name(node)} SIGKILL mid-slice ({lost} applied), AOF cut by {cut} B ({what})"
     )
-    return FaultResult("cut_aof", detail, time.monotonic() - started)
+    return FaultResult("wipe_aof" if wipe else "cut_aof", detail, time.monotonic() - started)
 
 
 def recovered(cluster: Cluster, before: int, started: float, timeout: float = 90.0) -> float:
@@ -480,7 +487,8 @@ def _run_faults(
         before = _settled(cluster)
         started = time.monotonic()
         if name in UNDER_LOAD:
-            result = cut_aof(cluster, records, _any_node(cluster, rng))
+            node = _any_node(cluster, rng)
+            result = cut_aof(cluster, records, node, wipe=name == "wipe_aof")
             _wait(lambda: _safe_applied(client, prefix) is not None, 30, "redis loaded")
             before = _safe_applied(client, prefix) or 0  # what the restarted Redis holds
         else:

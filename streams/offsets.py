@@ -128,7 +128,8 @@ class Ledger:
     ) -> dict[Partition, int]:
         """Take the assigned partitions for ``generation``: each starts at the lower of
         Kafka's committed offset and Redis's position (no commit: from the earliest
-        record, as Kafka would), written back as this generation's. Returns the
+        record, as Kafka would; a commit Redis has no position for: from the first
+        record, as Redis lost it all), written back as this generation's. Returns the
         partitions Redis is behind Kafka on, with the offset to seek to."""
         stored = await store.positions(self.key)
         self.generation, self.done, seek = generation, {}, {}
@@ -136,7 +137,10 @@ class Ledger:
             redis = _offset(stored.get(field(partition)))
             if kafka is None:  # no commit: Kafka starts from the earliest record
                 self.done[partition] = UNKNOWN
-            elif redis is not None and redis < kafka:
+            elif redis is None:  # Kafka committed what Redis has no trace of: Redis lost
+                # everything (or is new): the partition is read again from its start
+                self.done[partition] = seek[partition] = 0
+            elif redis < kafka:
                 self.done[partition] = seek[partition] = redis
             else:
                 self.done[partition] = kafka

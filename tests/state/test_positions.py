@@ -156,6 +156,23 @@ def test_the_watch_finds_positions_behind_what_was_acknowledged() -> None:
     assert ledger.lost({}) == ["t.chat|0", "t.chat|1", "t.chat|2"]  # Redis lost everything
 
 
+def test_a_commit_redis_has_no_position_for_starts_from_the_first_offset(
+    redis_settings: Settings,
+) -> None:
+    """Redis lost everything (an AOF cut back past the ledger, a new empty Redis):
+    whatever Kafka committed, the partitions are read again from their first record
+    (the state is idempotent), so nothing acknowledged before is lost."""
+    ledger = Ledger(redis_settings.redis_key_prefix, "g-wiped")
+
+    async def go(store: RedisProfileStore) -> tuple[dict[Any, int], dict[str, str]]:
+        seek = await ledger.claim(store, {("t.cmd", 0): 12, ("t.cmd", 1): None}, 2)
+        return seek, await store.positions(ledger.key)
+
+    seek, stored = with_store(redis_settings, go)
+    assert seek == {("t.cmd", 0): 0}
+    assert stored == {"t.cmd|0": "2:0", "t.cmd|1": "2:-1"}
+
+
 def test_a_partition_claimed_before_anything_was_applied_starts_from_its_first_offset(
     redis_settings: Settings,
 ) -> None:
