@@ -58,9 +58,11 @@ def env_file(path: Path) -> dict[str, str]:
 
 
 def local_addresses(settings: Settings, port: int) -> dict[str, str]:
-    """What differs from a real deployment: where the broker and Redis are, the local
-    broker's session timeout, a namespace of this test's, loopback only."""
+    """What differs from a real deployment: where the broker and Redis are (and whether
+    that is a Redis Cluster: ``make test-cluster``), the local broker's session timeout,
+    a namespace of this test's, loopback only."""
     return {
+        "PORTRAIT_REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "PORTRAIT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "PORTRAIT_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
         "PORTRAIT_REDIS_URL": settings.redis_url,
