@@ -1219,9 +1219,13 @@ function RULES.resolve(d)  -- several events at once: {ids, owner, held} each
   return {answers = answers}
 end
 
+-- the caller's first-seen times, as the rules read them (none known: never seen)
+local function first_seen_sent(d)
+  return function(c) return d.first_seen[c] or math.huge end
+end
+
 function RULES.survivor(d)
-  local first = function(c) return d.first_seen[c] or math.huge end
-  return {survivor = survivor_of(d.found, d.newcid, first)}
+  return {survivor = survivor_of(d.found, d.newcid, first_seen_sent(d))}
 end
 
 function RULES.erasure(d)
@@ -1231,8 +1235,7 @@ function RULES.erasure(d)
 end
 
 function RULES.suppressed(d)
-  local first = function(c) return d.first_seen[c] or math.huge end
-  return {gone = suppressed_people(d.people, d.erasure, first)}
+  return {gone = suppressed_people(d.people, d.erasure, first_seen_sent(d))}
 end
 
 function CLUSTER_OPS.rule(d)
